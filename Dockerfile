@@ -1,0 +1,60 @@
+# syntax=docker/dockerfile:1
+#
+# access-eval container image.
+#
+#   docker build -t access-eval:0.1.0 .
+#   docker run --rm --read-only --tmpfs /tmp -p 9108:9108 \
+#     -e ACCESS_EVAL_BOOTSTRAP_SERVERS=kafka:9092 access-eval:0.1.0
+#
+# Two stages: the builder installs the package and its dependencies into a virtualenv
+# (confluent-kafka, fastavro and pydantic-core ship manylinux wheels, so no compiler is needed);
+# the final stage copies only that virtualenv and the Avro schemas. Both stages use the same base
+# image so the venv's interpreter symlinks resolve in the final stage.
+# The image runs as a numeric non-root user and writes nothing outside /tmp, so it works with
+# readOnlyRootFilesystem (mount an emptyDir/tmpfs on /tmp). There is no HEALTHCHECK on purpose:
+# Kubernetes probes /livez and /readyz on the metrics port (see helm/access-eval).
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# pyproject.toml declares README.md as the package readme: setuptools needs it to build.
+COPY pyproject.toml README.md ./
+COPY processor/ processor/
+# Non-editable install: the package lands in the venv's site-packages, byte-compiled by pip, so the
+# final stage needs neither the source tree nor write access to compile anything at run time.
+RUN pip install . \
+    && pip uninstall -y pip setuptools wheel
+
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="access-eval" \
+      org.opencontainers.image.description="Kafka stream processor evaluating IBM Cloud IAM external identity interaction settings" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+RUN groupadd --system --gid 10001 access-eval \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin access-eval
+
+COPY --from=builder /opt/venv /opt/venv
+COPY schemas/ /opt/access-eval/schemas/
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp \
+    ACCESS_EVAL_SCHEMA_DIR=/opt/access-eval/schemas
+
+USER 10001:10001
+WORKDIR /tmp
+# /metrics, /livez and /readyz (ACCESS_EVAL_METRICS_PORT).
+EXPOSE 9108
+ENTRYPOINT ["access-eval"]
+CMD ["run"]
