@@ -1,0 +1,507 @@
+"""Prometheus metrics of the stream processor (SPEC §9: the names are an interface).
+
+Two rules shape this module:
+
+* **Counters move only for committed work** (SPEC §8). The processing loop tallies a batch in a
+  :class:`Tally` and hands it to :meth:`Metrics.commit` only after the Kafka transaction that
+  carries the batch committed. An aborted transaction is replayed later; counting it now would
+  count its attempts twice.
+* **Label values are bounded.** Every label value comes from a closed set (identity types,
+  outcomes, DLQ and settings-rejection reasons) or from configuration (per-account labels, capped).
+  Anything unexpected is folded into ``other`` / ``invalid_field`` instead of creating a series,
+  so a malicious or buggy producer can never blow up Prometheus' memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.gc_collector import GCCollector
+
+from processor import __version__
+
+log = logging.getLogger(__name__)
+
+#: The six outcomes of SPEC §5; every attempt lands in exactly one.
+OUTCOMES: Final[tuple[str, ...]] = (
+    "same_account",
+    "unrestricted",
+    "permit",
+    "would_be_deny",
+    "enforced_deny",
+    "invalid",
+)
+#: Outcomes that :meth:`Tally.add` accepts (``invalid`` goes through :meth:`Tally.add_invalid`).
+DECISION_OUTCOMES: Final[frozenset[str]] = frozenset(OUTCOMES) - {"invalid"}
+IDENTITY_TYPES: Final[tuple[str, ...]] = ("user", "service_id", "service")
+#: Label value for an identity type outside the closed set (should not happen: such attempts are invalid).
+OTHER: Final = "other"
+PERMIT_STATES: Final[tuple[str, ...]] = ("monitor", "limited")
+#: DLQ reasons (SPEC §7); anything else is reported as ``invalid_field``.
+INVALID_REASONS: Final[tuple[str, ...]] = (
+    "oversize",
+    "bad_json",
+    "missing_field",
+    "wrong_type",
+    "unknown_identity_type",
+    "bad_timestamp",
+    "invalid_field",
+)
+FALLBACK_INVALID_REASON: Final = "invalid_field"
+#: Settings rejection reasons (SPEC §3); anything else is reported as ``other``.
+SETTINGS_REJECT_REASONS: Final[tuple[str, ...]] = (
+    "bad_json",
+    "invalid_value",
+    "key_mismatch",
+    "missing_key",
+    "other",
+)
+TRANSACTION_RESULTS: Final[tuple[str, ...]] = ("committed", "aborted")
+#: The setting that configures per-account labels; named in errors so operators know what to fix.
+ACCOUNT_LABELS_SETTING: Final = "ACCESS_EVAL_ACCOUNT_LABELS"
+DEFAULT_MAX_ACCOUNT_LABELS: Final = 100
+
+#: Event age: from sub-second (live) to a day (replaying a backlog, SPEC §5 retention window).
+EVENT_AGE_BUCKETS: Final[tuple[float, ...]] = (
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0,
+)  # fmt: skip
+#: Batch processing time: 1 ms .. 10 s.
+BATCH_SECONDS_BUCKETS: Final[tuple[float, ...]] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_SIZE_BUCKETS: Final[tuple[float, ...]] = (
+    1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
+)  # fmt: skip
+
+#: librdkafka partition fetch states in which the partition is assigned to this consumer
+#: (STATISTICS.md: none, stopping, stopped, offset-query, offset-wait, validate-epoch-wait, active).
+_ASSIGNED_FETCH_STATES: Final[frozenset[str]] = frozenset(
+    {"active", "offset-query", "offset-wait", "validate-epoch-wait"}
+)
+
+_Key = tuple[str, str, str, str]
+
+
+def normalize_account(account_id: str) -> str:
+    """Account ids are compared trimmed and lower-cased (SPEC §3)."""
+    return account_id.strip().lower()
+
+
+class Tally:
+    """What one Kafka transaction did, held back until the transaction commits.
+
+    ``add`` runs once per message on the hot path, so it is one dict increment on a tuple key;
+    label mapping and validation of the rarer fields happen once per distinct key in
+    :meth:`Metrics.commit`.
+    """
+
+    __slots__ = ("_ages", "_counts", "_invalid", "_n")
+
+    def __init__(self) -> None:
+        self._counts: defaultdict[_Key, int] = defaultdict(int)
+        self._invalid: defaultdict[str, int] = defaultdict(int)
+        self._ages: list[float] = []
+        self._n = 0
+
+    def add(self, outcome: str, identity_type: str, state: str, account_id: str) -> None:
+        """Count one evaluated attempt.
+
+        ``state`` is the identity type's state (``""`` when the outcome does not depend on it,
+        ``enabled``, ``monitor`` or ``limited``); ``account_id`` is the target account, used only
+        for opted-in per-account labels. An unknown outcome raises ValueError here, at the call
+        site, rather than after the transaction committed.
+        """
+        if outcome not in DECISION_OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(DECISION_OUTCOMES)}")
+        self._counts[(outcome, identity_type, state, account_id)] += 1
+        self._n += 1
+
+    def add_invalid(self, reason: str) -> None:
+        """Count one attempt sent to the DLQ (outcome ``invalid``) with its reason."""
+        self._invalid[reason] += 1
+        self._n += 1
+
+    def observe_age(self, seconds: float) -> None:
+        """Record one event-age sample (now - event_time); the caller decides how often to sample."""
+        self._ages.append(seconds)
+
+    def clear(self) -> None:
+        """Forget everything (after commit, or when the transaction aborted)."""
+        self._counts.clear()
+        self._invalid.clear()
+        self._ages.clear()
+        self._n = 0
+
+    def merge(self, other: Tally) -> None:
+        """Add ``other``'s counts and samples to this tally (``other`` is left unchanged)."""
+        for key, n in other._counts.items():
+            self._counts[key] += n
+        for reason, n in other._invalid.items():
+            self._invalid[reason] += n
+        self._ages.extend(other._ages)
+        self._n += other._n
+
+    def __len__(self) -> int:
+        """Number of attempts tallied (valid and invalid)."""
+        return self._n
+
+    def __repr__(self) -> str:
+        return f"Tally(attempts={self._n}, keys={len(self._counts)}, invalid={dict(self._invalid)})"
+
+
+class Metrics:
+    """All metrics of one processor instance, on their own registry.
+
+    A private registry (rather than prometheus_client's global one) lets tests build many
+    instances, and keeps /metrics exactly what this class declares plus process metrics.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        account_labels: Iterable[str] = (),
+        max_account_labels: int = DEFAULT_MAX_ACCOUNT_LABELS,
+    ) -> None:
+        accounts = sorted({normalize_account(a) for a in account_labels if a.strip()})
+        if len(accounts) > max_account_labels:
+            raise ValueError(
+                f"{ACCOUNT_LABELS_SETTING} lists {len(accounts)} accounts; at most {max_account_labels} "
+                "may carry per-account metric labels (each adds series to Prometheus): shorten the list"
+            )
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.account_labels: frozenset[str] = frozenset(accounts)
+        r = self.registry
+
+        # --- decisions (SPEC §9) -------------------------------------------------------------
+        self.permits = Counter(
+            "access_eval_permits_total",
+            "Cross-account attempts allowed by the allowlist, by identity type and state (committed work).",
+            ["identity_type", "state"],
+            registry=r,
+        )
+        self.would_be_denies = Counter(
+            "access_eval_would_be_denies_total",
+            "Cross-account attempts that limited would deny, from identity types in monitor (report-only).",
+            ["identity_type"],
+            registry=r,
+        )
+        self.enforced_denies = Counter(
+            "access_eval_enforced_denies_total",
+            "Cross-account attempts denied by identity types in limited.",
+            ["identity_type"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "access_eval_attempts_total",
+            "Attempts processed, by outcome (SPEC §5); every attempt lands in exactly one outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.invalid = Counter(
+            "access_eval_invalid_total",
+            "Attempts sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.account_decisions: Counter | None = None
+        if self.account_labels:
+            self.account_decisions = Counter(
+                "access_eval_account_decisions_total",
+                "Attempts by target account and outcome, only for accounts listed in "
+                f"{ACCOUNT_LABELS_SETTING}.",
+                ["account_id", "outcome"],
+                registry=r,
+            )
+        # Pre-initialise every bounded series to 0 so rate()/increase() see the first increment.
+        for outcome in OUTCOMES:
+            self.attempts.labels(outcome=outcome)
+        for reason in INVALID_REASONS:
+            self.invalid.labels(reason=reason)
+        for it in IDENTITY_TYPES:
+            for st in PERMIT_STATES:
+                self.permits.labels(identity_type=it, state=st)
+            self.would_be_denies.labels(identity_type=it)
+            self.enforced_denies.labels(identity_type=it)
+        if self.account_decisions is not None:
+            for account in accounts:
+                for outcome in OUTCOMES:
+                    if outcome != "invalid":
+                        self.account_decisions.labels(account_id=account, outcome=outcome)
+
+        # --- latency, age, batches -----------------------------------------------------------
+        self.event_age = Histogram(
+            "access_eval_event_age_seconds",
+            "Age of attempts when evaluated (evaluation wall clock - event_time), sampled, committed work.",
+            buckets=EVENT_AGE_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "access_eval_batch_processing_seconds",
+            "Time to process one batch: evaluate, produce and commit its transaction.",
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "access_eval_batch_size",
+            "Attempts per batch (one batch = one Kafka transaction).",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.transactions = Counter(
+            "access_eval_transactions_total",
+            "Kafka transactions by result (committed|aborted).",
+            ["result"],
+            registry=r,
+        )
+        for result in TRANSACTION_RESULTS:
+            self.transactions.labels(result=result)
+        self.last_commit = Gauge(
+            "access_eval_last_commit_timestamp_seconds",
+            "Unix time of the last committed transaction (0 = none yet).",
+            registry=r,
+        )
+
+        # --- settings view (SPEC §3) ---------------------------------------------------------
+        self.settings_accounts = Gauge(
+            "access_eval_settings_accounts", "Accounts with settings held in memory.", registry=r
+        )
+        self.settings_versions = Gauge(
+            "access_eval_settings_versions",
+            "Settings versions held in memory (all accounts, within the retention window).",
+            registry=r,
+        )
+        self.settings_bootstrap = Gauge(
+            "access_eval_settings_bootstrap_complete",
+            "1 once the settings view caught up to the settings topic's end offsets at start-up.",
+            registry=r,
+        )
+        self.settings_records = Counter(
+            "access_eval_settings_records_total",
+            "Settings records applied to the settings view (including tombstones).",
+            registry=r,
+        )
+        self.settings_rejects = Counter(
+            "access_eval_settings_rejected_total",
+            "Settings records rejected; the previous version stays in force.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in SETTINGS_REJECT_REASONS:
+            self.settings_rejects.labels(reason=reason)
+        self.settings_unknown_types = Counter(
+            "access_eval_settings_unknown_identity_types_total",
+            "Unknown identity-type keys seen in settings records (ignored for forward compatibility).",
+            registry=r,
+        )
+
+        # --- Kafka client and health ---------------------------------------------------------
+        self.consumer_lag = Gauge(
+            "access_eval_consumer_lag",
+            "Messages between the partition's end (LSO for read_committed) and this consumer's position.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        #: Lag series each librdkafka client reported last time, keyed by the client's handle name,
+        #: so that one client's stats never delete another client's series.
+        self._lag_series: dict[str, set[tuple[str, str]]] = {}
+        self.ready = Gauge(
+            "access_eval_ready", "1 when the instance is ready (serving /readyz 200).", registry=r
+        )
+        self.assigned_partitions = Gauge(
+            "access_eval_assigned_partitions", "Attempt partitions assigned to this instance.", registry=r
+        )
+        self.build_info = Gauge(
+            "access_eval_build_info", "Build information; the value is always 1.", ["version"], registry=r
+        )
+        self.build_info.labels(version=__version__).set(1)
+
+        # Standard process_* / python_* metrics on this registry (the global one already has them).
+        if r is not REGISTRY:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+        self._identity_label: dict[str, str] = {t: t for t in IDENTITY_TYPES}
+        self._invalid_label: dict[str, str] = {x: x for x in INVALID_REASONS}
+
+    # --- committed work -----------------------------------------------------------------------
+
+    def tally(self) -> Tally:
+        """A fresh Tally (convenience; ``Tally()`` is equivalent)."""
+        return Tally()
+
+    def commit(self, tally: Tally) -> None:
+        """Apply a tally whose Kafka transaction committed. The caller clears the tally afterwards.
+
+        Aggregates per label set first, so each Prometheus child is incremented once per commit.
+        """
+        attempts: dict[str, int] = defaultdict(int)
+        permits: dict[tuple[str, str], int] = defaultdict(int)
+        wbd: dict[str, int] = defaultdict(int)
+        enforced: dict[str, int] = defaultdict(int)
+        per_account: dict[tuple[str, str], int] = defaultdict(int)
+        track_accounts = self.account_decisions is not None
+        for (outcome, identity_type, state, account_id), n in tally._counts.items():
+            attempts[outcome] += n
+            it = self._identity_label.get(identity_type, OTHER)
+            if outcome == "permit":
+                permits[(it, state if state in PERMIT_STATES else OTHER)] += n
+            elif outcome == "would_be_deny":
+                wbd[it] += n
+            elif outcome == "enforced_deny":
+                enforced[it] += n
+            if track_accounts:
+                account = normalize_account(account_id)
+                if account in self.account_labels:
+                    per_account[(account, outcome)] += n
+        invalid: dict[str, int] = defaultdict(int)
+        for reason, n in tally._invalid.items():
+            invalid[self._invalid_label.get(reason, FALLBACK_INVALID_REASON)] += n
+            attempts["invalid"] += n
+
+        for outcome, n in attempts.items():
+            self.attempts.labels(outcome=outcome).inc(n)
+        for (it, st), n in permits.items():
+            self.permits.labels(identity_type=it, state=st).inc(n)
+        for it, n in wbd.items():
+            self.would_be_denies.labels(identity_type=it).inc(n)
+        for it, n in enforced.items():
+            self.enforced_denies.labels(identity_type=it).inc(n)
+        for reason, n in invalid.items():
+            self.invalid.labels(reason=reason).inc(n)
+        if self.account_decisions is not None:
+            for (account, outcome), n in per_account.items():
+                self.account_decisions.labels(account_id=account, outcome=outcome).inc(n)
+        observe = self.event_age.observe
+        for age in tally._ages:
+            observe(age)
+
+    def observe_batch(self, seconds: float, size: int) -> None:
+        """Record one batch's processing time and size."""
+        self.batch_seconds.observe(seconds)
+        self.batch_size.observe(size)
+
+    def transaction(self, result: str) -> None:
+        """Count a transaction ``committed`` or ``aborted``; a commit also stamps the last-commit time."""
+        if result not in TRANSACTION_RESULTS:
+            raise ValueError(f"transaction result must be one of {TRANSACTION_RESULTS}, not {result!r}")
+        self.transactions.labels(result=result).inc()
+        if result == "committed":
+            self.last_commit.set(time.time())
+
+    # --- settings view ------------------------------------------------------------------------
+
+    def set_settings_size(self, accounts: int, versions: int) -> None:
+        """Accounts and versions currently held by the settings view."""
+        self.settings_accounts.set(accounts)
+        self.settings_versions.set(versions)
+
+    def settings_applied(self) -> None:
+        """One settings record (value or tombstone) was applied."""
+        self.settings_records.inc()
+
+    def settings_rejected(self, reason: str) -> None:
+        """One settings record was rejected; unknown reasons are reported as ``other``."""
+        label = reason if reason in SETTINGS_REJECT_REASONS else "other"
+        self.settings_rejects.labels(reason=label).inc()
+
+    def settings_unknown_identity_types(self, n: int) -> None:
+        """``n`` unknown identity-type keys were ignored in a settings record."""
+        if n > 0:
+            self.settings_unknown_types.inc(n)
+
+    def set_bootstrap_complete(self, done: bool) -> None:
+        """Whether the settings view has caught up to the end offsets seen at start-up."""
+        self.settings_bootstrap.set(1 if done else 0)
+
+    # --- health, Kafka client -----------------------------------------------------------------
+
+    def set_ready(self, ready: bool) -> None:
+        """Readiness as a gauge (``serve`` binds it to Health so it always agrees with /readyz)."""
+        self.ready.set(1 if ready else 0)
+
+    def set_assigned_partitions(self, n: int) -> None:
+        """Number of attempt partitions currently assigned."""
+        self.assigned_partitions.set(n)
+
+    def bind_health(self, ready: Callable[[], bool], assigned: Callable[[], int]) -> None:
+        """Compute the ready and assigned-partitions gauges at scrape time from these callables."""
+        self.ready.set_function(lambda: 1.0 if ready() else 0.0)
+        self.assigned_partitions.set_function(lambda: float(assigned()))
+
+    def update_from_stats(self, stats_json: str) -> None:
+        """Update consumer-lag gauges from a librdkafka statistics JSON (the ``stats_cb`` payload).
+
+        Only consumer handles and partitions assigned to them count (not the internal partition
+        -1, not partitions whose fetch state is none/stopping/stopped). Lag is
+        ``consumer_lag_stored`` (end - stored offset: how far the application's consumption is
+        behind; offsets committed through a transaction don't update librdkafka's own committed
+        offset) when known, else ``consumer_lag``; an unknown lag (-1) keeps the previous value.
+        Series for partitions that the same client no longer reports are removed, so the series
+        count stays bounded by the partitions actually assigned. Malformed stats are logged and
+        ignored: metrics must never break processing.
+        """
+        try:
+            stats = json.loads(stats_json)
+            if not isinstance(stats, dict) or stats.get("type", "consumer") != "consumer":
+                return
+            client = str(stats.get("name", ""))
+            seen: set[tuple[str, str]] = set()
+            topics = stats.get("topics") or {}
+            for topic_name, topic in _items(topics):
+                for pkey, part in _items(_get(topic, "partitions")):
+                    if not isinstance(part, Mapping):
+                        continue
+                    partition = part.get("partition", pkey)
+                    if str(partition) == "-1" or part.get("fetch_state") not in _ASSIGNED_FETCH_STATES:
+                        continue
+                    key = (str(topic_name), str(partition))
+                    seen.add(key)
+                    lag = _lag(part)
+                    if lag is not None:
+                        self.consumer_lag.labels(topic=key[0], partition=key[1]).set(lag)
+            previous = self._lag_series.get(client, set())
+            others = set().union(*(s for c, s in self._lag_series.items() if c != client))
+            for topic_name, partition in previous - seen - others:
+                with contextlib.suppress(KeyError):
+                    self.consumer_lag.remove(topic_name, partition)
+            self._lag_series[client] = seen
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("ignoring malformed librdkafka statistics: %s", exc)
+
+    def reset_consumer_lag(self) -> None:
+        """Drop every lag series (call when a consumer is closed: its partitions are no longer ours)."""
+        self.consumer_lag.clear()
+        self._lag_series.clear()
+
+
+def _items(obj: Any) -> Iterable[tuple[Any, Any]]:
+    return obj.items() if isinstance(obj, Mapping) else ()
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, Mapping) else None
+
+
+def _lag(part: Mapping[str, Any]) -> int | None:
+    for field in ("consumer_lag_stored", "consumer_lag"):
+        value = part.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
