@@ -106,18 +106,29 @@ KEDA's name for the SASL mechanism (the Kafka scaler's `sasl` parameter).
 {{- end }}
 
 {{/*
-Distinct TCP ports of kafka.bootstrapServers ("host:port,[proto://]host:port,..."; no port = 9092),
-as a comma-separated string. Used by the NetworkPolicy when networkPolicy.kafkaPorts is empty.
+kafka.bootstrapServers as plain host:port entries, comma-separated: librdkafka accepts
+"[proto://]host[:port]", the KEDA Kafka scaler (sarama) only "host:port". No port means 9092.
+*/}}
+{{- define "access-eval.bootstrapHostPorts" -}}
+{{- $out := list }}
+{{- range (splitList "," .Values.kafka.bootstrapServers) }}
+{{- $hostport := regexReplaceAll "^[A-Za-z_]+://" (trim .) "" }}
+{{- if not (regexMatch ":[0-9]+$" $hostport) }}
+{{- $hostport = printf "%s:9092" $hostport }}
+{{- end }}
+{{- $out = append $out $hostport }}
+{{- end }}
+{{- $out | join "," }}
+{{- end }}
+
+{{/*
+Distinct TCP ports of kafka.bootstrapServers, comma-separated. Used by the NetworkPolicy when
+networkPolicy.kafkaPorts is empty.
 */}}
 {{- define "access-eval.bootstrapPorts" -}}
 {{- $ports := list }}
-{{- range (splitList "," .Values.kafka.bootstrapServers) }}
-{{- $hostport := regexReplaceAll "^[A-Za-z_]+://" (trim .) "" }}
-{{- $port := "9092" }}
-{{- if regexMatch ":[0-9]+$" $hostport }}
-{{- $port = regexFind "[0-9]+$" $hostport }}
-{{- end }}
-{{- $ports = append $ports $port }}
+{{- range (splitList "," (include "access-eval.bootstrapHostPorts" .)) }}
+{{- $ports = append $ports (regexFind "[0-9]+$" .) }}
 {{- end }}
 {{- $ports | uniq | join "," }}
 {{- end }}
