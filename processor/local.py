@@ -121,22 +121,37 @@ class BrokerInfo:
 # Paths and small helpers
 
 
-def _repo_root() -> Path:
-    """The checkout this module lives in (the package is installed editable from it)."""
-    return Path(__file__).resolve().parent.parent
+def _repo_root() -> Path | None:
+    """The checkout this module lives in (installed editable), or None when installed as a wheel:
+    then the cache and data go to the user's XDG folders instead of into site-packages."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    value = os.environ.get(variable)
+    return Path(value) if value else Path.home() / fallback
 
 
 def default_cache_dir() -> Path:
     """Cache root for jars and Maven's local repository: ``$ACCESS_EVAL_KAFKA_CACHE`` or
     ``<repo>/.cache/kafka`` (git-ignored), so a clean clone re-downloads but a re-run does not."""
     env = os.environ.get("ACCESS_EVAL_KAFKA_CACHE")
-    return Path(env).expanduser().resolve() if env else _repo_root() / ".cache" / "kafka"
+    if env:
+        return Path(env).expanduser().resolve()
+    root = _repo_root()
+    return root / ".cache" / "kafka" if root else _xdg("XDG_CACHE_HOME", ".cache") / "access-eval" / "kafka"
 
 
 def default_data_dir() -> Path:
     """Broker data dir: ``$ACCESS_EVAL_DATA_DIR`` or ``<repo>/var/kafka`` (git-ignored as /var/)."""
     env = os.environ.get("ACCESS_EVAL_DATA_DIR")
-    return Path(env).expanduser().resolve() if env else _repo_root() / "var" / "kafka"
+    if env:
+        return Path(env).expanduser().resolve()
+    root = _repo_root()
+    return (
+        root / "var" / "kafka" if root else _xdg("XDG_STATE_HOME", ".local/state") / "access-eval" / "kafka"
+    )
 
 
 def _stderr(message: str) -> None:

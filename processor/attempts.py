@@ -1,0 +1,122 @@
+"""Access-attempt events (SPEC §4): validated once at the boundary, then plain attribute access."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from processor.ids import IDENTITY_TYPES, AccountId, to_millis
+
+#: Attempts before this instant are invalid (SPEC §4).
+MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+DEFAULT_MAX_FUTURE_MS = 3_600_000
+DEFAULT_MAX_BYTES = 256 * 1024
+
+#: The closed set of DLQ reasons; metrics labels and DLQ headers use exactly these.
+INVALID_REASONS: tuple[str, ...] = (
+    "oversize",
+    "bad_json",
+    "missing_field",
+    "wrong_type",
+    "unknown_identity_type",
+    "bad_timestamp",
+    "invalid_field",
+)
+
+_ID = Field(min_length=1, max_length=1024)
+
+
+class Identity(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    iam_id: str = _ID
+    type: Literal["user", "service_id", "service"]
+    account_id: AccountId
+    name: str | None = Field(default=None, max_length=1024)
+
+
+class Resource(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    crn: str | None = Field(default=None, max_length=4096)
+    service_name: str | None = Field(default=None, max_length=1024)
+
+
+class AccessAttempt(BaseModel):
+    """One access attempt. `account_id` owns the resource; `identity.account_id` issued the credential."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str = _ID
+    event_time: AwareDatetime
+    account_id: AccountId
+    identity: Identity
+    action: str = Field(min_length=1, max_length=1024)
+    resource: Resource | None = None
+    source_ip: str | None = Field(default=None, max_length=256)
+    user_agent: str | None = Field(default=None, max_length=4096)
+
+
+class InvalidAttempt(Exception):
+    """A rejected attempt: `reason` is one of INVALID_REASONS, `detail` names the field and problem."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Attempt:
+    """A validated attempt plus its event time in epoch milliseconds (computed once)."""
+
+    __slots__ = ("event_ms", "model")
+
+    def __init__(self, model: AccessAttempt, event_ms: int) -> None:
+        self.model = model
+        self.event_ms = event_ms
+
+
+def parse_attempt(
+    raw: bytes | str | None,
+    now_ms: int,
+    *,
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Attempt:
+    """Validate raw JSON into an Attempt, or raise InvalidAttempt with a DLQ reason."""
+    if raw is None:
+        raise InvalidAttempt("bad_json", "value is null (tombstone); an attempt must be a JSON object")
+    if len(raw) > max_bytes:
+        raise InvalidAttempt("oversize", f"value is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        model = AccessAttempt.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _classify(exc) from None
+    event_ms = to_millis(model.event_time)
+    if event_ms < MIN_EVENT_TIME_MS:
+        raise InvalidAttempt("bad_timestamp", "event_time: before 2000-01-01T00:00:00Z")
+    if event_ms > now_ms + max_future_ms:
+        raise InvalidAttempt(
+            "bad_timestamp", f"event_time: more than {max_future_ms // 1000} s ahead of the evaluating clock"
+        )
+    return Attempt(model, event_ms)
+
+
+def _classify(exc: ValidationError) -> InvalidAttempt:
+    """Map pydantic's first error to one bounded reason and a message naming the field."""
+    err = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    kind = err["type"]
+    msg = err["msg"]
+    if kind == "json_invalid":
+        return InvalidAttempt("bad_json", f"malformed JSON: {msg}")
+    if kind == "missing":
+        return InvalidAttempt("missing_field", f"{loc}: field required")
+    if loc == "identity.type" and kind == "literal_error":
+        return InvalidAttempt("unknown_identity_type", f"identity.type: must be one of {', '.join(IDENTITY_TYPES)}")
+    if loc == "event_time" or kind.startswith(("datetime", "timezone")):
+        return InvalidAttempt("bad_timestamp", f"{loc}: {msg} (RFC 3339 with an offset expected)")
+    if kind.endswith("_type") or kind in ("model_attributes_type", "dict_type"):
+        return InvalidAttempt("wrong_type", f"{loc}: {msg}")
+    return InvalidAttempt("invalid_field", f"{loc}: {msg}")

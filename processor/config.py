@@ -1,0 +1,108 @@
+"""Configuration of `access-eval run`: flags win over ACCESS_EVAL_* environment variables.
+
+Validated once at start-up; a bad value fails fast with the flag and variable to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "ACCESS_EVAL_"
+KAFKA_ENV_PREFIX = "ACCESS_EVAL_KAFKA_"
+
+
+class ConfigError(Exception):
+    """Unrecoverable misconfiguration: the message names the setting to fix."""
+
+
+class RunConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    bootstrap_servers: str = Field(min_length=1)
+    group_id: str = Field(default="access-eval", min_length=1)
+    settings_topic: str = "iam.account-settings"
+    attempts_topic: str = "iam.access-attempts"
+    eval_topic: str = "iam.access-evaluations"
+    dlq_topic: str = "iam.access-attempts.dlq"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    create_topics: bool = False
+    topic_partitions: int = Field(default=12, ge=1, le=10_000)
+    kafka_config: Path | None = None
+    delivery: Literal["exactly-once", "at-least-once"] = "exactly-once"
+    staleness_ms: int = Field(default=500, ge=10)
+    settings_retention_ms: int = Field(default=24 * 3600 * 1000, ge=1000)
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    commit_interval_ms: int = Field(default=100, ge=1)
+    max_future_ms: int = Field(default=3_600_000, ge=0)
+    max_attempt_bytes: int = Field(default=256 * 1024, ge=1024)
+    schema_registry_url: str | None = None
+    account_labels: str = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    startup_timeout_s: float = Field(default=0.0, ge=0, description="0 = retry the broker forever")
+    transactional_id: str | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+    @property
+    def account_label_set(self) -> frozenset[str]:
+        return frozenset(a.strip().lower() for a in self.account_labels.split(",") if a.strip())
+
+    def txn_id(self) -> str:
+        """Stable per instance (pod name / host name) so a restarted instance fences its zombie."""
+        return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
+
+    def kafka_properties(self) -> dict[str, str]:
+        """librdkafka pass-through: the properties file, then ACCESS_EVAL_KAFKA_<NAME> variables."""
+        props: dict[str, str] = {}
+        if self.kafka_config is not None:
+            props.update(read_properties(self.kafka_config))
+        for name, value in os.environ.items():
+            if name.startswith(KAFKA_ENV_PREFIX) and name != "ACCESS_EVAL_KAFKA_CONFIG":
+                props[name[len(KAFKA_ENV_PREFIX):].lower().replace("_", ".")] = value
+        props["bootstrap.servers"] = self.bootstrap_servers
+        return props
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Java-style `key=value` properties (the usual client.properties), comments with # or !."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--kafka-config / ACCESS_EVAL_KAFKA_CONFIG: cannot read {path}: {exc.strerror}") from None
+    props: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line[0] in "#!":
+            continue
+        sep = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+        if sep <= 0:
+            raise ConfigError(f"--kafka-config {path}:{n}: expected key=value")
+        props[line[:sep].strip()] = line[sep + 1 :].strip()
+    return props
+
+
+def load(flags: dict[str, Any]) -> RunConfig:
+    """Build the config from explicit flags (None = not given) over the environment."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        cfg = RunConfig(**given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            flag = "--" + name.replace("_", "-")
+            problems.append(f"{flag} / {ENV_PREFIX}{name.upper()}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    cfg.kafka_properties()  # fail fast on an unreadable properties file
+    return cfg

@@ -1,0 +1,133 @@
+"""Kafka edges: client configs, topic checks/creation. Everything that talks to the admin API."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
+
+from processor.config import ConfigError
+from processor.logs import kv
+
+log = logging.getLogger("access_eval.kafka")
+
+#: Errors that mean the credentials or permissions are wrong: retrying will not fix them.
+AUTH_ERRORS = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+}
+
+
+def admin_config(props: dict[str, str]) -> dict[str, str]:
+    """Admin/consumer/producer share the pass-through properties; drop client-kind-specific ones."""
+    return {k: v for k, v in props.items() if not k.startswith(("transactional.", "group."))}
+
+
+def wait_for_cluster(props: dict[str, str], timeout_s: float, *, attempt_timeout_s: float = 5.0) -> AdminClient:
+    """Block until a metadata request succeeds (timeout 0 = forever), with backoff and clear logs."""
+    deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
+    backoff = 0.5
+    errors: list[KafkaError] = []
+
+    def on_error(err: KafkaError) -> None:
+        errors.append(err)
+
+    conf: dict[str, Any] = {**admin_config(props), "error_cb": on_error}
+    client = AdminClient(conf)
+    while True:
+        try:
+            client.list_topics(timeout=attempt_timeout_s)
+            return client
+        except KafkaException as exc:
+            err = exc.args[0]
+            if any(e.code() in AUTH_ERRORS for e in errors) or err.code() in AUTH_ERRORS:
+                raise ConfigError(
+                    "Kafka authentication/authorization failed: check sasl.username / sasl.password / "
+                    "security.protocol (ACCESS_EVAL_KAFKA_SASL_USERNAME, ACCESS_EVAL_KAFKA_SASL_PASSWORD, "
+                    "ACCESS_EVAL_KAFKA_SECURITY_PROTOCOL or --kafka-config)"
+                ) from None
+            if deadline is not None and time.monotonic() > deadline:
+                raise ConfigError(
+                    f"cannot reach Kafka at --bootstrap-servers / ACCESS_EVAL_BOOTSTRAP_SERVERS="
+                    f"{props.get('bootstrap.servers')!r} within {timeout_s:g}s: {err.str()}"
+                ) from None
+            log.warning(
+                "kafka not reachable yet; retrying",
+                extra=kv(bootstrap=props.get("bootstrap.servers"), error=err.str(), retry_in_s=backoff),
+            )
+            time.sleep(backoff)  # a retry backoff, not a synchronisation wait
+            backoff = min(backoff * 2, 10.0)
+
+
+def ensure_topics(
+    client: AdminClient,
+    topics: Iterable[tuple[str, bool]],
+    *,
+    create: bool,
+    partitions: int,
+    replication_factor: int = -1,
+) -> None:
+    """Check (or create) topics; `(name, compacted)`. A missing topic without --create-topics fails fast."""
+    wanted = list(topics)
+    existing = client.list_topics(timeout=10).topics
+    missing = [(n, c) for n, c in wanted if n not in existing]
+    if missing and not create:
+        names = ", ".join(n for n, _ in missing)
+        raise ConfigError(
+            f"topic(s) missing: {names}; create them or pass --create-topics (ACCESS_EVAL_CREATE_TOPICS=true)"
+        )
+    if missing:
+        new = [
+            NewTopic(
+                n,
+                num_partitions=1 if compacted else partitions,
+                replication_factor=replication_factor,
+                config={"cleanup.policy": "compact"} if compacted else {},
+            )
+            for n, compacted in missing
+        ]
+        for name, fut in client.create_topics(new, operation_timeout=30).items():
+            try:
+                fut.result()
+                log.info("topic created", extra=kv(topic=name))
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise ConfigError(f"cannot create topic {name}: {exc.args[0].str()}") from None
+        _wait_topics(client, [n for n, _ in missing])
+    for name, compacted in wanted:
+        if compacted:
+            _warn_if_not_compacted(client, name)
+
+
+def _wait_topics(client: AdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        md = client.list_topics(timeout=5).topics
+        if all(n in md and not md[n].error and md[n].partitions for n in names):
+            return
+        time.sleep(0.1)  # polling a condition with a deadline
+    raise ConfigError(f"topics {names} not visible in metadata after {timeout_s:g}s")
+
+
+def _warn_if_not_compacted(client: AdminClient, topic: str) -> None:
+    try:
+        res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        configs = client.describe_configs([res])[res].result(timeout=10)
+        policy = configs["cleanup.policy"].value
+    except Exception as exc:  # describe may be denied by ACLs; the check is advisory
+        log.warning("cannot check cleanup.policy of settings topic", extra=kv(topic=topic, error=str(exc)))
+        return
+    if "compact" not in (policy or ""):
+        log.warning(
+            "settings topic is not compacted: old settings versions may be deleted by retention, "
+            "and start-up reads every record; set cleanup.policy=compact",
+            extra=kv(topic=topic, cleanup_policy=policy),
+        )

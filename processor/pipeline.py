@@ -1,0 +1,386 @@
+"""`access-eval run`: the stream processor (imperative shell around the pure evaluation).
+
+consume a batch -> make sure the settings view is fresh -> evaluate -> produce eval events / DLQ
+records inside a Kafka transaction together with the consumed offsets -> commit -> move counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from processor.attempts import InvalidAttempt, parse_attempt
+from processor.avro import EvalCodec
+from processor.config import ConfigError, RunConfig
+from processor.evaluator import assess
+from processor.events import build_event
+from processor.http import Health
+from processor.kafka import AUTH_ERRORS
+from processor.logs import kv, redact
+from processor.metrics import Metrics, Tally
+from processor.settings import SettingsHistory
+from processor.table import SettingsTable
+
+log = logging.getLogger("access_eval.pipeline")
+
+#: Every Nth attempt's event age feeds the histogram (keeps the hot path lean).
+AGE_SAMPLE_EVERY = 64
+
+
+class Processor:
+    """One consumer-group member: global settings table + transactional consume->produce loop."""
+
+    def __init__(self, cfg: RunConfig, metrics: Metrics, health: Health, codec: EvalCodec | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.health = health
+        self.codec = codec or EvalCodec()
+        self.props = cfg.kafka_properties()
+        self.history = SettingsHistory(retention_ms=cfg.settings_retention_ms)
+        self.table = SettingsTable(self.props, cfg.settings_topic, self.history, metrics)
+        self.eos = cfg.delivery == "exactly-once"
+        self.stopping = False
+        self.fatal: ConfigError | None = None
+        self.tally = Tally()
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.in_txn = False
+        self.txn_started = 0.0
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self._seen = 0
+        self._dlq_headers_cache: dict[str, bytes] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal received; finishing the batch", extra=kv(signal=signal.Signals(signum).name))
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def bootstrap(self) -> None:
+        """Read the settings topic up to the end offsets it had at start-up, before serving."""
+        started = time.monotonic()
+        self.table.start()
+        self.table.refresh_targets()
+        while not self.table.caught_up():
+            if self.stopping:
+                return
+            self.table.poll(0.1)
+        self.metrics.set_bootstrap_complete(True)
+        self.metrics.set_settings_size(len(self.history), self.history.versions)
+        self.health.set_bootstrapped(True)
+        log.info(
+            "settings bootstrapped",
+            extra=kv(
+                topic=self.cfg.settings_topic,
+                accounts=len(self.history),
+                versions=self.history.versions,
+                rejected=self.history.rejected,
+                seconds=round(time.monotonic() - started, 3),
+            ),
+        )
+
+    def run(self) -> int:
+        """Serve until stopped; 0 on a clean stop, 3 on unrecoverable misconfiguration."""
+        log.info("starting", extra=kv(config=redact(self.props), delivery=self.cfg.delivery, group=self.cfg.group_id))
+        self.bootstrap()
+        if self.stopping:
+            self.table.close()
+            return 0
+        self.producer = self._new_producer()
+        self.consumer = self._new_consumer()
+        self.consumer.subscribe(
+            [self.cfg.attempts_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        if self.fatal is not None:
+            log.error(str(self.fatal))
+            return 3
+        return 0
+
+    def _loop(self) -> None:
+        assert self.consumer is not None
+        staleness_s = self.cfg.staleness_ms / 1000
+        commit_s = self.cfg.commit_interval_ms / 1000
+        batch = self.cfg.batch_size
+        while not self.stopping and self.fatal is None:
+            self.health.mark_progress()
+            msgs = self.consumer.consume(batch, 0.1)
+            self.table.poll(0)
+            if msgs:
+                self.table.ensure_fresh(staleness_s)
+                self._guarded(self._process, msgs)
+            if self.in_txn and (time.monotonic() - self.txn_started >= commit_s or len(self.tally) >= 10 * batch):
+                self._guarded(self._commit)
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.cfg.shutdown_timeout_s
+        if self.in_txn and self.fatal is None:
+            self._guarded(self._commit, deadline=deadline)
+        if self.in_txn and self.producer is not None:
+            self._abort()
+        if self.consumer is not None:
+            self.consumer.close()  # leaves the group: partitions move to the others now, not after a timeout
+        if self.producer is not None:
+            self.producer.flush(max(0.0, deadline - time.monotonic()))
+        self.table.close()
+        self.health.set_assigned(0)
+        log.info("stopped", extra=kv(attempts_evaluated=self._seen))
+
+    # -- clients -----------------------------------------------------------------------------------
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's global errors: transport problems flip readiness, auth problems are fatal."""
+        code = err.code()
+        if code in AUTH_ERRORS:
+            self.fatal = ConfigError(
+                f"Kafka authentication/authorization failed ({err.str()}): check sasl.username / sasl.password / "
+                "security.protocol (ACCESS_EVAL_KAFKA_SASL_USERNAME, ACCESS_EVAL_KAFKA_SASL_PASSWORD, --kafka-config)"
+            )
+        elif code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self.health.set_problem("broker unreachable")
+            log.warning("kafka connection problem", extra=kv(error=err.str()))
+        elif err.fatal():
+            log.error("fatal kafka client error", extra=kv(error=err.str()))
+
+    def _new_producer(self) -> Producer:
+        conf: dict[str, Any] = {
+            **self.props,
+            "enable.idempotence": True,
+            "linger.ms": 10,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+            "error_cb": self._on_error,
+        }
+        if self.eos:
+            conf["transactional.id"] = self.cfg.txn_id()
+            conf["transaction.timeout.ms"] = 60_000
+        producer = Producer(conf)
+        if self.eos:
+            self._retry_forever(lambda: producer.init_transactions(30), "init_transactions")
+        return producer
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
+            {
+                **self.props,
+                "group.id": self.cfg.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "statistics.interval.ms": 5000,
+                "stats_cb": self.metrics.update_from_stats,
+                "error_cb": self._on_error,
+            }
+        )
+
+    def _retry_forever(self, fn: Any, what: str) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                fn()
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal() or not err.retriable():
+                    raise
+                log.warning(f"{what} failed; retrying", extra=kv(error=err.str(), retry_in_s=backoff))
+                time.sleep(backoff)  # retry backoff
+                backoff = min(backoff * 2, 10.0)
+
+    # -- rebalancing -------------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.health.set_assigned(len(consumer.assignment()) + len(partitions))
+        log.info("partitions assigned", extra=kv(partitions=[p.partition for p in partitions]))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit what was done before the partitions move, so the next owner starts after it."""
+        if self.in_txn:
+            self._guarded(self._commit)
+        for tp in partitions:
+            self.offsets.pop((tp.topic, tp.partition), None)
+        remaining = max(0, len(consumer.assignment()) - len(partitions))
+        self.health.set_assigned(remaining)
+        log.info("partitions revoked", extra=kv(partitions=[p.partition for p in partitions]))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Lost partitions may already be owned by someone else: our open work must not commit."""
+        if self.in_txn:
+            self._abort()
+            self._rewind()
+        self.health.set_assigned(0)
+        log.warning("partitions lost", extra=kv(partitions=[p.partition for p in partitions]))
+
+    # -- the hot path ------------------------------------------------------------------------------
+
+    def _process(self, msgs: list[Message]) -> None:
+        assert self.producer is not None
+        started = time.perf_counter()
+        if self.eos and not self.in_txn:
+            self.producer.begin_transaction()
+        if not self.in_txn:
+            self.in_txn = True
+            self.txn_started = time.monotonic()
+        produce = self.producer.produce
+        history = self.history
+        tally = self.tally
+        codec = self.codec
+        eval_topic = self.cfg.eval_topic
+        headers = codec.headers
+        now_ms = int(time.time() * 1000)
+        max_future = self.cfg.max_future_ms
+        max_bytes = self.cfg.max_attempt_bytes
+        offsets = self.offsets
+        seen = self._seen
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error", extra=kv(error=err.str()))
+                continue
+            offsets[(m.topic(), m.partition())] = m.offset() + 1  # type: ignore[index,operator]
+            try:
+                attempt = parse_attempt(m.value(), now_ms, max_future_ms=max_future, max_bytes=max_bytes)
+            except InvalidAttempt as bad:
+                self._dead_letter(m, bad)
+                tally.add_invalid(bad.reason)
+                continue
+            verdict, version, exact = assess(history, attempt)
+            a = attempt.model
+            tally.add(verdict.outcome, a.identity.type, verdict.state, a.account_id)
+            seen += 1
+            if not seen % AGE_SAMPLE_EVERY:
+                tally.observe_age(now_ms / 1000 - attempt.event_ms / 1000)
+            if verdict.emit:
+                value = codec.encode(build_event(attempt, verdict, version, exact, now_ms))
+                self._produce(produce, eval_topic, a.account_id.encode(), value, headers)
+        self._seen = seen
+        self.producer.poll(0)
+        self.metrics.observe_batch(time.perf_counter() - started, len(msgs))
+
+    def _produce(self, produce: Any, topic: str, key: bytes | None, value: bytes | None, headers: Any) -> None:
+        while True:
+            try:
+                produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                assert self.producer is not None
+                self.producer.poll(0.05)  # local queue full: let deliveries drain
+
+    def _dead_letter(self, m: Message, bad: InvalidAttempt) -> None:
+        headers = list(m.headers() or [])
+        headers += [
+            ("error.reason", bad.reason.encode()),
+            ("error.detail", bad.detail[:2000].encode("utf-8", "replace")),
+            ("source.topic", (m.topic() or "").encode()),
+            ("source.partition", str(m.partition()).encode()),
+            ("source.offset", str(m.offset()).encode()),
+        ]
+        assert self.producer is not None
+        self._produce(self.producer.produce, self.cfg.dlq_topic, m.key(), m.value(), headers)
+
+    # -- commit / abort ----------------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        assert self.producer is not None and self.consumer is not None
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
+        if self.eos:
+            if offsets:
+                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+            self.producer.commit_transaction(30)
+        else:
+            remaining = self.producer.flush(30)
+            if remaining:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "produce flush timed out", retriable=True))
+            if offsets:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+        self.in_txn = False
+        self.offsets.clear()
+        self.metrics.commit(self.tally)
+        self.tally.clear()
+        self.metrics.transaction("committed")
+        self.health.set_problem(None)
+
+    def _abort(self) -> None:
+        assert self.producer is not None
+        if self.eos:
+            try:
+                self.producer.abort_transaction(30)
+            except KafkaException as exc:
+                log.error("abort_transaction failed", extra=kv(error=exc.args[0].str()))
+                if exc.args[0].fatal():
+                    self.producer = self._new_producer()
+        self.in_txn = False
+        self.offsets.clear()
+        self.tally.clear()
+        self.metrics.transaction("aborted")
+
+    def _rewind(self) -> None:
+        """After an abort, continue from the last committed offsets (what the aborted work re-reads)."""
+        assert self.consumer is not None
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return
+        for tp in self.consumer.committed(assignment, timeout=30):
+            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            try:
+                self.consumer.seek(tp)
+            except KafkaException as exc:
+                log.warning("seek failed", extra=kv(partition=tp.partition, error=exc.args[0].str()))
+
+    def _guarded(self, fn: Any, *args: Any, deadline: float | None = None) -> None:
+        """Run a transactional step; on failure abort + rewind (or retry a retriable commit)."""
+        backoff = 0.2
+        while True:
+            try:
+                fn(*args)
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                log.warning("transaction step failed", extra=kv(step=fn.__name__, error=err.str(),
+                                                                   retriable=err.retriable(), fatal=err.fatal()))
+                if err.code() in AUTH_ERRORS:
+                    self.fatal = ConfigError(f"Kafka authorization failed: {err.str()}")
+                    return
+                if fn is self._commit and err.retriable() and not err.txn_requires_abort() and not err.fatal():
+                    if deadline is not None and time.monotonic() > deadline:
+                        return
+                    self.health.set_problem("commit failing: " + err.str())
+                    time.sleep(backoff)  # retry backoff
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                self.health.set_problem("transaction aborted: " + err.str())
+                if err.fatal():
+                    assert self.producer is not None
+                    self.in_txn = False
+                    self.tally.clear()
+                    self.offsets.clear()
+                    self.metrics.transaction("aborted")
+                    self.producer = self._new_producer()
+                elif self.in_txn:
+                    self._abort()
+                self._rewind()
+                return

@@ -1,0 +1,301 @@
+"""Account settings (SPEC §3): the record model and the per-account versioned history.
+
+The history answers "which settings version was in force for account A at time t", which is what
+makes replays deterministic (SPEC §5 "Time").
+"""
+
+from __future__ import annotations
+
+import sys
+from bisect import bisect_right
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from processor.ids import IDENTITY_TYPES, AccountId, normalize_account, to_millis
+
+DEFAULT_RETENTION_MS = 24 * 3600 * 1000
+#: Effective time of a version that is in force "from the beginning of time" (simulate lines without updated_at).
+BEGINNING_OF_TIME = -(2**62)
+#: Settings rejection reasons: a closed set, used as a metric label.
+REJECT_REASONS: tuple[str, ...] = ("bad_json", "invalid_value", "key_mismatch", "missing_key")
+
+
+class IdentityTypeSettings(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    state: Literal["enabled", "monitor", "limited"]
+    external_allowed_accounts: list[AccountId] = Field(default_factory=list)
+
+
+class IdentityTypes(BaseModel):
+    """Known identity types; unknown keys are kept aside (forward compatibility) and only counted."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    user: IdentityTypeSettings | None = None
+    service_id: IdentityTypeSettings | None = None
+    service: IdentityTypeSettings | None = None
+
+
+class ExternalInteraction(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    identity_types: IdentityTypes
+
+
+class SettingsDocument(BaseModel):
+    """The settings JSON of SPEC §3. A null `external_account_identity_interaction` resets the account."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    account_id: AccountId
+    external_account_identity_interaction: ExternalInteraction | None
+    updated_at: AwareDatetime | None = None
+
+    @property
+    def unknown_identity_types(self) -> list[str]:
+        interaction = self.external_account_identity_interaction
+        return sorted((interaction.identity_types.model_extra or {}).keys()) if interaction else []
+
+
+class Rule:
+    """The restriction for one identity type of one account (`enabled` types have no Rule)."""
+
+    __slots__ = ("allowed", "state")
+
+    def __init__(self, state: str, allowed: frozenset[str]) -> None:
+        self.state = state
+        self.allowed = allowed
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rule) and (self.state, self.allowed) == (other.state, other.allowed)
+
+    def __hash__(self) -> int:
+        return hash((self.state, self.allowed))
+
+    def __repr__(self) -> str:
+        return f"Rule({self.state!r}, {len(self.allowed)} allowed)"
+
+
+#: Rules indexed like IDENTITY_TYPES; None means `enabled`.
+Rules = tuple[Rule | None, Rule | None, Rule | None]
+DEFAULT_RULES: Rules = (None, None, None)
+TYPE_INDEX: dict[str, int] = {t: i for i, t in enumerate(IDENTITY_TYPES)}
+
+
+class SettingsVersion:
+    """One version of an account's settings and where it came from (reported in eval events)."""
+
+    __slots__ = ("effective_ms", "offset", "partition", "rules", "topic")
+
+    def __init__(
+        self,
+        effective_ms: int,
+        rules: Rules,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        self.effective_ms = effective_ms
+        self.rules = rules
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+    def __repr__(self) -> str:
+        return f"SettingsVersion(effective_ms={self.effective_ms}, rules={self.rules}, offset={self.offset})"
+
+
+class InvalidSettings(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_settings(raw: bytes | str) -> SettingsDocument:
+    """Validate a settings JSON document, or raise InvalidSettings naming the field."""
+    try:
+        return SettingsDocument.model_validate_json(raw)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        if err["type"] == "json_invalid":
+            raise InvalidSettings("bad_json", f"malformed JSON: {err['msg']}") from None
+        if err["type"] == "missing":
+            raise InvalidSettings("invalid_value", f"{loc}: field required") from None
+        raise InvalidSettings("invalid_value", f"{loc}: {err['msg']}") from None
+
+
+def rules_of(doc: SettingsDocument) -> Rules:
+    """Plain, shareable rules from a validated document (allowlist ids interned: they repeat a lot)."""
+    interaction = doc.external_account_identity_interaction
+    if interaction is None:
+        return DEFAULT_RULES
+    types = interaction.identity_types
+    out: list[Rule | None] = []
+    for name in IDENTITY_TYPES:
+        cfg: IdentityTypeSettings | None = getattr(types, name)
+        if cfg is None or cfg.state == "enabled":
+            out.append(None)
+        else:
+            allowed = frozenset(sys.intern(a) for a in cfg.external_allowed_accounts)
+            out.append(Rule(cfg.state, allowed))
+    return (out[0], out[1], out[2])
+
+
+class SettingsHistory:
+    """Per-account settings versions ordered by effective time, pruned by stream time.
+
+    An account with one version stores it directly (the common case), several as a sorted list.
+    """
+
+    def __init__(self, retention_ms: int = DEFAULT_RETENTION_MS, prune_every_ms: int = 60_000) -> None:
+        self.retention_ms = retention_ms
+        self._prune_every_ms = prune_every_ms
+        self._accounts: dict[str, SettingsVersion | list[SettingsVersion]] = {}
+        self._multi: set[str] = set()
+        self.stream_time_ms = BEGINNING_OF_TIME
+        self._last_prune_ms = BEGINNING_OF_TIME
+        self.versions = 0
+        self.applied = 0
+        self.rejected = 0
+        self.unknown_identity_types = 0
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def put(self, account_id: str, version: SettingsVersion) -> None:
+        """Insert a version; one with the same effective time as an existing one replaces it."""
+        current = self._accounts.get(account_id)
+        if current is None:
+            self._accounts[account_id] = version
+            self.versions += 1
+            return
+        versions = current if isinstance(current, list) else [current]
+        i = bisect_right(versions, version.effective_ms, key=_effective)
+        if i > 0 and versions[i - 1].effective_ms == version.effective_ms:
+            versions[i - 1] = version
+        else:
+            versions.insert(i, version)
+            self.versions += 1
+        if len(versions) == 1:
+            self._accounts[account_id] = versions[0]
+        else:
+            self._accounts[account_id] = versions
+            self._multi.add(account_id)
+
+    def apply_record(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> InvalidSettings | None:
+        """Apply one settings-topic record; a rejected record leaves the account as it was."""
+        if not key:
+            self.rejected += 1
+            return InvalidSettings("missing_key", "record has no key; the key must be the account id")
+        try:
+            account = normalize_account(key.decode("utf-8"))
+        except UnicodeDecodeError:
+            self.rejected += 1
+            return InvalidSettings("missing_key", "record key is not UTF-8")
+        if value is None:
+            self.put(account, SettingsVersion(timestamp_ms, DEFAULT_RULES, topic, partition, offset))
+            self.applied += 1
+            return None
+        try:
+            doc = parse_settings(value)
+        except InvalidSettings as exc:
+            self.rejected += 1
+            return exc
+        if doc.account_id != account:
+            self.rejected += 1
+            return InvalidSettings("key_mismatch", f"account_id {doc.account_id!r} differs from the record key")
+        effective = to_millis(doc.updated_at) if doc.updated_at is not None else timestamp_ms
+        self.apply_document(doc, effective, topic, partition, offset)
+        return None
+
+    def apply_document(
+        self,
+        doc: SettingsDocument,
+        effective_ms: int,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        self.unknown_identity_types += len(doc.unknown_identity_types)
+        self.put(doc.account_id, SettingsVersion(effective_ms, rules_of(doc), topic, partition, offset))
+        self.applied += 1
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def lookup(self, account_id: str, t_ms: int) -> tuple[SettingsVersion | None, bool]:
+        """The version in force at t and whether it is exact (False: t precedes every kept version)."""
+        current = self._accounts.get(account_id)
+        if current is None:
+            return None, True
+        if not isinstance(current, list):
+            return current, current.effective_ms <= t_ms
+        i = bisect_right(current, t_ms, key=_effective)
+        if i == 0:
+            return current[0], False
+        return current[i - 1], True
+
+    def latest(self, account_id: str) -> SettingsVersion | None:
+        current = self._accounts.get(account_id)
+        if isinstance(current, list):
+            return current[-1]
+        return current
+
+    def accounts(self) -> Iterator[str]:
+        return iter(self._accounts)
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def advance(self, event_ms: int) -> None:
+        """Move stream time (the newest attempt event time seen) and prune now and then."""
+        if event_ms > self.stream_time_ms:
+            self.stream_time_ms = event_ms
+            if event_ms - self._last_prune_ms >= self._prune_every_ms:
+                self.prune()
+
+    def prune(self) -> int:
+        """Drop versions superseded before the retention watermark; the latest always stays."""
+        self._last_prune_ms = self.stream_time_ms
+        watermark = self.stream_time_ms - self.retention_ms
+        dropped = 0
+        for account in list(self._multi):
+            versions = self._accounts[account]
+            assert isinstance(versions, list)
+            # versions[i] is dead when versions[i+1] took effect at or before the watermark.
+            keep_from = bisect_right(versions, watermark, key=_effective) - 1
+            if keep_from > 0:
+                del versions[:keep_from]
+                dropped += keep_from
+            if len(versions) == 1:
+                self._accounts[account] = versions[0]
+                self._multi.discard(account)
+        self.versions -= dropped
+        return dropped
+
+
+def _effective(v: SettingsVersion) -> int:
+    return v.effective_ms
+
+
+def document_from_json(obj: Any) -> SettingsDocument:
+    """Validate an already-parsed JSON object (used by tools that build documents from flags)."""
+    try:
+        return SettingsDocument.model_validate(obj)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        raise InvalidSettings("invalid_value", f"{loc}: {err['msg']}") from None

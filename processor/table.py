@@ -1,0 +1,125 @@
+"""The settings topic as a Kafka-Streams-style global table: every partition, from the beginning, no group.
+
+It answers two questions for the processor: "have I read everything the topic had when I started?"
+(bootstrap) and "am I caught up to the end as observed at most `staleness` ago?" (bounded staleness).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from processor.logs import kv
+from processor.settings import SettingsHistory
+
+log = logging.getLogger("access_eval.settings")
+
+
+class SettingsTable:
+    def __init__(self, props: dict[str, Any], topic: str, history: SettingsHistory, metrics: Any = None) -> None:
+        self.topic = topic
+        self.history = history
+        self.metrics = metrics
+        self.consumer = Consumer(
+            {
+                **props,
+                # librdkafka needs a group id to build a consumer, but no group is joined: assign() only.
+                "group.id": "access-eval-settings-table",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        self.partitions: list[int] = []
+        self.position: dict[int, int] = {}
+        self.targets: dict[int, int] = {}
+        self.targets_at = float("-inf")
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        md = self.consumer.list_topics(self.topic, timeout=timeout_s).topics[self.topic]
+        if md.error is not None:
+            raise RuntimeError(f"settings topic {self.topic}: {md.error.str()}")
+        self.partitions = sorted(md.partitions)
+        self.position = dict.fromkeys(self.partitions, 0)
+        self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions])
+
+    def refresh_targets(self, timeout_s: float = 10.0) -> None:
+        """Observe the topic's end offsets now; catching up means reaching them."""
+        observed_at = time.monotonic()
+        for p in self.partitions:
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout_s)
+            self.targets[p] = high
+        self.targets_at = observed_at
+
+    def caught_up(self) -> bool:
+        return all(self.position[p] >= self.targets.get(p, 0) for p in self.partitions)
+
+    def poll(self, timeout_s: float = 0.0, max_records: int = 10_000) -> int:
+        """Apply what has arrived; returns records applied."""
+        msgs = self.consumer.consume(max_records, timeout_s)
+        applied = 0
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    # The end offset reported at EOF also covers trailing transaction markers.
+                    p, off = m.partition(), m.offset()
+                    if p is not None and off is not None:
+                        self.position[p] = max(self.position[p], off)
+                else:
+                    log.warning("settings consumer error", extra=kv(error=err.str()))
+                continue
+            self._apply(m)
+            applied += 1
+        if applied and self.metrics is not None:
+            self.metrics.set_settings_size(len(self.history), self.history.versions)
+        return applied
+
+    def _apply(self, m: Message) -> None:
+        p, off = m.partition(), m.offset()
+        assert p is not None and off is not None
+        _, ts = m.timestamp()
+        problem = self.history.apply_record(m.key(), m.value(), ts, self.topic, p, off)
+        self.position[p] = off + 1
+        if self.metrics is not None:
+            if problem is None:
+                self.metrics.settings_applied()
+            else:
+                self.metrics.settings_rejected(problem.reason)
+        if problem is not None:
+            log.error(
+                "settings record rejected; the previous version stays in force",
+                extra=kv(topic=self.topic, partition=p, offset=off, reason=problem.reason, detail=problem.detail),
+            )
+
+    def catch_up(self, deadline_s: float | None = None, *, refresh: bool = True) -> bool:
+        """Read until the observed end offsets are reached (False if the deadline passed first)."""
+        if refresh:
+            self.refresh_targets()
+        deadline = time.monotonic() + deadline_s if deadline_s is not None else None
+        while not self.caught_up():
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            self.poll(0.05)
+        return True
+
+    def ensure_fresh(self, staleness_s: float) -> None:
+        """Bounded staleness: caught up to end offsets observed less than `staleness_s` ago."""
+        if time.monotonic() - self.targets_at > staleness_s / 2:
+            self.refresh_targets()
+        waited_from = time.monotonic()
+        warned = False
+        while not self.caught_up():
+            self.poll(0.05)
+            if not warned and time.monotonic() - waited_from > 5:
+                warned = True
+                log.warning("settings view is behind the topic end; holding evaluation", extra=kv(topic=self.topic))
+
+    def close(self) -> None:
+        self.consumer.close()
