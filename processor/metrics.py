@@ -223,8 +223,7 @@ class Metrics:
         if self.account_labels:
             self.account_decisions = Counter(
                 "access_eval_account_decisions_total",
-                "Attempts by target account and outcome, only for accounts listed in "
-                f"{ACCOUNT_LABELS_SETTING}.",
+                f"Attempts by target account and outcome, only for accounts listed in {ACCOUNT_LABELS_SETTING}.",
                 ["account_id", "outcome"],
                 registry=r,
             )
@@ -320,9 +319,7 @@ class Metrics:
         #: Lag series each librdkafka client reported last time, keyed by the client's handle name,
         #: so that one client's stats never delete another client's series.
         self._lag_series: dict[str, set[tuple[str, str]]] = {}
-        self.ready = Gauge(
-            "access_eval_ready", "1 when the instance is ready (serving /readyz 200).", registry=r
-        )
+        self.ready = Gauge("access_eval_ready", "1 when the instance is ready (serving /readyz 200).", registry=r)
         self.assigned_partitions = Gauge(
             "access_eval_assigned_partitions", "Attempt partitions assigned to this instance.", registry=r
         )
@@ -449,10 +446,8 @@ class Metrics:
         """Update consumer-lag gauges from a librdkafka statistics JSON (the ``stats_cb`` payload).
 
         Only consumer handles and partitions assigned to them count (not the internal partition
-        -1, not partitions whose fetch state is none/stopping/stopped). Lag is
-        ``consumer_lag_stored`` (end - stored offset: how far the application's consumption is
-        behind; offsets committed through a transaction don't update librdkafka's own committed
-        offset) when known, else ``consumer_lag``; an unknown lag (-1) keeps the previous value.
+        -1, not partitions whose fetch state is none/stopping/stopped). See :func:`_lag` for which
+        librdkafka field gives the lag; an unknown lag keeps the previous value.
         Series for partitions that the same client no longer reports are removed, so the series
         count stays bounded by the partitions actually assigned. Malformed stats are logged and
         ignored: metrics must never break processing.
@@ -500,8 +495,32 @@ def _get(obj: Any, key: str) -> Any:
 
 
 def _lag(part: Mapping[str, Any]) -> int | None:
-    for field in ("consumer_lag_stored", "consumer_lag"):
-        value = part.get(field)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
+    """The partition's lag from one librdkafka partition object, or None when unknown.
+
+    1. ``consumer_lag_stored``: end - stored offset, when the application stores offsets
+       (``store_offsets`` after each committed transaction makes this the lag of committed work).
+    2. end - ``app_offset`` (the position handed to the application): with
+       ``enable.auto.offset.store=false`` and offsets committed through the producer's transaction,
+       librdkafka knows neither a stored nor a committed offset, and both lag fields are -1.
+    3. ``consumer_lag`` (end - committed offset), e.g. right after assignment.
+
+    "end" is ``ls_offset`` (the last stable offset, what a read_committed consumer can reach),
+    else ``hi_offset``.
+    """
+    stored = _nonneg(part.get("consumer_lag_stored"))
+    if stored is not None:
+        return stored
+    end = _nonneg(part.get("ls_offset"))
+    if end is None:
+        end = _nonneg(part.get("hi_offset"))
+    app = _nonneg(part.get("app_offset"))
+    if end is not None and app is not None:
+        return max(0, end - app)
+    return _nonneg(part.get("consumer_lag"))
+
+
+def _nonneg(value: Any) -> int | None:
+    """librdkafka marks unknown offsets and lags with negative numbers (-1, -1001)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
     return None

@@ -226,9 +226,7 @@ def test_labels_bounded_under_garbage() -> None:
     assert len(permits) <= len(its) * 3
     assert {s["outcome"] for s in series(m, "access_eval_attempts_total")} == set(OUTCOMES)
     assert {s["reason"] for s in series(m, "access_eval_invalid_total")} == set(INVALID_REASONS)
-    assert {s["reason"] for s in series(m, "access_eval_settings_rejected_total")} == set(
-        SETTINGS_REJECT_REASONS
-    )
+    assert {s["reason"] for s in series(m, "access_eval_settings_rejected_total")} == set(SETTINGS_REJECT_REASONS)
     accounts = series(m, "access_eval_account_decisions_total")
     assert {s["account_id"] for s in accounts} == {A1}
     assert len(accounts) == 5  # the five decision outcomes (invalid attempts have no trusted account)
@@ -304,9 +302,16 @@ def test_process_metrics_and_independent_registries() -> None:
 # --- librdkafka statistics --------------------------------------------------------------------
 
 
-def _partition(p: int, fetch_state: str, lag: int, lag_stored: int | None) -> dict[str, Any]:
-    """A partition object shaped like librdkafka STATISTICS.md (only fields we read vary)."""
-    part: dict[str, Any] = {
+def _partition(
+    p: int, fetch_state: str, *, app: int = -1001, hi: int = 150, lag: int = -1, lag_stored: int = -1
+) -> dict[str, Any]:
+    """A partition object shaped like librdkafka's STATISTICS.md (only the fields we read vary).
+
+    Defaults are what librdkafka 2.x reports for our consumer configuration
+    (enable.auto.offset.store=false, offsets committed through the producer's transaction):
+    stored/committed offsets unknown (-1001), so both lag fields are -1.
+    """
+    return {
         "partition": p,
         "broker": 1,
         "leader": 1,
@@ -316,22 +321,20 @@ def _partition(p: int, fetch_state: str, lag: int, lag_stored: int | None) -> di
         "fetchq_cnt": 0,
         "fetch_state": fetch_state,
         "query_offset": -1001,
-        "next_offset": 120,
-        "app_offset": 120,
-        "stored_offset": 120 if lag_stored is not None and lag_stored >= 0 else -1001,
-        "committed_offset": 100,
-        "eof_offset": 120,
+        "next_offset": max(app, 0),
+        "app_offset": app,
+        "stored_offset": -1001 if lag_stored < 0 else hi - lag_stored,
+        "committed_offset": -1001 if lag < 0 else hi - lag,
+        "eof_offset": -1001,
         "lo_offset": 0,
-        "hi_offset": 150,
-        "ls_offset": 150,
+        "hi_offset": hi,
+        "ls_offset": hi,
         "consumer_lag": lag,
+        "consumer_lag_stored": lag_stored,
         "txmsgs": 0,
-        "rxmsgs": 120,
-        "msgs": 120,
+        "rxmsgs": max(app, 0),
+        "msgs": max(app, 0),
     }
-    if lag_stored is not None:
-        part["consumer_lag_stored"] = lag_stored
-    return part
 
 
 def _stats(parts: dict[str, list[dict[str, Any]]], name: str = "rdkafka#consumer-1") -> str:
@@ -363,9 +366,7 @@ def _stats(parts: dict[str, list[dict[str, Any]]], name: str = "rdkafka#consumer
 
 
 def lag(m: Metrics, topic: str, partition: int) -> float | None:
-    return m.registry.get_sample_value(
-        "access_eval_consumer_lag", {"topic": topic, "partition": str(partition)}
-    )
+    return m.registry.get_sample_value("access_eval_consumer_lag", {"topic": topic, "partition": str(partition)})
 
 
 def test_update_from_stats_sets_and_removes_lag() -> None:
@@ -375,38 +376,40 @@ def test_update_from_stats_sets_and_removes_lag() -> None:
         _stats(
             {
                 T: [
-                    _partition(0, "active", lag=50, lag_stored=30),  # stored lag preferred
-                    _partition(1, "active", lag=7, lag_stored=-1),  # stored unknown -> consumer_lag
-                    _partition(2, "offset-query", lag=-1, lag_stored=None),  # assigned, lag unknown yet
-                    _partition(3, "none", lag=99, lag_stored=99),  # not assigned to us
-                    _partition(-1, "none", lag=-1, lag_stored=-1),  # internal UA partition
+                    _partition(0, "active", app=100, lag=50, lag_stored=30),  # stored lag preferred
+                    _partition(1, "active", app=143),  # transactional commits: end - app_offset
+                    _partition(5, "active", lag=12),  # nothing consumed yet: committed lag
+                    _partition(2, "offset-query"),  # assigned, lag unknown yet
+                    _partition(3, "none", app=1, lag=99, lag_stored=99),  # not assigned to us
+                    _partition(-1, "none"),  # internal UA partition
                 ]
             }
         )
     )
     assert lag(m, T, 0) == 30
     assert lag(m, T, 1) == 7
+    assert lag(m, T, 5) == 12
     assert lag(m, T, 2) is None
     assert lag(m, T, 3) is None
     assert lag(m, T, -1) is None
 
-    # rebalance: partition 0 revoked, 2 now known, 4 newly assigned
+    # rebalance: partitions 0 and 5 revoked, 2 now known, 4 newly assigned
     m.update_from_stats(
         _stats(
             {
                 T: [
-                    _partition(0, "stopped", lag=50, lag_stored=30),
-                    _partition(1, "active", lag=5, lag_stored=-1),
-                    _partition(2, "active", lag=3, lag_stored=3),
-                    _partition(4, "active", lag=0, lag_stored=0),
+                    _partition(0, "stopped", app=100, lag_stored=30),
+                    _partition(1, "active", app=145),
+                    _partition(2, "active", app=147),
+                    _partition(4, "active", app=150),
                 ]
             }
         )
     )
-    assert lag(m, T, 0) is None
+    assert lag(m, T, 0) is None and lag(m, T, 5) is None
     assert (lag(m, T, 1), lag(m, T, 2), lag(m, T, 4)) == (5, 3, 0)
     # lag unknown for an assigned partition keeps the last value
-    m.update_from_stats(_stats({T: [_partition(1, "active", -1, -1), _partition(2, "active", 2, 2)]}))
+    m.update_from_stats(_stats({T: [_partition(1, "active"), _partition(2, "active", app=148)]}))
     assert lag(m, T, 1) == 5 and lag(m, T, 2) == 2 and lag(m, T, 4) is None
     # topic gone entirely
     m.update_from_stats(_stats({}))
@@ -415,8 +418,8 @@ def test_update_from_stats_sets_and_removes_lag() -> None:
 
 def test_update_from_stats_per_client_and_robust() -> None:
     m = Metrics()
-    m.update_from_stats(_stats({"a": [_partition(0, "active", 4, 4)]}, name="rdkafka#consumer-1"))
-    m.update_from_stats(_stats({"s": [_partition(0, "active", 1, 1)]}, name="rdkafka#consumer-2"))
+    m.update_from_stats(_stats({"a": [_partition(0, "active", lag_stored=4)]}, name="rdkafka#consumer-1"))
+    m.update_from_stats(_stats({"s": [_partition(0, "active", lag_stored=1)]}, name="rdkafka#consumer-2"))
     # another client's stats do not remove the first client's series
     assert lag(m, "a", 0) == 4 and lag(m, "s", 0) == 1
     # producer stats are ignored (their partitions are never "assigned")
@@ -424,7 +427,7 @@ def test_update_from_stats_per_client_and_robust() -> None:
     assert lag(m, "a", 0) == 4
     for garbage in ("", "not json", "[]", '{"topics": []}', '{"topics": {"a": {"partitions": [1]}}}', "null"):
         m.update_from_stats(garbage)
-    m.update_from_stats(_stats({"a": [_partition(0, "active", 9, 9)]}, name="rdkafka#consumer-1"))
+    m.update_from_stats(_stats({"a": [_partition(0, "active", lag_stored=9)]}, name="rdkafka#consumer-1"))
     assert lag(m, "a", 0) == 9
     m.reset_consumer_lag()
     assert series(m, "access_eval_consumer_lag") == []
