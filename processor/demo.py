@@ -132,7 +132,7 @@ def main(bootstrap: str | None, duration: float | None, rate: float, metrics_por
         pass
     stop.set()
     gen.join(15)
-    processor.stopping = True
+    processor.request_stop()
     worker.join(30)
     reader.close()
     server.close()

@@ -53,6 +53,7 @@ class Processor:
         self.table = SettingsTable(self.props, cfg.settings_topic, self.history, metrics)
         self.eos = cfg.delivery == "exactly-once"
         self.stopping = False
+        self.stop_deadline = float("inf")
         self.fatal: ConfigError | None = None
         self.tally = Tally()
         self.offsets: dict[tuple[str, int], int] = {}
@@ -68,10 +69,16 @@ class Processor:
     def install_signal_handlers(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:
             log.info("signal received; finishing the batch", extra=kv(signal=signal.Signals(signum).name))
-            self.stopping = True
+            self.request_stop()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+
+    def request_stop(self) -> None:
+        """Finish the batch, commit, leave the group; retries stop at the shutdown deadline."""
+        if not self.stopping:
+            self.stop_deadline = time.monotonic() + self.cfg.shutdown_timeout_s
+            self.stopping = True
 
     def bootstrap(self) -> None:
         """Read the settings topic up to the end offsets it had at start-up, before serving."""
@@ -133,7 +140,8 @@ class Processor:
                 self._guarded(self._commit)
 
     def _shutdown(self) -> None:
-        deadline = time.monotonic() + self.cfg.shutdown_timeout_s
+        self.request_stop()
+        deadline = self.stop_deadline
         if self.in_txn and self.fatal is None:
             self._guarded(self._commit, deadline=deadline)
         if self.in_txn and self.producer is not None:
@@ -365,9 +373,10 @@ class Processor:
                 if err.code() in AUTH_ERRORS:
                     self.fatal = ConfigError(f"Kafka authorization failed: {err.str()}")
                     return
-                if fn is self._commit and err.retriable() and not err.txn_requires_abort() and not err.fatal():
-                    if deadline is not None and time.monotonic() > deadline:
+                if fn == self._commit and err.retriable() and not err.txn_requires_abort() and not err.fatal():
+                    if time.monotonic() > min(deadline or float("inf"), self.stop_deadline):
                         return
+                    self.health.mark_progress()  # waiting out a broker outage is healthy; readiness says why
                     self.health.set_problem("commit failing: " + err.str())
                     time.sleep(backoff)  # retry backoff
                     backoff = min(backoff * 2, 5.0)
