@@ -134,10 +134,7 @@ def spec_decide(doc: dict[str, Any] | None, target: str, ident_account: str, ity
     allowed = norm(ident_account) in allowlist
     decision = "Permit" if allowed else "Deny"
     enforced = state == "limited"
-    if allowed:
-        outcome = "permit"
-    else:
-        outcome = "enforced_deny" if enforced else "would_be_deny"
+    outcome = {True: "permit", False: "enforced_deny" if enforced else "would_be_deny"}[allowed]
     emitted = state == "monitor" or decision == "Deny"
     return SpecDecision(outcome, decision, enforced, state, allowed, emitted)
 

@@ -1,0 +1,341 @@
+"""SPEC §3 settings records and §5 "Time": versions, event-time lookup, retention by stream time, rejection."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import pytest
+from strategies import ACCOUNTS, BASE_MS, HOUR, IDENTITY_TYPES, MINUTE, NOW_MS, attempt_obj, dumps, iso, settings_obj
+
+from processor.attempts import parse_attempt
+from processor.evaluator import assess
+from processor.events import build_event
+from processor.settings import BEGINNING_OF_TIME, SettingsHistory
+
+ACC = ACCOUNTS[0]
+EXT = ACCOUNTS[1]
+T1 = BASE_MS + 10 * MINUTE
+T2 = BASE_MS + 20 * MINUTE
+T3 = BASE_MS + 30 * MINUTE
+
+# Each version is distinguishable by the outcome of one external `user` attempt.
+LIMITED = {"user": {"state": "limited"}}
+MONITOR = {"user": {"state": "monitor"}}
+ENABLED: dict[str, Any] = {}
+OUTCOME_OF = {"limited": "enforced_deny", "monitor": "would_be_deny", "enabled": "unrestricted"}
+TYPES = {"limited": LIMITED, "monitor": MONITOR, "enabled": ENABLED}
+
+
+def record(types: dict[str, Any] | None, updated_ms: int | None = None, account: str = ACC) -> bytes:
+    return dumps(settings_obj(account, types, iso(updated_ms) if updated_ms is not None else None))
+
+
+def put(h: SettingsHistory, state: str, t_ms: int, account: str = ACC, *, via: str = "updated_at",
+        offset: int | None = None) -> None:
+    """Apply a version effective at t_ms, either through updated_at or through the record timestamp."""
+    if via == "updated_at":
+        err = h.apply_record(account.encode(), record(TYPES[state], t_ms, account), 0, "s", 0, offset)
+    else:
+        err = h.apply_record(account.encode(), record(TYPES[state], None, account), t_ms, "s", 0, offset)
+    assert err is None
+
+
+def decide(h: SettingsHistory, t_ms: int, account: str = ACC) -> tuple[str, int | None, bool]:
+    """(outcome, effective ms of the version used, exact) of an external user attempt at t_ms."""
+    attempt = parse_attempt(dumps(attempt_obj(account, EXT, "user", t_ms)), NOW_MS)
+    verdict, version, exact = assess(h, attempt)
+    return verdict.outcome, (version.effective_ms if version else None), exact
+
+
+@pytest.mark.parametrize("via", ["updated_at", "timestamp"])
+@pytest.mark.parametrize("order", list(itertools.permutations([(T1, "monitor"), (T2, "limited"), (T3, "enabled")])))
+def test_event_time_lookup_any_arrival_order(order: tuple[tuple[int, str], ...], via: str) -> None:
+    h = SettingsHistory()
+    for t, state in order:
+        put(h, state, t, via=via)
+    assert h.versions == 3
+    # before t1: the oldest kept version, flagged inexact
+    assert decide(h, T1 - 1) == ("would_be_deny", T1, False)
+    # exactly at t1: the t1 version, exact
+    assert decide(h, T1) == ("would_be_deny", T1, True)
+    assert decide(h, T2 - 1) == ("would_be_deny", T1, True)
+    assert decide(h, T2) == ("enforced_deny", T2, True)
+    assert decide(h, T3 - 1) == ("enforced_deny", T2, True)
+    assert decide(h, T3 + HOUR) == ("unrestricted", T3, True)
+
+
+def test_single_version_account_before_its_time_is_inexact() -> None:
+    h = SettingsHistory()
+    put(h, "limited", T2)
+    assert decide(h, T1) == ("enforced_deny", T2, False)
+    assert decide(h, T2) == ("enforced_deny", T2, True)
+
+
+def test_updated_at_with_offset_is_the_same_instant() -> None:
+    h = SettingsHistory()
+    doc = settings_obj(ACC, LIMITED, iso(T2, offset_minutes=-330))  # 2026-... -05:30
+    assert h.apply_record(ACC.encode(), dumps(doc), 0) is None
+    assert decide(h, T2 - 1)[1:] == (T2, False)
+    assert decide(h, T2)[1:] == (T2, True)
+
+
+def test_updated_at_wins_over_record_timestamp() -> None:
+    h = SettingsHistory()
+    assert h.apply_record(ACC.encode(), record(LIMITED, T2), T1) is None
+    assert h.latest(ACC) is not None and h.latest(ACC).effective_ms == T2  # type: ignore[union-attr]
+
+
+def test_same_effective_time_replaces() -> None:
+    h = SettingsHistory()
+    put(h, "monitor", T1, offset=1)
+    put(h, "limited", T2, offset=2)
+    put(h, "enabled", T1, offset=3)  # replaces the t1 version
+    assert h.versions == 2
+    assert decide(h, T1) == ("unrestricted", T1, True)
+    assert decide(h, T2) == ("enforced_deny", T2, True)
+    v = h.lookup(ACC, T1)[0]
+    assert v is not None and v.offset == 3
+
+
+def test_replacing_a_single_version() -> None:
+    h = SettingsHistory()
+    put(h, "monitor", T1)
+    put(h, "limited", T1)
+    assert h.versions == 1 and len(h) == 1
+    assert decide(h, T1) == ("enforced_deny", T1, True)
+
+
+def test_accounts_are_independent() -> None:
+    h = SettingsHistory()
+    other = ACCOUNTS[5]
+    put(h, "limited", T1)
+    put(h, "monitor", T1, account=other)
+    assert decide(h, T2)[0] == "enforced_deny"
+    assert decide(h, T2, other)[0] == "would_be_deny"
+    assert decide(h, T2, ACCOUNTS[6]) == ("unrestricted", None, True)
+
+
+def test_tombstone_reverts_to_defaults_from_its_timestamp() -> None:
+    h = SettingsHistory()
+    put(h, "limited", T1)
+    assert h.apply_record(f" {ACC.upper()} ".encode(), None, T2) is None
+    assert decide(h, T2 - 1)[0] == "enforced_deny"
+    assert decide(h, T2) == ("unrestricted", T2, True)
+
+
+def test_null_interaction_is_a_version_with_defaults() -> None:
+    h = SettingsHistory()
+    put(h, "limited", T1)
+    assert h.apply_record(ACC.encode(), record(None, T2), 0) is None
+    assert decide(h, T2) == ("unrestricted", T2, True)
+    assert decide(h, T2 - 1)[0] == "enforced_deny"
+
+
+# --- retention by stream time --------------------------------------------------------------------
+
+
+def test_retention_prunes_superseded_versions_by_stream_time() -> None:
+    retention = 2 * HOUR
+    h = SettingsHistory(retention_ms=retention, prune_every_ms=1)
+    single = ACCOUNTS[7]
+    stale_latest = ACCOUNTS[8]
+    put(h, "monitor", T1)
+    put(h, "limited", T2)
+    put(h, "enabled", T3)
+    put(h, "limited", T1, account=single)
+    put(h, "monitor", T1, account=stale_latest)
+    put(h, "limited", T2, account=stale_latest)
+    assert h.versions == 6
+
+    # Stream time T2 + retention: watermark == T2, the t1 version was superseded at T2 -> dropped.
+    # The t2 version is still in force at the watermark (T3 > watermark) -> kept.
+    decide(h, T2 + retention, ACCOUNTS[9])
+    assert h.stream_time_ms == T2 + retention
+    assert h.versions == 4
+    assert decide(h, T1 + 1) == ("enforced_deny", T2, False)  # older than every kept version
+    assert decide(h, T2 + 1) == ("enforced_deny", T2, True)
+    assert decide(h, T1, stale_latest) == ("enforced_deny", T2, False)
+    assert decide(h, T1 + 1, single) == ("enforced_deny", T1, True)  # single version untouched
+
+    # Far in stream time: every account keeps exactly its latest version.
+    decide(h, T3 + 100 * retention, ACCOUNTS[9])
+    assert h.versions == 3
+    assert decide(h, T1, single) == ("enforced_deny", T1, True)
+    assert decide(h, T1) == ("unrestricted", T3, False)
+    assert decide(h, T2, stale_latest) == ("enforced_deny", T2, True)
+
+
+def test_version_in_force_at_the_watermark_is_kept() -> None:
+    retention = 2 * HOUR
+    h = SettingsHistory(retention_ms=retention, prune_every_ms=1)
+    put(h, "monitor", T1)
+    put(h, "limited", T2)
+    decide(h, T2 + retention - 1, ACCOUNTS[9])  # watermark just before T2: t1 still in force there
+    assert h.versions == 2
+    assert decide(h, T2 - 1) == ("would_be_deny", T1, True)
+
+
+def test_retention_uses_stream_time_not_wall_clock() -> None:
+    """Old data (2001) replayed today: nothing is pruned until *stream* time passes the window."""
+    old = 978_307_200_000  # 2001-01-01T00:00:00Z
+    h = SettingsHistory(retention_ms=HOUR, prune_every_ms=1)
+    put(h, "monitor", old)
+    put(h, "limited", old + 10 * MINUTE)
+    h.prune()
+    assert h.versions == 2
+    assert decide(h, old + 30 * MINUTE) == ("enforced_deny", old + 10 * MINUTE, True)
+    assert h.versions == 2
+    assert decide(h, old + 5 * MINUTE) == ("would_be_deny", old, True)
+    decide(h, old + 10 * MINUTE + HOUR, ACCOUNTS[9])
+    assert h.versions == 1
+
+
+def test_stream_time_never_moves_backwards() -> None:
+    h = SettingsHistory(retention_ms=HOUR, prune_every_ms=1)
+    decide(h, T3, ACCOUNTS[9])
+    decide(h, T1, ACCOUNTS[9])
+    assert h.stream_time_ms == T3
+
+
+# --- the inexact flag reaches the event ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("t_ms", "exact"), [(T1 - 1, False), (T1, True)])
+def test_inexact_flag_in_built_event(t_ms: int, exact: bool) -> None:
+    h = SettingsHistory()
+    put(h, "limited", T1)
+    attempt = parse_attempt(dumps(attempt_obj(ACC, EXT, "user", t_ms)), NOW_MS)
+    verdict, version, ex = assess(h, attempt)
+    ev = build_event(attempt, verdict, version, ex, NOW_MS)
+    assert ev["responseData"]["settingsVersion"]["exact"] is exact
+    assert ev["responseData"]["settingsVersion"]["effectiveTime"] == T1
+
+
+def test_version_from_beginning_of_time_renders_null_effective_time() -> None:
+    h = SettingsHistory()
+    assert h.apply_record(ACC.encode(), record(LIMITED), BEGINNING_OF_TIME) is None
+    attempt = parse_attempt(dumps(attempt_obj(ACC, EXT, "user", T1)), NOW_MS)
+    verdict, version, ex = assess(h, attempt)
+    ev = build_event(attempt, verdict, version, ex, NOW_MS)
+    assert ev["responseData"]["settingsVersion"]["effectiveTime"] is None
+    assert ev["responseData"]["settingsVersion"]["exact"] is True
+
+
+# --- rejection: the previous version stays in force ------------------------------------------------
+
+
+def _bad(doc_patch: Any) -> bytes:
+    doc = settings_obj(ACC, {"user": {"state": "enabled"}}, iso(T2))
+    if callable(doc_patch):
+        doc_patch(doc)
+        return dumps(doc)
+    return doc_patch  # type: ignore[no-any-return]
+
+
+def _set_state(value: Any) -> Any:
+    return lambda d: d["external_account_identity_interaction"]["identity_types"]["user"].__setitem__("state", value)
+
+
+def _set_allow(value: Any) -> Any:
+    return lambda d: d["external_account_identity_interaction"]["identity_types"]["user"].__setitem__(
+        "external_allowed_accounts", value
+    )
+
+
+REJECTED: list[tuple[str, bytes | None, Any, str]] = [
+    ("unknown state", ACC.encode(), _set_state("off"), "state"),
+    ("state wrong case", ACC.encode(), _set_state("Enabled"), "state"),
+    ("state not a string", ACC.encode(), _set_state(1), "state"),
+    ("malformed JSON", ACC.encode(), b'{"account_id": "' + ACC.encode() + b'", ', "JSON"),
+    ("not UTF-8", ACC.encode(), b'{"account_id": "\xff"}', "JSON"),
+    ("JSON array", ACC.encode(), b"[]", ""),
+    ("JSON null literal", ACC.encode(), b"null", ""),
+    ("allowlist is a string", ACC.encode(), _set_allow(EXT), "external_allowed_accounts"),
+    ("allowlist item is a number", ACC.encode(), _set_allow([5]), "external_allowed_accounts"),
+    ("identity_types is a list", ACC.encode(),
+     lambda d: d["external_account_identity_interaction"].__setitem__("identity_types", []), "identity_types"),
+    ("identity type is a string", ACC.encode(),
+     lambda d: d["external_account_identity_interaction"]["identity_types"].__setitem__("user", "enabled"), "user"),
+    ("account_id missing", ACC.encode(), lambda d: d.pop("account_id"), "account_id"),
+    ("account_id a number", ACC.encode(), lambda d: d.__setitem__("account_id", 7), "account_id"),
+    ("updated_at without offset", ACC.encode(), lambda d: d.__setitem__("updated_at", "2026-06-01T00:20:00"),
+     "updated_at"),
+    ("updated_at garbage", ACC.encode(), lambda d: d.__setitem__("updated_at", "yesterday"), "updated_at"),
+    ("key differs from account_id", ACCOUNTS[3].encode(), _set_state("enabled"), ""),
+    ("missing key", None, _set_state("enabled"), ""),
+    ("empty key", b"", _set_state("enabled"), ""),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "field"), [r[1:] for r in REJECTED], ids=[r[0] for r in REJECTED])
+def test_rejected_record_keeps_previous_version(key: bytes | None, value: Any, field: str) -> None:
+    h = SettingsHistory()
+    put(h, "limited", T1)
+    raw = _bad(value)
+    err = h.apply_record(key, raw, T2)
+    assert err is not None
+    assert err.reason in ("bad_json", "invalid_value", "key_mismatch", "missing_key")
+    assert field in err.detail
+    assert h.rejected == 1 and h.applied == 1 and h.versions == 1
+    # enforcement is never silently downgraded: the limited version still governs later attempts
+    assert decide(h, T2 + HOUR) == ("enforced_deny", T1, True)
+    if key == ACCOUNTS[3].encode():
+        assert len(h) == 1  # nothing was created for the key's account either
+
+
+def test_rejection_reasons() -> None:
+    h = SettingsHistory()
+    assert h.apply_record(ACC.encode(), b"{", 0).reason == "bad_json"  # type: ignore[union-attr]
+    assert h.apply_record(ACC.encode(), _bad(_set_state("x")), 0).reason == "invalid_value"  # type: ignore[union-attr]
+    assert h.apply_record(EXT.encode(), record(LIMITED), 0).reason == "key_mismatch"  # type: ignore[union-attr]
+    assert h.apply_record(None, record(LIMITED), 0).reason == "missing_key"  # type: ignore[union-attr]
+    assert h.rejected == 4 and len(h) == 0
+
+
+def test_unknown_identity_types_ignored_and_counted() -> None:
+    h = SettingsHistory()
+    types = {
+        "user": {"state": "limited"},
+        "trusted_profile": {"state": "limited"},
+        "future_kind": {"state": "something-new", "extra": [1, 2]},
+    }
+    assert h.apply_record(ACC.encode(), record(types, T1), 0) is None
+    assert h.unknown_identity_types == 2
+    assert decide(h, T2)[0] == "enforced_deny"
+    for t in ("service_id", "service"):
+        attempt = parse_attempt(dumps(attempt_obj(ACC, EXT, t, T2)), NOW_MS)
+        assert assess(h, attempt)[0].outcome == "unrestricted"
+    assert h.apply_record(ACC.encode(), record({"trusted_profile": {"state": "monitor"}}, T2), 0) is None
+    assert h.unknown_identity_types == 3
+
+
+def test_unknown_fields_in_settings_are_ignored() -> None:
+    h = SettingsHistory()
+    doc = settings_obj(ACC, {"user": {"state": "limited", "note": "x", "external_allowed_accounts": [EXT]}}, iso(T1))
+    doc["etag"] = "abc"
+    doc["external_account_identity_interaction"]["version"] = 3
+    assert h.apply_record(ACC.encode(), json.dumps(doc).encode(), 0) is None
+    assert decide(h, T2)[0] == "permit"
+
+
+def test_missing_allowlist_is_empty_and_enabled_types_do_not_restrict() -> None:
+    h = SettingsHistory()
+    types = {t: {"state": "enabled", "external_allowed_accounts": [EXT]} for t in IDENTITY_TYPES}
+    types["user"] = {"state": "limited"}
+    assert h.apply_record(ACC.encode(), record(types, T1), 0) is None
+    assert decide(h, T2)[0] == "enforced_deny"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="processor/settings.py SettingsDocument.updated_at (pydantic AwareDatetime, lax mode) accepts a "
+    "Unix timestamp number (1780272000) instead of rejecting it: SPEC §3 says updated_at is RFC 3339 "
+    "with an offset, and wrong types must reject the record",
+)
+def test_numeric_updated_at_is_rejected() -> None:
+    h = SettingsHistory()
+    doc = settings_obj(ACC, LIMITED)
+    doc["updated_at"] = T1 // 1000
+    assert h.apply_record(ACC.encode(), dumps(doc), 0) is not None
