@@ -478,6 +478,8 @@ def test_security_context(request: pytest.FixtureRequest, docs_fixture: str) -> 
     assert "emptyDir" in volumes[tmp_mounts[0]["name"]]
     # No Kubernetes API access needed.
     assert pod["automountServiceAccountToken"] is False
+    # No ACCESS_EVAL_*_PORT variables injected for Services (they would reach librdkafka).
+    assert pod["enableServiceLinks"] is False
 
 
 @pytest.mark.helm
@@ -512,7 +514,9 @@ def test_scheduling_spreads_pods(default_docs: list[dict[str, Any]], full_docs: 
     assert one(default_docs, "Service")["spec"]["selector"] == selector
     pdb = one(default_docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"] == selector
-    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    assert pdb["spec"] == {
+        "maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow", "selector": {"matchLabels": selector},
+    }
     assert one(full_docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
 
 
