@@ -1,0 +1,305 @@
+"""SPEC §4 access attempts: every invalid kind gives its documented reason and a detail naming the field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import ACCOUNTS, BASE_MS, NOW_MS, attempt_obj, iso
+
+from processor.attempts import INVALID_REASONS, InvalidAttempt, parse_attempt
+
+HOUR_MS = 3_600_000
+Y2000_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+
+SPEC_EXAMPLE = {
+    "id": "5b0f0b4e-8c1a-4a36-9d55-0d8b1b7a2c11",
+    "event_time": "2026-11-27T12:00:00.123Z",
+    "account_id": "a3f1c0d2e4b5968778695a4b3c2d1e0f",
+    "identity": {
+        "iam_id": "IBMid-270000ABCD",
+        "type": "user",
+        "account_id": "0b1c2d3e4f5a69788796a5b4c3d2e1f0",
+        "name": "jane@example.com",
+    },
+    "action": "cloud-object-storage.object.read",
+    "resource": {
+        "crn": "crn:v1:bluemix:public:cloud-object-storage:global:a/a3f1...:bucket:b1",
+        "service_name": "cloud-object-storage",
+    },
+    "source_ip": "203.0.113.7",
+    "user_agent": "ibmcloud-cli/2.30",
+}
+SPEC_EXAMPLE_MS = 1_795_780_800_123  # 2026-11-27T12:00:00.123Z
+CLOCK = SPEC_EXAMPLE_MS + 60_000
+
+
+def invalid(raw: Any, now_ms: int = CLOCK, **kw: Any) -> InvalidAttempt:
+    with pytest.raises(InvalidAttempt) as info:
+        parse_attempt(raw, now_ms, **kw)
+    exc = info.value
+    assert exc.reason in INVALID_REASONS
+    assert exc.detail
+    return exc
+
+
+def patched(path: str, value: Any = ...) -> bytes:
+    """The SPEC example with one field set (or removed when value is ...)."""
+    obj = copy.deepcopy(SPEC_EXAMPLE)
+    *parents, last = path.split(".")
+    node: Any = obj
+    for p in parents:
+        node = node[p]
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return json.dumps(obj).encode()
+
+
+def test_spec_example_is_valid() -> None:
+    a = parse_attempt(json.dumps(SPEC_EXAMPLE).encode(), CLOCK)
+    assert a.event_ms == SPEC_EXAMPLE_MS
+    m = a.model
+    assert (m.id, m.account_id, m.action) == (SPEC_EXAMPLE["id"], SPEC_EXAMPLE["account_id"], SPEC_EXAMPLE["action"])
+    assert (m.identity.iam_id, m.identity.type, m.identity.account_id, m.identity.name) == (
+        "IBMid-270000ABCD", "user", "0b1c2d3e4f5a69788796a5b4c3d2e1f0", "jane@example.com",
+    )
+    assert m.resource is not None and m.resource.service_name == "cloud-object-storage"
+    assert (m.source_ip, m.user_agent) == ("203.0.113.7", "ibmcloud-cli/2.30")
+
+
+def test_str_and_bytes_inputs_agree() -> None:
+    raw = json.dumps(SPEC_EXAMPLE)
+    assert parse_attempt(raw, CLOCK).event_ms == parse_attempt(raw.encode(), CLOCK).event_ms
+
+
+def test_optional_fields_may_be_absent_or_null() -> None:
+    minimal = {k: v for k, v in SPEC_EXAMPLE.items() if k not in ("resource", "source_ip", "user_agent")}
+    minimal["identity"] = {k: v for k, v in SPEC_EXAMPLE["identity"].items() if k != "name"}  # type: ignore[union-attr]
+    a = parse_attempt(json.dumps(minimal), CLOCK)
+    assert (a.model.resource, a.model.source_ip, a.model.user_agent, a.model.identity.name) == (None, None, None, None)
+    nulls = dict(SPEC_EXAMPLE, resource=None, source_ip=None, user_agent=None)
+    assert parse_attempt(json.dumps(nulls), CLOCK).model.resource is None
+
+
+def test_unknown_extra_fields_are_ignored() -> None:
+    obj = copy.deepcopy(SPEC_EXAMPLE)
+    obj["schema_version"] = 7
+    obj["tags"] = ["a", {"b": None}]
+    obj["identity"]["mfa"] = True  # type: ignore[index]
+    obj["resource"]["region"] = "eu-de"  # type: ignore[index]
+    a = parse_attempt(json.dumps(obj), CLOCK)
+    assert a.model.id == SPEC_EXAMPLE["id"]
+
+
+def test_account_ids_are_trimmed_and_lower_cased() -> None:
+    raw = json.dumps(attempt_obj(" \tABCdef  ", "  0B1C  ")).encode()
+    a = parse_attempt(raw, NOW_MS)
+    assert (a.model.account_id, a.model.identity.account_id) == ("abcdef", "0b1c")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b"", b"not json", b'{"id": "x",}', b"\xff\xfe{}", b'{"id": "\xff"}', b'{"id": "caf\xe9"}', b"{}{}"],
+    ids=["truncated", "empty", "text", "trailing-comma", "utf16-bom", "invalid-utf8", "latin1", "two-objects"],
+)
+def test_bad_json_and_invalid_utf8(raw: bytes) -> None:
+    exc = invalid(raw)
+    assert exc.reason == "bad_json"
+    assert "JSON" in exc.detail
+
+
+def test_tombstone_is_bad_json() -> None:
+    exc = invalid(None)
+    assert exc.reason == "bad_json"
+    assert "null" in exc.detail
+
+
+@pytest.mark.parametrize("raw", [b"[]", b"[{}]", b"null", b"42", b'"attempt"', b"true"])
+def test_top_level_not_an_object(raw: bytes) -> None:
+    exc = invalid(raw)
+    assert exc.reason in ("wrong_type", "bad_json")
+    assert "object" in exc.detail
+
+
+REQUIRED = ["id", "event_time", "account_id", "identity", "identity.iam_id", "identity.type",
+            "identity.account_id", "action"]
+
+
+@pytest.mark.parametrize("path", REQUIRED)
+def test_missing_required_field(path: str) -> None:
+    exc = invalid(patched(path))
+    assert exc.reason == "missing_field"
+    assert path in exc.detail
+
+
+@pytest.mark.parametrize("path", [p for p in REQUIRED if p != "event_time"])
+def test_required_field_null_is_wrong_type(path: str) -> None:
+    exc = invalid(patched(path, None))
+    assert exc.reason in ("wrong_type", "unknown_identity_type")
+    assert path in exc.detail
+
+
+WRONG_TYPES = [
+    ("id", 5),
+    ("id", True),
+    ("id", {"x": 1}),
+    ("account_id", 12345),
+    ("account_id", ["a"]),
+    ("identity", "IBMid-1"),
+    ("identity", [1]),
+    ("identity.iam_id", 1),
+    ("identity.account_id", 0),
+    ("identity.name", 5),
+    ("action", ["read"]),
+    ("resource", "crn:v1:..."),
+    ("resource.crn", 5),
+    ("resource.service_name", False),
+    ("source_ip", 203),
+    ("user_agent", ["x"]),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), WRONG_TYPES, ids=[f"{p}={v!r}" for p, v in WRONG_TYPES])
+def test_wrong_types(path: str, value: Any) -> None:
+    exc = invalid(patched(path, value))
+    assert exc.reason == "wrong_type"
+    assert path in exc.detail
+
+
+EMPTY = [(p, "") for p in ("id", "account_id", "identity.iam_id", "identity.account_id", "action")] + [
+    ("account_id", "   "),  # account ids are trimmed before the length check
+    ("identity.account_id", " \t "),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), EMPTY)
+def test_empty_required_strings_are_invalid(path: str, value: str) -> None:
+    exc = invalid(patched(path, value))
+    assert exc.reason == "invalid_field"
+    assert path in exc.detail
+
+
+@pytest.mark.parametrize("itype", ["robot", "User", "USER", "trusted_profile", "", "service-id"])
+def test_unknown_identity_type_exact_message(itype: str) -> None:
+    exc = invalid(patched("identity.type", itype))
+    assert exc.reason == "unknown_identity_type"
+    assert exc.detail == "identity.type: must be one of user, service_id, service"
+
+
+@pytest.mark.parametrize("value", [5, None, ["user"]])
+def test_non_string_identity_type(value: Any) -> None:
+    exc = invalid(patched("identity.type", value))
+    assert exc.reason in ("unknown_identity_type", "wrong_type")
+    assert "identity.type" in exc.detail
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-11-27T12:00:00.123", "2026-11-27T12:00:00", "2026-11-27", "yesterday", "2026-13-40T00:00:00Z", "",
+     "12:00:00Z", None],
+    ids=["no-offset-ms", "no-offset", "date-only", "word", "impossible-date", "empty", "time-only", "null"],
+)
+def test_bad_event_time(value: Any) -> None:
+    exc = invalid(patched("event_time", value))
+    assert exc.reason == "bad_timestamp"
+    assert "event_time" in exc.detail
+
+
+@pytest.mark.parametrize("value", [1_795_780_800, "1795780800"], ids=["number", "numeric-string"])
+@pytest.mark.xfail(
+    strict=True,
+    reason="processor/attempts.py AccessAttempt.event_time (pydantic AwareDatetime, lax mode) accepts Unix "
+    "timestamps (number or numeric string) as UTC datetimes; SPEC §4 requires RFC 3339 with an offset "
+    "(expected bad_timestamp). Fix: Field(strict=True) or a BeforeValidator that requires a str",
+)
+def test_event_time_must_be_rfc3339_not_a_unix_timestamp(value: Any) -> None:
+    exc = invalid(patched("event_time", value))
+    assert exc.reason == "bad_timestamp"
+
+
+@pytest.mark.parametrize(
+    ("event_ms", "ok"),
+    [
+        (Y2000_MS, True),
+        (Y2000_MS - 1, False),
+        (0, False),
+        (CLOCK + HOUR_MS, True),
+        (CLOCK + HOUR_MS + 1, False),
+        (CLOCK + 365 * 24 * HOUR_MS, False),
+        (CLOCK - 10 * 365 * 24 * HOUR_MS, True),
+    ],
+    ids=["2000-01-01", "just-before-2000", "1970", "exactly-1h-ahead", "1h+1ms-ahead", "next-year", "10y-old"],
+)
+def test_event_time_window(event_ms: int, ok: bool) -> None:
+    raw = patched("event_time", iso(event_ms))
+    if ok:
+        assert parse_attempt(raw, CLOCK).event_ms == event_ms
+    else:
+        exc = invalid(raw)
+        assert exc.reason == "bad_timestamp"
+        assert "event_time" in exc.detail
+
+
+def test_future_bound_is_configurable() -> None:
+    raw = patched("event_time", iso(CLOCK + 10_000))
+    assert parse_attempt(raw, CLOCK, max_future_ms=10_000).event_ms == CLOCK + 10_000
+    assert invalid(raw, max_future_ms=9_999).reason == "bad_timestamp"
+
+
+def test_offsets_are_honoured() -> None:
+    for offset in (0, 60, -330, 14 * 60):
+        assert parse_attempt(patched("event_time", iso(BASE_MS + 7, offset)), NOW_MS).event_ms == BASE_MS + 7
+
+
+def test_oversize() -> None:
+    big = patched("user_agent", "x" * 300_000)
+    exc = invalid(big)
+    assert exc.reason == "oversize"
+    assert str(len(big)) in exc.detail
+    small = json.dumps(SPEC_EXAMPLE).encode()
+    assert invalid(small, max_bytes=len(small) - 1).reason == "oversize"
+    assert parse_attempt(small, CLOCK, max_bytes=len(small)).event_ms == SPEC_EXAMPLE_MS
+
+
+def test_oversize_wins_over_bad_json() -> None:
+    assert invalid(b"{" * 1000, max_bytes=100).reason == "oversize"
+
+
+# --- fuzz: never another exception ----------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+FIELDS = [*REQUIRED, "identity.name", "resource", "source_ip", "user_agent"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.sampled_from(FIELDS), value=JSON_VALUES)
+def test_any_field_value_is_valid_or_a_documented_rejection(path: str, value: Any) -> None:
+    raw = patched(path, value)
+    try:
+        parse_attempt(raw, CLOCK)
+    except InvalidAttempt as exc:
+        assert exc.reason in INVALID_REASONS
+        assert path.split(".")[0] in exc.detail
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(lambda s: s.encode("utf-8", "surrogatepass")))
+def test_arbitrary_bytes_never_raise_anything_else(raw: bytes) -> None:
+    try:
+        parse_attempt(raw, CLOCK)
+    except InvalidAttempt as exc:
+        assert exc.reason in INVALID_REASONS and exc.detail
+
+
+def test_accounts_pool_is_usable() -> None:
+    assert parse_attempt(json.dumps(attempt_obj(ACCOUNTS[0], ACCOUNTS[1])), NOW_MS).model.account_id == ACCOUNTS[0]
