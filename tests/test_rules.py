@@ -227,3 +227,12 @@ def test_every_metric_used_is_exported() -> None:
     assert "access_eval_attempts_total" in used and "up" in used
     unknown = {name: sorted(places) for name, places in used.items() if name not in exported}
     assert not unknown, f"metrics not exported by processor.metrics.Metrics: {unknown}"
+
+
+def test_missing_binary_fails_under_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="scripts/bootstrap --all"):
+        require_binary("no-such-promtool")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        require_binary("no-such-promtool")

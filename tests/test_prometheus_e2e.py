@@ -1,0 +1,217 @@
+"""A real Prometheus scrapes a real access-eval /metrics endpoint; the dashboard and rules run on it.
+
+Stage 1 (this file): the endpoint is ``processor.http.serve`` with a ``Metrics`` fed a known
+``Tally``. The harness (``prometheus_harness``) takes any target list, so the same checks can run
+against ``access-eval run`` on the real broker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_harness import (
+    JOB,
+    PrometheusServer,
+    dashboard_exprs,
+    load_dashboard,
+    load_rules,
+    rule_exprs,
+    running_prometheus,
+)
+
+from processor import __version__
+from processor.http import Health, HttpServer, serve
+from processor.metrics import Metrics, Tally
+
+pytestmark = pytest.mark.prometheus
+
+A1 = "a3f1c0d2e4b5968778695a4b3c2d1e0f"
+A2 = "0b1c2d3e4f5a69788796a5b4c3d2e1f0"
+A3 = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+#: (outcome, identity_type, state, target account) -> count: what the tally commits.
+DECISIONS = {
+    ("same_account", "user", "", A1): 5,
+    ("unrestricted", "service", "enabled", A2): 4,
+    ("permit", "user", "monitor", A1): 7,
+    ("permit", "service_id", "limited", A2): 2,
+    ("would_be_deny", "user", "monitor", A1): 3,
+    ("would_be_deny", "service", "monitor", A3): 6,
+    ("enforced_deny", "service_id", "limited", A2): 8,
+}
+INVALID = {"bad_json": 2, "oversize": 1, "bad_timestamp": 1}
+
+
+def known_tally() -> Tally:
+    t = Tally()
+    for (outcome, it, state, account), n in DECISIONS.items():
+        for _ in range(n):
+            t.add(outcome, it, state, account)
+    for reason, n in INVALID.items():
+        for _ in range(n):
+            t.add_invalid(reason)
+    for age in (0.05, 0.3, 2.0, 40.0):
+        t.observe_age(age)
+    return t
+
+
+def lbl(**labels: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def stats_json(lags: dict[int, int]) -> str:
+    parts = {
+        str(p): {"partition": p, "fetch_state": "active", "consumer_lag_stored": lag, "consumer_lag": -1}
+        for p, lag in lags.items()
+    }
+    return json.dumps(
+        {"name": "rdkafka#consumer-1", "type": "consumer", "topics": {"iam.access-attempts": {"partitions": parts}}}
+    )
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[HttpServer, Metrics, Health]]:
+    metrics = Metrics(account_labels=[A1, A2])
+    health = Health()
+    server = serve("127.0.0.1", 0, metrics, health)
+    try:
+        yield server, metrics, health
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def prom(tmp_path: Path, endpoint: tuple[HttpServer, Metrics, Health]) -> Iterator[PrometheusServer]:
+    server, _, _ = endpoint
+    with running_prometheus(tmp_path / "prometheus", [f"127.0.0.1:{server.port}"]) as p:
+        yield p
+
+
+def test_scraped_counters_equal_committed_tally_and_all_queries_evaluate(
+    endpoint: tuple[HttpServer, Metrics, Health], prom: PrometheusServer
+) -> None:
+    _, metrics, health = endpoint
+    sel = f'job="{JOB}"'
+
+    # First scrapes see the pre-initialised zeros (so rate() sees the later increments).
+    prom.wait_for(f"access_eval_attempts_total{{{sel}}}", lambda v: len(v) == 6 and not any(v.values()), 20)
+    assert prom.targets()[0]["health"] == "up"
+
+    # Work that is tallied but not committed never shows up.
+    pending = known_tally()
+    time.sleep(2.5)  # > 2 scrape intervals
+    assert prom.query_value(f"sum(access_eval_attempts_total{{{sel}}})") == 0
+
+    # Commit: then Prometheus sees exactly the tally.
+    metrics.commit(pending)
+    pending.clear()
+    metrics.transaction("committed")
+    metrics.observe_batch(0.004, len(DECISIONS))
+    metrics.set_settings_size(3, 5)
+    metrics.set_bootstrap_complete(True)
+    metrics.update_from_stats(stats_json({0: 12, 1: 0}))
+    health.set_bootstrapped(True)
+    health.set_assigned(2)
+
+    expected_outcomes: dict[str, int] = {o: 0 for o in ("same_account", "unrestricted", "permit")}
+    expected_outcomes |= {"would_be_deny": 0, "enforced_deny": 0, "invalid": sum(INVALID.values())}
+    for (outcome, _, _, _), n in DECISIONS.items():
+        expected_outcomes[outcome] += n
+    attempts = prom.wait_for(
+        f"access_eval_attempts_total{{{sel}}}", lambda v: sum(v.values()) == sum(expected_outcomes.values()), 20
+    )
+    instance = dict(next(iter(attempts)))["instance"]
+    base = {"job": JOB, "instance": instance}
+    assert attempts == {lbl(**base, outcome=o): float(n) for o, n in expected_outcomes.items()}
+
+    def vector(name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        return {k: v for k, v in prom.query_vector(f"{name}{{{sel}}}").items() if v}
+
+    assert vector("access_eval_permits_total") == {
+        lbl(**base, identity_type="user", state="monitor"): 7.0,
+        lbl(**base, identity_type="service_id", state="limited"): 2.0,
+    }
+    assert vector("access_eval_would_be_denies_total") == {
+        lbl(**base, identity_type="user"): 3.0,
+        lbl(**base, identity_type="service"): 6.0,
+    }
+    assert vector("access_eval_enforced_denies_total") == {lbl(**base, identity_type="service_id"): 8.0}
+    assert vector("access_eval_invalid_total") == {lbl(**base, reason=r): float(n) for r, n in INVALID.items()}
+    assert vector("access_eval_account_decisions_total") == {
+        lbl(**base, account_id=A1, outcome="same_account"): 5.0,
+        lbl(**base, account_id=A1, outcome="permit"): 7.0,
+        lbl(**base, account_id=A1, outcome="would_be_deny"): 3.0,
+        lbl(**base, account_id=A2, outcome="unrestricted"): 4.0,
+        lbl(**base, account_id=A2, outcome="permit"): 2.0,
+        lbl(**base, account_id=A2, outcome="enforced_deny"): 8.0,
+    }  # A3 is not configured for per-account labels
+    assert prom.query_value(f"access_eval_event_age_seconds_count{{{sel}}}") == 4
+    assert prom.query_value(f'access_eval_transactions_total{{{sel}, result="committed"}}') == 1
+    assert prom.query_value(f'access_eval_consumer_lag{{{sel}, partition="0"}}') == 12
+    assert prom.query_value(f"access_eval_ready{{{sel}}}") == 1
+    assert prom.query_value(f"access_eval_assigned_partitions{{{sel}}}") == 2
+    assert prom.query_value(f'access_eval_build_info{{{sel}, version="{__version__}"}}') == 1
+    assert (prom.query_value(f"process_resident_memory_bytes{{{sel}}}") or 0) > 0
+
+    # Every dashboard and rule expression parses and evaluates on the real server.
+    exprs = dashboard_exprs(load_dashboard()) + rule_exprs(load_rules())
+    assert len(exprs) > 30
+    errors: list[str] = []
+    for where, expr in exprs:
+        assert "$" not in expr, f"{where}: unsubstituted variable in {expr!r}"
+        try:
+            prom.query(expr)
+        except AssertionError as exc:
+            errors.append(f"{where}: {exc}")
+    assert not errors, "\n".join(errors)
+
+    # Panels over the data just committed return series (not only "no error").
+    results = {expr: prom.query_vector(expr) for _, expr in dashboard_exprs(load_dashboard())}
+    for needle in (
+        "sum by (identity_type) (increase(access_eval_would_be_denies_total",
+        "sum by (outcome) (rate(access_eval_attempts_total",
+        "histogram_quantile(0.99, sum by (le) (rate(access_eval_batch_processing_seconds_bucket",
+        "access_eval_account_decisions_total",
+        "max by (topic, partition) (access_eval_consumer_lag",
+    ):
+        matching = [e for e in results if needle in e]
+        assert matching, needle
+        assert all(results[e] for e in matching), f"no series for {matching}"
+
+    # The rules were loaded and evaluate without errors; the DLQ alert fires on the dead letters.
+    def rules_evaluated() -> bool:
+        rules = prom.rules()
+        return len(rules) == len(rule_exprs(load_rules())) and all(
+            r.get("lastEvaluation", "").startswith("2") and not r["lastEvaluation"].startswith("0001") for r in rules
+        )
+
+    deadline = time.monotonic() + 20
+    while not rules_evaluated():
+        assert time.monotonic() < deadline, prom.rules()
+        time.sleep(0.2)
+    bad = [(r["name"], r.get("lastError")) for r in prom.rules() if r["health"] != "ok"]
+    assert not bad, bad
+
+    firing = prom.wait_for('ALERTS{alertname="AccessEvalDLQReceiving", alertstate="firing"}', lambda v: len(v) == 3, 20)
+    assert {dict(k)["reason"] for k in firing} == set(INVALID)
+    assert {dict(k)["severity"] for k in firing} == {"warning"}
+    # nothing is down, not ready or stalled
+    active = {a["labels"]["alertname"] for a in prom.alerts()}
+    assert not active & {"AccessEvalDown", "AccessEvalNotReady", "AccessEvalNoTransactionsCommitting"}, active
+
+
+def test_target_down_is_seen(tmp_path: Path) -> None:
+    """The AccessEvalDown expression sees a dead endpoint (the alert itself waits 5 m: promtool tests it)."""
+    server = serve("127.0.0.1", 0, Metrics(), Health())
+    port = server.port
+    server.close()
+    with running_prometheus(tmp_path / "prometheus", [f"127.0.0.1:{port}"]) as prom:
+        expr = dict(rule_exprs(load_rules()))["AccessEvalDown"]
+        target = f"127.0.0.1:{port}"
+        # before the first scrape there is no `up` at all: the absent() branch
+        assert prom.query_vector(expr) in ({(): 1.0}, {lbl(instance=target, job=JOB): 0.0})
+        prom.wait_for(expr, lambda v: v == {lbl(instance=target, job=JOB): 0.0}, 20)
