@@ -179,6 +179,7 @@ class Processor:
             "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000,
             "error_cb": self._on_error,
+            "logger": logging.getLogger("access_eval.librdkafka"),
         }
         if self.eos:
             conf["transactional.id"] = self.cfg.txn_id()
@@ -201,6 +202,7 @@ class Processor:
                 "statistics.interval.ms": 5000,
                 "stats_cb": self.metrics.update_from_stats,
                 "error_cb": self._on_error,
+                "logger": logging.getLogger("access_eval.librdkafka"),
             }
         )
 

@@ -120,13 +120,18 @@ def parse_settings(raw: bytes | str) -> SettingsDocument:
     try:
         return SettingsDocument.model_validate_json(raw)
     except ValidationError as exc:
-        err = exc.errors(include_url=False, include_input=False)[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        if err["type"] == "json_invalid":
-            raise InvalidSettings("bad_json", f"malformed JSON: {err['msg']}") from None
-        if err["type"] == "missing":
-            raise InvalidSettings("invalid_value", f"{loc}: field required") from None
-        raise InvalidSettings("invalid_value", f"{loc}: {err['msg']}") from None
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError) -> InvalidSettings:
+    """pydantic's first error as a bounded reason and a message naming the field."""
+    err = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    if err["type"] == "json_invalid":
+        return InvalidSettings("bad_json", f"malformed JSON: {err['msg']}")
+    if err["type"] == "missing":
+        return InvalidSettings("invalid_value", f"{loc}: field required")
+    return InvalidSettings("invalid_value", f"{loc}: {err['msg']}")
 
 
 def rules_of(doc: SettingsDocument) -> Rules:
@@ -296,6 +301,4 @@ def document_from_json(obj: Any) -> SettingsDocument:
     try:
         return SettingsDocument.model_validate(obj)
     except ValidationError as exc:
-        err = exc.errors(include_url=False, include_input=False)[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        raise InvalidSettings("invalid_value", f"{loc}: {err['msg']}") from None
+        raise _invalid(exc) from None

@@ -34,6 +34,7 @@ class SettingsTable:
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 50,
+                "logger": logging.getLogger("access_eval.librdkafka"),
             }
         )
         self.partitions: list[int] = []
@@ -85,6 +86,7 @@ class SettingsTable:
         p, off = m.partition(), m.offset()
         assert p is not None and off is not None
         _, ts = m.timestamp()
+        unknown_before = self.history.unknown_identity_types
         problem = self.history.apply_record(m.key(), m.value(), ts, self.topic, p, off)
         self.position[p] = off + 1
         if self.metrics is not None:
@@ -92,6 +94,8 @@ class SettingsTable:
                 self.metrics.settings_applied()
             else:
                 self.metrics.settings_rejected(problem.reason)
+            if self.history.unknown_identity_types > unknown_before:
+                self.metrics.settings_unknown_identity_types(self.history.unknown_identity_types - unknown_before)
         if problem is not None:
             log.error(
                 "settings record rejected; the previous version stays in force",
