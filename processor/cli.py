@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from processor import __version__, local
+from processor import __version__, local, ops
 
 RUN_EXAMPLES = """examples:
   access-eval run --bootstrap-servers 127.0.0.1:9092 --create-topics
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_demo(sub)
     _add_simulate(sub)
+    ops.register(sub)
     return parser
 
 

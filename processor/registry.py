@@ -1,0 +1,171 @@
+"""Confluent-compatible schema registry interop (SPEC §6 "Confluent wire format").
+
+The eval event schema is registered under `<topic>-value` (TopicNameStrategy); the returned id goes
+into every message (`00` + 4-byte id). Readers (`tail`, `report`) resolve ids through the same
+registry.
+
+Client options (basic auth, TLS) come, in increasing priority, from:
+
+- the properties file (`--kafka-config`), with the Confluent client prefix: `schema.registry.<option>`
+  (e.g. `schema.registry.basic.auth.user.info=user:secret`), or the Java client's un-prefixed
+  `basic.auth.user.info`;
+- environment variables `ACCESS_EVAL_SCHEMA_REGISTRY_<OPTION>` (e.g.
+  `ACCESS_EVAL_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`, `ACCESS_EVAL_SCHEMA_REGISTRY_SSL_CA_LOCATION`).
+
+Options: `basic.auth.user.info`, `ssl.ca.location`, `ssl.certificate.location`, `ssl.key.location`,
+`ssl.key.password`, `timeout`, `max.retries`. `mock://NAME` URLs use confluent-kafka's in-process
+mock registry (tests).
+
+None of these keys are librdkafka properties: `kafka_only(props)` removes them before a Kafka client
+is built from the same properties file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import fastavro
+
+from processor.avro import EvalCodec, load_schema_json
+from processor.config import ConfigError
+
+ENV_PREFIX = "ACCESS_EVAL_SCHEMA_REGISTRY_"
+PROPS_PREFIX = "schema.registry."
+#: Options passed to the registry client; anything else under the prefix is an error (typo guard).
+CLIENT_OPTIONS = (
+    "basic.auth.user.info",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
+    "timeout",
+    "max.retries",
+)
+_NUMERIC = ("timeout", "max.retries")
+#: Java-client style keys that sometimes sit un-prefixed in a shared client.properties.
+_UNPREFIXED = ("basic.auth.user.info", "basic.auth.credentials.source")
+
+_clients: dict[tuple[tuple[str, str], ...], Any] = {}
+_lock = threading.Lock()
+
+
+def subject_for(topic: str) -> str:
+    """TopicNameStrategy: the value schema of `topic`."""
+    return f"{topic}-value"
+
+
+def kafka_only(props: Mapping[str, str]) -> dict[str, str]:
+    """The properties minus schema-registry options (librdkafka rejects unknown properties)."""
+    return {k: v for k, v in props.items() if not k.startswith(PROPS_PREFIX) and k not in _UNPREFIXED}
+
+
+def registry_conf(
+    url: str, props: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The SchemaRegistryClient configuration for `url` from the properties file and the environment."""
+    env = os.environ if env is None else env
+    raw: dict[str, str] = {}
+    for key, value in (props or {}).items():
+        if key == "basic.auth.user.info":
+            raw[key] = value
+        elif key.startswith(PROPS_PREFIX) and key != PROPS_PREFIX + "url":
+            raw[key[len(PROPS_PREFIX) :]] = value
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "URL":
+            raw[name[len(ENV_PREFIX) :].lower().replace("_", ".")] = value
+    raw.pop("basic.auth.credentials.source", None)  # USER_INFO is the only source supported here
+    unknown = sorted(set(raw) - set(CLIENT_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown schema registry option(s) {', '.join(unknown)} (from {PROPS_PREFIX}* properties or "
+            f"{ENV_PREFIX}* variables); known: {', '.join(CLIENT_OPTIONS)}"
+        )
+    conf: dict[str, Any] = {"url": url}
+    for key, value in raw.items():
+        if key in _NUMERIC:
+            try:
+                conf[key] = int(value)
+            except ValueError:
+                raise ConfigError(f"schema registry option {key} must be an integer, got {value!r}") from None
+        else:
+            conf[key] = value
+    return conf
+
+
+def client_for(conf: Mapping[str, Any]) -> Any:
+    """One SchemaRegistryClient per configuration (so `mock://` registries are shared in-process)."""
+    try:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+    except ImportError as exc:  # the optional dependencies of confluent-kafka[schemaregistry]
+        raise ConfigError(
+            f"--schema-registry-url needs confluent-kafka's schema registry extra "
+            f"(pip install 'confluent-kafka[schemaregistry]'): {exc}"
+        ) from None
+    key = tuple(sorted((k, str(v)) for k, v in conf.items()))
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            try:
+                client = SchemaRegistryClient.new_client(dict(conf))
+            except (ValueError, TypeError, OSError) as exc:
+                raise ConfigError(f"schema registry client configuration: {exc}") from None
+            _clients[key] = client
+        return client
+
+
+def _describe(exc: Exception) -> str:
+    code = getattr(exc, "http_status_code", None)
+    if code == 401:
+        return f"{exc} (check ACCESS_EVAL_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO / schema.registry.basic.auth.user.info)"
+    if code == 409:
+        return f"{exc} (the subject's compatibility rules reject schemas/eval_event.avsc)"
+    return str(exc) or type(exc).__name__
+
+
+def register(url: str, topic: str, props: Mapping[str, str] | None = None, schema: dict[str, Any] | None = None) -> int:
+    """Register the eval event schema under `<topic>-value` and return its id (idempotent)."""
+    from confluent_kafka.schema_registry import Schema
+
+    client = client_for(registry_conf(url, props))
+    schema_str = json.dumps(schema if schema is not None else load_schema_json())
+    try:
+        schema_id: int = client.register_schema(subject_for(topic), Schema(schema_str, "AVRO"))
+    except Exception as exc:  # SchemaRegistryError, transport errors of httpx: all end in one message
+        raise ConfigError(
+            f"cannot register the eval event schema under subject {subject_for(topic)!r} at "
+            f"--schema-registry-url / ACCESS_EVAL_SCHEMA_REGISTRY_URL={url!r}: {_describe(exc)}"
+        ) from None
+    return schema_id
+
+
+def codec_for_topic(url: str, topic: str, kafka_props: Mapping[str, str] | None = None) -> EvalCodec:
+    """An EvalCodec writing the Confluent wire format with the id registered for `<topic>-value`."""
+    schema = load_schema_json()
+    return EvalCodec(schema_id=register(url, topic, kafka_props, schema), schema=schema)
+
+
+def resolver(url: str, kafka_props: Mapping[str, str] | None = None) -> Callable[[int], dict[str, Any]]:
+    """`resolve_id(schema_id) -> writer schema` for EvalCodec.decode, cached per id."""
+    client = client_for(registry_conf(url, kafka_props))
+    cache: dict[int, dict[str, Any]] = {}
+
+    def resolve(schema_id: int) -> dict[str, Any]:
+        found = cache.get(schema_id)
+        if found is None:
+            try:
+                schema = client.get_schema(schema_id)
+            except Exception as exc:
+                raise LookupError(f"schema id {schema_id} not found at {url}: {_describe(exc)}") from None
+            if (schema.schema_type or "AVRO") != "AVRO":
+                raise LookupError(f"schema id {schema_id} is a {schema.schema_type} schema, not Avro")
+            # Parsed once: EvalCodec.decode re-parses per message, which is a no-op for a parsed schema.
+            parsed = fastavro.parse_schema(json.loads(schema.schema_str))
+            assert isinstance(parsed, dict)
+            found = cache[schema_id] = parsed
+        return found
+
+    return resolve

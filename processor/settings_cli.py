@@ -1,0 +1,512 @@
+"""`access-eval settings put | get | delete | list`: the settings topic as an operator sees it.
+
+Reading uses the processor's own global-table reader (`SettingsTable`) and acceptance rules
+(`SettingsHistory.apply_record`), so `get` shows exactly the version the processor would apply now,
+and says when a newer record was rejected. Writing validates with the processor's models first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from processor.ids import IDENTITY_TYPES, STATES, normalize_account, rfc3339_millis, to_millis
+from processor.ops import (
+    EXIT_FAIL,
+    EXIT_OK,
+    OpsError,
+    account_id,
+    account_list,
+    connect,
+    kafka_props,
+    now_ms,
+    quiet_processor_logs,
+    topic_partitions,
+    usage_error,
+    write_json,
+)
+from processor.report import format_table
+from processor.settings import (
+    InvalidSettings,
+    SettingsDocument,
+    SettingsHistory,
+    document_from_json,
+    parse_settings,
+)
+
+ALLOWLIST_PREVIEW = 3
+
+
+@dataclass(slots=True)
+class Entry:
+    """One accepted settings record (a document or a tombstone)."""
+
+    account: str
+    effective_ms: int
+    timestamp_ms: int
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    raw: dict[str, Any] | None  # the JSON object as published; None = tombstone
+
+
+@dataclass(slots=True)
+class Rejection:
+    account: str
+    partition: int | None
+    offset: int | None
+    reason: str
+    detail: str
+
+
+class DocumentView(SettingsHistory):
+    """A SettingsHistory that also keeps the raw documents (for merging and display) and rejections."""
+
+    def __init__(self) -> None:
+        super().__init__(retention_ms=2**62)
+        self.entries: dict[str, list[Entry]] = {}
+        self.rejections: dict[str, list[Rejection]] = {}
+        self.records = 0
+        self._pending: tuple[Any, ...] | None = None
+
+    def apply_record(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> InvalidSettings | None:
+        self.records += 1
+        self._pending = (value, timestamp_ms, topic, partition, offset)
+        problem = super().apply_record(key, value, timestamp_ms, topic, partition, offset)
+        self._pending = None
+        try:
+            account = normalize_account(key.decode("utf-8")) if key else ""
+        except UnicodeDecodeError:
+            account = ""
+        if problem is not None:
+            self.rejections.setdefault(account, []).append(
+                Rejection(account, partition, offset, problem.reason, problem.detail)
+            )
+        elif value is None:
+            self._add(Entry(account, timestamp_ms, timestamp_ms, topic, partition, offset, None))
+        return problem
+
+    def apply_document(
+        self,
+        doc: SettingsDocument,
+        effective_ms: int,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        super().apply_document(doc, effective_ms, topic, partition, offset)
+        if self._pending is not None:
+            value, timestamp_ms = self._pending[0], self._pending[1]
+            raw = json.loads(value)
+            self._add(Entry(doc.account_id, effective_ms, timestamp_ms, topic, partition, offset, raw))
+
+    def _add(self, entry: Entry) -> None:
+        entries = self.entries.setdefault(entry.account, [])
+        # Same effective time replaces (as SettingsHistory.put does); keep effective-time order.
+        entries[:] = [e for e in entries if e.effective_ms != entry.effective_ms]
+        entries.append(entry)
+        entries.sort(key=lambda e: e.effective_ms)
+
+    def current(self, account: str, at_ms: int) -> Current:
+        """The entry the processor would use for an attempt at `at_ms`, plus what follows it."""
+        version, _exact = self.lookup(account, at_ms)
+        entries = self.entries.get(account, [])
+        entry = None
+        if version is not None:
+            entry = next((e for e in entries if (e.partition, e.offset) == (version.partition, version.offset)), None)
+        scheduled = [e for e in entries if e.effective_ms > at_ms and e is not entry]
+        rejected = [
+            r
+            for r in self.rejections.get(account, [])
+            if entry is None or (r.offset is not None and entry.offset is not None and r.offset > entry.offset)
+        ]
+        return Current(account, entry, scheduled, rejected)
+
+
+@dataclass
+class Current:
+    account: str
+    entry: Entry | None
+    scheduled: list[Entry] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def exists(self) -> bool:
+        return self.entry is not None and self.entry.raw is not None
+
+    def document(self) -> SettingsDocument | None:
+        if self.entry is None or self.entry.raw is None:
+            return None
+        return document_from_json(self.entry.raw)
+
+    def identity_types(self) -> dict[str, dict[str, Any]]:
+        """Every known identity type with its effective state (missing = enabled) and allowlist."""
+        out = {t: {"state": "enabled", "external_allowed_accounts": []} for t in IDENTITY_TYPES}
+        doc = self.document()
+        interaction = doc.external_account_identity_interaction if doc is not None else None
+        if interaction is not None:
+            for t in IDENTITY_TYPES:
+                cfg = getattr(interaction.identity_types, t)
+                if cfg is not None:
+                    out[t] = {"state": cfg.state, "external_allowed_accounts": list(cfg.external_allowed_accounts)}
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        e = self.entry
+        doc = self.document()
+        return {
+            "account_id": self.account,
+            "exists": self.exists,
+            "deleted": e is not None and e.raw is None,
+            "source": None
+            if e is None
+            else {
+                "topic": e.topic,
+                "partition": e.partition,
+                "offset": e.offset,
+                "timestamp": rfc3339_millis(e.timestamp_ms),
+                "effective_time": rfc3339_millis(e.effective_ms),
+            },
+            "identity_types": self.identity_types(),
+            "unknown_identity_types": doc.unknown_identity_types if doc is not None else [],
+            "document": e.raw if e is not None else None,
+            "scheduled": [
+                {"effective_time": rfc3339_millis(s.effective_ms), "partition": s.partition, "offset": s.offset}
+                for s in self.scheduled
+            ],
+            "rejected_newer_records": [
+                {"partition": r.partition, "offset": r.offset, "reason": r.reason, "detail": r.detail}
+                for r in self.rejected
+            ],
+        }
+
+
+def read_view(props: dict[str, Any], topic: str, timeout_s: float) -> DocumentView:
+    """Read the whole settings topic, up to the end offsets it has now (committed records only)."""
+    from processor.table import SettingsTable
+
+    quiet_processor_logs()
+    view = DocumentView()
+    table = SettingsTable(props, topic, view)
+    try:
+        try:
+            table.start(timeout_s)
+        except RuntimeError as exc:
+            raise OpsError(f"--settings-topic: {exc}") from None
+        if not table.catch_up(deadline_s=max(timeout_s, 1.0) * 4):
+            raise OpsError(f"settings topic {topic!r} not read to its end offsets within {max(timeout_s, 1.0) * 4:g}s")
+    finally:
+        table.close()
+    return view
+
+
+def _open(args: argparse.Namespace) -> tuple[dict[str, Any], DocumentView]:
+    props = kafka_props(args)
+    admin = connect(props, args.timeout)
+    topic_partitions(admin, args.settings_topic, "--settings-topic")
+    return props, read_view(props, args.settings_topic, args.timeout)
+
+
+# --- get / list -----------------------------------------------------------------------------------
+
+
+def _allowlist_cell(ids: list[str]) -> str:
+    if not ids:
+        return "-"
+    shown = ", ".join(ids[:ALLOWLIST_PREVIEW])
+    more = len(ids) - ALLOWLIST_PREVIEW
+    return f"{len(ids)}: {shown}" + (f", ... (+{more} more)" if more > 0 else "")
+
+
+def render_current(cur: Current) -> str:
+    lines = [f"account  {cur.account}"]
+    e = cur.entry
+    if e is None:
+        lines.append("source   no settings record: defaults (every identity type enabled)")
+    elif e.raw is None:
+        lines.append(
+            f"source   deleted (tombstone) at {e.topic} [{e.partition}] @ {e.offset}, "
+            f"{rfc3339_millis(e.effective_ms)}: defaults (every identity type enabled)"
+        )
+    else:
+        lines.append(
+            f"source   {e.topic} [{e.partition}] @ {e.offset}, in force since {rfc3339_millis(e.effective_ms)}"
+        )
+    lines.append("")
+    rows = [[t, v["state"], _allowlist_cell(v["external_allowed_accounts"])] for t, v in cur.identity_types().items()]
+    lines.append(format_table(["identity type", "state", "external_allowed_accounts"], rows))
+    doc = cur.document()
+    if doc is not None and doc.unknown_identity_types:
+        lines.append(f"\nignored unknown identity types: {', '.join(doc.unknown_identity_types)}")
+    for s in cur.scheduled:
+        lines.append(f"\nnote: a version at offset {s.offset} takes effect at {rfc3339_millis(s.effective_ms)}")
+    for r in cur.rejected:
+        lines.append(
+            f"\nwarning: newer record at [{r.partition}] @ {r.offset} was rejected by the processor "
+            f"({r.reason}: {r.detail}); the version above stays in force"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    account = account_id(args.account)
+    _props, view = _open(args)
+    cur = view.current(account, now_ms())
+    if args.format == "json":
+        write_json(cur.as_json())
+    else:
+        sys.stdout.write(render_current(cur))
+    return EXIT_OK
+
+
+def _state_cell(v: dict[str, Any]) -> str:
+    n = len(v["external_allowed_accounts"])
+    return v["state"] if v["state"] == "enabled" and n == 0 else f"{v['state']} ({n} allowed)"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    _props, view = _open(args)
+    at = now_ms()
+    currents = [view.current(a, at) for a in sorted(view.entries)]
+    currents = [c for c in currents if c.exists or c.scheduled]
+    if args.format == "json":
+        write_json([c.as_json() for c in currents])
+        return EXIT_OK
+    if not currents:
+        print(f"no accounts with settings in {args.settings_topic} ({view.records} records read)")
+        return EXIT_OK
+    rows = []
+    for c in currents:
+        types = c.identity_types()
+        e = c.entry
+        rows.append(
+            [
+                c.account,
+                *(_state_cell(types[t]) for t in IDENTITY_TYPES),
+                rfc3339_millis(e.effective_ms) if e is not None else "-",
+                e.offset if e is not None else "-",
+            ]
+        )
+    print(format_table(["account", *IDENTITY_TYPES, "in force since", "offset"], rows))
+    rejected = sum(len(r) for r in view.rejections.values())
+    if rejected:
+        print(f"\nwarning: {rejected} record(s) in the topic were rejected; `settings get --account ID` shows them")
+    return EXIT_OK
+
+
+# --- put ------------------------------------------------------------------------------------------
+
+
+def _parse_time(text: str, flag: str) -> str:
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        usage_error(f"{flag}: invalid time {text!r}: use RFC 3339, e.g. 2026-11-27T12:00:00Z")
+    if dt.tzinfo is None:
+        usage_error(f"{flag}: {text!r} has no UTC offset: add Z or +HH:MM")
+    return rfc3339_millis(to_millis(dt))
+
+
+def _from_file(path: str, account: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        usage_error(f"--file: cannot read {path}: {exc.strerror}")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        usage_error(f"--file {path}: malformed JSON: {exc}")
+    if not isinstance(obj, dict):
+        usage_error(f"--file {path}: expected a JSON object (the settings document)")
+    given = obj.get("account_id")
+    if given is None:
+        obj = {"account_id": account, **obj}
+    elif not isinstance(given, str) or normalize_account(given) != account:
+        usage_error(f"--file {path}: account_id {given!r} differs from --account {account!r}")
+    else:
+        obj["account_id"] = account
+    return obj
+
+
+def _merge(args: argparse.Namespace, base: dict[str, Any] | None, account: str) -> dict[str, Any]:
+    """Set one identity type on (a copy of) the current document, keeping everything else."""
+    doc: dict[str, Any] = json.loads(json.dumps(base)) if base is not None else {}
+    doc["account_id"] = account
+    doc.pop("updated_at", None)  # the new version takes effect now (or at --updated-at)
+    interaction = doc.get("external_account_identity_interaction")
+    if not isinstance(interaction, dict):
+        interaction = doc["external_account_identity_interaction"] = {}
+    types = interaction.get("identity_types")
+    if not isinstance(types, dict):
+        types = interaction["identity_types"] = {}
+    entry = types.get(args.identity_type)
+    entry = dict(entry) if isinstance(entry, dict) else {}
+    allowed = [normalize_account(a) for a in entry.get("external_allowed_accounts") or [] if isinstance(a, str)]
+    if args.clear_allow:
+        allowed = []
+    if args.allow is not None:
+        allowed = account_list(args.allow, "--allow")
+    for a in account_list(args.add_allow, "--add-allow"):
+        if a not in allowed:
+            allowed.append(a)
+    removed = set(account_list(args.remove_allow, "--remove-allow"))
+    allowed = [a for a in allowed if a not in removed]
+    entry["state"] = args.state
+    entry["external_allowed_accounts"] = allowed
+    types[args.identity_type] = entry
+    return doc
+
+
+def _check_put_flags(args: argparse.Namespace) -> None:
+    allow_flags = args.allow is not None or args.add_allow or args.remove_allow or args.clear_allow
+    if args.file and (args.identity_type or args.state or allow_flags):
+        usage_error("--file cannot be combined with --identity-type/--state/--allow flags")
+    if not args.file:
+        if not args.identity_type or args.state is None:
+            usage_error("give --file F, or --identity-type T and --state S")
+        if args.state not in STATES:
+            usage_error(f"--state: unknown state {args.state!r}: use one of {', '.join(STATES)}")
+        # Validate ids now, before any Kafka contact.
+        account_list(args.allow, "--allow")
+        account_list(args.add_allow, "--add-allow")
+        account_list(args.remove_allow, "--remove-allow")
+
+
+def validate_document(obj: dict[str, Any], account: str) -> bytes:
+    """The exact bytes to publish, accepted by the processor's parser, or a usage error."""
+    value = json.dumps(obj, separators=(",", ":")).encode()
+    try:
+        doc = parse_settings(value)
+    except InvalidSettings as exc:
+        usage_error(f"invalid settings document: {exc.detail}")
+    if doc.account_id != account:
+        usage_error(f"account_id {doc.account_id!r} differs from --account {account!r}")
+    if doc.unknown_identity_types:
+        usage_error(
+            f"unknown identity type(s) {', '.join(doc.unknown_identity_types)}: the processor would ignore them; "
+            f"use {', '.join(IDENTITY_TYPES)}"
+        )
+    for t in IDENTITY_TYPES:
+        interaction = doc.external_account_identity_interaction
+        cfg = getattr(interaction.identity_types, t) if interaction is not None else None
+        if cfg is not None:
+            account_list(cfg.external_allowed_accounts, f"{t}.external_allowed_accounts")
+    return value
+
+
+def publish(props: dict[str, Any], topic: str, key: str, value: bytes | None, timeout_s: float) -> tuple[int, int]:
+    """Produce one record idempotently and wait for the acknowledgement -> (partition, offset)."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {**props, "enable.idempotence": True, "acks": "all", "message.timeout.ms": int(max(timeout_s, 1.0) * 1000)}
+    )
+    result: dict[str, Any] = {}
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        result["err"] = err
+        result["msg"] = msg
+
+    producer.produce(topic, value, key.encode(), on_delivery=on_delivery)
+    producer.flush(max(timeout_s, 1.0) + 5)
+    if "msg" not in result:
+        raise OpsError(
+            f"record for {key} not acknowledged by Kafka within {timeout_s:g}s; it may or may not be written"
+        )
+    if result["err"] is not None:
+        raise OpsError(f"publishing to {topic} failed: {result['err'].str()}")
+    msg = result["msg"]
+    return int(msg.partition()), int(msg.offset())
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    account = account_id(args.account)
+    _check_put_flags(args)
+    updated_at = _parse_time(args.updated_at, "--updated-at") if args.updated_at else None
+    if args.file:
+        obj = _from_file(args.file, account)
+        if updated_at is not None:
+            obj["updated_at"] = updated_at
+        value = validate_document(obj, account)  # validated before any Kafka contact
+        if args.dry_run:
+            write_json(obj)
+            return EXIT_OK
+        props = kafka_props(args)
+        topic_partitions(connect(props, args.timeout), args.settings_topic, "--settings-topic")
+    else:
+        props, view = _open(args)
+        cur = view.current(account, now_ms())
+        obj = _merge(args, cur.entry.raw if cur.entry is not None else None, account)
+        if updated_at is not None:
+            obj["updated_at"] = updated_at
+        value = validate_document(obj, account)
+        if cur.rejected:
+            print(
+                f"note: {len(cur.rejected)} newer record(s) of {account} were rejected; "
+                "merged into the version in force",
+                file=sys.stderr,
+            )
+        if args.dry_run:
+            write_json(obj)
+            return EXIT_OK
+    partition, offset = publish(props, args.settings_topic, account, value, args.timeout)
+    print(f"published settings of {account} to {args.settings_topic} [{partition}] @ {offset}")
+    doc = parse_settings(value)
+    cur = Current(
+        account, Entry(account, now_ms(), now_ms(), args.settings_topic, partition, offset, json.loads(value))
+    )
+    rows = [[t, v["state"], _allowlist_cell(v["external_allowed_accounts"])] for t, v in cur.identity_types().items()]
+    print(format_table(["identity type", "state", "external_allowed_accounts"], rows))
+    if doc.updated_at is not None:
+        print(f"in force from {rfc3339_millis(to_millis(doc.updated_at))}")
+    return EXIT_OK
+
+
+# --- delete ---------------------------------------------------------------------------------------
+
+
+def _confirm(prompt: str) -> bool:
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    try:
+        answer = input()
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    account = account_id(args.account)
+    if not args.yes and not sys.stdin.isatty():
+        usage_error(
+            f"refusing to delete the settings of {account} without confirmation: stdin is not a terminal; pass --yes"
+        )
+    props, view = _open(args)
+    cur = view.current(account, now_ms())
+    if not cur.exists and not cur.scheduled:
+        print(f"no settings in force for {account}: nothing to delete")
+        return EXIT_OK
+    if not args.yes:
+        sys.stderr.write(render_current(cur) + "\n")
+        if not _confirm(
+            f"Delete the settings of {account}? Every identity type reverts to enabled (nothing evaluated or "
+            "reported). [y/N] "
+        ):
+            print("not deleted", file=sys.stderr)
+            return EXIT_FAIL
+    partition, offset = publish(props, args.settings_topic, account, None, args.timeout)
+    print(f"deleted settings of {account}: tombstone at {args.settings_topic} [{partition}] @ {offset}")
+    return EXIT_OK
