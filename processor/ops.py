@@ -189,8 +189,14 @@ def connect(props: dict[str, Any], timeout_s: float) -> Any:
 def topic_partitions(admin: Any, topic: str, flag: str) -> list[int]:
     md = admin.list_topics(topic=topic, timeout=10).topics.get(topic)
     if md is None or md.error is not None or not md.partitions:
-        reason = md.error.str() if md is not None and md.error is not None else "does not exist"
-        raise OpsError(f"topic {topic!r} ({flag}): {reason}")
+        from confluent_kafka import KafkaError
+
+        if md is None or md.error is None or md.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise OpsError(
+                f"topic {topic!r} ({flag}) does not exist: check the name, or create it "
+                "(`access-eval run --create-topics` creates the processor's topics)"
+            )
+        raise OpsError(f"topic {topic!r} ({flag}): {md.error.str()}")
     return sorted(md.partitions)
 
 

@@ -293,6 +293,7 @@ def render_report_table(report: dict[str, Any]) -> str:
         out.append("allowlist additions that would have turned them into permits:")
         for itype, exts in additions.items():
             state = current["identity_types"][itype]["state"] if current is not None else "monitor"
+            state = "monitor" if state == "enabled" else state
             out.append(f"  {itype}: {', '.join(exts)}")
             out.append(
                 f"    access-eval settings put --account {acct} --identity-type {itype} --state {state} "
