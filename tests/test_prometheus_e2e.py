@@ -1,18 +1,21 @@
 """A real Prometheus scrapes a real access-eval /metrics endpoint; the dashboard and rules run on it.
 
-Stage 1 (this file): the endpoint is ``processor.http.serve`` with a ``Metrics`` fed a known
-``Tally``. The harness (``prometheus_harness``) takes any target list, so the same checks can run
-against ``access-eval run`` on the real broker.
+Two endpoints: ``processor.http.serve`` with a ``Metrics`` fed a known ``Tally`` (exact values,
+no broker), and the real ``access-eval run`` on the real broker processing a generated workload
+(what operators will actually see).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka_harness import Topics
+from processor_harness import produce, settings_record, start_processor, wait_all_committed
 from prometheus_harness import (
     JOB,
     PrometheusServer,
@@ -25,7 +28,9 @@ from prometheus_harness import (
 
 from processor import __version__
 from processor.http import Health, HttpServer, serve
+from processor.ids import rfc3339_millis
 from processor.metrics import Metrics, Tally
+from processor.workload import Mix, Workload
 
 pytestmark = pytest.mark.prometheus
 
@@ -71,6 +76,36 @@ def stats_json(lags: dict[int, int]) -> str:
     return json.dumps(
         {"name": "rdkafka#consumer-1", "type": "consumer", "topics": {"iam.access-attempts": {"partitions": parts}}}
     )
+
+
+def assert_every_expression_evaluates(prom: PrometheusServer) -> None:
+    """Every dashboard target (variables substituted) and every rule expression parses and evaluates."""
+    exprs = dashboard_exprs(load_dashboard()) + rule_exprs(load_rules())
+    assert len(exprs) > 30
+    errors: list[str] = []
+    for where, expr in exprs:
+        assert "$" not in expr, f"{where}: unsubstituted variable in {expr!r}"
+        try:
+            prom.query(expr)
+        except AssertionError as exc:
+            errors.append(f"{where}: {exc}")
+    assert not errors, "\n".join(errors)
+
+
+def assert_rules_healthy(prom: PrometheusServer, timeout: float = 20) -> None:
+    """All rules of the rule file are loaded, have been evaluated, and evaluated without error."""
+    expected = len(rule_exprs(load_rules()))
+
+    def evaluated() -> bool:
+        rules = prom.rules()
+        return len(rules) == expected and all(not r.get("lastEvaluation", "0001").startswith("0001") for r in rules)
+
+    deadline = time.monotonic() + timeout
+    while not evaluated():
+        assert time.monotonic() < deadline, prom.rules()
+        time.sleep(0.2)
+    bad = [(r["name"], r.get("lastError")) for r in prom.rules() if r["health"] != "ok"]
+    assert not bad, bad
 
 
 @pytest.fixture
@@ -157,17 +192,7 @@ def test_scraped_counters_equal_committed_tally_and_all_queries_evaluate(
     assert prom.query_value(f'access_eval_build_info{{{sel}, version="{__version__}"}}') == 1
     assert (prom.query_value(f"process_resident_memory_bytes{{{sel}}}") or 0) > 0
 
-    # Every dashboard and rule expression parses and evaluates on the real server.
-    exprs = dashboard_exprs(load_dashboard()) + rule_exprs(load_rules())
-    assert len(exprs) > 30
-    errors: list[str] = []
-    for where, expr in exprs:
-        assert "$" not in expr, f"{where}: unsubstituted variable in {expr!r}"
-        try:
-            prom.query(expr)
-        except AssertionError as exc:
-            errors.append(f"{where}: {exc}")
-    assert not errors, "\n".join(errors)
+    assert_every_expression_evaluates(prom)
 
     # Panels over the data just committed return series (not only "no error").
     results = {expr: prom.query_vector(expr) for _, expr in dashboard_exprs(load_dashboard())}
@@ -183,18 +208,7 @@ def test_scraped_counters_equal_committed_tally_and_all_queries_evaluate(
         assert all(results[e] for e in matching), f"no series for {matching}"
 
     # The rules were loaded and evaluate without errors; the DLQ alert fires on the dead letters.
-    def rules_evaluated() -> bool:
-        rules = prom.rules()
-        return len(rules) == len(rule_exprs(load_rules())) and all(
-            r.get("lastEvaluation", "").startswith("2") and not r["lastEvaluation"].startswith("0001") for r in rules
-        )
-
-    deadline = time.monotonic() + 20
-    while not rules_evaluated():
-        assert time.monotonic() < deadline, prom.rules()
-        time.sleep(0.2)
-    bad = [(r["name"], r.get("lastError")) for r in prom.rules() if r["health"] != "ok"]
-    assert not bad, bad
+    assert_rules_healthy(prom)
 
     firing = prom.wait_for('ALERTS{alertname="AccessEvalDLQReceiving", alertstate="firing"}', lambda v: len(v) == 3, 20)
     assert {dict(k)["reason"] for k in firing} == set(INVALID)
@@ -215,3 +229,61 @@ def test_target_down_is_seen(tmp_path: Path) -> None:
         # before the first scrape there is no `up` at all: the absent() branch
         assert prom.query_vector(expr) in ({(): 1.0}, {lbl(instance=target, job=JOB): 0.0})
         prom.wait_for(expr, lambda v: v == {lbl(instance=target, job=JOB): 0.0}, 20)
+
+
+@pytest.mark.kafka
+def test_real_processor_scraped_by_prometheus(topics: Topics, tmp_path: Path) -> None:
+    """`access-eval run` on the real broker: Prometheus sees the committed outcomes, readiness,
+    assignment, lag back to 0, settings and transactions; the dashboard and rules evaluate on it."""
+    topics.create(partitions=3)
+    w = Workload(seed=3, accounts=30, allowlist_max=3, mix=Mix(invalid=0.04))
+    now = int(time.time() * 1000)
+    settings = [{**d, "updated_at": rfc3339_millis(now - 60_000)} for d in w.settings()]
+    attempts = list(w.attempts(1200, start_ms=now - 1200 * 10, step_ms=10))
+    expected = Counter(o for _, _, o in attempts)
+    assert expected["invalid"] and expected["would_be_deny"] and expected["enforced_deny"]
+    produce(topics.bootstrap, topics.settings, [settings_record(d) for d in settings])
+    produce(topics.bootstrap, topics.attempts, [(k, v) for k, v, _ in attempts])
+    labelled = w.monitor_ids[0]
+    p = start_processor(topics, tmp_path, "--account-labels", labelled)
+    try:
+        p.wait_ready()
+        with running_prometheus(tmp_path / "prometheus", [f"127.0.0.1:{p.port}"]) as prom:
+            wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
+            sel = f'job="{JOB}"'
+            got = prom.wait_for(
+                f"sum by (outcome) (access_eval_attempts_total{{{sel}}})",
+                lambda v: sum(v.values()) == len(attempts),
+                30,
+            )
+            assert {dict(k)["outcome"]: int(v) for k, v in got.items() if v} == dict(expected)
+            assert prom.query_value(f"sum(access_eval_would_be_denies_total{{{sel}}})") == expected["would_be_deny"]
+            assert prom.query_value(f"sum(access_eval_enforced_denies_total{{{sel}}})") == expected["enforced_deny"]
+            assert prom.query_value(f"sum(access_eval_permits_total{{{sel}}})") == expected["permit"]
+            assert prom.query_value(f"sum(access_eval_invalid_total{{{sel}}})") == expected["invalid"]
+            per_account = prom.query_vector(f"access_eval_account_decisions_total{{{sel}}}")
+            assert {dict(k)["account_id"] for k in per_account} == {labelled}
+            assert prom.query_value(f"access_eval_ready{{{sel}}}") == 1
+            assert prom.query_value(f"access_eval_assigned_partitions{{{sel}}}") == 3
+            assert prom.query_value(f"access_eval_settings_accounts{{{sel}}}") == len(settings)
+            assert prom.query_value(f"access_eval_settings_bootstrap_complete{{{sel}}}") == 1
+            assert (prom.query_value(f'access_eval_transactions_total{{{sel}, result="committed"}}') or 0) > 0
+            assert (prom.query_value(f"access_eval_event_age_seconds_count{{{sel}}}") or 0) > 0
+            # librdkafka statistics (every 5 s): one lag series per assigned attempts partition, drained to 0
+            lag = prom.wait_for(
+                f'access_eval_consumer_lag{{{sel}, topic="{topics.attempts}"}}',
+                lambda v: len(v) == 3 and not any(v.values()),
+                30,
+            )
+            assert {dict(k)["partition"] for k in lag} == {"0", "1", "2"}
+
+            assert_every_expression_evaluates(prom)
+            assert_rules_healthy(prom)
+            # dead letters arriving while Prometheus watches fire the DLQ alert (no `for`)
+            produce(topics.bootstrap, topics.attempts, [(b"k", b"{not json")] * 3)
+            firing = prom.wait_for('ALERTS{alertname="AccessEvalDLQReceiving", alertstate="firing"}', bool, 30)
+            assert {dict(k)["reason"] for k in firing} == {"bad_json"}
+            active = {a["labels"]["alertname"] for a in prom.alerts()}
+            assert not active & {"AccessEvalDown", "AccessEvalNotReady", "AccessEvalNoTransactionsCommitting"}
+    finally:
+        assert p.terminate() == 0, p.log()
