@@ -207,7 +207,7 @@ class Scenario:
                 continue
             target = norm(obj["account_id"])
             mine = [i for i, (acct, _, _) in enumerate(self.versions) if acct == target]
-            t = _parse_ms(obj["event_time"])
+            t = parse_ms(obj["event_time"])
             j, exact = spec_version_index([self.versions[i][1] for i in mine], t)
             idx = mine[j] if j is not None else None
             doc = self.versions[idx][2] if idx is not None else None
@@ -216,7 +216,7 @@ class Scenario:
         return out
 
 
-def _parse_ms(text: str) -> int:
+def parse_ms(text: str) -> int:
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return (dt - _EPOCH) // timedelta(milliseconds=1)
 
