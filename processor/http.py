@@ -38,7 +38,7 @@ class Health:
         # Starting counts as progress: the loop gets a full deadline to begin turning.
         self._last_progress = time.monotonic()
         self._bootstrapped = False
-        self._assigned = 0
+        self._assigned: int | None = None  # None: not (yet) a member of the consumer group
         self._problem: str | None = None
 
     def mark_progress(self) -> None:
@@ -52,8 +52,12 @@ class Health:
         with self._lock:
             self._bootstrapped = done
 
-    def set_assigned(self, partitions: int) -> None:
-        """Number of attempt partitions currently assigned to this instance."""
+    def set_assigned(self, partitions: int | None) -> None:
+        """Attempt partitions assigned to this group member; None when not a member (start-up, shutdown).
+
+        A member with zero partitions is ready: with more replicas than partitions the spare ones
+        are standbys that take over at the next rebalance, and must not stall rollouts or page anyone.
+        """
         with self._lock:
             self._assigned = partitions
 
@@ -65,7 +69,7 @@ class Health:
     @property
     def assigned(self) -> int:
         with self._lock:
-            return self._assigned
+            return self._assigned or 0
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         """Live when the loop made progress within ``idle_deadline_s``."""
@@ -84,17 +88,17 @@ class Health:
         return live, body
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when bootstrapped, with partitions assigned, and no problem reported."""
+        """Ready when bootstrapped, in the consumer group (assignment received), and no problem reported."""
         with self._lock:
             bootstrapped, assigned, problem = self._bootstrapped, self._assigned, self._problem
         reasons: list[str] = []
         if not bootstrapped:
             reasons.append("settings bootstrap not complete")
-        if assigned <= 0:
-            reasons.append("no partitions assigned")
+        if assigned is None:
+            reasons.append("consumer group not joined (no partition assignment yet)")
         if problem:
             reasons.append(problem)
-        body: dict[str, Any] = {"ready": not reasons, "assigned_partitions": assigned}
+        body: dict[str, Any] = {"ready": not reasons, "assigned_partitions": assigned or 0}
         if reasons:
             body["reasons"] = reasons
         return not reasons, body

@@ -151,7 +151,7 @@ class Processor:
         if self.producer is not None:
             self.producer.flush(max(0.0, deadline - time.monotonic()))
         self.table.close()
-        self.health.set_assigned(0)
+        self.health.set_assigned(None)
         log.info("stopped", extra=kv(attempts_evaluated=self._seen))
 
     # -- clients -----------------------------------------------------------------------------------

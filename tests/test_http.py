@@ -80,11 +80,11 @@ def test_readiness_transitions(running: tuple[HttpServer, Metrics, Health]) -> N
     doc = json.loads(body)
     assert doc["ready"] is False
     assert "settings bootstrap not complete" in doc["reasons"]
-    assert "no partitions assigned" in doc["reasons"]
+    assert "consumer group not joined (no partition assignment yet)" in doc["reasons"]
 
     health.set_bootstrapped(True)
     doc = json.loads(get(server, "/readyz")[2])
-    assert doc["reasons"] == ["no partitions assigned"]
+    assert doc["reasons"] == ["consumer group not joined (no partition assignment yet)"]
 
     health.set_assigned(3)
     status, _, body = get(server, "/readyz")
@@ -102,7 +102,10 @@ def test_readiness_transitions(running: tuple[HttpServer, Metrics, Health]) -> N
     assert "access_eval_ready 0.0" in get(server, "/metrics")[2].decode()
     health.set_problem(None)
     assert get(server, "/readyz")[0] == 200
-    health.set_assigned(0)  # all partitions revoked
+    health.set_assigned(0)  # a member without partitions (more replicas than partitions) is a ready standby
+    status, _, body = get(server, "/readyz")
+    assert status == 200 and json.loads(body)["assigned_partitions"] == 0
+    health.set_assigned(None)  # left the group (shutdown)
     assert get(server, "/readyz")[0] == 503
 
 
