@@ -34,43 +34,21 @@ from prometheus_client import (
 from prometheus_client.gc_collector import GCCollector
 
 from processor import __version__
+from processor.attempts import INVALID_REASONS
+from processor.ids import IDENTITY_TYPES, normalize_account
+from processor.policy import OUTCOMES
+from processor.settings import REJECT_REASONS
 
 log = logging.getLogger(__name__)
 
-#: The six outcomes of SPEC §5; every attempt lands in exactly one.
-OUTCOMES: Final[tuple[str, ...]] = (
-    "same_account",
-    "unrestricted",
-    "permit",
-    "would_be_deny",
-    "enforced_deny",
-    "invalid",
-)
 #: Outcomes that :meth:`Tally.add` accepts (``invalid`` goes through :meth:`Tally.add_invalid`).
 DECISION_OUTCOMES: Final[frozenset[str]] = frozenset(OUTCOMES) - {"invalid"}
-IDENTITY_TYPES: Final[tuple[str, ...]] = ("user", "service_id", "service")
 #: Label value for an identity type outside the closed set (should not happen: such attempts are invalid).
 OTHER: Final = "other"
 PERMIT_STATES: Final[tuple[str, ...]] = ("monitor", "limited")
-#: DLQ reasons (SPEC §7); anything else is reported as ``invalid_field``.
-INVALID_REASONS: Final[tuple[str, ...]] = (
-    "oversize",
-    "bad_json",
-    "missing_field",
-    "wrong_type",
-    "unknown_identity_type",
-    "bad_timestamp",
-    "invalid_field",
-)
 FALLBACK_INVALID_REASON: Final = "invalid_field"
 #: Settings rejection reasons (SPEC §3); anything else is reported as ``other``.
-SETTINGS_REJECT_REASONS: Final[tuple[str, ...]] = (
-    "bad_json",
-    "invalid_value",
-    "key_mismatch",
-    "missing_key",
-    "other",
-)
+SETTINGS_REJECT_REASONS: Final[tuple[str, ...]] = (*REJECT_REASONS, "other")
 TRANSACTION_RESULTS: Final[tuple[str, ...]] = ("committed", "aborted")
 #: The setting that configures per-account labels; named in errors so operators know what to fix.
 ACCOUNT_LABELS_SETTING: Final = "ACCESS_EVAL_ACCOUNT_LABELS"
@@ -97,10 +75,6 @@ _ASSIGNED_FETCH_STATES: Final[frozenset[str]] = frozenset(
 
 _Key = tuple[str, str, str, str]
 
-
-def normalize_account(account_id: str) -> str:
-    """Account ids are compared trimmed and lower-cased (SPEC §3)."""
-    return account_id.strip().lower()
 
 
 class Tally:
