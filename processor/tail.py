@@ -245,6 +245,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
     printed = 0
     try:
         reader.start(start, timeout_s=args.timeout)
+        if not stop_at_end:
+            where = "the end" if start == "end" else "the start position"
+            print(f"access-eval tail: following {args.eval_topic} from {where}; Ctrl-C to stop", file=sys.stderr)
+            sys.stderr.flush()
         if args.format == "table":
             out.write(table_header() + "\n")
             out.flush()
