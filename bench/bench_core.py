@@ -1,0 +1,497 @@
+#!/usr/bin/env python
+"""Benchmark of the pure evaluation path on one core: attempt JSON bytes -> validate -> evaluate -> Avro.
+
+No Kafka: this is the ceiling of what one processor process can evaluate. The path is the one
+`processor/pipeline.py` runs per attempt: `parse_attempt` (validate), `assess` (settings lookup at
+event time + policy), and for emitted events `build_event` + `EvalCodec.encode` (encode).
+
+Workload (generated, deterministic for a seed), shares exact:
+  50% same-account, 20% cross-account unrestricted (half into unrestricted accounts, half into
+  restricted accounts with another identity type), 15% monitor, 15% limited; half of the
+  restricted ones allowlisted. 100k accounts with settings (40% unrestricted, 30% monitor, 30%
+  limited), allowlists of 1-50 ids, some of 10,000; 2% of accounts carry two versions.
+
+Measures, per batch of 5,000 (the processor's default batch):
+  staged: each stage over the whole batch, timed separately -> µs per attempt per stage;
+  fused:  the per-attempt loop exactly as the processor runs it -> attempts/s (the headline).
+Prints a table, `--json PATH` writes the figures. `--quick` (20k attempts, 5k accounts) checks
+correctness only (outcome counts equal the mix's exact counts, every encoded event decodes to what
+its attempt should give) and is run by tests/test_bench_core.py; no mode ever asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import gc
+import io
+import json
+import os
+import platform
+import pstats
+import random
+import resource
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from processor.attempts import Attempt, InvalidAttempt, parse_attempt  # noqa: E402
+from processor.avro import EvalCodec  # noqa: E402
+from processor.evaluator import assess  # noqa: E402
+from processor.events import build_event  # noqa: E402
+from processor.ids import IDENTITY_TYPES, rfc3339_millis  # noqa: E402
+from processor.settings import SettingsHistory  # noqa: E402
+
+TARGET_PER_S = 120_000
+FULL = {"attempts": 300_000, "accounts": 100_000, "huge": 10, "runs": 3}
+QUICK = {"attempts": 20_000, "accounts": 5_000, "huge": 2, "runs": 1}
+SHARES = {"same": 0.50, "unrestricted": 0.20, "monitor": 0.15, "limited": 0.15}
+BASE_MS = 1_795_780_800_000  # 2026-11-27T12:00:00Z
+
+# attempt categories -> (expected outcome, emitted, decision, state)
+SAME, UNRES, MON_ALLOW, MON_DENY, LIM_ALLOW, LIM_DENY = range(6)
+EXPECT: dict[int, tuple[str, bool, str | None, str | None]] = {
+    SAME: ("same_account", False, None, None),
+    UNRES: ("unrestricted", False, None, None),
+    MON_ALLOW: ("permit", True, "Permit", "monitor"),
+    MON_DENY: ("would_be_deny", True, "Deny", "monitor"),
+    LIM_ALLOW: ("permit", False, "Permit", "limited"),
+    LIM_DENY: ("enforced_deny", True, "Deny", "limited"),
+}
+
+
+def say(msg: str) -> None:
+    print(f"[bench-core {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = None
+    with contextlib.suppress(OSError):
+        load = Path("/proc/loadavg").read_text().split()[0]
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "implementation": platform.python_implementation(), "loadavg_1m_at_start": load}
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- the workload --------------------------------------------------------------------------------
+
+
+def _acct(rng: random.Random) -> str:
+    return f"{rng.getrandbits(128):032x}"
+
+
+@dataclass
+class Workload:
+    accounts: list[str] = field(default_factory=list)
+    unrestricted: list[int] = field(default_factory=list)
+    monitor: list[int] = field(default_factory=list)
+    limited: list[int] = field(default_factory=list)
+    huge: dict[str, list[int]] = field(default_factory=lambda: {"monitor": [], "limited": []})
+    rtype: dict[int, str] = field(default_factory=dict)  # restricted identity type of restricted accounts
+    allow: dict[int, list[str]] = field(default_factory=dict)
+    records: list[tuple[bytes, bytes, int]] = field(default_factory=list)  # (key, value, timestamp)
+    allowlist_ids: int = 0
+
+
+def make_workload(n_accounts: int, n_huge: int, seed: int) -> Workload:
+    rng = random.Random(seed)
+    w = Workload()
+    huge_left = {"monitor": (n_huge + 1) // 2, "limited": n_huge // 2}
+    for i in range(n_accounts):
+        acct = _acct(rng)
+        w.accounts.append(acct)
+        kind = ("unrestricted",) * 4 + ("monitor",) * 3 + ("limited",) * 3
+        state = kind[i % 10]
+        types: dict[str, Any] | None
+        if state == "unrestricted":
+            w.unrestricted.append(i)
+            variant = i % 3
+            if variant == 0:
+                types = None  # null interaction
+            elif variant == 1:
+                types = {}
+            else:
+                types = {t: {"state": "enabled", "external_allowed_accounts": [_acct(rng)]} for t in IDENTITY_TYPES}
+        else:
+            (w.monitor if state == "monitor" else w.limited).append(i)
+            rtype = IDENTITY_TYPES[(i // 10) % 3]
+            w.rtype[i] = rtype
+            if huge_left[state] > 0:
+                huge_left[state] -= 1
+                size = 10_000
+                w.huge[state].append(i)
+            else:
+                size = rng.randint(1, 50)
+            allowed = [_acct(rng) for _ in range(size)]
+            w.allow[i] = allowed
+            w.allowlist_ids += size
+            types = {rtype: {"state": state, "external_allowed_accounts": allowed}}
+            if i % 2:
+                other = IDENTITY_TYPES[((i // 10) + 1) % 3]
+                types[other] = {"state": "enabled"}
+        doc = {"account_id": acct,
+               "external_account_identity_interaction": None if types is None else {"identity_types": types}}
+        value = json.dumps(doc, separators=(",", ":")).encode()
+        if i % 50 == 7:  # an older identical version: exercises the multi-version lookup
+            w.records.append((acct.encode(), value, BASE_MS - 2 * 86_400_000))
+        w.records.append((acct.encode(), value, BASE_MS - 86_400_000))
+    return w
+
+
+def categories(n: int, seed: int) -> bytearray:
+    """Exactly the mix's shares (rounding remainder to same-account), shuffled."""
+    counts = {
+        UNRES: int(n * SHARES["unrestricted"]),
+        MON_ALLOW: int(n * SHARES["monitor"]) // 2,
+        MON_DENY: int(n * SHARES["monitor"]) - int(n * SHARES["monitor"]) // 2,
+        LIM_ALLOW: int(n * SHARES["limited"]) // 2,
+        LIM_DENY: int(n * SHARES["limited"]) - int(n * SHARES["limited"]) // 2,
+    }
+    counts[SAME] = n - sum(counts.values())
+    out = bytearray()
+    for cat, c in counts.items():
+        out += bytes([cat]) * c
+    rng = random.Random(seed + 1)
+    shuffled = list(out)
+    rng.shuffle(shuffled)
+    return bytearray(shuffled)
+
+
+def expected_outcomes(cats: bytearray) -> Counter[str]:
+    c: Counter[str] = Counter()
+    for cat, k in Counter(cats).items():
+        c[EXPECT[cat][0]] += k
+    return c
+
+
+_ACTIONS = ["cloud-object-storage.object.read", "cloud-object-storage.object.write", "iam-identity.apikey.list",
+            "kms.secrets.read"]
+
+
+def attempt_bytes(w: Workload, cats: bytearray, start: int, stop: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed * 1_000_003 + start)
+    out = []
+    n_acc = len(w.accounts)
+    for i in range(start, stop):
+        cat = cats[i]
+        if cat == SAME:
+            t = rng.randrange(n_acc)
+            target = ext = w.accounts[t]
+            itype = IDENTITY_TYPES[rng.randrange(3)]
+        elif cat == UNRES:
+            ext = _acct(rng)
+            if rng.random() < 0.5:
+                t = w.unrestricted[rng.randrange(len(w.unrestricted))]
+                itype = IDENTITY_TYPES[rng.randrange(3)]
+            else:
+                pool = w.monitor if rng.random() < 0.5 else w.limited
+                t = pool[rng.randrange(len(pool))]
+                itype = rng.choice([x for x in IDENTITY_TYPES if x != w.rtype[t]])
+            target = w.accounts[t]
+        else:
+            state = "monitor" if cat in (MON_ALLOW, MON_DENY) else "limited"
+            pool, huge = (w.monitor if state == "monitor" else w.limited), w.huge[state]
+            t = huge[rng.randrange(len(huge))] if huge and rng.random() < 0.05 else pool[rng.randrange(len(pool))]
+            target = w.accounts[t]
+            itype = w.rtype[t]
+            allowed = w.allow[t]
+            ext = allowed[rng.randrange(len(allowed))] if cat in (MON_ALLOW, LIM_ALLOW) else _acct(rng)
+        if rng.random() < 0.05:
+            target = f" {target.upper()}"  # ids are compared trimmed and lower-cased
+        obj = {
+            "id": f"{rng.getrandbits(128):032x}",
+            "event_time": rfc3339_millis(BASE_MS + i),
+            "account_id": target,
+            "identity": {"iam_id": f"IBMid-{ext[:10].upper()}", "type": itype, "account_id": ext,
+                         "name": "jane@example.com" if itype == "user" else "svc"},
+            "action": _ACTIONS[i % len(_ACTIONS)],
+            "resource": {"crn": f"crn:v1:bluemix:public:cloud-object-storage:global:a/{w.accounts[t]}:bucket:b{i % 9}",
+                         "service_name": "cloud-object-storage"},
+            "source_ip": f"203.0.113.{i % 250}",
+            "user_agent": "ibmcloud-cli/2.30",
+        }
+        out.append(json.dumps(obj, separators=(",", ":")).encode())
+    return out
+
+
+# --- measurement ---------------------------------------------------------------------------------
+
+
+STAGES = ("validate", "evaluate", "encode", "fused")
+
+
+@dataclass
+class RunResult:
+    attempts: int = 0
+    emitted: int = 0
+    cpu_ns: Counter[str] = field(default_factory=Counter)  # thread CPU time per stage
+    wall_ns: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def figures(self, clock: str = "cpu") -> dict[str, float]:
+        ns = self.cpu_ns if clock == "cpu" else self.wall_ns
+        n = self.attempts
+        staged = ns["validate"] + ns["evaluate"] + ns["encode"]
+        return {
+            "validate_us": ns["validate"] / n / 1000,
+            "evaluate_us": ns["evaluate"] / n / 1000,
+            "encode_us": ns["encode"] / n / 1000,
+            "encode_us_per_event": ns["encode"] / max(self.emitted, 1) / 1000,
+            "staged_total_us": staged / n / 1000,
+            "staged_attempts_per_s": n / (staged / 1e9),
+            "fused_us": ns["fused"] / n / 1000,
+            "fused_attempts_per_s": n / (ns["fused"] / 1e9),
+        }
+
+
+def check_batch(cats: bytearray, start: int, parsed: list[Attempt | None], results: list[Any],
+                encoded: list[tuple[int, bytes]], codec: EvalCodec, r: RunResult) -> None:
+    """Every attempt got its category's outcome; every emitted event decodes to what it should say."""
+    for j, res in enumerate(results):
+        want = EXPECT[cats[start + j]]
+        if res is None or res[0].outcome != want[0]:
+            got = "invalid" if res is None else res[0].outcome
+            r.errors.append(f"attempt {start + j}: outcome {got}, expected {want[0]}")
+        elif res[0].emit != want[1]:
+            r.errors.append(f"attempt {start + j}: emit {res[0].emit}, expected {want[1]}")
+    emitted_idx = [j for j, res in enumerate(results) if res is not None and res[0].emit]
+    if [j for j, _ in encoded] != emitted_idx:
+        r.errors.append(f"batch at {start}: encoded events do not match emitted verdicts")
+        return
+    for j, data in encoded:
+        want = EXPECT[cats[start + j]]
+        a = parsed[j]
+        assert a is not None
+        try:
+            ev = codec.decode(data)
+        except Exception as exc:  # any failure to decode is a correctness error
+            r.errors.append(f"attempt {start + j}: event does not decode: {exc}")
+            continue
+        rd = ev["responseData"]
+        if (rd["decision"], rd["state"], rd["isEnforced"], ev["attemptId"], ev["target"]["accountId"]) != (
+            want[2], want[3], want[3] == "limited", a.model.id, a.model.account_id
+        ):
+            r.errors.append(f"attempt {start + j}: event content {rd} differs from expected {want}")
+
+
+def run_once(w: Workload, history: SettingsHistory, cats: bytearray, batch: int, chunk: int, seed: int,
+             check: bool, profile: cProfile.Profile | None = None) -> RunResult:
+    codec = EvalCodec()
+    encode = codec.encode
+    parse = parse_attempt
+    now_ms = BASE_MS + len(cats) + 60_000
+    r = RunResult()
+    cpu, wall = time.thread_time_ns, time.perf_counter_ns
+    for start in range(0, len(cats), batch):
+        stop = min(start + batch, len(cats))
+        raws = attempt_bytes(w, cats, start, stop, seed)
+
+        # staged: one stage at a time over chunks of `chunk` attempts (small, so that objects stay
+        # short-lived as in the processor's loop), each stage timed separately
+        staged_events: list[bytes] = []
+        for c0 in range(0, len(raws), chunk):
+            c_cpu, c_wall = cpu(), wall()
+            parsed: list[Attempt | None] = []
+            append = parsed.append
+            for raw in raws[c0 : c0 + chunk]:
+                try:
+                    append(parse(raw, now_ms))
+                except InvalidAttempt:
+                    append(None)
+            v_cpu, v_wall = cpu(), wall()
+            results = [assess(history, a) if a is not None else None for a in parsed]
+            e_cpu, e_wall = cpu(), wall()
+            encoded: list[tuple[int, bytes]] = []
+            for j, res in enumerate(results):
+                if res is not None and res[0].emit:
+                    a = parsed[j]
+                    assert a is not None
+                    encoded.append((j, encode(build_event(a, res[0], res[1], res[2], now_ms))))
+            x_cpu, x_wall = cpu(), wall()
+            r.cpu_ns["validate"] += v_cpu - c_cpu
+            r.cpu_ns["evaluate"] += e_cpu - v_cpu
+            r.cpu_ns["encode"] += x_cpu - e_cpu
+            r.wall_ns["validate"] += v_wall - c_wall
+            r.wall_ns["evaluate"] += e_wall - v_wall
+            r.wall_ns["encode"] += x_wall - e_wall
+            r.emitted += len(encoded)
+            for res in results:
+                r.outcomes["invalid" if res is None else res[0].outcome] += 1
+            staged_events.extend(d for _, d in encoded)
+            if check:
+                check_batch(cats, start + c0, parsed, results, encoded, codec, r)
+            del parsed, results, encoded
+
+        # fused: the processor's per-attempt loop
+        if profile is not None:
+            profile.enable()
+        f0 = (cpu(), wall())
+        out: list[bytes] = []
+        for raw in raws:
+            try:
+                attempt = parse(raw, now_ms)
+            except InvalidAttempt:
+                continue
+            verdict, version, exact = assess(history, attempt)
+            if verdict.emit:
+                out.append(encode(build_event(attempt, verdict, version, exact, now_ms)))
+        f1 = (cpu(), wall())
+        if profile is not None:
+            profile.disable()
+
+        r.cpu_ns["fused"] += f1[0] - f0[0]
+        r.wall_ns["fused"] += f1[1] - f0[1]
+        r.attempts += len(raws)
+        if [d[10:] for d in staged_events] != [d[10:] for d in out]:
+            r.errors.append(f"batch at {start}: the fused loop produced other events than the staged one")
+    return r
+
+
+def load_settings(w: Workload, history: SettingsHistory) -> float:
+    t0 = time.perf_counter()
+    for offset, (key, value, ts) in enumerate(w.records):
+        err = history.apply_record(key, value, ts, "iam.account-settings", 0, offset)
+        if err is not None:
+            raise SystemExit(f"bench bug: settings record rejected: {err}")
+    return time.perf_counter() - t0
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def _fmt_table(fig: dict[str, float], emitted_share: float) -> str:
+    total = fig["staged_total_us"]
+    rows = [
+        ("validate (parse_attempt)", fig["validate_us"], f"{fig['validate_us'] / total:4.0%}"),
+        ("evaluate (assess)", fig["evaluate_us"], f"{fig['evaluate_us'] / total:4.0%}"),
+        ("encode (build_event+Avro)", fig["encode_us"],
+         f"{fig['encode_us'] / total:4.0%}  ({fig['encode_us_per_event']:.2f} µs per event, "
+         f"{emitted_share:.1%} emitted)"),
+        ("total, staged", total, f"{fig['staged_attempts_per_s']:,.0f} attempts/s"),
+        ("total, fused loop", fig["fused_us"], f"{fig['fused_attempts_per_s']:,.0f} attempts/s"),
+    ]
+    return "\n".join(f"  {name:<28}{us:8.2f} µs/attempt   {extra}" for name, us, extra in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small run for CI: correctness only")
+    p.add_argument("--attempts", type=int, help=f"attempts per run (default {FULL['attempts']:,})")
+    p.add_argument("--accounts", type=int, help=f"accounts with settings (default {FULL['accounts']:,})")
+    p.add_argument("--huge", type=int, help="restricted accounts with 10,000-id allowlists (default 10)")
+    p.add_argument("--runs", type=int, help="measured runs; the median is reported (default 3)")
+    p.add_argument("--batch", type=int, default=5000, help="attempts per batch (default 5000)")
+    p.add_argument("--chunk", type=int, default=100, help="attempts per stage in the staged breakdown (100)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--json", dest="json_path", help="write the figures to this file")
+    p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after loading settings")
+    p.add_argument("--profile", metavar="N", type=int, default=0,
+                   help="cProfile the fused loop of the first run and print the top N functions")
+    args = p.parse_args(argv)
+    cfg = dict(QUICK if args.quick else FULL)
+    for key in ("attempts", "accounts", "huge", "runs"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+
+    info = machine()
+    say(f"generating {cfg['accounts']:,} accounts' settings ({cfg['huge']} with 10,000-id allowlists)")
+    w = make_workload(cfg["accounts"], cfg["huge"], args.seed)
+    history = SettingsHistory()
+    load_s = load_settings(w, history)
+    say(f"settings: {len(w.records):,} records applied in {load_s:.2f} s "
+        f"({len(w.records) / load_s:,.0f}/s), {w.allowlist_ids:,} allowlist ids, peak RSS {rss_mib():.0f} MiB")
+    if args.gc_freeze:
+        gc.collect()
+        gc.freeze()
+    cats = categories(cfg["attempts"], args.seed)
+    expected = expected_outcomes(cats)
+
+    profile = cProfile.Profile() if args.profile else None
+    results: list[RunResult] = []
+    for run in range(cfg["runs"]):
+        say(f"run {run + 1}/{cfg['runs']}: {cfg['attempts']:,} attempts in batches of {args.batch}")
+        r = run_once(w, history, cats, args.batch, args.chunk, args.seed, check=(run == 0),
+                     profile=profile if run == 0 else None)
+        results.append(r)
+        fig, fw = r.figures("cpu"), r.figures("wall")
+        say(f"  fused loop {fig['fused_attempts_per_s']:,.0f} attempts per CPU-second "
+            f"({fw['fused_attempts_per_s']:,.0f}/s wall), staged {fig['staged_attempts_per_s']:,.0f}")
+
+    errors = [e for r in results for e in r.errors]
+    for r in results:
+        if r.outcomes != expected:
+            errors.append(f"outcome counts {dict(r.outcomes)} != expected {dict(expected)}")
+    expected_emitted = sum(k for cat, k in Counter(cats).items() if EXPECT[cat][1])
+    if any(r.emitted != expected_emitted for r in results):
+        errors.append(f"emitted {[r.emitted for r in results]} events, expected {expected_emitted}")
+
+    keys = results[0].figures().keys()
+    median = {k: statistics.median(r.figures("cpu")[k] for r in results) for k in keys}
+    median_wall = {k: statistics.median(r.figures("wall")[k] for r in results) for k in keys}
+    emitted_share = expected_emitted / cfg["attempts"]
+    print(f"access-eval core bench ({'quick' if args.quick else 'full'}): {cfg['attempts']:,} attempts x "
+          f"{cfg['runs']} run(s), {cfg['accounts']:,} accounts, {w.allowlist_ids:,} allowlist ids, "
+          f"batch {args.batch}")
+    print(f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
+          f"load {info['loadavg_1m_at_start']}")
+    print(f"median of {cfg['runs']} run(s), one core, CPU time of the measuring thread:")
+    print(_fmt_table(median, emitted_share))
+    print("same, wall-clock time (includes time the OS gave other processes):")
+    print(_fmt_table(median_wall, emitted_share))
+    met = median["fused_attempts_per_s"] >= TARGET_PER_S
+    print(f"target >= {TARGET_PER_S:,} attempts/s per core (fused loop, CPU time): {'met' if met else 'MISSED'}")
+    print(f"outcomes: {dict(sorted(results[0].outcomes.items()))}")
+    print(f"correctness: {'ok' if not errors else f'{len(errors)} error(s)'}")
+    for e in errors[:20]:
+        print(f"  ERROR {e}")
+
+    if profile is not None:
+        buf = io.StringIO()
+        pstats.Stats(profile, stream=buf).sort_stats("tottime").print_stats(args.profile)
+        print(buf.getvalue())
+
+    if args.json_path:
+        report = {
+            "mode": "quick" if args.quick else "full",
+            "machine": info,
+            "config": cfg | {"batch": args.batch, "seed": args.seed, "gc_freeze": args.gc_freeze,
+                             "settings_records": len(w.records), "allowlist_ids": w.allowlist_ids},
+            "settings_load_s": load_s,
+            "peak_rss_mib": rss_mib(),
+            "runs": [{"cpu": r.figures("cpu"), "wall": r.figures("wall")} for r in results],
+            "median": median,
+            "median_wall": median_wall,
+            "emitted_share": emitted_share,
+            "target_attempts_per_s": TARGET_PER_S,
+            "target_met": met,
+            "outcomes": dict(results[0].outcomes),
+            "expected_outcomes": dict(expected),
+            "correct": not errors,
+            "errors": errors[:100],
+        }
+        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
