@@ -26,7 +26,7 @@ def build_codec(cfg: RunConfig) -> EvalCodec:
         return EvalCodec()
     from processor import registry
 
-    return registry.codec_for_topic(cfg.schema_registry_url, cfg.eval_topic, cfg.kafka_properties())
+    return registry.codec_for_topic(cfg.schema_registry_url, cfg.eval_topic, cfg.client_properties())
 
 
 def run(flags: dict[str, Any]) -> int:

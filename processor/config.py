@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ACCESS_EVAL_"
 KAFKA_ENV_PREFIX = "ACCESS_EVAL_KAFKA_"
+#: Schema-registry options may share the properties file; librdkafka rejects them, so they are split off.
+REGISTRY_PROPS_PREFIX = "schema.registry."
+#: Java-client style registry keys that sometimes sit un-prefixed in a shared client.properties.
+REGISTRY_UNPREFIXED = ("basic.auth.user.info", "basic.auth.credentials.source")
 
 
 class ConfigError(Exception):
@@ -63,7 +67,11 @@ class RunConfig(BaseSettings):
         return self.transactional_id or f"{self.group_id}-{socket.gethostname()}"
 
     def kafka_properties(self) -> dict[str, str]:
-        """librdkafka pass-through: the properties file, then ACCESS_EVAL_KAFKA_<NAME> variables."""
+        """librdkafka properties: the client properties minus schema-registry options."""
+        return kafka_only(self.client_properties())
+
+    def client_properties(self) -> dict[str, str]:
+        """The properties file, then ACCESS_EVAL_KAFKA_<NAME> variables (librdkafka and registry options)."""
         props: dict[str, str] = {}
         if self.kafka_config is not None:
             props.update(read_properties(self.kafka_config))
@@ -72,6 +80,11 @@ class RunConfig(BaseSettings):
                 props[name[len(KAFKA_ENV_PREFIX):].lower().replace("_", ".")] = value
         props["bootstrap.servers"] = self.bootstrap_servers
         return props
+
+
+def kafka_only(props: dict[str, str]) -> dict[str, str]:
+    """The properties minus schema-registry options (librdkafka rejects unknown properties)."""
+    return {k: v for k, v in props.items() if not k.startswith(REGISTRY_PROPS_PREFIX) and k not in REGISTRY_UNPREFIXED}
 
 
 def read_properties(path: Path) -> dict[str, str]:

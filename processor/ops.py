@@ -148,7 +148,7 @@ def raw_properties(args: argparse.Namespace) -> dict[str, str]:
 
 def kafka_props(args: argparse.Namespace) -> dict[str, Any]:
     """librdkafka configuration for the tools: pass-through properties + bootstrap + quiet logging."""
-    from processor.registry import kafka_only
+    from processor.config import kafka_only
 
     bootstrap = args.bootstrap_servers or os.environ.get("ACCESS_EVAL_BOOTSTRAP_SERVERS")
     if not bootstrap:

@@ -16,7 +16,7 @@ Options: `basic.auth.user.info`, `ssl.ca.location`, `ssl.certificate.location`, 
 `ssl.key.password`, `timeout`, `max.retries`. `mock://NAME` URLs use confluent-kafka's in-process
 mock registry (tests).
 
-None of these keys are librdkafka properties: `kafka_only(props)` removes them before a Kafka client
+None of these keys are librdkafka properties: `config.kafka_only(props)` removes them before a Kafka client
 is built from the same properties file.
 """
 
@@ -31,10 +31,10 @@ from typing import Any
 import fastavro
 
 from processor.avro import EvalCodec, load_schema_json
+from processor.config import REGISTRY_PROPS_PREFIX as PROPS_PREFIX
 from processor.config import ConfigError
 
 ENV_PREFIX = "ACCESS_EVAL_SCHEMA_REGISTRY_"
-PROPS_PREFIX = "schema.registry."
 #: Options passed to the registry client; anything else under the prefix is an error (typo guard).
 CLIENT_OPTIONS = (
     "basic.auth.user.info",
@@ -46,8 +46,6 @@ CLIENT_OPTIONS = (
     "max.retries",
 )
 _NUMERIC = ("timeout", "max.retries")
-#: Java-client style keys that sometimes sit un-prefixed in a shared client.properties.
-_UNPREFIXED = ("basic.auth.user.info", "basic.auth.credentials.source")
 
 _clients: dict[tuple[tuple[str, str], ...], Any] = {}
 _lock = threading.Lock()
@@ -56,11 +54,6 @@ _lock = threading.Lock()
 def subject_for(topic: str) -> str:
     """TopicNameStrategy: the value schema of `topic`."""
     return f"{topic}-value"
-
-
-def kafka_only(props: Mapping[str, str]) -> dict[str, str]:
-    """The properties minus schema-registry options (librdkafka rejects unknown properties)."""
-    return {k: v for k, v in props.items() if not k.startswith(PROPS_PREFIX) and k not in _UNPREFIXED}
 
 
 def registry_conf(

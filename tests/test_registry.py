@@ -33,7 +33,7 @@ from processor import registry
 from processor.app import build_codec
 from processor.avro import CONFLUENT_MAGIC, EvalCodec, load_schema_json
 from processor.cli import main as cli_main
-from processor.config import ConfigError, load
+from processor.config import ConfigError, kafka_only, load
 from processor.ids import rfc3339_millis
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,7 +181,7 @@ def test_registry_conf_from_properties_and_environment() -> None:
                                                 "basic.auth.credentials.source": "USER_INFO"}, env={})
     assert conf == {"url": "http://sr", "basic.auth.user.info": "u:p"}
     # registry keys never reach librdkafka
-    assert registry.kafka_only({**props, "basic.auth.user.info": "u:p"}) == {
+    assert kafka_only({**props, "basic.auth.user.info": "u:p"}) == {
         "bootstrap.servers": "k:9092", "sasl.password": "kafka-secret"}
 
 
