@@ -1,0 +1,312 @@
+"""Helpers for the fault-injection tests (tests/test_faults.py): a broker of the test's own (that
+may be stopped, restarted, or given a SASL/PLAIN listener), tracked publishing, the expected output
+from `simulate`, and the exactly-once check that every fault test ends with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from kafka_harness import free_port, wait_until
+from processor_harness import comparable, end_offsets, read_topic
+
+from processor import local
+from processor.avro import EvalCodec
+from processor.events import to_json_obj
+from processor.simulate import simulate
+
+# --------------------------------------------------------------------------------------------------
+# A broker of the test's own
+
+
+@dataclass
+class OwnBroker:
+    """A single-node broker in `data_dir` on fixed ports, started like `access-eval local start` (same
+    jars, java command, KRaft properties) plus `extra` properties, so tests may stop and restart it
+    (same data dir, same ports) or give it a SASL_PLAINTEXT listener. It writes the same state file
+    as `local.start`, so `local.stop(data_dir)` and the session watchdog can stop it too."""
+
+    data_dir: Path
+    sasl_users: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    controller_port: int = 0
+    sasl_port: int = 0
+    pid: int = 0
+
+    def __post_init__(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        self.controller_port = self.controller_port or free_port(exclude=[self.port])
+        if self.sasl_users:
+            self.sasl_port = self.sasl_port or free_port(exclude=[self.port, self.controller_port])
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{local.HOST}:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        assert self.sasl_port, "no SASL listener configured"
+        return f"{local.HOST}:{self.sasl_port}"
+
+    def _properties(self) -> str:
+        text = local._server_properties(self.data_dir, self.port, self.controller_port)
+        if not self.sasl_users:
+            return text
+        host = local.HOST
+        users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
+        admin_user, admin_password = next(iter(self.sasl_users.items()))
+        extra = {  # later keys win in java.util.Properties
+            "listeners": f"PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port},"
+                         f"SASL_PLAINTEXT://{host}:{self.sasl_port}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{self.port},SASL_PLAINTEXT://{host}:{self.sasl_port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{admin_user}" password="{admin_password}" {users};',
+        }
+        return text + "".join(f"{k}={v}\n" for k, v in extra.items())
+
+    def start(self, timeout: float = local.START_TIMEOUT_S) -> None:
+        data = self.data_dir
+        java = local._check_java()
+        libs = local.fetch_jars()
+        (data / local.PROPERTIES_FILE).write_text(self._properties())
+        log_path = data / local.LOG_FILE
+        local._format_storage(java, libs, data, log_path)
+        cmd = [java, *local.JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(data / local.PROPERTIES_FILE)]
+        with log_path.open("ab") as log:
+            offset = log.tell()
+            proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=data,
+                                    start_new_session=True)
+        local._children[proc.pid] = proc
+        self.pid = proc.pid
+        state = {"host": local.HOST, "port": self.port, "controller_port": self.controller_port, "pid": proc.pid,
+                 "start_ticks": local._start_ticks(proc.pid), "kafka_version": local.KAFKA_VERSION,
+                 "started_at": time.time()}
+        local._write_state(data, state)
+        info = local.BrokerInfo(local.HOST, self.port, proc.pid, data)
+        local._wait_ready(proc, info, log_path, offset, timeout, lambda _msg: None)
+        if self.sasl_port:
+            wait_until(lambda: local._ready(self.bootstrap, 2.0) and _port_open(self.sasl_port), 30,
+                       "SASL listener to accept connections")
+
+    def stop(self) -> None:
+        """SIGTERM (clean shutdown), wait until the process is gone and the ports are free."""
+        local.stop(self.data_dir)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self, lines: int = 40) -> str:
+        return local._tail(self.data_dir / local.LOG_FILE, lines)
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((local.HOST, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def own_broker(data_dir: Path, **kwargs: Any) -> Iterator[OwnBroker]:
+    broker = OwnBroker(data_dir, **kwargs)
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+# Publishing with coordinates
+
+
+def produce_tracked(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
+                    config: dict[str, Any] | None = None) -> list[tuple[int, int]]:
+    """Publish idempotently, in order; returns each record's (partition, offset), in input order."""
+    coords: list[tuple[int, int] | None] = []
+    failures: list[str] = []
+
+    def delivered(index: int) -> Any:
+        def cb(err: KafkaError | None, msg: Any) -> None:
+            if err is not None:
+                failures.append(err.str())
+            else:
+                coords[index] = (msg.partition(), msg.offset())
+        return cb
+
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, **(config or {})})
+    for i, (key, value) in enumerate(records):
+        coords.append(None)
+        while True:
+            try:
+                p.produce(topic, value, key, on_delivery=delivered(i))
+                break
+            except BufferError:
+                p.poll(0.1)
+        if i % 5000 == 0:
+            p.poll(0)
+    assert p.flush(120) == 0, "undelivered records"
+    assert not failures, f"delivery failures: {failures[:3]}"
+    assert all(c is not None for c in coords)
+    return [c for c in coords if c is not None]
+
+
+def count_uncommitted_visible(bootstrap: str, topic: str) -> int:
+    """Data records a read_uncommitted reader sees (committed + aborted), i.e. the topic's records
+    without transaction markers. Minus what read_committed sees = records of aborted transactions."""
+    ends = end_offsets(bootstrap, topic)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"uncommitted-{time.time_ns()}",
+                  "isolation.level": "read_uncommitted", "enable.auto.commit": False,
+                  "enable.partition.eof": True, "fetch.max.bytes": 50_000_000})
+    c.assign([TopicPartition(topic, p, 0) for p in ends])
+    seen = 0
+    done = {p for p, e in ends.items() if e == 0}
+    deadline = time.monotonic() + 120
+    try:
+        while len(done) < len(ends):
+            assert time.monotonic() < deadline, f"reading {topic} uncommitted: not at end"
+            for m in c.consume(5000, 0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        done.add(m.partition())
+                    continue
+                seen += 1
+    finally:
+        c.close()
+    return seen
+
+
+# --------------------------------------------------------------------------------------------------
+# Expected output and the exactly-once check
+
+
+def simulate_by_attempt(tmp: Path, settings_lines: Iterable[bytes], attempt_values: Iterable[bytes | None],
+                        now_ms: int | None = None) -> dict[str, dict[str, Any]]:
+    """`simulate` on the same inputs (settings JSONL in publication order): attemptId -> comparable event."""
+    s, a = tmp / "sim-settings.jsonl", tmp / "sim-attempts.jsonl"
+    s.write_bytes(b"".join(line.replace(b"\n", b" ") + b"\n" for line in settings_lines))
+    with a.open("wb") as fh:
+        for v in attempt_values:
+            if v is not None:
+                fh.write(v.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n")
+    out, err = io.StringIO(), io.StringIO()
+    simulate(s, a, out, err, now_ms=now_ms)
+    expected: dict[str, dict[str, Any]] = {}
+    for line in out.getvalue().splitlines():
+        event = json.loads(line)
+        assert event["attemptId"] not in expected, f"workload has duplicate attempt id {event['attemptId']}"
+        expected[event["attemptId"]] = comparable(event)
+    return expected
+
+
+@dataclass
+class Delivery:
+    """What an exactly-once check found; `lost` and `duplicated` must be 0."""
+
+    events_checked: int = 0
+    dead_letters_checked: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unexpected: int = 0
+    mismatched: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def explain(self) -> str:
+        return (f"events checked {self.events_checked}, dead letters {self.dead_letters_checked}: lost {self.lost}, "
+                f"duplicated {self.duplicated}, unexpected {self.unexpected}, content mismatches {self.mismatched}; "
+                f"e.g. {self.examples[:5]}")
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.unexpected or self.mismatched)
+
+
+def check_exactly_once(bootstrap: str, evals_topic: str, dlq_topic: str, source_topic: str,
+                       expected: dict[str, dict[str, Any]], expected_dead: set[tuple[int, int]],
+                       *, compare: bool = True) -> Delivery:
+    """Read both output topics read_committed: one eval event per expected attempt id (equal to
+    `simulate` when `compare`), nothing else; one DLQ record per expected (partition, offset)."""
+    codec = EvalCodec()
+    result = Delivery()
+    got: dict[str, dict[str, Any]] = {}
+    counts: Counter[str] = Counter()
+    for m in read_topic(bootstrap, evals_topic, timeout=180):
+        event = to_json_obj(codec.decode(m.value()))
+        aid = event["attemptId"]
+        counts[aid] += 1
+        result.events_checked += 1
+        if m.key() != event["target"]["accountId"].encode():
+            result.mismatched += 1
+            result.examples.append(f"key {m.key()!r} is not the target account of {aid}")
+        got[aid] = comparable(event)
+    result.duplicated = sum(n - 1 for n in counts.values() if n > 1)
+    missing = expected.keys() - got.keys()
+    extra = got.keys() - expected.keys()
+    result.lost += len(missing)
+    result.unexpected += len(extra)
+    result.examples += [f"lost {a}" for a in sorted(missing)[:3]] + [f"unexpected {a}" for a in sorted(extra)[:3]]
+    result.examples += [f"duplicated {a}" for a, n in counts.items() if n > 1][:3]
+    if compare:
+        for aid in expected.keys() & got.keys():
+            if got[aid] != expected[aid]:
+                result.mismatched += 1
+                if len(result.examples) < 10:
+                    result.examples.append(f"{aid}: got {got[aid]['responseData']} "
+                                           f"expected {expected[aid]['responseData']}")
+    dead: Counter[tuple[int, int]] = Counter()
+    for m in read_topic(bootstrap, dlq_topic, timeout=180):
+        h = dict(m.headers() or [])
+        assert h.get("source.topic") == source_topic.encode(), h
+        assert h.get("error.reason"), f"DLQ record without a reason: {h}"
+        dead[(int(h["source.partition"]), int(h["source.offset"]))] += 1
+        result.dead_letters_checked += 1
+    result.duplicated += sum(n - 1 for n in dead.values() if n > 1)
+    result.lost += len(expected_dead - dead.keys())
+    result.unexpected += len(dead.keys() - expected_dead)
+    if expected_dead - dead.keys():
+        result.examples.append(f"dead letters lost at {sorted(expected_dead - dead.keys())[:3]}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process (VmRSS of /proc/<pid>/status), in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def record_figures(name: str, **figures: Any) -> None:
+    """Print the figures of a fault test (shown with -s / -rA) and append them to the JSON-lines file
+    named by ACCESS_EVAL_FAULT_REPORT, which docs/guarantees.md quotes from."""
+    line = json.dumps({"test": name, **figures}, sort_keys=True)
+    print(f"\nFAULT FIGURES {line}")
+    path = os.environ.get("ACCESS_EVAL_FAULT_REPORT")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(line + "\n")
