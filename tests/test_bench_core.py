@@ -33,7 +33,7 @@ def test_bench_core_quick_is_correct(tmp_path: Path) -> None:
     assert report["outcomes"] == expected
     assert report["expected_outcomes"] == expected
     assert report["emitted_share"] == (n * 15 // 100 + n * 15 // 100 // 2) / n
-    for key in ("validate_us", "evaluate_us", "encode_us", "fused_attempts_per_s"):
-        assert report["median"][key] > 0
+    for key in ("validate_us", "evaluate_us", "encode_us", "total_us", "attempts_per_s"):
+        assert isinstance(report["median"][key], float)  # reported, never judged: CI machines vary
     assert report["machine"]["nproc"] >= 1 and report["machine"]["python"]
     assert "correctness: ok" in proc.stdout
