@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from processor.ids import IDENTITY_TYPES, AccountId, to_millis
+from processor.ids import IDENTITY_TYPES, AccountId, Rfc3339, to_millis
 
 #: Attempts before this instant are invalid (SPEC §4).
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -49,7 +49,7 @@ class AccessAttempt(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     id: str = _ID
-    event_time: AwareDatetime
+    event_time: Rfc3339
     account_id: AccountId
     identity: Identity
     action: str = Field(min_length=1, max_length=1024)

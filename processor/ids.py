@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import StringConstraints
+from pydantic import AwareDatetime, BeforeValidator, StringConstraints
 
 #: Account ids are compared after trimming and lower-casing (SPEC §3).
 AccountId = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=256)]
+
+_RFC3339_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}").match
+
+
+def _rfc3339_only(value: Any) -> Any:
+    """pydantic's lax datetime also takes Unix timestamps; the contract says RFC 3339 with an offset."""
+    if not isinstance(value, str) or not _RFC3339_PREFIX(value):
+        raise ValueError("must be an RFC 3339 date-time string with an offset, e.g. 2026-11-27T12:00:00.123Z")
+    return value
+
+
+#: RFC 3339 timestamps with an offset (SPEC §3 updated_at, §4 event_time); numbers are rejected.
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
 
 IDENTITY_TYPES: tuple[str, ...] = ("user", "service_id", "service")
 STATES: tuple[str, ...] = ("enabled", "monitor", "limited")

@@ -11,9 +11,9 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from processor.ids import IDENTITY_TYPES, AccountId, normalize_account, to_millis
+from processor.ids import IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
 
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 #: Effective time of a version that is in force "from the beginning of time" (simulate lines without updated_at).
@@ -52,7 +52,7 @@ class SettingsDocument(BaseModel):
 
     account_id: AccountId
     external_account_identity_interaction: ExternalInteraction | None
-    updated_at: AwareDatetime | None = None
+    updated_at: Rfc3339 | None = None
 
     @property
     def unknown_identity_types(self) -> list[str]:

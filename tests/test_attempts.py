@@ -212,13 +212,6 @@ def test_bad_event_time(value: Any) -> None:
 
 
 @pytest.mark.parametrize("value", [1_795_780_800, "1795780800"], ids=["number", "numeric-string"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="processor/attempts.py AccessAttempt.event_time (pydantic AwareDatetime, lax mode) accepts Unix "
-    "timestamps (number or numeric string) as UTC datetimes; SPEC §4 requires RFC 3339 with an offset "
-    "(expected bad_timestamp). Field(strict=True) rejects only the number; a BeforeValidator that "
-    "requires a str shaped YYYY-MM-DDThh:mm:ss fixes both",
-)
 def test_event_time_must_be_rfc3339_not_a_unix_timestamp(value: Any) -> None:
     exc = invalid(patched("event_time", value))
     assert exc.reason == "bad_timestamp"

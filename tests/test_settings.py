@@ -328,12 +328,6 @@ def test_missing_allowlist_is_empty_and_enabled_types_do_not_restrict() -> None:
     assert decide(h, T2)[0] == "enforced_deny"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="processor/settings.py SettingsDocument.updated_at (pydantic AwareDatetime, lax mode) accepts a "
-    "Unix timestamp number (1780272000) instead of rejecting it: SPEC §3 says updated_at is RFC 3339 "
-    "with an offset, and wrong types must reject the record",
-)
 def test_numeric_updated_at_is_rejected() -> None:
     h = SettingsHistory()
     doc = settings_obj(ACC, LIMITED)
