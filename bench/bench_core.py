@@ -87,6 +87,25 @@ def machine() -> dict[str, Any]:
             "implementation": platform.python_implementation(), "loadavg_1m_at_start": load}
 
 
+def code_version() -> dict[str, Any]:
+    """Which processor code was measured: its path, the git commit, and whether processor/ was modified."""
+    import subprocess
+
+    import processor
+
+    src = Path(processor.__file__).resolve().parent
+    info: dict[str, Any] = {"processor": str(src), "commit": None, "dirty": None}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode == 0:
+            info["commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."], capture_output=True,
+                                   text=True, timeout=10)
+            info["dirty"] = bool(dirty.stdout.strip())
+    return info
+
+
 def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -412,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg[key] = getattr(args, key)
 
     info = machine()
+    code = code_version()
     say(f"generating {cfg['accounts']:,} accounts' settings ({cfg['huge']} with 10,000-id allowlists)")
     w = make_workload(cfg["accounts"], cfg["huge"], args.seed)
     history = SettingsHistory()
@@ -450,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {args.batch}")
     print(f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
           f"load {info['loadavg_1m_at_start']}")
+    print(f"code: {code['processor']} at {code['commit'] or 'unknown commit'}"
+          f"{' + uncommitted changes' if code['dirty'] else ''}")
     print(f"median run of {cfg['runs']}, one core, CPU time of the measuring thread:")
     print(_fmt_table(median, emitted_share))
     print("median run by wall-clock time (includes time the OS gave other processes):")
@@ -470,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "mode": "quick" if args.quick else "full",
             "machine": info,
+            "code": code,
             "config": cfg | {"batch": args.batch, "seed": args.seed, "gc_freeze": args.gc_freeze,
                              "settings_records": len(w.records), "allowlist_ids": w.allowlist_ids},
             "settings_load_s": load_s,
