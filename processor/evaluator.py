@@ -9,8 +9,10 @@ from processor.settings import SettingsHistory, SettingsVersion
 
 def assess(history: SettingsHistory, attempt: Attempt) -> tuple[Verdict, SettingsVersion | None, bool]:
     """Advance stream time, find the version in force at the attempt's event time, decide."""
-    m = attempt.model
-    history.advance(attempt.event_ms)
-    version, exact = history.lookup(m.account_id, attempt.event_ms)
-    verdict = evaluate(m.account_id, m.identity.account_id, m.identity.type, version.rules if version else None)
+    d = attempt.data
+    ident = d["identity"]
+    t = attempt.event_ms
+    history.advance(t)
+    version, exact = history.lookup(d["account_id"], t)
+    verdict = evaluate(d["account_id"], ident["account_id"], ident["type"], version.rules if version else None)
     return verdict, version, exact

@@ -17,6 +17,7 @@ EVAL_ACTION = "iam-access-management.account-settings.eval"
 #: Namespace of eval event ids: id = UUIDv5(EVENT_ID_NAMESPACE, attempt id).
 EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:access-eval:eval-event")
 _NS = EVENT_ID_NAMESPACE.bytes
+_NO_RESOURCE: dict[str, Any] = {}
 _REASONS = {
     ("Permit", False): (200, "Permit: the credential's account is allowlisted (report-only)"),
     ("Deny", False): (403, "Would be denied: the credential's account is not allowlisted (report-only)"),
@@ -42,28 +43,28 @@ def build_event(
     evaluated_at_ms: int,
 ) -> dict[str, Any]:
     """The eval event record, shaped exactly like schemas/eval_event.avsc (timestamps as epoch ms)."""
-    a = attempt.model
-    ident = a.identity
-    res = a.resource
+    a = attempt.data
+    ident = a["identity"]
+    res = a.get("resource") or _NO_RESOURCE
     decision = verdict.decision or "Unknown"
     code, text = _REASONS[(decision, verdict.is_enforced)]
     return {
-        "id": event_id(a.id),
+        "id": event_id(a["id"]),
         "action": EVAL_ACTION,
         "eventTime": attempt.event_ms,
-        "attemptId": a.id,
+        "attemptId": a["id"],
         "initiator": {
-            "id": ident.iam_id,
-            "typeURI": ident.type,
-            "name": ident.name,
-            "authnAccountId": ident.account_id,
-            "host": {"address": a.source_ip, "agent": a.user_agent},
+            "id": ident["iam_id"],
+            "typeURI": ident["type"],
+            "name": ident.get("name"),
+            "authnAccountId": ident["account_id"],
+            "host": {"address": a.get("source_ip"), "agent": a.get("user_agent")},
         },
         "target": {
-            "accountId": a.account_id,
-            "id": res.crn if res is not None else None,
-            "serviceName": res.service_name if res is not None else None,
-            "action": a.action,
+            "accountId": a["account_id"],
+            "id": res.get("crn"),
+            "serviceName": res.get("service_name"),
+            "action": a["action"],
         },
         "responseData": {
             "decision": decision,

@@ -279,14 +279,14 @@ class Processor:
                 tally.add_invalid(bad.reason)
                 continue
             verdict, version, exact = assess(history, attempt)
-            a = attempt.model
-            tally.add(verdict.outcome, a.identity.type, verdict.state, a.account_id)
+            a = attempt.data
+            tally.add(verdict.outcome, a["identity"]["type"], verdict.state, a["account_id"])
             seen += 1
             if not seen % AGE_SAMPLE_EVERY:
                 tally.observe_age(now_ms / 1000 - attempt.event_ms / 1000)
             if verdict.emit:
                 value = codec.encode(build_event(attempt, verdict, version, exact, now_ms))
-                self._produce(produce, eval_topic, a.account_id.encode(), value, headers)
+                self._produce(produce, eval_topic, a["account_id"].encode(), value, headers)
         self._seen = seen
         self.producer.poll(0)
         self.metrics.observe_batch(time.perf_counter() - started, len(msgs))
