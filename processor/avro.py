@@ -177,10 +177,12 @@ class EvalCodec:
             body = data[10:]
         elif data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
             (sid,) = struct.unpack(">I", data[1:5])
-            if sid == self.schema_id or resolve_id is None:
+            if sid == self.schema_id:
                 writer = self.parsed
-            else:
+            elif resolve_id is not None:
                 writer = fastavro.parse_schema(resolve_id(sid))
+            else:  # decoding with a guessed schema would silently misread another version
+                raise DecodeError(f"schema id {sid} is unknown here: pass the schema registry URL to resolve it")
             body = data[5:]
         else:
             raise DecodeError("not an Avro single-object or Confluent-framed message")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -50,7 +50,9 @@ class EvalReader:
         self.topic = topic
         self.partitions = partitions
         self.codec = EvalCodec()
-        self.resolve_id = None
+        self.has_registry = bool(registry_url)
+        # Without a registry, Confluent-framed events are read with the current schema (warned once).
+        self.resolve_id: Callable[[int], dict[str, Any]] = lambda _sid: self.codec.schema_json
         if registry_url:
             from processor.registry import resolver
 
@@ -125,7 +127,7 @@ class EvalReader:
         value = m.value()
         if value is None:
             return None
-        if value[:1] == b"\x00" and self.resolve_id is None and not self._warned_no_registry:
+        if value[:1] == b"\x00" and not self.has_registry and not self._warned_no_registry:
             self._warned_no_registry = True
             print(
                 "access-eval: warning: Confluent-framed events and no --schema-registry-url: decoding them with "
