@@ -134,10 +134,30 @@ class Processor:
             msgs = self.consumer.consume(batch, 0.1)
             self.table.poll(0)
             if msgs:
-                self.table.ensure_fresh(staleness_s)
+                if not self._ensure_fresh(staleness_s):
+                    break  # stopping: this batch is not committed, so its partitions' next owner re-reads it
                 self._guarded(self._process, msgs)
             if self.in_txn and (time.monotonic() - self.txn_started >= commit_s or len(self.tally) >= 10 * batch):
                 self._guarded(self._commit)
+
+    def _ensure_fresh(self, staleness_s: float) -> bool:
+        """Bounded staleness. While the settings topic's end cannot be observed (broker outage) the batch
+        waits, the instance is unready, and the check is retried; False if asked to stop meanwhile."""
+        backoff = 0.2
+        while True:
+            try:
+                self.table.ensure_fresh(staleness_s)
+                return True
+            except KafkaException as exc:
+                if self.stopping or self.fatal is not None:
+                    return False
+                err = exc.args[0]
+                self.health.set_problem("settings topic end offsets unavailable: " + err.str())
+                self.health.mark_progress()  # waiting out an outage is not a hung loop
+                log.warning("cannot observe the settings topic's end; holding the batch",
+                            extra=kv(error=err.str(), retry_in_s=backoff))
+                time.sleep(backoff)  # retry backoff
+                backoff = min(backoff * 2, 5.0)
 
     def _shutdown(self) -> None:
         self.request_stop()
