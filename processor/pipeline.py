@@ -6,9 +6,12 @@ records inside a Kafka transaction together with the consumed offsets -> commit 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -38,6 +41,8 @@ log = logging.getLogger("access_eval.pipeline")
 
 #: Every Nth attempt's event age feeds the histogram (keeps the hot path lean).
 AGE_SAMPLE_EVERY = 64
+#: A transactional call blocked this long (the broker went away mid-call) makes the instance unready.
+BLOCKED_UNREADY_S = 5.0
 
 
 class Processor:
@@ -63,6 +68,9 @@ class Processor:
         self.producer: Producer | None = None
         self._seen = 0
         self._dlq_headers_cache: dict[str, bytes] = {}
+        self._unreachable = False  # a connection problem was seen; a broker round trip clears it
+        self._next_probe = 0.0
+        self._blocked_since: float | None = None  # when the transactional call in flight began
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -112,6 +120,7 @@ class Processor:
             return 0
         self.producer = self._new_producer()
         self.consumer = self._new_consumer()
+        threading.Thread(target=self._watch_blocked, name="access-eval-txn-watch", daemon=True).start()
         self.consumer.subscribe(
             [self.cfg.attempts_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -139,6 +148,38 @@ class Processor:
                 self._guarded(self._process, msgs)
             if self.in_txn and (time.monotonic() - self.txn_started >= commit_s or len(self.tally) >= 10 * batch):
                 self._guarded(self._commit)
+            if self._unreachable and time.monotonic() >= self._next_probe:
+                self._probe_kafka()
+
+    def _probe_kafka(self) -> None:
+        """After a connection problem, one broker round trip (the settings topic's end offsets) that
+        succeeds makes the instance ready again, also when no attempts arrive to commit."""
+        self._next_probe = time.monotonic() + 1.0
+        try:
+            self.table.refresh_targets(timeout_s=2.0)
+        except KafkaException:
+            return
+        self._unreachable = False
+        self.health.set_problem(None)
+        log.info("kafka reachable again")
+
+    def _watch_blocked(self) -> None:
+        """librdkafka reports an outage through callbacks served between calls, and a transactional call
+        caught by one can block for a minute (socket.timeout.ms): report it meanwhile (daemon thread)."""
+        while not self.stopping:
+            time.sleep(1.0)  # watchdog period
+            since = self._blocked_since
+            if since is not None and time.monotonic() - since > BLOCKED_UNREADY_S:
+                self._unreachable = True
+                self.health.set_problem(f"kafka transaction call blocked for {time.monotonic() - since:.0f} s")
+
+    @contextlib.contextmanager
+    def _blocking(self) -> Iterator[None]:
+        self._blocked_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._blocked_since = None
 
     def _ensure_fresh(self, staleness_s: float) -> bool:
         """Bounded staleness. While the settings topic's end cannot be observed (broker outage) the batch
@@ -185,6 +226,7 @@ class Processor:
                 "security.protocol (ACCESS_EVAL_KAFKA_SASL_USERNAME, ACCESS_EVAL_KAFKA_SASL_PASSWORD, --kafka-config)"
             )
         elif code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self._unreachable = True
             self.health.set_problem("broker unreachable")
             log.warning("kafka connection problem", extra=kv(error=err.str()))
         elif err.fatal():
@@ -338,9 +380,10 @@ class Processor:
         assert self.producer is not None and self.consumer is not None
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
         if self.eos:
-            if offsets:
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
-            self.producer.commit_transaction(30)
+            with self._blocking():
+                if offsets:
+                    self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+                self.producer.commit_transaction(30)
         else:
             remaining = self.producer.flush(30)
             if remaining:
@@ -358,7 +401,8 @@ class Processor:
         assert self.producer is not None
         if self.eos:
             try:
-                self.producer.abort_transaction(30)
+                with self._blocking():
+                    self.producer.abort_transaction(30)
             except KafkaException as exc:
                 log.error("abort_transaction failed", extra=kv(error=exc.args[0].str()))
                 if exc.args[0].fatal():
