@@ -6,12 +6,12 @@ records inside a Kafka transaction together with the consumed offsets -> commit 
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -43,6 +43,11 @@ log = logging.getLogger("access_eval.pipeline")
 AGE_SAMPLE_EVERY = 64
 #: A transactional call blocked this long (the broker went away mid-call) makes the instance unready.
 BLOCKED_UNREADY_S = 5.0
+#: Timeout given to librdkafka's transactional calls, and the hard limit after which a call that ignored
+#: it counts as hung (confluentinc/librdkafka#5456, #5511: send_offsets_to_transaction can block forever
+#: once the group coordinator went away, e.g. across a broker restart).
+TXN_CALL_TIMEOUT_S = 10.0
+TXN_CALL_HUNG_S = 20.0
 
 
 class Processor:
@@ -71,6 +76,7 @@ class Processor:
         self._unreachable = False  # a connection problem was seen; a broker round trip clears it
         self._next_probe = 0.0
         self._blocked_since: float | None = None  # when the transactional call in flight began
+        self._txn_caller = _Caller()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -173,13 +179,20 @@ class Processor:
                 self._unreachable = True
                 self.health.set_problem(f"kafka transaction call blocked for {time.monotonic() - since:.0f} s")
 
-    @contextlib.contextmanager
-    def _blocking(self) -> Iterator[None]:
+    def _txn_call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """A blocking transactional call with a hard limit. One that hangs past it raises a fatal error, so
+        `_guarded` replaces the producer: the new one (same transactional.id) fences the hung one and
+        aborts its transaction, and the work is redone from the committed offsets."""
         self._blocked_since = time.monotonic()
         try:
-            yield
+            returned = self._txn_caller.call(lambda: fn(*args, TXN_CALL_TIMEOUT_S), TXN_CALL_HUNG_S)
         finally:
             self._blocked_since = None
+        if not returned:
+            self._txn_caller = _Caller()  # the old one's thread stays blocked in librdkafka
+            log.error("transactional call hung past its timeout; replacing the producer",
+                      extra=kv(call=fn.__name__, hung_s=TXN_CALL_HUNG_S))
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"{fn.__name__} hung", fatal=True))
 
     def _ensure_fresh(self, staleness_s: float) -> bool:
         """Bounded staleness. While the settings topic's end cannot be observed (broker outage) the batch
@@ -380,10 +393,10 @@ class Processor:
         assert self.producer is not None and self.consumer is not None
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
         if self.eos:
-            with self._blocking():
-                if offsets:
-                    self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
-                self.producer.commit_transaction(30)
+            if offsets:
+                self._txn_call(self.producer.send_offsets_to_transaction, offsets,
+                               self.consumer.consumer_group_metadata())
+            self._txn_call(self.producer.commit_transaction)
         else:
             remaining = self.producer.flush(30)
             if remaining:
@@ -401,12 +414,11 @@ class Processor:
         assert self.producer is not None
         if self.eos:
             try:
-                with self._blocking():
-                    self.producer.abort_transaction(30)
+                self._txn_call(self.producer.abort_transaction)
             except KafkaException as exc:
-                log.error("abort_transaction failed", extra=kv(error=exc.args[0].str()))
-                if exc.args[0].fatal():
-                    self.producer = self._new_producer()
+                # Still open, or the producer is unusable: a new producer fences it and aborts the transaction.
+                log.error("abort_transaction failed; replacing the producer", extra=kv(error=exc.args[0].str()))
+                self.producer = self._new_producer()
         self.in_txn = False
         self.offsets.clear()
         self.tally.clear()
@@ -418,7 +430,18 @@ class Processor:
         assignment = self.consumer.assignment()
         if not assignment:
             return
-        for tp in self.consumer.committed(assignment, timeout=30):
+        while True:  # continuing from the current position instead would skip the aborted work
+            try:
+                committed = self.consumer.committed(assignment, timeout=10)
+                break
+            except KafkaException as exc:
+                if self.stopping:
+                    return  # nothing more is committed by this instance: the next owner re-reads it
+                self.health.set_problem("cannot read committed offsets: " + exc.args[0].str())
+                self.health.mark_progress()
+                log.warning("cannot read committed offsets to rewind to; retrying", extra=kv(error=exc.args[0].str()))
+                time.sleep(1.0)  # retry backoff
+        for tp in committed:
             tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             try:
                 self.consumer.seek(tp)
@@ -459,3 +482,34 @@ class Processor:
                     self._abort()
                 self._rewind()
                 return
+
+
+class _Caller:
+    """Runs blocking calls on one daemon thread, so that the caller can give up on a call that hangs
+    (that thread then stays blocked and is abandoned; being a daemon, it does not hold up the exit)."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], list[BaseException | None], threading.Event]]
+        self._calls = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="access-eval-txn-call", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            fn, outcome, done = self._calls.get()
+            try:
+                fn()
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+            done.set()
+
+    def call(self, fn: Callable[[], Any], limit_s: float) -> bool:
+        """Run `fn` and re-raise what it raised; False if it has not returned after `limit_s`."""
+        outcome: list[BaseException | None] = []
+        done = threading.Event()
+        self._calls.put((fn, outcome, done))
+        if not done.wait(limit_s):
+            return False
+        if outcome[0] is not None:
+            raise outcome[0]
+        return True
