@@ -39,6 +39,7 @@ class OwnBroker:
 
     data_dir: Path
     sasl_users: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)
     port: int = 0
     controller_port: int = 0
     sasl_port: int = 0
@@ -62,12 +63,13 @@ class OwnBroker:
 
     def _properties(self) -> str:
         text = local._server_properties(self.data_dir, self.port, self.controller_port)
+        text += "".join(f"{k}={v}\n" for k, v in self.extra.items())  # later keys win in java.util.Properties
         if not self.sasl_users:
             return text
         host = local.HOST
         users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
         admin_user, admin_password = next(iter(self.sasl_users.items()))
-        extra = {  # later keys win in java.util.Properties
+        sasl = {
             "listeners": f"PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port},"
                          f"SASL_PLAINTEXT://{host}:{self.sasl_port}",
             "advertised.listeners": f"PLAINTEXT://{host}:{self.port},SASL_PLAINTEXT://{host}:{self.sasl_port}",
@@ -78,7 +80,7 @@ class OwnBroker:
                 "org.apache.kafka.common.security.plain.PlainLoginModule required "
                 f'username="{admin_user}" password="{admin_password}" {users};',
         }
-        return text + "".join(f"{k}={v}\n" for k, v in extra.items())
+        return text + "".join(f"{k}={v}\n" for k, v in sasl.items())
 
     def start(self, timeout: float = local.START_TIMEOUT_S) -> None:
         data = self.data_dir
@@ -108,9 +110,9 @@ class OwnBroker:
         """SIGTERM (clean shutdown), wait until the process is gone and the ports are free."""
         local.stop(self.data_dir)
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+    @property
+    def running(self) -> bool:
+        return local.status(self.data_dir) is not None
 
     def log(self, lines: int = 40) -> str:
         return local._tail(self.data_dir / local.LOG_FILE, lines)
@@ -140,9 +142,11 @@ def own_broker(data_dir: Path, **kwargs: Any) -> Iterator[OwnBroker]:
 # Publishing with coordinates
 
 
-def produce_tracked(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
+def produce_tracked(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+                    | Iterable[tuple[bytes | None, bytes | None, int]],
                     config: dict[str, Any] | None = None) -> list[tuple[int, int]]:
-    """Publish idempotently, in order; returns each record's (partition, offset), in input order."""
+    """Publish idempotently, in order; returns each record's (partition, offset), in input order.
+    A record may carry a third element, its timestamp (epoch ms)."""
     coords: list[tuple[int, int] | None] = []
     failures: list[str] = []
 
@@ -155,11 +159,11 @@ def produce_tracked(bootstrap: str, topic: str, records: Iterable[tuple[bytes | 
         return cb
 
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, **(config or {})})
-    for i, (key, value) in enumerate(records):
+    for i, (key, value, *ts) in enumerate(records):
         coords.append(None)
         while True:
             try:
-                p.produce(topic, value, key, on_delivery=delivered(i))
+                p.produce(topic, value, key, on_delivery=delivered(i), timestamp=ts[0] if ts else 0)
                 break
             except BufferError:
                 p.poll(0.1)
@@ -291,6 +295,18 @@ def check_exactly_once(bootstrap: str, evals_topic: str, dlq_topic: str, source_
 
 # --------------------------------------------------------------------------------------------------
 # Processes
+
+
+def stacks(pid: int) -> str:
+    """The Python stacks of a live process (py-spy, when installed): what a hung processor is doing."""
+    import shutil
+    import sys
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    try:
+        return subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(no stacks: {exc})"
 
 
 def rss_kb(pid: int) -> int:

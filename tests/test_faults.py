@@ -11,32 +11,43 @@ ACCESS_EVAL_FAULT_KILLS (default 12), ACCESS_EVAL_FAULT_SEED (random kill timing
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import random
 import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaException
 from fault_harness import (
+    OwnBroker,
     check_exactly_once,
     count_uncommitted_visible,
     produce_tracked,
     record_figures,
     simulate_by_attempt,
+    stacks,
 )
 from kafka_harness import Topics, wait_until
 from processor_harness import (
     RunningProcessor,
     committed_offsets,
     end_offsets,
+    read_topic,
     settings_record,
     start_processor,
     wait_all_committed,
 )
 
-from processor.ids import rfc3339_millis
+from processor.ids import IDENTITY_TYPES, rfc3339_millis, to_millis
+from processor.settings import InvalidSettings, parse_settings
 from processor.workload import Mix, Workload
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
@@ -141,3 +152,353 @@ def test_crash_loop_sigkill_exactly_once(topics: Topics, tmp_path: Path) -> None
     # Killed transactions really had records on the broker, which the restart aborted (fencing).
     assert aborted > 0, f"no kill landed inside a transaction with produced records (seed {SEED})"
 
+
+
+# --------------------------------------------------------------------------------------------------
+# A broker of this module's own: stopped and restarted by one test, with a SASL/PLAIN listener for
+# the credentials test and a log cleaner that wakes every 200 ms (default 15 s) for the compaction test.
+
+SASL_USERS = {"admin": "admin-secret", "alice": "alice-secret"}
+
+
+@pytest.fixture(scope="module")
+def own_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnBroker]:
+    broker = OwnBroker(tmp_path_factory.mktemp("own-kafka"), sasl_users=SASL_USERS,
+                       extra={"log.cleaner.backoff.ms": "200"})
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def own(own_module: OwnBroker, request: pytest.FixtureRequest) -> Iterator[tuple[OwnBroker, Topics]]:
+    """The module's own broker (restarted if a previous test left it stopped) and fresh topic names on it."""
+    if not own_module.running:
+        own_module.start()
+    names = Topics.for_test(own_module.bootstrap, request.node.name)
+    yield own_module, names
+    if own_module.running:
+        names.delete()
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Broker restart
+
+
+def test_broker_restart_mid_stream_recovers_by_itself(own: tuple[OwnBroker, Topics], tmp_path: Path) -> None:
+    """Stop the broker while a stream is processed, restart it (same data dir, same port): readiness
+    turns false during the outage and true after without any help, and the output is exactly-once."""
+    broker, topics = own
+    started = time.monotonic()
+    topics.create(partitions=3)
+    _, settings, attempts = workload_inputs(seed=31, n=60_000)
+    publish_settings(topics.bootstrap, topics.settings, settings)
+    expected = simulate_by_attempt(tmp_path, settings, [v for _, v, _ in attempts])
+    invalid = [i for i, (_, _, o) in enumerate(attempts) if o == "invalid"]
+    first, second = attempts[:40_000], attempts[40_000:]
+    p = start_processor(topics, tmp_path, "--batch-size", "500", env=FAST_GROUP)
+    try:
+        p.wait_ready()
+        coords = produce_tracked(topics.bootstrap, topics.attempts, [(k, v) for k, v, _ in first])
+        wait_until(lambda: p.metric("access_eval_attempts_total") > 0, 30, "processing to start")
+        done_before = p.metric("access_eval_attempts_total")
+        outage = time.monotonic()
+        broker.stop()
+        body = wait_until(lambda: (st := p.get("/readyz"))[0] == 503 and st[1], 60, "/readyz to turn 503")
+        reasons = json.loads(body)["reasons"]
+        assert p.proc.poll() is None, f"the processor must survive the outage:\n{p.log()}"
+        broker.start()
+        wait_until(p.ready, 120, "/readyz to turn 200 again after the broker came back", interval=0.2)
+        recovered_s = time.monotonic() - outage
+        coords += produce_tracked(topics.bootstrap, topics.attempts, [(k, v) for k, v, _ in second])
+        try:
+            wait_all_committed(topics.bootstrap, topics.group, topics.attempts, timeout=120)
+        except AssertionError:
+            raise AssertionError(f"stuck after the outage:\n{stacks(p.proc.pid)}\n{p.log()}") from None
+        assert p.proc.poll() is None
+        assert p.terminate() == 0, p.log()
+    finally:
+        p.kill()
+    result = check_exactly_once(topics.bootstrap, topics.evals, topics.dlq, topics.attempts,
+                                expected, {coords[i] for i in invalid})
+    record_figures("broker_restart", attempts=len(attempts), processed_before_outage=done_before,
+                   readyz_reasons=reasons, outage_to_ready_s=round(recovered_s, 1),
+                   events_checked=result.events_checked, dead_letters_checked=result.dead_letters_checked,
+                   lost=result.lost, duplicated=result.duplicated, seconds=round(time.monotonic() - started, 1))
+    assert done_before < len(first), "the outage must hit the stream mid-way"
+    assert result.ok, result.explain()
+    assert result.events_checked == len(expected) and result.dead_letters_checked == len(invalid)
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Rebalance storm
+
+
+def test_rebalance_storm_three_instances_exactly_once(topics: Topics, tmp_path: Path) -> None:
+    """Three instances in one group; one after another is stopped (SIGTERM or SIGKILL, mixed) and
+    restarted while the stream flows, so rebalances overlap: exactly-once, complete, clean exits."""
+    rounds = int(os.environ.get("ACCESS_EVAL_FAULT_STORM_ROUNDS", "10"))
+    rng = random.Random(SEED + 3)
+    started = time.monotonic()
+    topics.create(partitions=6)
+    _, settings, attempts = workload_inputs(seed=41, n=60_000)
+    publish_settings(topics.bootstrap, topics.settings, settings)
+    expected = simulate_by_attempt(tmp_path, settings, [v for _, v, _ in attempts])
+    invalid = [i for i, (_, _, o) in enumerate(attempts) if o == "invalid"]
+    chunks = [attempts[i * len(attempts) // (rounds + 1):(i + 1) * len(attempts) // (rounds + 1)]
+              for i in range(rounds + 1)]
+
+    def launch(name: str) -> RunningProcessor:
+        return start_processor(topics, tmp_path, "--batch-size", "500", "--shutdown-timeout-s", "15",
+                               instance=name, env=FAST_GROUP)
+
+    procs = {name: launch(name) for name in "abc"}
+    coords: list[tuple[int, int]] = []
+    actions: list[str] = []
+    sigterm_exits: list[int] = []
+    try:
+        for p in procs.values():
+            p.wait_ready(90)
+        for k in range(rounds):
+            coords += produce_tracked(topics.bootstrap, topics.attempts, [(key, v) for key, v, _ in chunks[k]])
+            name = rng.choice("abc")
+            victim = procs[name]
+            if rng.random() < 0.5:
+                victim.kill()
+                how = "SIGKILL"
+            else:
+                sigterm_exits.append(victim.terminate(timeout=30))
+                how = "SIGTERM"
+            pending = lagging(topics.bootstrap, topics.group, topics.attempts)
+            actions.append(f"{how} {name} (work pending: {pending})")
+            procs[name] = launch(name)
+            time.sleep(rng.uniform(0.3, 3.0))  # random spacing: the next stop may land mid-rebalance
+        coords += produce_tracked(topics.bootstrap, topics.attempts, [(key, v) for key, v, _ in chunks[-1]])
+        for p in procs.values():
+            p.wait_ready(90)
+        wait_all_committed(topics.bootstrap, topics.group, topics.attempts, timeout=180)
+        final_exits = [p.terminate(timeout=30) for p in procs.values()]
+    finally:
+        for p in procs.values():
+            p.kill()
+    result = check_exactly_once(topics.bootstrap, topics.evals, topics.dlq, topics.attempts,
+                                expected, {coords[i] for i in invalid})
+    record_figures("rebalance_storm", attempts=len(attempts), instances=3, stops=rounds,
+                   sigkills=sum("SIGKILL" in a for a in actions), sigterms=len(sigterm_exits),
+                   events_checked=result.events_checked, dead_letters_checked=result.dead_letters_checked,
+                   lost=result.lost, duplicated=result.duplicated, seconds=round(time.monotonic() - started, 1))
+    assert result.ok, result.explain() + "\n" + "\n".join(actions)
+    assert result.events_checked == len(expected) and result.dead_letters_checked == len(invalid)
+    assert sigterm_exits + final_exits == [0] * (len(sigterm_exits) + len(final_exits)), \
+        f"SIGTERM must exit 0: {sigterm_exits} {final_exits}\n" + "\n".join(actions)
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. Settings under fire, on a compacted settings topic
+
+
+ROUND_MS = 60_000
+COMPACTING = {"segment.ms": "100", "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "100"}
+SENTINEL = b"sentinel-account"
+
+
+def settings_doc(account: str, rng: random.Random, externals: list[str], t_ms: int,
+                 state: str | None = None) -> dict[str, Any]:
+    types: dict[str, Any] = {}
+    for itype in IDENTITY_TYPES:
+        chosen = state or rng.choice(["enabled", "monitor", "limited", "monitor", "limited", None])
+        if chosen is not None:  # None: the type is missing, i.e. enabled
+            types[itype] = {"state": chosen, "external_allowed_accounts": rng.sample(externals, rng.randint(0, 4))}
+    return {"account_id": account, "external_account_identity_interaction": {"identity_types": types},
+            "updated_at": rfc3339_millis(t_ms)}
+
+
+def invalid_settings(account: str, kind: int, t_ms: int) -> bytes:
+    """Rejected by SPEC §3: unknown state, malformed JSON, key mismatch, wrong type."""
+    base: dict[str, Any] = {"account_id": account, "updated_at": rfc3339_millis(t_ms),
+                            "external_account_identity_interaction": {"identity_types": {"user": {"state": "off"}}}}
+    if kind == 1:
+        return json.dumps(base).encode()[:-7]
+    if kind == 2:
+        base["account_id"] = "someone-else"
+    if kind == 3:
+        base["external_account_identity_interaction"] = {
+            "identity_types": {"user": {"state": "limited", "external_allowed_accounts": "not-a-list"}}}
+    return json.dumps(base).encode()
+
+
+def settings_log(bootstrap: str, topic: str) -> list[tuple[bytes, bytes | None, int]]:
+    return [(m.key(), m.value(), m.timestamp()[1]) for m in read_topic(bootstrap, topic)]
+
+
+def fully_compacted(bootstrap: str, topic: str) -> list[tuple[bytes, bytes | None, int]] | None:
+    """Roll the active segment (a sentinel record), then the log if every key appears once, else None.
+    Past that point the cleaner can only drop tombstones, which changes no evaluation."""
+    produce_tracked(bootstrap, topic, [(SENTINEL, json.dumps({"account_id": SENTINEL.decode(),
+                                        "external_account_identity_interaction": None}).encode())])
+    log = settings_log(bootstrap, topic)
+    keys = Counter(k for k, _, _ in log if k != SENTINEL)
+    return log if all(n == 1 for n in keys.values()) else None
+
+
+def simulate_lines(log: list[tuple[bytes, bytes | None, int]]) -> list[bytes]:
+    """A settings topic as `simulate` input: a tombstone becomes a null document taking effect at its
+    timestamp; a record whose account_id is not its key (rejected by the processor) is left out."""
+    lines = []
+    for key, value, ts in log:
+        if key == SENTINEL:
+            continue
+        if value is None:
+            lines.append(json.dumps({"account_id": key.decode(), "external_account_identity_interaction": None,
+                                     "updated_at": rfc3339_millis(ts)}).encode())
+            continue
+        with contextlib.suppress(ValueError):
+            if json.loads(value).get("account_id") != key.decode():
+                continue
+        lines.append(value)
+    return lines
+
+
+def _valid_settings(value: bytes | None) -> bool:
+    try:
+        parse_settings(value or b"")
+    except InvalidSettings:
+        return False
+    return True
+
+
+def settings_seen(p: RunningProcessor) -> float:
+    return p.metric("access_eval_settings_records_total") + p.metric("access_eval_settings_rejected_total")
+
+
+def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_path: Path) -> None:
+    """Settings versions (with updated_at), invalid records and a tombstone published while attempts
+    flow, each before the attempts it governs, on a settings topic the cleaner compacts meanwhile.
+
+    A: a live processor (restarted once, after compaction, at a point where all work was committed)
+       gives exactly `simulate` over the full settings history: it keeps what it read, and after a
+       restart only attempts governed by the latest versions remain.
+    B: a processor replaying all attempts after compaction sees only the latest version per key:
+       it gives exactly `simulate` over the compacted log, which differs from the full history only
+       where the governing version was compacted away (the event says exact=false) or where an
+       account's last record is invalid (its valid version is gone: documented hazard)."""
+    _, topics = own
+    rounds, restart_after, per_account = 8, 4, 20
+    rng = random.Random(SEED + 4)
+    started = time.monotonic()
+    topics.create(partitions=3, settings_config=COMPACTING)
+    accounts = [hashlib.md5(f"acct-{i}".encode()).hexdigest() for i in range(12)]
+    externals = [hashlib.md5(f"ext-{i}".encode()).hexdigest() for i in range(16)]
+    hazard, tombstoned = accounts[0], accounts[1]
+    full_history: list[bytes] = []  # simulate input: the valid records and the tombstone, in publication order
+    attempt_values: list[bytes] = []
+    published = invalid_published = rejected_by_first = 0
+    p = start_processor(topics, tmp_path, "--staleness-ms", "200", env=FAST_GROUP)
+    try:
+        p.wait_ready()
+        pending_fix: str | None = None
+        for r in range(rounds):
+            t_r = T0 + r * ROUND_MS
+            records: list[tuple[bytes, bytes | None, int]] = []
+            if r == 0:
+                changed = accounts
+            else:
+                changed = rng.sample([a for a in accounts[2:] if a != pending_fix], 3)
+                changed += [pending_fix] if pending_fix else []
+            for a in changed:
+                doc = settings_doc(a, rng, externals, t_r, state="limited" if a == hazard else None)
+                records.append((a.encode(), json.dumps(doc).encode(), t_r))
+                full_history.append(records[-1][1] or b"")
+            if r == 3:
+                records.append((tombstoned.encode(), None, t_r))
+                full_history.append(json.dumps({"account_id": tombstoned, "updated_at": rfc3339_millis(t_r),
+                                                "external_account_identity_interaction": None}).encode())
+            # An invalid record: the previous version stays in force; a valid one follows next round.
+            # In the last round it hits the hazard account and stays its last record.
+            pending_fix = hazard if r == rounds - 1 else rng.choice(accounts[2:])
+            records.append((pending_fix.encode(), invalid_settings(pending_fix, r % 4, t_r), t_r))
+            invalid_published += 1
+            target = settings_seen(p) + len(records)
+            produce_tracked(topics.bootstrap, topics.settings, records)
+            published += len(records)
+            wait_until(lambda p=p, n=target: settings_seen(p) >= n, 30, "the processor to read the settings")
+            batch = []
+            for a in accounts:
+                for j in range(per_account):
+                    roll = rng.random()
+                    ext = a if roll < 0.1 else rng.choice(externals) if roll < 0.7 else f"{rng.getrandbits(128):032x}"
+                    body = {"id": f"r{r}-{a[:6]}-{j}", "event_time": rfc3339_millis(t_r + 1 + j * 1000),
+                            "account_id": a, "action": "iam.policy.read",
+                            "identity": {"iam_id": f"iam-{ext[:6]}", "type": rng.choice(IDENTITY_TYPES),
+                                         "account_id": ext}}
+                    batch.append((a.encode(), json.dumps(body).encode()))
+            produce_tracked(topics.bootstrap, topics.attempts, batch)
+            attempt_values += [v for _, v in batch]
+            if r == restart_after:
+                # Quiescent point: everything committed, old versions compacted away, then a restart.
+                wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
+                wait_until(lambda: fully_compacted(topics.bootstrap, topics.settings), 90,
+                           "the cleaner to compact the settings topic", interval=0.5)
+                rejected_by_first = int(p.metric("access_eval_settings_rejected_total"))
+                assert p.terminate() == 0, p.log()
+                p = start_processor(topics, tmp_path, "--staleness-ms", "200", env=FAST_GROUP)
+                p.wait_ready()
+        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
+        assert p.terminate() == 0, p.log()
+    finally:
+        p.kill()
+    assert rejected_by_first == restart_after + 1, "each invalid record read live must be rejected once"
+    expected_full = simulate_by_attempt(tmp_path, full_history, attempt_values)
+    live = check_exactly_once(topics.bootstrap, topics.evals, topics.dlq, topics.attempts, expected_full, set())
+    assert live.ok, "A (live, restarted after compaction): " + live.explain()
+
+    # B: replay everything after compaction, as a new consumer group into new output topics.
+    compacted = wait_until(lambda: fully_compacted(topics.bootstrap, topics.settings), 90,
+                           "the cleaner to compact the settings topic", interval=0.5)
+    replay = dataclasses.replace(topics, evals=topics.evals + ".replay", dlq=topics.dlq + ".replay",
+                                 group=topics.group + ".replay", created=[])
+    replay.create(partitions=3, only=[replay.evals, replay.dlq])
+    p = start_processor(replay, tmp_path, instance="replay", env=FAST_GROUP)
+    try:
+        p.wait_ready()
+        wait_all_committed(replay.bootstrap, replay.group, replay.attempts)
+        assert p.terminate() == 0, p.log()
+    finally:
+        p.kill()
+        replay.delete()
+    def versions(log: list[tuple[bytes, bytes | None, int]]) -> list[tuple[bytes, bytes | None, int]]:
+        return [r for r in log if r[0] != SENTINEL and r[1] is not None]  # tombstones change no evaluation
+
+    assert versions(settings_log(topics.bootstrap, topics.settings)) == versions(compacted), \
+        "the compacted log changed during the replay"
+    expected_compacted = simulate_by_attempt(tmp_path, simulate_lines(compacted), attempt_values)
+    replayed = check_exactly_once(replay.bootstrap, replay.evals, replay.dlq, replay.attempts, expected_compacted,
+                                  set())
+    assert replayed.ok, "B (replay after compaction): " + replayed.explain()
+    differ = {a for a in expected_full.keys() | expected_compacted.keys()
+              if expected_full.get(a) != expected_compacted.get(a)}
+    # Why may a replayed attempt differ? Its event time precedes the one version of its account left
+    # in the compacted log (or none is left): the version in force then was compacted away.
+    kept_from = {k.decode(): to_millis(parse_settings(v).updated_at)  # type: ignore[arg-type]
+                 for k, v, _ in versions(compacted) if _valid_settings(v)}
+    attempt_info = {a["id"]: (a["account_id"], to_millis(datetime.fromisoformat(a["event_time"])))
+                    for a in map(json.loads, attempt_values)}
+    hazard_ids = {a for a in differ if attempt_info[a][0] == hazard}
+    older_than_kept = {a for a in differ - hazard_ids
+                       if attempt_info[a][1] < kept_from.get(attempt_info[a][0], 2**62)}
+    assert all(not expected_compacted[a]["responseData"]["settingsVersion"]["exact"]
+               for a in older_than_kept if a in expected_compacted), "events older than every kept version say so"
+    record_figures("settings_under_fire", settings_records=published, invalid_settings=invalid_published,
+                   tombstones=1, records_after_compaction=len(versions(compacted)), attempts=len(attempt_values),
+                   events_checked_live=live.events_checked, events_checked_replay=replayed.events_checked,
+                   replay_same=len(expected_full.keys() & expected_compacted.keys() - differ),
+                   replay_differs=len(differ), replay_differs_older_than_kept=len(older_than_kept),
+                   replay_differs_hazard=len(hazard_ids), lost=live.lost + replayed.lost,
+                   duplicated=live.duplicated + replayed.duplicated, seconds=round(time.monotonic() - started, 1))
+    assert len(versions(compacted)) < published, "the cleaner removed nothing"
+    assert older_than_kept, "compaction made no difference to the replay: the test proves nothing"
+    assert hazard_ids and not any(expected_compacted.get(a) for a in hazard_ids), \
+        "the hazard account's valid version should be gone from the compacted log"
+    assert differ == hazard_ids | older_than_kept, f"unexplained differences: {sorted(differ)[:5]}"
