@@ -60,17 +60,46 @@ class SettingsDocument(BaseModel):
         return sorted((interaction.identity_types.model_extra or {}).keys()) if interaction else []
 
 
+#: Allowlists up to this many ids are kept as a SmallSet: scanning a few ids is about as fast as a
+#: set lookup and takes a quarter of a small frozenset's memory. Larger ones are frozensets.
+SMALL_ALLOWLIST = 8
+
+
+class SmallSet(tuple[str, ...]):
+    """A few unique ids: a tuple (`in` scans it) that compares equal to a set with the same ids."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SmallSet | set | frozenset):
+            return len(self) == len(other) and all(x in other for x in self)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self))
+
+    def __repr__(self) -> str:
+        return f"SmallSet({tuple(self)!r})"
+
+
 class Rule:
-    """The restriction for one identity type of one account (`enabled` types have no Rule)."""
+    """The restriction for one identity type of one account (`enabled` types have no Rule).
+
+    `allowed` is a frozenset, or a SmallSet (a tuple comparing like a set) for a few ids.
+    """
 
     __slots__ = ("allowed", "state")
 
-    def __init__(self, state: str, allowed: frozenset[str]) -> None:
+    def __init__(self, state: str, allowed: frozenset[str] | SmallSet) -> None:
         self.state = state
         self.allowed = allowed
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Rule) and (self.state, self.allowed) == (other.state, other.allowed)
+        return isinstance(other, Rule) and self.state == other.state and self.allowed == other.allowed
 
     def __hash__(self) -> int:
         return hash((self.state, self.allowed))
@@ -134,20 +163,34 @@ def _invalid(exc: ValidationError) -> InvalidSettings:
     return InvalidSettings("invalid_value", f"{loc}: {err['msg']}")
 
 
+def allowed_ids(ids: list[str]) -> frozenset[str] | SmallSet:
+    """An allowlist as stored: ids interned (they repeat a lot), unique; a SmallSet when small."""
+    unique = dict.fromkeys(map(sys.intern, ids))
+    return SmallSet(unique) if len(unique) <= SMALL_ALLOWLIST else frozenset(unique)
+
+
 def rules_of(doc: SettingsDocument) -> Rules:
-    """Plain, shareable rules from a validated document (allowlist ids interned: they repeat a lot)."""
+    """Plain, shareable rules from a validated document.
+
+    Identity types configured identically share one Rule (the common case: memory per account is
+    what bounds how many accounts an instance holds).
+    """
     interaction = doc.external_account_identity_interaction
     if interaction is None:
         return DEFAULT_RULES
     types = interaction.identity_types
     out: list[Rule | None] = []
+    made: dict[tuple[str, tuple[str, ...]], Rule] = {}
     for name in IDENTITY_TYPES:
         cfg: IdentityTypeSettings | None = getattr(types, name)
         if cfg is None or cfg.state == "enabled":
             out.append(None)
-        else:
-            allowed = frozenset(sys.intern(a) for a in cfg.external_allowed_accounts)
-            out.append(Rule(cfg.state, allowed))
+            continue
+        key = (cfg.state, tuple(cfg.external_allowed_accounts))
+        rule = made.get(key)
+        if rule is None:
+            rule = made[key] = Rule(cfg.state, allowed_ids(cfg.external_allowed_accounts))
+        out.append(rule)
     return (out[0], out[1], out[2])
 
 
@@ -233,7 +276,9 @@ class SettingsHistory:
         partition: int | None = None,
         offset: int | None = None,
     ) -> None:
-        self.unknown_identity_types += len(doc.unknown_identity_types)
+        interaction = doc.external_account_identity_interaction
+        if interaction is not None and interaction.identity_types.model_extra:
+            self.unknown_identity_types += len(interaction.identity_types.model_extra)
         self.put(doc.account_id, SettingsVersion(effective_ms, rules_of(doc), topic, partition, offset))
         self.applied += 1
 

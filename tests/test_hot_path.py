@@ -3,6 +3,8 @@
 * attempts: `parse_attempt` validates into plain dicts (`AttemptData`); the pydantic models
   (`AccessAttempt`, also the source of the published JSON Schema) must accept and reject exactly
   the same inputs, with the same values and the same DLQ reason.
+* settings: small allowlists are SmallSets (tuples comparing like sets), identity types configured
+  alike share one Rule; membership and equality are those of sets.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from strategies import NOW_MS, attempt_obj
 
 from processor.attempts import AccessAttempt, InvalidAttempt, _classify, parse_attempt
 from processor.ids import to_millis
+from processor.settings import SMALL_ALLOWLIST, Rule, SmallSet, allowed_ids, parse_settings, rules_of
 
 BASE = attempt_obj("A3F1C0D2E4B5968778695A4B3C2D1E0F ", " 0b1c2d3e4f5a69788796a5b4c3d2e1f0", "user")
 BASE.update(
@@ -115,3 +118,24 @@ def test_one_field_changed_agrees(path: str, value: Any) -> None:
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_agree(raw: bytes) -> None:
     check_same(raw)
+
+
+@given(st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]), max_size=12))
+def test_allowlists_behave_as_sets(ids: list[str]) -> None:
+    allowed = allowed_ids(ids)
+    assert isinstance(allowed, SmallSet if len(set(ids)) <= SMALL_ALLOWLIST else frozenset)
+    assert allowed == set(ids) and set(ids) == allowed and allowed == frozenset(ids)
+    assert hash(allowed) == hash(frozenset(ids)) and len(allowed) == len(set(ids))
+    assert all((x in allowed) == (x in ids) for x in "abcdefghijkz")
+    assert Rule("limited", allowed) == Rule("limited", frozenset(ids))
+    assert hash(Rule("limited", allowed)) == hash(Rule("limited", frozenset(ids)))
+    assert allowed != set(ids) | {"zz"}
+
+
+def test_identity_types_configured_alike_share_one_rule() -> None:
+    same = {"state": "limited", "external_allowed_accounts": ["X1", "x2"]}
+    doc = {"account_id": "a", "external_account_identity_interaction": {"identity_types": {
+        "user": same, "service_id": dict(same), "service": {"state": "monitor", "external_allowed_accounts": ["x1"]}}}}
+    user, service_id, service = rules_of(parse_settings(json.dumps(doc)))
+    assert user is service_id and user is not None and user.allowed == {"x1", "x2"}
+    assert service is not None and service.state == "monitor" and service.allowed == {"x1"}
