@@ -77,6 +77,7 @@ class Processor:
         self._next_probe = 0.0
         self._blocked_since: float | None = None  # when the transactional call in flight began
         self._txn_caller = _Caller()
+        self._max_record_bytes = int(self.props.get("message.max.bytes", 1_000_000))  # librdkafka's default
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -384,8 +385,16 @@ class Processor:
             ("source.partition", str(m.partition()).encode()),
             ("source.offset", str(m.offset()).encode()),
         ]
+        key, value = m.key(), m.value()
+        # A value the producer cannot send (message.max.bytes) would fail the transaction on every retry:
+        # forward its head instead, and the size; the original stays at source.topic/partition/offset.
+        # (A header's repr is at least as long as its bytes: a safe over-estimate.)
+        room = self._max_record_bytes - len(key or b"") - 512 - sum(len(str(h)) for h in headers)
+        if value is not None and len(value) > room:
+            headers.append(("error.value.truncated", str(len(value)).encode()))
+            value = value[: max(room - 64, 0)]
         assert self.producer is not None
-        self._produce(self.producer.produce, self.cfg.dlq_topic, m.key(), m.value(), headers)
+        self._produce(self.producer.produce, self.cfg.dlq_topic, key, value, headers)
 
     # -- commit / abort ----------------------------------------------------------------------------
 
