@@ -6,7 +6,6 @@ makes replays deterministic (SPEC §5 "Time").
 
 from __future__ import annotations
 
-import sys
 from bisect import bisect_right
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -163,9 +162,23 @@ def _invalid(exc: ValidationError) -> InvalidSettings:
     return InvalidSettings("invalid_value", f"{loc}: {err['msg']}")
 
 
+#: Recently stored allowlist ids, so that an id many accounts allowlist (a partner account) is stored
+#: once. Bounded, unlike sys.intern: unique ids (most of them) cost no ever-growing global table.
+_RECENT_IDS: dict[str, str] = {}
+RECENT_IDS_MAX = 65_536
+
+
 def allowed_ids(ids: list[str]) -> frozenset[str] | SmallSet:
-    """An allowlist as stored: ids interned (they repeat a lot), unique; a SmallSet when small."""
-    unique = dict.fromkeys(map(sys.intern, ids))
+    """An allowlist as stored: unique ids, recurring ones shared; a SmallSet when small."""
+    recent = _RECENT_IDS
+    unique: dict[str, None] = {}
+    for a in ids:
+        shared = recent.get(a)
+        if shared is None:
+            if len(recent) >= RECENT_IDS_MAX:
+                recent.clear()
+            recent[a] = shared = a
+        unique[shared] = None
     return SmallSet(unique) if len(unique) <= SMALL_ALLOWLIST else frozenset(unique)
 
 
