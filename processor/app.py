@@ -10,7 +10,7 @@ from processor import logs
 from processor.avro import EvalCodec
 from processor.config import ConfigError, RunConfig, load
 from processor.http import Health, serve
-from processor.kafka import ensure_topics, wait_for_cluster
+from processor.kafka import StartupCancelled, ensure_topics, wait_for_cluster
 from processor.logs import kv
 from processor.metrics import Metrics
 from processor.pipeline import Processor
@@ -49,7 +49,7 @@ def run(flags: dict[str, Any]) -> int:
         processor.install_signal_handlers()
         props = cfg.kafka_properties()
         health.set_problem("connecting to kafka")
-        admin = wait_for_cluster(props, cfg.startup_timeout_s)
+        admin = wait_for_cluster(props, cfg.startup_timeout_s, stop=lambda: processor.stopping)
         health.set_problem(None)
         ensure_topics(
             admin,
@@ -66,5 +66,8 @@ def run(flags: dict[str, Any]) -> int:
     except ConfigError as exc:
         log.error(str(exc))
         return EXIT_CONFIG
+    except StartupCancelled:
+        log.info("stopped before Kafka was reachable")
+        return 0
     finally:
         server.close()

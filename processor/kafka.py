@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -26,13 +26,24 @@ AUTH_ERRORS = {
 }
 
 
+class StartupCancelled(Exception):
+    """Asked to stop (SIGTERM) while still waiting for the cluster."""
+
+
 def admin_config(props: dict[str, str]) -> dict[str, str]:
     """Admin/consumer/producer share the pass-through properties; drop client-kind-specific ones."""
     return {k: v for k, v in props.items() if not k.startswith(("transactional.", "group."))}
 
 
-def wait_for_cluster(props: dict[str, str], timeout_s: float, *, attempt_timeout_s: float = 5.0) -> AdminClient:
-    """Block until a metadata request succeeds (timeout 0 = forever), with backoff and clear logs."""
+def wait_for_cluster(
+    props: dict[str, str],
+    timeout_s: float,
+    *,
+    attempt_timeout_s: float = 5.0,
+    stop: Callable[[], bool] = lambda: False,
+) -> AdminClient:
+    """Block until a metadata request succeeds (timeout 0 = forever), with backoff and clear logs;
+    raise StartupCancelled if `stop()` turns true meanwhile (SIGTERM while the broker is unreachable)."""
     deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
     backoff = 0.5
     errors: list[KafkaError] = []
@@ -42,12 +53,13 @@ def wait_for_cluster(props: dict[str, str], timeout_s: float, *, attempt_timeout
 
     conf: dict[str, Any] = {**admin_config(props), "error_cb": on_error}
     client = AdminClient(conf)
-    while True:
+    while not stop():
         try:
             client.list_topics(timeout=attempt_timeout_s)
             return client
         except KafkaException as exc:
             err = exc.args[0]
+            client.poll(0)  # serves error_cb: a failed SASL handshake only shows there, not in err
             if any(e.code() in AUTH_ERRORS for e in errors) or err.code() in AUTH_ERRORS:
                 raise ConfigError(
                     "Kafka authentication/authorization failed: check sasl.username / sasl.password / "
@@ -63,8 +75,11 @@ def wait_for_cluster(props: dict[str, str], timeout_s: float, *, attempt_timeout
                 "kafka not reachable yet; retrying",
                 extra=kv(bootstrap=props.get("bootstrap.servers"), error=err.str(), retry_in_s=backoff),
             )
-            time.sleep(backoff)  # a retry backoff, not a synchronisation wait
+            until = time.monotonic() + backoff
+            while time.monotonic() < until and not stop():
+                time.sleep(0.1)  # a retry backoff, not a synchronisation wait
             backoff = min(backoff * 2, 10.0)
+    raise StartupCancelled
 
 
 def ensure_topics(
