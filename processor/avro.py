@@ -46,11 +46,15 @@ def load_schema_json(name: str = "eval_event.avsc") -> dict[str, Any]:
 # --- the compiled encoder -------------------------------------------------------------------------
 
 _SMALL = [bytes([i]) for i in range(128)]
+#: The first byte of a multi-byte varint, by its low 7 bits (continuation bit set).
+_FIRST = [bytes([i | 0x80]) for i in range(128)]
+#: Varints of `n >> 7` seen lately. Timestamps and offsets encoded one after another share all but
+#: their low 7 bits, so most longs are one lookup and one concatenation instead of a loop.
+_HIGH: dict[int, bytes] = {}
+_HIGH_MAX = 4096
 
 
-def zigzag_varint(n: int) -> bytes:
-    """Avro `long`/`int` encoding."""
-    n = (n << 1) ^ (n >> 63)
+def _unsigned_varint(n: int) -> bytes:
     if n < 0x80:
         return _SMALL[n]
     out = bytearray()
@@ -61,12 +65,30 @@ def zigzag_varint(n: int) -> bytes:
     return bytes(out)
 
 
+def zigzag_varint(n: int) -> bytes:
+    """Avro `long`/`int` encoding."""
+    n = (n << 1) ^ (n >> 63)
+    if n < 0x80:
+        return _SMALL[n]
+    high = n >> 7
+    tail = _HIGH.get(high)
+    if tail is None:
+        if len(_HIGH) >= _HIGH_MAX:
+            _HIGH.clear()
+        tail = _HIGH[high] = _unsigned_varint(high)
+    return _FIRST[n & 0x7F] + tail
+
+
+#: Avro lengths (zigzag of a small non-negative int), so most strings need no call.
+_LENGTHS = [zigzag_varint(i) for i in range(64)]
+
+
 class _Gen:
     """Emits straight-line Python for one schema; unsupported shapes raise NotImplementedError."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.consts: dict[str, Any] = {"_zz": zigzag_varint}
+        self.consts: dict[str, Any] = {"_zz": zigzag_varint, "_len": _LENGTHS}
         self.n = 0
 
     def var(self) -> str:
@@ -86,7 +108,7 @@ class _Gen:
         elif t == "string":
             b = self.var()
             self.lines.append(f"{ind}{b} = {expr}.encode()")
-            self.lines.append(f"{ind}a(_zz(len({b}))); a({b})")
+            self.lines.append(f"{ind}n = len({b}); a(_len[n] if n < 64 else _zz(n)); a({b})")
         elif t in ("long", "int"):
             self.lines.append(f"{ind}a(_zz({expr}))")
         elif t == "boolean":

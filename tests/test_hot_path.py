@@ -3,6 +3,7 @@
 * attempts: `parse_attempt` validates into plain dicts (`AttemptData`); the pydantic models
   (`AccessAttempt`, also the source of the published JSON Schema) must accept and reject exactly
   the same inputs, with the same values and the same DLQ reason.
+* avro: longs reuse the varint of their high bits (a bounded cache): byte-identical to the loop.
 * settings: small allowlists are SmallSets (tuples comparing like sets), identity types configured
   alike share one Rule; membership and equality are those of sets.
 """
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from strategies import NOW_MS, attempt_obj
 
+from processor import avro
 from processor.attempts import AccessAttempt, InvalidAttempt, _classify, parse_attempt
 from processor.ids import to_millis
 from processor.settings import SMALL_ALLOWLIST, Rule, SmallSet, allowed_ids, parse_settings, rules_of
@@ -139,3 +141,26 @@ def test_identity_types_configured_alike_share_one_rule() -> None:
     user, service_id, service = rules_of(parse_settings(json.dumps(doc)))
     assert user is service_id and user is not None and user.allowed == {"x1", "x2"}
     assert service is not None and service.state == "monitor" and service.allowed == {"x1"}
+
+
+def plain_zigzag(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=50), st.integers(0, 2**41), st.integers(1, 300))
+def test_zigzag_varint_with_its_cache_is_the_plain_encoding(values: list[int], base: int, run: int) -> None:
+    nearby = [base + i for i in range(0, run * 97, 97)]  # timestamps/offsets: shared high bits
+    for n in [*values, *nearby, *[-x for x in nearby], 0, -1, 63, 64, -64, -65, 2**63 - 1, -(2**63)]:
+        assert avro.zigzag_varint(n) == plain_zigzag(n)
+
+
+def test_zigzag_varint_cache_is_bounded() -> None:
+    for n in range(0, (avro._HIGH_MAX + 10) * 128, 64):
+        assert avro.zigzag_varint(n + 2**40) == plain_zigzag(n + 2**40)
+    assert len(avro._HIGH) <= avro._HIGH_MAX
