@@ -334,7 +334,7 @@ class Processor:
         if not self.in_txn:
             self.in_txn = True
             self.txn_started = time.monotonic()
-        produce = self.producer.produce
+        produce: Any = self.producer.produce
         history = self.history
         tally = self.tally
         codec = self.codec
@@ -343,7 +343,10 @@ class Processor:
         now_ms = int(time.time() * 1000)
         max_future = self.cfg.max_future_ms
         max_bytes = self.cfg.max_attempt_bytes
-        offsets = self.offsets
+        # Per-account metric labels are opt-in: other accounts are tallied as "" so the tally keeps a
+        # handful of keys instead of one per account (Metrics.commit ignores accounts not labelled).
+        labelled = self.metrics.account_labels
+        last: dict[tuple[str, int], Message] = {}  # the batch's last message per partition -> offsets
         seen = self._seen
         for m in msgs:
             err = m.error()
@@ -351,7 +354,7 @@ class Processor:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error", extra=kv(error=err.str()))
                 continue
-            offsets[(m.topic(), m.partition())] = m.offset() + 1  # type: ignore[index,operator]
+            last[m.topic(), m.partition()] = m  # type: ignore[index]
             try:
                 attempt = parse_attempt(m.value(), now_ms, max_future_ms=max_future, max_bytes=max_bytes)
             except InvalidAttempt as bad:
@@ -360,13 +363,20 @@ class Processor:
                 continue
             verdict, version, exact = assess(history, attempt)
             a = attempt.data
-            tally.add(verdict.outcome, a["identity"]["type"], verdict.state, a["account_id"])
+            account = a["account_id"]
+            tally.add(verdict.outcome, a["identity"]["type"], verdict.state, account if account in labelled else "")
             seen += 1
             if not seen % AGE_SAMPLE_EVERY:
                 tally.observe_age(now_ms / 1000 - attempt.event_ms / 1000)
             if verdict.emit:
                 value = codec.encode(build_event(attempt, verdict, version, exact, now_ms))
-                self._produce(produce, eval_topic, a["account_id"].encode(), value, headers)
+                try:
+                    produce(eval_topic, value, account.encode(), headers=headers)
+                except BufferError:
+                    self._produce(produce, eval_topic, account.encode(), value, headers)
+        offsets = self.offsets
+        for tp, m in last.items():
+            offsets[tp] = m.offset() + 1  # type: ignore[operator]
         self._seen = seen
         self.producer.poll(0)
         self.metrics.observe_batch(time.perf_counter() - started, len(msgs))
