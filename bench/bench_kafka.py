@@ -1215,7 +1215,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--throughput-configs", default="exactly_once_1,exactly_once_2,at_least_once_1,at_least_once_2",
                    help="which throughput configurations to run")
     p.add_argument("--only", default="throughput,ceiling,latency,settings,stages",
-                   help="comma list of sections to run")
+                   help="comma list of sections: throughput, ceiling, latency, settings (= propagation + "
+                   "bootstrap), stages")
     p.add_argument("--processor-arg", action="append", default=[],
                    help="extra flag for every `access-eval run` (repeatable, e.g. --processor-arg=--batch-size=10000)")
     p.add_argument("--latency-arg", action="append", default=[],
@@ -1379,7 +1380,9 @@ def run_all(bench: Bench, sections: set[str]) -> dict[str, Any]:
             "eos_vs_passthrough": ratio("ceiling_passthrough"),
         }
     settings: dict[str, Any] = {}
-    if "latency" in sections or "settings" in sections:
+    if "settings" in sections:
+        sections |= {"propagation", "bootstrap"}
+    if "latency" in sections or "propagation" in sections:
         base = tp.get("exactly_once_1", {}).get("attempts_per_s") or 20_000
         rate = args.latency_rate or base / 2
         say(f"latency: {rate:,.0f} attempts/s for {args.latency_seconds} s")
@@ -1388,13 +1391,14 @@ def run_all(bench: Bench, sections: set[str]) -> dict[str, Any]:
         )
         if "latency" in sections:
             results["latency"] = lat
-        if "settings" in sections:
+        if "propagation" in sections:
             say(f"settings: propagation of {args.changes} changes")
             settings["propagation"] = propagation(bench, mixed, proc, lat_attempts, lat_evals, args.changes)
         proc.stop()
-    if "settings" in sections:
+    if "bootstrap" in sections:
         say(f"settings: bootstrap of {args.settings_records:,} records")
         settings["bootstrap"] = bootstrap_run(bench, args.settings_records)
+    if settings:
         results["settings"] = settings
     if "stages" in sections:
         say("stage costs (in process)")
