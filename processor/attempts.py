@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
@@ -146,6 +147,8 @@ def parse_attempt(
         data = _validate_json(raw)
     except ValidationError as exc:
         raise _classify(exc) from None
+    if (b"NaN" in raw or b"Infinity" in raw) if isinstance(raw, bytes) else ("NaN" in raw or "Infinity" in raw):
+        _reject_non_json_numbers(raw)
     event_ms = to_millis(data["event_time"])
     if event_ms < MIN_EVENT_TIME_MS:
         raise InvalidAttempt("bad_timestamp", "event_time: before 2000-01-01T00:00:00Z")
@@ -154,6 +157,15 @@ def parse_attempt(
             "bad_timestamp", f"event_time: more than {max_future_ms // 1000} s ahead of the evaluating clock"
         )
     return Attempt(data, event_ms, raw)
+
+
+def _non_json_constant(name: str) -> object:
+    raise InvalidAttempt("bad_json", f"malformed JSON: {name} is not a JSON number (RFC 8259)")
+
+
+def _reject_non_json_numbers(raw: bytes | str) -> None:
+    """pydantic's parser accepts NaN/Infinity; the rare value that mentions them is re-read strictly."""
+    json.loads(raw, parse_constant=_non_json_constant)
 
 
 def _classify(exc: ValidationError) -> InvalidAttempt:
