@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from kafka_harness import free_port, wait_until
+from kafka_harness import free_port, start_watchdog, wait_until
 from processor_harness import comparable, end_offsets, read_topic
 
 from processor import local
@@ -44,6 +44,7 @@ class OwnBroker:
     controller_port: int = 0
     sasl_port: int = 0
     pid: int = 0
+    watchdog: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,8 @@ class OwnBroker:
                  "started_at": time.time()}
         local._write_state(data, state)
         info = local.BrokerInfo(local.HOST, self.port, proc.pid, data)
+        # Stops this JVM if pytest dies without running teardown (it exits by itself after a stop()).
+        self.watchdog = start_watchdog(os.getpid(), data)
         local._wait_ready(proc, info, log_path, offset, timeout, lambda _msg: None)
         if self.sasl_port:
             wait_until(lambda: local._ready(self.bootstrap, 2.0) and _port_open(self.sasl_port), 30,
@@ -109,6 +112,10 @@ class OwnBroker:
     def stop(self) -> None:
         """SIGTERM (clean shutdown), wait until the process is gone and the ports are free."""
         local.stop(self.data_dir)
+        if self.watchdog is not None:
+            self.watchdog.terminate()
+            self.watchdog.wait(timeout=10)
+            self.watchdog = None
 
     @property
     def running(self) -> bool:
