@@ -151,7 +151,14 @@ class Processor:
         batch = self.cfg.batch_size
         while not self.stopping and self.fatal is None:
             self.health.mark_progress()
-            msgs = self.consumer.consume(batch, 0.1)
+            # What is already fetched, without waiting: consume(n, timeout) waits until n messages
+            # or the timeout, so a partly filled batch used to sit for the whole 100 ms.
+            msgs = self.consumer.consume(batch, 0)
+            if not msgs:  # idle: wait for the next message (not a full batch), at most until commit time
+                wait = 0.1 if not self.in_txn else min(0.1, max(0.0, self.txn_started + commit_s - time.monotonic()))
+                msgs = self.consumer.consume(1, wait)
+                if msgs:
+                    msgs += self.consumer.consume(batch - 1, 0)
             self.table.poll(0)
             if msgs:
                 if not self._ensure_fresh(staleness_s):
