@@ -679,9 +679,22 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float) -> tuple[di
     load = bench.worker("load", group + "-load", topic=attempts,
                         extra=["--w-rate", str(rate), "--w-seconds", str(seconds), "--w-accounts",
                                str(bench.args.accounts), "--w-huge", str(bench.args.huge_allowlists)])
+    # CPU of each party over the offered window (2 CPUs shared by all of them and the broker).
+    pids = {"processor": proc.popen.pid, "load_generator": load.popen.pid, "bench_reader": os.getpid()}
+    if bench.broker_pid:
+        pids["broker"] = bench.broker_pid
+    time.sleep(min(2.0, seconds / 4))  # past the generator's start-up (it builds its templates first)
+    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+    machine0, t0 = machine_cpu_seconds(), time.monotonic()
+    time.sleep(max(0.0, seconds / 2))
+    cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
+    machine1, t1 = machine_cpu_seconds(), time.monotonic()
+    cpu = {k: round((cpu1[k] - cpu0[k]) / (t1 - t0), 2) for k in pids if cpu0[k] is not None and cpu1[k] is not None}
+    cpu["machine"] = round((machine1 - machine0) / (t1 - t0), 2)
     rc = load.popen.wait(seconds + 120)
     if rc != 0:
         raise RuntimeError(f"load generator failed:\n{tail(load.log)}")
+    proc.check()
     sent = json.loads(load.log.read_text().strip().splitlines()[-1])
     # Everything offered is evaluated and committed: wait for the group to reach the end.
     watch = CommitWatch(bench.bootstrap, group, attempts)
@@ -713,10 +726,11 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float) -> tuple[di
         "max_ms": round(lat[-1], 1) if lat else None,
         "processor_ready_s": round(ready_s, 2),
         "processor_args": bench.args.latency_arg,
+        "cpu": cpu,
         "by_5s_window": windows,
     }
     say(f"  latency at {rate:,.0f}/s: p50 {out['p50_ms']} ms p99 {out['p99_ms']} ms max {out['max_ms']} ms "
-        f"({len(lat)} events)")
+        f"({len(lat)} events); cpu {cpu}")
     return out, proc, attempts, evals
 
 
@@ -1114,10 +1128,10 @@ def load_worker(args: argparse.Namespace) -> int:
         if elapsed >= seconds:
             break
         due = int(rate * elapsed)
+        now_ms = int(time.time() * 1000)  # once per tick: an attempt is stamped <= 2 ms before its send
+        if now_ms != last_ms:
+            last_ms, stamp = now_ms, rfc3339_millis(now_ms).encode()
         while n < due:
-            now_ms = int(time.time() * 1000)
-            if now_ms != last_ms:
-                last_ms, stamp = now_ms, rfc3339_millis(now_ms).encode()
             key, head, rest = templates[n % len(templates)]
             try:
                 p.produce(args.w_topic, head + stamp + rest, key)
