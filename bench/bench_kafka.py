@@ -54,7 +54,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import confluent_kafka  # noqa: E402
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # noqa: E402
 
 from processor import local  # noqa: E402
@@ -295,9 +295,19 @@ class CommitWatch:
     def __init__(self, bootstrap: str, group: str, topic: str) -> None:
         self.parts = [TopicPartition(topic, p) for p in partitions_of(bootstrap, topic)]
         self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        self.last = 0
 
     def total(self) -> int:
-        return sum(max(tp.offset, 0) for tp in self.c.committed(self.parts, timeout=10))
+        """Sum of committed offsets; the last known sum while the coordinator is (re)loading."""
+        try:
+            self.last = sum(max(tp.offset, 0) for tp in self.c.committed(self.parts, timeout=10))
+        except KafkaException as exc:
+            if not exc.args[0].retriable() and exc.args[0].code() not in (
+                KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                KafkaError.COORDINATOR_NOT_AVAILABLE,
+            ):
+                raise
+        return self.last
 
     def close(self) -> None:
         self.c.close()
