@@ -322,3 +322,25 @@ def eval_events(longs: st.SearchStrategy[int] = LONGS) -> st.SearchStrategy[dict
             "observer": st.fixed_dictionaries({"name": text, "version": text, "evaluatedAt": longs}),
         }
     )
+
+
+#: The access attempt example of SPEC §4, shared by the tests that check the example itself.
+SPEC_EXAMPLE = {
+    "id": "5b0f0b4e-8c1a-4a36-9d55-0d8b1b7a2c11",
+    "event_time": "2026-11-27T12:00:00.123Z",
+    "account_id": "a3f1c0d2e4b5968778695a4b3c2d1e0f",
+    "identity": {
+        "iam_id": "IBMid-270000ABCD",
+        "type": "user",
+        "account_id": "0b1c2d3e4f5a69788796a5b4c3d2e1f0",
+        "name": "jane@example.com",
+    },
+    "action": "cloud-object-storage.object.read",
+    "resource": {
+        "crn": "crn:v1:bluemix:public:cloud-object-storage:global:a/a3f1...:bucket:b1",
+        "service_name": "cloud-object-storage",
+    },
+    "source_ip": "203.0.113.7",
+    "user_agent": "ibmcloud-cli/2.30",
+}
+SPEC_EXAMPLE_EVENT_MS = 1_795_780_800_123  # its event_time, 2026-11-27T12:00:00.123Z

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from strategies import SPEC_EXAMPLE, SPEC_EXAMPLE_EVENT_MS
 
 from processor import jsonschemas
 from processor.attempts import parse_attempt
@@ -28,24 +29,6 @@ SPEC_SETTINGS_EXAMPLE = {
             "service": {"state": "limited", "external_allowed_accounts": ["9f8e7d6c5b4a39281706f5e4d3c2b1a0"]},
         }
     },
-}
-SPEC_ATTEMPT_EXAMPLE = {
-    "id": "5b0f0b4e-8c1a-4a36-9d55-0d8b1b7a2c11",
-    "event_time": "2026-11-27T12:00:00.123Z",
-    "account_id": "a3f1c0d2e4b5968778695a4b3c2d1e0f",
-    "identity": {
-        "iam_id": "IBMid-270000ABCD",
-        "type": "user",
-        "account_id": "0b1c2d3e4f5a69788796a5b4c3d2e1f0",
-        "name": "jane@example.com",
-    },
-    "action": "cloud-object-storage.object.read",
-    "resource": {
-        "crn": "crn:v1:bluemix:public:cloud-object-storage:global:a/a3f1...:bucket:b1",
-        "service_name": "cloud-object-storage",
-    },
-    "source_ip": "203.0.113.7",
-    "user_agent": "ibmcloud-cli/2.30",
 }
 
 
@@ -186,7 +169,7 @@ def _bad_variants(example: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return out
 
 
-CASES = [(ATTEMPT, SPEC_ATTEMPT_EXAMPLE), (SETTINGS, SPEC_SETTINGS_EXAMPLE)]
+CASES = [(ATTEMPT, SPEC_EXAMPLE), (SETTINGS, SPEC_SETTINGS_EXAMPLE)]
 
 
 @pytest.mark.parametrize(("name", "example"), CASES, ids=["attempt", "settings"])
@@ -214,6 +197,6 @@ def test_spec_examples_validate_with_jsonschema(name: str, example: dict[str, An
 
 def test_spec_examples_are_accepted_by_the_models() -> None:
     """What the schemas promise, the processor accepts."""
-    parse_attempt(json.dumps(SPEC_ATTEMPT_EXAMPLE), 1_795_780_800_123 + 1000)
+    parse_attempt(json.dumps(SPEC_EXAMPLE), SPEC_EXAMPLE_EVENT_MS + 1000)
     doc = parse_settings(json.dumps(SPEC_SETTINGS_EXAMPLE))
     assert doc.account_id == SPEC_SETTINGS_EXAMPLE["account_id"]
