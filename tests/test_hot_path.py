@@ -1,8 +1,9 @@
 """The hot path's faster equivalents agree with the reference implementations they replace.
 
-* attempts: `parse_attempt` validates into plain dicts (`AttemptData`); the pydantic models
-  (`AccessAttempt`, also the source of the published JSON Schema) must accept and reject exactly
-  the same inputs, with the same values and the same DLQ reason.
+* attempts: `parse_attempt` decodes with msgspec into plain dicts (`AttemptData`) and hands anything
+  it does not accept as-is to the pydantic model (`AccessAttempt`, also the source of the published
+  JSON Schema): together they must accept and reject exactly what the model does, with the same
+  values and the same DLQ reason.
 * avro: longs reuse the varint of their high bits (a bounded cache): byte-identical to the loop.
 * settings: small allowlists are SmallSets (tuples comparing like sets), identity types configured
   alike share one Rule; membership and equality are those of sets.
@@ -14,6 +15,7 @@ import copy
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -111,6 +113,43 @@ def test_reference_example_agrees() -> None:
     for path in FIELDS:
         check_same(patched(path, ...))
         check_same(patched(path, None))
+
+
+def test_the_fast_path_takes_ordinary_attempts() -> None:
+    """The model is not consulted for a well-formed attempt (it is built only on demand)."""
+    got = parse_attempt(json.dumps(BASE).encode(), NOW_MS)
+    assert got._model is None
+    assert got.data["account_id"] == "a3f1c0d2e4b5968778695a4b3c2d1e0f"
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("account_id", "\x1cabc"),  # Python's str.strip() removes \x1c, pydantic-core's does not
+        ("account_id", "\u00a0ABC\u2003"),  # non-ASCII white space
+        ("identity.account_id", "\u00c4BC"),  # non-ASCII letters lower-case differently across libraries
+        ("account_id", " " * 300 + "abc"),
+        ("account_id", "a" * 257),
+        ("event_time", "2026-11-27T12:00:00.0009995Z"),  # msgspec rounds to .001, pydantic truncates to .000999
+        ("event_time", "2026-11-27T23:59:59.9999995+00:00"),
+        ("event_time", "2026-11-27T12:00:00+0530"),
+        ("event_time", "2026-11-27t12:00:00z"),
+        ("event_time", "2026-11-27T12:00:00"),
+        ("event_time", "2026-02-29T12:00:00Z"),
+        ("identity.type", "USER"),
+        ("id", "x" * 1025),
+    ],
+)
+def test_edge_cases_agree(path: str, value: Any) -> None:
+    check_same(patched(path, value))
+
+
+def test_duplicate_keys_last_wins_on_both_paths() -> None:
+    raw = json.dumps(BASE).encode()
+    check_same(raw.replace(b'"action": ', b'"action": 5, "action": ', 1))
+    twice = raw.replace(b'"action": ', b'"action": "first", "action": ', 1)
+    check_same(twice)
+    assert parse_attempt(twice, NOW_MS).data["action"] == BASE["action"]
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
