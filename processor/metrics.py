@@ -80,8 +80,8 @@ _Key = tuple[str, str, str, str]
 class Tally:
     """What one Kafka transaction did, held back until the transaction commits.
 
-    ``add`` runs once per message on the hot path, so it is one dict increment on a tuple key;
-    label mapping and validation of the rarer fields happen once per distinct key in
+    The processor counts a batch in a local dict and calls ``add`` once per distinct key with the
+    count; label mapping and validation of the rarer fields happen once per distinct key in
     :meth:`Metrics.commit`.
     """
 
@@ -93,8 +93,8 @@ class Tally:
         self._ages: list[float] = []
         self._n = 0
 
-    def add(self, outcome: str, identity_type: str, state: str, account_id: str) -> None:
-        """Count one evaluated attempt.
+    def add(self, outcome: str, identity_type: str, state: str, account_id: str, n: int = 1) -> None:
+        """Count `n` evaluated attempts alike.
 
         ``state`` is the identity type's state (``""`` when the outcome does not depend on it,
         ``enabled``, ``monitor`` or ``limited``); ``account_id`` is the target account, used only
@@ -103,8 +103,8 @@ class Tally:
         """
         if outcome not in DECISION_OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(DECISION_OUTCOMES)}")
-        self._counts[(outcome, identity_type, state, account_id)] += 1
-        self._n += 1
+        self._counts[(outcome, identity_type, state, account_id)] += n
+        self._n += n
 
     def add_invalid(self, reason: str) -> None:
         """Count one attempt sent to the DLQ (outcome ``invalid``) with its reason."""

@@ -12,6 +12,7 @@ import queue
 import signal
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -35,6 +36,7 @@ from processor.http import Health
 from processor.kafka import AUTH_ERRORS
 from processor.logs import kv, redact
 from processor.metrics import Metrics, Tally
+from processor.policy import Verdict
 from processor.settings import SettingsHistory
 from processor.table import SettingsTable
 
@@ -354,6 +356,7 @@ class Processor:
         # handful of keys instead of one per account (Metrics.commit ignores accounts not labelled).
         labelled = self.metrics.account_labels
         last: dict[tuple[str, int], Message] = {}  # the batch's last message per partition -> offsets
+        counts: defaultdict[tuple[Verdict, str, str], int] = defaultdict(int)  # -> the tally, once per batch
         seen = self._seen
         for m in msgs:
             err = m.error()
@@ -371,7 +374,7 @@ class Processor:
             verdict, version, exact = assess(history, attempt)
             a = attempt.data
             account = a["account_id"]
-            tally.add(verdict.outcome, a["identity"]["type"], verdict.state, account if account in labelled else "")
+            counts[verdict, a["identity"]["type"], account if account in labelled else ""] += 1
             seen += 1
             if not seen % AGE_SAMPLE_EVERY:
                 tally.observe_age(now_ms / 1000 - attempt.event_ms / 1000)
@@ -381,6 +384,8 @@ class Processor:
                     produce(eval_topic, value, account.encode(), headers=headers)
                 except BufferError:
                     self._produce(produce, eval_topic, account.encode(), value, headers)
+        for (verdict, itype, label), n in counts.items():
+            tally.add(verdict.outcome, itype, verdict.state, label, n)
         offsets = self.offsets
         for tp, m in last.items():
             offsets[tp] = m.offset() + 1  # type: ignore[operator]
