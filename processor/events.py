@@ -1,11 +1,15 @@
-"""Eval events (SPEC §6): one builder used by the processor and `simulate`, and their JSON rendering."""
+"""Eval events (SPEC §6): what each field means (`build_event`, and the same as `EVENT_SOURCES` for the
+encoder that skips the dict), and their JSON rendering."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from hashlib import sha1
-from typing import Any
+from typing import Any, NamedTuple
 
 from processor import PRODUCT, __version__
 from processor.attempts import Attempt
@@ -37,6 +41,30 @@ def event_id(attempt_id: str) -> str:
     return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
 
 
+class VerdictFields(NamedTuple):
+    """The event fields that follow from the verdict alone."""
+
+    decision: str
+    outcome: str
+    severity: str
+    reason_code: int
+    reason_text: str
+
+
+@lru_cache(maxsize=64)  # there are six Verdicts; computing the fields would cost build_event ~0.4 µs
+def verdict_fields(verdict: Verdict) -> VerdictFields:
+    """One place for what a verdict says in an event (build_event and EVENT_SOURCES both read it)."""
+    decision = verdict.decision or "Unknown"
+    code, text = _REASONS[(decision, verdict.is_enforced)]
+    return VerdictFields(
+        decision,
+        "success" if decision == "Permit" else "failure",
+        "warning" if verdict.is_enforced and decision == "Deny" else "normal",
+        code,
+        text,
+    )
+
+
 def build_event(
     attempt: Attempt,
     verdict: Verdict,
@@ -44,12 +72,15 @@ def build_event(
     exact: bool,
     evaluated_at_ms: int,
 ) -> dict[str, Any]:
-    """The eval event record, shaped exactly like schemas/eval_event.avsc (timestamps as epoch ms)."""
+    """The eval event record, shaped exactly like schemas/eval_event.avsc (timestamps as epoch ms).
+
+    The processor encodes events without this dict (`EvalCodec.encode_evaluation`, compiled from
+    EVENT_SOURCES); this stays the readable definition, used by `simulate` and as the tests' oracle.
+    """
     a = attempt.data
     ident = a["identity"]
     res = a.get("resource") or _NO_RESOURCE
-    decision = verdict.decision or "Unknown"
-    code, text = _REASONS[(decision, verdict.is_enforced)]
+    vf = verdict_fields(verdict)
     return {
         "id": event_id(a["id"]),
         "action": EVAL_ACTION,
@@ -69,7 +100,7 @@ def build_event(
             "action": a["action"],
         },
         "responseData": {
-            "decision": decision,
+            "decision": vf.decision,
             "isEnforced": verdict.is_enforced,
             "state": verdict.state,
             "allowlisted": verdict.allowlisted,
@@ -83,11 +114,93 @@ def build_event(
                 "exact": exact,
             },
         },
-        "outcome": "success" if decision == "Permit" else "failure",
-        "severity": "warning" if verdict.is_enforced and decision == "Deny" else "normal",
-        "reason": {"reasonCode": code, "reasonType": text},
+        "outcome": vf.outcome,
+        "severity": vf.severity,
+        "reason": {"reasonCode": vf.reason_code, "reasonType": vf.reason_text},
         "observer": {"name": PRODUCT, "version": __version__, "evaluatedAt": evaluated_at_ms},
     }
+
+
+# --- the same event as field sources, for encoders that skip the dict ----------------------------
+
+
+@dataclass(frozen=True)
+class Constant:
+    """A field with the same value in every event: an encoder writes its bytes once."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class PerVerdict:
+    """A field that follows from the verdict alone. Verdicts are six shared constants never changed
+    after creation (processor/policy.py), so an encoder can keep its bytes per verdict object."""
+
+    value: Callable[[Verdict], Any]
+
+
+#: Where a field's value comes from: a Python expression (over `EventSources.params` and the names the
+#: prelude binds), a Constant or a PerVerdict.
+Source = str | Constant | PerVerdict
+
+
+@dataclass(frozen=True)
+class EventSources:
+    """build_event's record as one source per schema field (dotted path), so processor/avro.py can
+    compile an encoder from the .avsc plus this, with no dict in between. A schema field without a
+    source, or a source without a field, is an error when the encoder is compiled."""
+
+    #: The encoder's parameters: build_event's.
+    params: tuple[str, ...]
+    #: Statements run first (locals the expressions share).
+    prelude: tuple[str, ...]
+    fields: Mapping[str, Source]
+    #: Globals the expressions and the prelude use.
+    names: Mapping[str, Any]
+    #: The parameter PerVerdict values are looked up by.
+    verdict_param: str = "verdict"
+
+
+#: build_event, field by field (tests/test_avro.py checks that the bytes are identical).
+EVENT_SOURCES = EventSources(
+    params=("attempt", "verdict", "version", "exact", "evaluated_at_ms"),
+    prelude=("a = attempt.data", "ident = a['identity']", "res = a.get('resource') or _NO_RESOURCE"),
+    fields={
+        "id": "event_id(a['id'])",
+        "action": Constant(EVAL_ACTION),
+        "eventTime": "attempt.event_ms",
+        "attemptId": "a['id']",
+        "initiator.id": "ident['iam_id']",
+        "initiator.typeURI": "ident['type']",
+        "initiator.name": "ident.get('name')",
+        "initiator.authnAccountId": "ident['account_id']",
+        "initiator.host.address": "a.get('source_ip')",
+        "initiator.host.agent": "a.get('user_agent')",
+        "target.accountId": "a['account_id']",
+        "target.id": "res.get('crn')",
+        "target.serviceName": "res.get('service_name')",
+        "target.action": "a['action']",
+        "responseData.decision": PerVerdict(lambda v: verdict_fields(v).decision),
+        "responseData.isEnforced": PerVerdict(lambda v: v.is_enforced),
+        "responseData.state": PerVerdict(lambda v: v.state),
+        "responseData.allowlisted": PerVerdict(lambda v: v.allowlisted),
+        "responseData.settingsVersion.effectiveTime": (
+            "None if version is None or version.effective_ms == BEGINNING_OF_TIME else version.effective_ms"
+        ),
+        "responseData.settingsVersion.topic": "None if version is None else version.topic",
+        "responseData.settingsVersion.partition": "None if version is None else version.partition",
+        "responseData.settingsVersion.offset": "None if version is None else version.offset",
+        "responseData.settingsVersion.exact": "exact",
+        "outcome": PerVerdict(lambda v: verdict_fields(v).outcome),
+        "severity": PerVerdict(lambda v: verdict_fields(v).severity),
+        "reason.reasonCode": PerVerdict(lambda v: verdict_fields(v).reason_code),
+        "reason.reasonType": PerVerdict(lambda v: verdict_fields(v).reason_text),
+        "observer.name": Constant(PRODUCT),
+        "observer.version": Constant(__version__),
+        "observer.evaluatedAt": "evaluated_at_ms",
+    },
+    names={"event_id": event_id, "_NO_RESOURCE": _NO_RESOURCE, "BEGINNING_OF_TIME": BEGINNING_OF_TIME},
+)
 
 
 _TIMESTAMP_PATHS = (("eventTime",), ("responseData", "settingsVersion", "effectiveTime"), ("observer", "evaluatedAt"))

@@ -31,7 +31,6 @@ from processor.attempts import InvalidAttempt, parse_attempt
 from processor.avro import EvalCodec
 from processor.config import ConfigError, RunConfig
 from processor.evaluator import assess
-from processor.events import build_event
 from processor.http import Health
 from processor.kafka import AUTH_ERRORS
 from processor.logs import kv, redact
@@ -346,9 +345,9 @@ class Processor:
         produce: Any = self.producer.produce
         history = self.history
         tally = self.tally
-        codec = self.codec
+        encode = self.codec.encode_evaluation
         eval_topic = self.cfg.eval_topic
-        headers = codec.headers
+        headers = self.codec.headers
         now_ms = int(time.time() * 1000)
         max_future = self.cfg.max_future_ms
         max_bytes = self.cfg.max_attempt_bytes
@@ -379,7 +378,7 @@ class Processor:
             if not seen % AGE_SAMPLE_EVERY:
                 tally.observe_age(now_ms / 1000 - attempt.event_ms / 1000)
             if verdict.emit:
-                value = codec.encode(build_event(attempt, verdict, version, exact, now_ms))
+                value = encode(attempt, verdict, version, exact, now_ms)
                 try:
                     produce(eval_topic, value, account.encode(), headers=headers)
                 except BufferError:
