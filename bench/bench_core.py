@@ -3,7 +3,7 @@
 
 No Kafka: this is the ceiling of what one processor process can evaluate. The path is the one
 `processor/pipeline.py` runs per attempt: `parse_attempt` (validate), `assess` (settings lookup at
-event time + policy), and for emitted events `build_event` + `EvalCodec.encode` (encode).
+event time + policy), and for emitted events `EvalCodec.encode_evaluation` (encode).
 
 Workload (generated, deterministic for a seed), shares exact:
   50% same-account, 20% cross-account unrestricted (half into unrestricted accounts, half into
@@ -47,7 +47,6 @@ if str(REPO) not in sys.path:
 from processor.attempts import Attempt, InvalidAttempt, parse_attempt  # noqa: E402
 from processor.avro import EvalCodec  # noqa: E402
 from processor.evaluator import assess  # noqa: E402
-from processor.events import build_event  # noqa: E402
 from processor.ids import IDENTITY_TYPES, rfc3339_millis  # noqa: E402
 from processor.settings import SettingsHistory  # noqa: E402
 
@@ -312,7 +311,7 @@ def run_once(w: Workload, history: SettingsHistory, cats: bytearray, batch: int,
     validate; validate+evaluate; validate+evaluate+encode (the full path). A stage's cost is the
     difference between consecutive passes, so the stages add up to the full path exactly."""
     codec = EvalCodec()
-    encode = codec.encode
+    encode = codec.encode_evaluation
     parse = parse_attempt
     now_ms = BASE_MS + len(cats) + 60_000
     r = RunResult()
@@ -346,7 +345,7 @@ def run_once(w: Workload, history: SettingsHistory, cats: bytearray, batch: int,
                 continue
             verdict, version, exact = assess(history, attempt)
             if verdict.emit:
-                out.append(encode(build_event(attempt, verdict, version, exact, now_ms)))
+                out.append(encode(attempt, verdict, version, exact, now_ms))
         c4, w4 = cpu(), wall()
         if profile is not None:
             profile.disable()
@@ -403,7 +402,7 @@ def _fmt_table(fig: dict[str, float], emitted_share: float) -> str:
     rows = [
         ("validate (parse_attempt)", fig["validate_us"], f"{fig['validate_us'] / total:4.0%}"),
         ("evaluate (assess)", fig["evaluate_us"], f"{fig['evaluate_us'] / total:4.0%}"),
-        ("encode (build_event+Avro)", fig["encode_us"],
+        ("encode (encode_evaluation)", fig["encode_us"],
          f"{fig['encode_us'] / total:4.0%}  ({fig['encode_us_per_event']:.2f} µs per event, "
          f"{emitted_share:.1%} emitted)"),
         ("total", total, f"{fig['attempts_per_s']:,.0f} attempts/s"),

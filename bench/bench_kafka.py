@@ -13,7 +13,7 @@ One command: starts its own single-node broker on free ports in a temporary dire
    measured exactly-once throughput;
 4. settings: bootstrap of a large settings topic (time to ready, peak RSS) and the propagation
    delay of a settings change (publish -> first attempt evaluated with it);
-5. stage costs in µs per attempt (consume, decode/validate, evaluate, build, encode, produce), in
+5. stage costs in µs per attempt (consume, decode/validate, evaluate, encode, produce), in
    process, so the next optimisation is obvious.
 
 Prints a table and writes the same figures as JSON (`--json PATH`). `--quick` is a small version
@@ -381,6 +381,25 @@ class Proc:
         except OSError:
             return 0
 
+    def histogram(self, name: str) -> dict[str, Any]:
+        """count, mean and the bucket bound holding the p99 of a histogram on the process's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        buckets: list[tuple[float, float]] = []
+        total = count = 0.0
+        for line in text.splitlines():
+            head, _, value = line.rpartition(" ")
+            if head.startswith(name + "_bucket{"):
+                le = head.split('le="', 1)[1].split('"', 1)[0]
+                buckets.append((float(le), float(value)))
+            elif head == name + "_sum":
+                total = float(value)
+            elif head == name + "_count":
+                count = float(value)
+        p99 = next((le for le, n in sorted(buckets) if count and n >= 0.99 * count), None)
+        return {"count": int(count), "mean_ms": round(total / count * 1000, 1) if count else None,
+                "p99_at_most_ms": p99 * 1000 if p99 is not None and p99 != float("inf") else p99}
+
     def alive(self) -> bool:
         return self.popen.poll() is None
 
@@ -697,7 +716,8 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float) -> tuple[di
     reader = Reader(bench.bootstrap, evals, on_message)
     time.sleep(1.0)  # the reader's assignment settles
     load = bench.worker("load", group + "-load", topic=attempts,
-                        extra=["--w-rate", str(rate), "--w-seconds", str(seconds), "--w-accounts",
+                        extra=["--w-rate", str(rate), "--w-seconds", str(seconds), "--w-linger-ms",
+                               str(bench.args.load_linger_ms), "--w-accounts",
                                str(bench.args.accounts), "--w-huge", str(bench.args.huge_allowlists)])
     # CPU of each party over the offered window (2 CPUs shared by all of them and the broker).
     pids = {"processor": proc.popen.pid, "load_generator": load.popen.pid, "bench_reader": os.getpid()}
@@ -724,6 +744,7 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float) -> tuple[di
     watch.close()
     time.sleep(1.0)
     reader.close()
+    commits = proc.histogram("access_eval_commit_seconds")
     lat = sorted(x for _, x in samples)
     windows = []
     if samples:
@@ -747,10 +768,11 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float) -> tuple[di
         "processor_ready_s": round(ready_s, 2),
         "processor_args": bench.args.latency_arg,
         "cpu": cpu,
+        "commits": commits,
         "by_5s_window": windows,
     }
     say(f"  latency at {rate:,.0f}/s: p50 {out['p50_ms']} ms p99 {out['p99_ms']} ms max {out['max_ms']} ms "
-        f"({len(lat)} events); cpu {cpu}")
+        f"({len(lat)} events); cpu {cpu}; transaction commits {commits}")
     return out, proc, attempts, evals
 
 
@@ -891,7 +913,6 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
     from processor.avro import EvalCodec
     from processor.config import RunConfig
     from processor.evaluator import assess
-    from processor.events import build_event
     from processor.http import Health
     from processor.metrics import Metrics, Tally
     from processor.pipeline import Processor
@@ -930,9 +951,10 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
     # stage-by-stage passes over whole batches would keep thousands of objects alive and charge
     # the garbage collector to whichever stage happens to trigger it.
     clock = time.perf_counter
-    t_parse = t_eval = t_build = t_encode = t_produce = 0.0
+    t_parse = t_eval = t_encode = t_produce = 0.0
     emitted = 0
     headers = codec.headers
+    encode = codec.encode_evaluation
     produce = producer.produce
     for msgs in batches:
         tally = Tally()
@@ -946,9 +968,7 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
             t_parse += t_b - t_a
             t_eval += t_c - t_b
             if v.emit:
-                event = build_event(a, v, ver, ex, now_ms)
-                t_d = clock()
-                value = codec.encode(event)
+                value = encode(a, v, ver, ex, now_ms)
                 t_e = clock()
                 while True:
                     try:
@@ -957,8 +977,7 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
                     except BufferError:
                         producer.poll(0.01)
                 t_f = clock()
-                t_build += t_d - t_c
-                t_encode += t_e - t_d
+                t_encode += t_e - t_c
                 t_produce += t_f - t_e
                 emitted += 1
         t_a = clock()
@@ -967,8 +986,7 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
     t_a = clock()
     producer.flush(60)
     t_produce += clock() - t_a
-    totals = {"decode_validate": t_parse, "evaluate": t_eval, "build_event": t_build, "encode": t_encode,
-              "produce": t_produce}
+    totals = {"decode_validate": t_parse, "evaluate": t_eval, "encode": t_encode, "produce": t_produce}
 
     # The real hot path, in process, on the same messages (exactly-once, commit every 10 batches).
     cfg = RunConfig(bootstrap_servers=bench.bootstrap, group_id=bench.fresh("stages-group"),
@@ -1024,7 +1042,7 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
         "emitted": emitted,
         "us_per_attempt": {"consume": round(consume_us, 2), **per,
                            "sum": round(consume_us + sum(per.values()), 2)},
-        "us_per_event": {k: round(totals[k] / emitted * 1e6, 2) for k in ("build_event", "encode", "produce")}
+        "us_per_event": {k: round(totals[k] / emitted * 1e6, 2) for k in ("encode", "produce")}
         if emitted else {},
         "process_us_per_attempt": round(t_process / got * 1e6, 2),
         "process_and_commit_us_per_attempt": round(t_total / got * 1e6, 2),
@@ -1136,8 +1154,8 @@ def load_worker(args: argparse.Namespace) -> int:
         i = value.index(marker) + len(marker)
         j = value.index(b'"', i)
         templates.append((key, value[:i], value[j:]))
-    p = Producer({"bootstrap.servers": args.bootstrap_servers, "enable.idempotence": True, "linger.ms": 1,
-                  "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
+    p = Producer({"bootstrap.servers": args.bootstrap_servers, "enable.idempotence": True,
+                  "linger.ms": args.w_linger_ms, "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
     rate, seconds = args.w_rate, args.w_seconds
     n = 0
     start = time.monotonic()
@@ -1253,6 +1271,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "bootstrap), stages")
     p.add_argument("--processor-arg", action="append", default=[],
                    help="extra flag for every `access-eval run` (repeatable, e.g. --processor-arg=--batch-size=10000)")
+    p.add_argument("--load-linger-ms", type=float, default=1,
+                   help="linger.ms of the latency section's load generator (its batching; counts in the latency)")
     p.add_argument("--latency-arg", action="append", default=[],
                    help="extra flag for the latency processor only (e.g. --latency-arg=--commit-interval-ms=50)")
     p.add_argument("--run-timeout", type=float, default=900, help="seconds a drain may take")
@@ -1268,6 +1288,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--w-out-topic", default="", help=argparse.SUPPRESS)
     p.add_argument("--w-txn-id", help=argparse.SUPPRESS)
     p.add_argument("--w-rate", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--w-linger-ms", type=float, default=1, help=argparse.SUPPRESS)
     p.add_argument("--w-seconds", type=float, help=argparse.SUPPRESS)
     p.add_argument("--w-accounts", type=int, help=argparse.SUPPRESS)
     p.add_argument("--w-huge", type=int, default=0, help=argparse.SUPPRESS)
@@ -1392,7 +1413,7 @@ def run_all(bench: Bench, sections: set[str]) -> dict[str, Any]:
     results["expected"] = {"events": mixed.expected_events, "outcomes": dict(mixed.outcomes)}
     tp: dict[str, Any] = {}
     results["throughput"] = tp
-    if args.warmup and ({"throughput", "ceiling"} & sections):
+    if args.warmup and ({"throughput", "ceiling", "latency"} & sections):
         # The broker's JIT compiles its fetch/produce/transaction paths during the first minute:
         # one unreported transactional pass-through drain first, so the first measured run is not slower.
         say("warm-up: one transactional pass-through drain (not reported)")

@@ -425,6 +425,7 @@ class Processor:
 
     def _commit(self) -> None:
         assert self.producer is not None and self.consumer is not None
+        started = time.perf_counter()
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
         if self.eos:
             if offsets:
@@ -442,6 +443,7 @@ class Processor:
         self.metrics.commit(self.tally)
         self.tally.clear()
         self.metrics.transaction("committed")
+        self.metrics.observe_commit(time.perf_counter() - started)
         self.health.set_problem(None)
 
     def _abort(self) -> None:

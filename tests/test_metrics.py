@@ -268,6 +268,7 @@ def test_settings_batch_and_transaction_metrics() -> None:
     m.settings_unknown_identity_types(2)
     m.set_bootstrap_complete(True)
     m.observe_batch(0.004, 250)
+    m.observe_commit(0.02)
     m.transaction("committed")
     m.transaction("aborted")
     assert value(m, "access_eval_settings_accounts") == 12
@@ -279,6 +280,8 @@ def test_settings_batch_and_transaction_metrics() -> None:
     assert value(m, "access_eval_batch_processing_seconds_bucket", le="0.005") == 1
     assert value(m, "access_eval_batch_processing_seconds_bucket", le="0.0025") == 0
     assert value(m, "access_eval_batch_size_sum") == 250
+    assert value(m, "access_eval_commit_seconds_bucket", le="0.025") == 1
+    assert value(m, "access_eval_commit_seconds_bucket", le="0.01") == 0
     assert value(m, "access_eval_transactions_total", result="committed") == 1
     assert value(m, "access_eval_transactions_total", result="aborted") == 1
     assert value(m, "access_eval_last_commit_timestamp_seconds") > 1e9

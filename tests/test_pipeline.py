@@ -257,6 +257,9 @@ def test_sigterm_exits_zero_with_offsets_committed(topics: Topics, tmp_path: Pat
     p = start_processor(topics, tmp_path, "--shutdown-timeout-s", "10")
     p.wait_ready()
     wait_until(lambda: p.metric("access_eval_attempts_total") > 0, 30, "some work committed")
+    commits = p.metric("access_eval_commit_seconds_count")
+    assert commits >= 1 and p.metric("access_eval_transactions_total", result="committed") >= commits
+    assert 0 < p.metric("access_eval_commit_seconds_sum") < 20 * commits  # seconds, each under the txn-call limit
     started = time.monotonic()
     rc = p.terminate(timeout=15)
     assert rc == 0, p.log()
