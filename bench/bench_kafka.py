@@ -69,6 +69,7 @@ FULL = {
     "accounts": 100_000,
     "huge_allowlists": 3,  # accounts 0..8 that are restricted get 10,000-id allowlists: 6 accounts
     "latency_seconds": 60.0,
+    "latency_warmup_seconds": 10.0,
     "settings_records": 1_000_000,
     "changes": 20,
     "runs": 3,
@@ -79,6 +80,7 @@ QUICK = {
     "accounts": 2_000,
     "huge_allowlists": 1,
     "latency_seconds": 5.0,
+    "latency_warmup_seconds": 2.0,
     "settings_records": 20_000,
     "changes": 5,
     "runs": 1,
@@ -676,7 +678,9 @@ class Reader:
 
     def _run(self) -> None:
         while not self.stopping:
-            msgs = self.c.consume(10_000, 0.05)
+            # What is already fetched, at once: consume(n, timeout) would hold the messages that did
+            # arrive until n of them or the timeout, and stamp them late.
+            msgs = self.c.consume(10_000, 0) or self.c.consume(1, 0.05)
             now = time.time() * 1000
             for m in msgs:
                 if m.error() is None:
@@ -698,8 +702,11 @@ def wait_ready(proc: Proc, timeout: float) -> float:
     return time.monotonic() - proc.started
 
 
-def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float) -> tuple[dict[str, Any], Proc, str, str]:
-    """Offer `rate` attempts/s for `seconds` on fresh topics; latency of every emitted eval event.
+def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float,
+            warmup: float = 0.0) -> tuple[dict[str, Any], Proc, str, str]:
+    """Offer `rate` attempts/s for `warmup` + `seconds` on fresh topics; latency of every emitted eval
+    event whose attempt was sent in the measured window (the warm-up's first seconds, on brand-new
+    topics and a processor that just became ready, are reported apart).
 
     Returns the running processor and its topics, reused for the propagation measurement.
     """
@@ -708,22 +715,23 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float) -> tuple[di
     group = bench.fresh("latency")
     proc = bench.processor(group, evals, attempts_topic=attempts, extra=bench.args.latency_arg)
     ready_s = wait_ready(proc, 300)
-    samples: list[tuple[float, float]] = []  # (receive ms, latency ms)
+    samples: list[tuple[float, float]] = []  # (send ms, latency ms)
 
     def on_message(now_ms: float, value: bytes) -> None:
-        samples.append((now_ms, now_ms - event_time_of(value)))
+        sent_ms = event_time_of(value)
+        samples.append((sent_ms, now_ms - sent_ms))
 
     reader = Reader(bench.bootstrap, evals, on_message)
     time.sleep(1.0)  # the reader's assignment settles
     load = bench.worker("load", group + "-load", topic=attempts,
-                        extra=["--w-rate", str(rate), "--w-seconds", str(seconds), "--w-linger-ms",
+                        extra=["--w-rate", str(rate), "--w-seconds", str(warmup + seconds), "--w-linger-ms",
                                str(bench.args.load_linger_ms), "--w-accounts",
                                str(bench.args.accounts), "--w-huge", str(bench.args.huge_allowlists)])
     # CPU of each party over the offered window (2 CPUs shared by all of them and the broker).
     pids = {"processor": proc.popen.pid, "load_generator": load.popen.pid, "bench_reader": os.getpid()}
     if bench.broker_pid:
         pids["broker"] = bench.broker_pid
-    time.sleep(min(2.0, seconds / 4))  # past the generator's start-up (it builds its templates first)
+    time.sleep(warmup + min(2.0, seconds / 4))  # past the warm-up and the generator's start-up (templates)
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
     machine0, t0 = machine_cpu_seconds(), time.monotonic()
     time.sleep(max(0.0, seconds / 2))
@@ -731,7 +739,7 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float) -> tuple[di
     machine1, t1 = machine_cpu_seconds(), time.monotonic()
     cpu = {k: round((cpu1[k] - cpu0[k]) / (t1 - t0), 2) for k in pids if cpu0[k] is not None and cpu1[k] is not None}
     cpu["machine"] = round((machine1 - machine0) / (t1 - t0), 2)
-    rc = load.popen.wait(seconds + 120)
+    rc = load.popen.wait(warmup + seconds + 120)
     if rc != 0:
         raise RuntimeError(f"load generator failed:\n{tail(load.log)}")
     proc.check()
@@ -745,21 +753,27 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float) -> tuple[di
     time.sleep(1.0)
     reader.close()
     commits = proc.histogram("access_eval_commit_seconds")
-    lat = sorted(x for _, x in samples)
+    # The generator's clock starts with its first send: the measured window begins `warmup` after it.
+    t_first = min((t for t, _ in samples), default=0.0)
+    measured_from = t_first + warmup * 1000
+    lat = sorted(x for t, x in samples if t >= measured_from)
+    early = sorted(x for t, x in samples if t < measured_from)
     windows = []
-    if samples:
-        t_first = samples[0][0]
-        by_window: dict[int, list[float]] = {}
-        for t, x in samples:
-            by_window.setdefault(int((t - t_first) // 5000), []).append(x)
-        for k in sorted(by_window):
-            xs = sorted(by_window[k])
-            windows.append({"from_s": k * 5, "events": len(xs), "p50_ms": round(percentile(xs, 0.5), 1),
-                            "p99_ms": round(percentile(xs, 0.99), 1)})
+    by_window: dict[int, list[float]] = {}
+    for t, x in samples:  # by send time, from the first send (the warm-up's windows included)
+        by_window.setdefault(int((t - t_first) // 5000), []).append(x)
+    for k in sorted(by_window):
+        xs = sorted(by_window[k])
+        windows.append({"from_s": k * 5, "warmup": k * 5 < warmup, "events": len(xs),
+                        "p50_ms": round(percentile(xs, 0.5), 1), "p99_ms": round(percentile(xs, 0.99), 1)})
     out = {
         "offered_per_s": round(rate),
         "achieved_per_s": round(sent["sent"] / sent["seconds"]),
         "seconds": seconds,
+        "warmup_seconds": warmup,
+        "warmup": {"events": len(early), "p50_ms": round(percentile(early, 0.5), 1) if early else None,
+                   "p99_ms": round(percentile(early, 0.99), 1) if early else None,
+                   "max_ms": round(early[-1], 1) if early else None},
         "attempts": sent["sent"],
         "events": len(lat),
         "p50_ms": round(percentile(lat, 0.50), 1),
@@ -772,7 +786,7 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float) -> tuple[di
         "by_5s_window": windows,
     }
     say(f"  latency at {rate:,.0f}/s: p50 {out['p50_ms']} ms p99 {out['p99_ms']} ms max {out['max_ms']} ms "
-        f"({len(lat)} events); cpu {cpu}; transaction commits {commits}")
+        f"({len(lat)} events); warm-up {out['warmup']}; cpu {cpu}; transaction commits {commits}")
     return out, proc, attempts, evals
 
 
@@ -1221,6 +1235,9 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"latency at {lat['offered_per_s']:,}/s offered ({lat['achieved_per_s']:,}/s achieved, "
                      f"{lat['seconds']} s, {lat['events']:,} events): p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
                      f"max {lat['max_ms']} ms")
+        wu = lat["warmup"]
+        lines.append(f"  {lat['warmup_seconds']} s warm-up before it: p50 {wu['p50_ms']} ms, p99 {wu['p99_ms']} ms, "
+                     f"max {wu['max_ms']} ms; transaction commit mean {lat['commits']['mean_ms']} ms")
     if "settings" in results:
         s = results["settings"]
         b = s.get("bootstrap")
@@ -1259,6 +1276,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=12)
     p.add_argument("--runs", type=int, help="runs per throughput configuration; the median is reported (3)")
     p.add_argument("--latency-seconds", type=float, help="duration of the latency measurement (60)")
+    p.add_argument("--latency-warmup-seconds", type=float,
+                   help="load offered before the measured window, reported apart (10)")
     p.add_argument("--latency-rate", type=float, help="offered attempts/s (default: half the exactly-once x1 figure)")
     p.add_argument("--settings-records", type=int, help="records of the bootstrap measurement (1,000,000)")
     p.add_argument("--bootstrap-allowlist-max", type=int, default=5, help="allowlist ids per bootstrap record (1-5)")
@@ -1448,9 +1467,10 @@ def run_all(bench: Bench, sections: set[str]) -> dict[str, Any]:
     if "latency" in sections or "propagation" in sections:
         base = tp.get("exactly_once_1", {}).get("attempts_per_s") or 20_000
         rate = args.latency_rate or base / 2
-        say(f"latency: {rate:,.0f} attempts/s for {args.latency_seconds} s")
+        say(f"latency: {rate:,.0f} attempts/s for {args.latency_warmup_seconds} s + {args.latency_seconds} s")
         lat, proc, lat_attempts, lat_evals = latency(
-            bench, mixed, rate, args.latency_seconds if "latency" in sections else 1.0
+            bench, mixed, rate, args.latency_seconds if "latency" in sections else 1.0,
+            args.latency_warmup_seconds if "latency" in sections else 0.0,
         )
         if "latency" in sections:
             results["latency"] = lat

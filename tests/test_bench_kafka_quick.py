@@ -61,6 +61,7 @@ def test_quick_benchmark_counts_match_the_mix(tmp_path: Path) -> None:
     assert lat["events"] > 0 and lat["attempts"] > 0
     assert {"p50_ms", "p99_ms", "max_ms", "offered_per_s", "cpu", "by_5s_window", "commits"} <= set(lat)
     assert lat["commits"]["count"] > 0 and lat["commits"]["mean_ms"] > 0
+    assert lat["warmup"]["events"] > 0 and any(w["warmup"] for w in lat["by_5s_window"])
 
     boot = r["settings"]["bootstrap"]
     assert boot["records"] == 20_000 and boot["peak_rss_mb"] > 0 and boot["ready_s"] > 0
