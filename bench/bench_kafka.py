@@ -1290,8 +1290,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "bootstrap), stages")
     p.add_argument("--processor-arg", action="append", default=[],
                    help="extra flag for every `access-eval run` (repeatable, e.g. --processor-arg=--batch-size=10000)")
-    p.add_argument("--load-linger-ms", type=float, default=1,
-                   help="linger.ms of the latency section's load generator (its batching; counts in the latency)")
+    p.add_argument("--load-linger-ms", type=float, default=5,
+                   help="linger.ms of the latency section's load generator: 5, the Java producer's default since "
+                        "Kafka 4.0 (KIP-1030); its batching counts in the latency")
     p.add_argument("--latency-arg", action="append", default=[],
                    help="extra flag for the latency processor only (e.g. --latency-arg=--commit-interval-ms=50)")
     p.add_argument("--run-timeout", type=float, default=900, help="seconds a drain may take")

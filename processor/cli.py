@@ -45,7 +45,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--staleness-ms", type=int, help="settings view staleness bound (default 500)")
     p.add_argument("--settings-retention-ms", type=int, help="stream-time retention of old versions (24h)")
     p.add_argument("--batch-size", type=int, help="max attempts consumed per batch (default 5000)")
-    p.add_argument("--commit-interval-ms", type=int, help="transaction commit interval (default 100)")
+    p.add_argument("--commit-interval-ms", type=int, help="transaction commit interval (default 50)")
     p.add_argument("--max-future-ms", type=int, help="max event_time ahead of the clock (default 1h)")
     p.add_argument("--max-attempt-bytes", type=int, help="larger attempts go to the DLQ (default 256 KiB)")
     p.add_argument("--schema-registry-url", help="register the schema and use the Confluent wire format")

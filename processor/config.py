@@ -43,7 +43,7 @@ class RunConfig(BaseSettings):
     staleness_ms: int = Field(default=500, ge=10)
     settings_retention_ms: int = Field(default=24 * 3600 * 1000, ge=1000)
     batch_size: int = Field(default=5000, ge=1, le=100_000)
-    commit_interval_ms: int = Field(default=100, ge=1)
+    commit_interval_ms: int = Field(default=50, ge=1)
     max_future_ms: int = Field(default=3_600_000, ge=0)
     max_attempt_bytes: int = Field(default=256 * 1024, ge=1024)
     schema_registry_url: str | None = None
