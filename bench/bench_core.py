@@ -28,8 +28,6 @@ import cProfile
 import gc
 import io
 import json
-import os
-import platform
 import pstats
 import random
 import resource
@@ -44,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.sysinfo import machine  # noqa: E402
 from processor.attempts import Attempt, InvalidAttempt, parse_attempt  # noqa: E402
 from processor.avro import EvalCodec  # noqa: E402
 from processor.evaluator import assess  # noqa: E402
@@ -70,20 +69,6 @@ EXPECT: dict[int, tuple[str, bool, str | None, str | None]] = {
 
 def say(msg: str) -> None:
     print(f"[bench-core {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    load = None
-    with contextlib.suppress(OSError):
-        load = Path("/proc/loadavg").read_text().split()[0]
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "implementation": platform.python_implementation(), "loadavg_1m_at_start": load}
 
 
 def code_version() -> dict[str, Any]:

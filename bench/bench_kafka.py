@@ -30,7 +30,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -57,6 +56,7 @@ import confluent_kafka  # noqa: E402
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # noqa: E402
 
+from bench.sysinfo import machine  # noqa: E402
 from processor import local  # noqa: E402
 from processor.ids import IDENTITY_TYPES, rfc3339_millis  # noqa: E402
 from processor.workload import Mix, Workload  # noqa: E402
@@ -147,24 +147,9 @@ def proc_status_kb(pid: int, key: str) -> int | None:
     return None
 
 
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_kb = 0
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
+def machine_facts() -> dict[str, Any]:
     return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "ram_gb": round(mem_kb / 1024 / 1024, 1),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
+        **machine(),
         "kafka": local.KAFKA_VERSION,
         "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],
@@ -1416,7 +1401,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_all(bench: Bench, sections: set[str]) -> dict[str, Any]:
     args = bench.args
     results: dict[str, Any] = {
-        "machine": machine(),
+        "machine": machine_facts(),
         "config": {
             "quick": args.quick,
             "warmup": args.warmup,
