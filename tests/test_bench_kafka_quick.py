@@ -62,6 +62,7 @@ def test_quick_benchmark_counts_match_the_mix(tmp_path: Path) -> None:
     assert {"p50_ms", "p99_ms", "max_ms", "offered_per_s", "cpu", "by_5s_window", "commits"} <= set(lat)
     assert lat["commits"]["count"] > 0 and lat["commits"]["mean_ms"] > 0
     assert lat["warmup"]["events"] > 0 and any(w["warmup"] for w in lat["by_5s_window"])
+    assert len(lat["runs"]) == r["config"]["runs"] and lat["p99_ms"] in [x["p99_ms"] for x in lat["runs"]]
 
     boot = r["settings"]["bootstrap"]
     assert boot["records"] == 20_000 and boot["peak_rss_mb"] > 0 and boot["ready_s"] > 0
