@@ -7,7 +7,7 @@
 #     -e ACCESS_EVAL_BOOTSTRAP_SERVERS=kafka:9092 access-eval:0.1.0
 #
 # Two stages: the builder installs the package and its dependencies into a virtualenv
-# (confluent-kafka, fastavro and pydantic-core ship manylinux wheels, so no compiler is needed);
+# (confluent-kafka, fastavro, msgspec and pydantic-core ship manylinux wheels, so no compiler is needed);
 # the final stage copies only that virtualenv and the Avro schemas. Both stages use the same base
 # image so the venv's interpreter symlinks resolve in the final stage.
 # The image runs as a numeric non-root user and writes nothing outside /tmp, so it works with

@@ -102,7 +102,11 @@ _to_datetime = msgspec.convert  # msgspec's RFC 3339 parser: a subset of what py
 _ASCII_SPACE = " \t\n\r\x0b\x0c"
 #: pydantic truncates fractions beyond microseconds, msgspec rounds them: such times take the model's path.
 _LONG_FRACTION = re.compile(r"\.\d{7}").search
-_FAST_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+#: pydantic's parser rejects JSON nested deeper than 200 levels, msgspec recurses until Python's
+#: recursion limit (RecursionError): more brackets than this (a necessary condition for such depth)
+#: takes the model's path.
+_MAX_BRACKETS = 200
+_FAST_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 class InvalidAttempt(Exception):
@@ -148,6 +152,9 @@ def parse_attempt(
         raise InvalidAttempt("bad_json", "value is null (tombstone); an attempt must be a JSON object")
     if len(raw) > max_bytes:
         raise InvalidAttempt("oversize", f"value is {len(raw)} bytes; the limit is {max_bytes}")
+    brackets = raw.count(b"{") + raw.count(b"[") if isinstance(raw, bytes) else raw.count("{") + raw.count("[")
+    if brackets > _MAX_BRACKETS:
+        return _parse_with_model(raw, now_ms, max_future_ms)
     try:
         data = _decode_fast(raw)
         ts = data["event_time"]

@@ -154,6 +154,18 @@ def test_non_json_numbers_are_bad_json_even_where_the_model_takes_them() -> None
         assert info.value.reason == "bad_json"
 
 
+@pytest.mark.parametrize("depth", [1, 150, 197, 198, 199, 200, 201, 300, 990, 1_000, 20_000])  # under 256 KB
+@pytest.mark.parametrize("bracket", ["[", '{"a":'])
+def test_deep_nesting_in_ignored_fields_agrees(depth: int, bracket: str) -> None:
+    """pydantic rejects nesting deeper than 200 levels; msgspec would go on (and raise RecursionError
+    past Python's recursion limit): the fast path must neither accept more nor crash."""
+    close = "]" if bracket == "[" else "}"
+    inner = "1" if bracket != "[" else ""
+    raw = json.dumps(BASE)[:-1] + ', "extra": ' + bracket * depth + inner + close * depth + "}"
+    check_same(raw.encode())
+    check_same(raw)
+
+
 def test_duplicate_keys_last_wins_on_both_paths() -> None:
     raw = json.dumps(BASE).encode()
     check_same(raw.replace(b'"action": ', b'"action": 5, "action": ', 1))
