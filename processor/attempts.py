@@ -106,7 +106,10 @@ _LONG_FRACTION = re.compile(r"\.\d{7}").search
 #: recursion limit (RecursionError): more brackets than this (a necessary condition for such depth)
 #: takes the model's path.
 _MAX_BRACKETS = 200
-_FAST_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+#: pydantic's parser rejects integers of more than 4,300 digits (Python's int_max_str_digits), msgspec
+#: skips them in ignored fields: a value this long could hold one, and takes the model's path.
+_FAST_MAX_LEN = 4_300
+_FAST_ERRORS = (msgspec.DecodeError, UnicodeError, RecursionError)
 
 
 class InvalidAttempt(Exception):
@@ -153,7 +156,7 @@ def parse_attempt(
     if len(raw) > max_bytes:
         raise InvalidAttempt("oversize", f"value is {len(raw)} bytes; the limit is {max_bytes}")
     brackets = raw.count(b"{") + raw.count(b"[") if isinstance(raw, bytes) else raw.count("{") + raw.count("[")
-    if brackets > _MAX_BRACKETS:
+    if brackets > _MAX_BRACKETS or len(raw) > _FAST_MAX_LEN:
         return _parse_with_model(raw, now_ms, max_future_ms)
     try:
         data = _decode_fast(raw)

@@ -265,6 +265,9 @@ def test_any_field_value_is_valid_or_a_documented_rejection(path: str, value: An
         parse_attempt(raw, CLOCK)
     except InvalidAttempt as exc:
         assert exc.reason in INVALID_REASONS
+        if exc.reason == "bad_json" and "is not a JSON number" in exc.detail:
+            assert "NaN" in raw.decode() or "Infinity" in raw.decode()  # the strict-JSON check names no field
+            return
         assert path.split(".")[0] in exc.detail
 
 

@@ -166,6 +166,22 @@ def test_deep_nesting_in_ignored_fields_agrees(depth: int, bracket: str) -> None
     check_same(raw)
 
 
+@pytest.mark.parametrize("digits", [1, 400, 4_299, 4_300, 4_301, 100_000])
+def test_huge_numbers_in_ignored_fields_agree(digits: int) -> None:
+    """pydantic rejects integers of more than 4,300 digits; msgspec would skip them."""
+    raw = json.dumps(BASE)[:-1] + ', "extra": 1' + "0" * (digits - 1) + "}"
+    check_same(raw.encode())
+    check_same(raw)
+
+
+@pytest.mark.parametrize("where", ["id", "extra"])
+def test_lone_surrogates_in_a_str_input_agree(where: str) -> None:
+    """A str (not bytes) holding a lone surrogate cannot be UTF-8-encoded for msgspec."""
+    obj = copy.deepcopy(BASE)
+    obj[where] = "x\ud800"
+    check_same(json.dumps(obj, ensure_ascii=False))
+
+
 def test_duplicate_keys_last_wins_on_both_paths() -> None:
     raw = json.dumps(BASE).encode()
     check_same(raw.replace(b'"action": ', b'"action": 5, "action": ', 1))
