@@ -106,6 +106,9 @@ _LONG_FRACTION = re.compile(r"\.\d{7}").search
 #: recursion limit (RecursionError): more brackets than this (a necessary condition for such depth)
 #: takes the model's path.
 _MAX_BRACKETS = 200
+#: Without arrays, 201 levels of objects take more than this many bytes (`{"":` + `}` per level), so
+#: shorter values without `[` (the usual attempt) need no count.
+_SHALLOW_LEN = 1_000
 #: pydantic's parser rejects integers of more than 4,300 digits (Python's int_max_str_digits), msgspec
 #: skips them in ignored fields: a value this long could hold one, and takes the model's path.
 _FAST_MAX_LEN = 4_300
@@ -153,10 +156,15 @@ def parse_attempt(
     """Validate raw JSON into an Attempt, or raise InvalidAttempt with a DLQ reason."""
     if raw is None:
         raise InvalidAttempt("bad_json", "value is null (tombstone); an attempt must be a JSON object")
-    if len(raw) > max_bytes:
-        raise InvalidAttempt("oversize", f"value is {len(raw)} bytes; the limit is {max_bytes}")
-    brackets = raw.count(b"{") + raw.count(b"[") if isinstance(raw, bytes) else raw.count("{") + raw.count("[")
-    if brackets > _MAX_BRACKETS or len(raw) > _FAST_MAX_LEN:
+    size = len(raw)
+    if size > max_bytes:
+        raise InvalidAttempt("oversize", f"value is {size} bytes; the limit is {max_bytes}")
+    if size > _FAST_MAX_LEN:
+        return _parse_with_model(raw, now_ms, max_future_ms)
+    if isinstance(raw, bytes):  # find() is twice as fast as `in` here
+        if (size > _SHALLOW_LEN or raw.find(b"[") != -1) and raw.count(b"{") + raw.count(b"[") > _MAX_BRACKETS:
+            return _parse_with_model(raw, now_ms, max_future_ms)
+    elif (size > _SHALLOW_LEN or "[" in raw) and raw.count("{") + raw.count("[") > _MAX_BRACKETS:
         return _parse_with_model(raw, now_ms, max_future_ms)
     try:
         data = _decode_fast(raw)

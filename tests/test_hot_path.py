@@ -166,6 +166,18 @@ def test_deep_nesting_in_ignored_fields_agrees(depth: int, bracket: str) -> None
     check_same(raw)
 
 
+def test_short_values_without_arrays_cannot_nest_too_deep_for_the_model() -> None:
+    """The fast path skips counting brackets in values of at most 1,000 bytes without `[`: the
+    deepest objects-only nesting that fits there must be one the model accepts."""
+    small = '{"id":"i","event_time":"2026-06-01T00:00:00Z","account_id":"a","identity":{"iam_id":"m",'
+    small += '"type":"user","account_id":"b"},"action":"r","z":'
+    depth = (1000 - len(small) - 1) // 5
+    raw = (small + '{"":' * depth + "{}" + "}" * depth + "}")[:1000]
+    assert len(raw) <= 1000 and "[" not in raw
+    AccessAttempt.model_validate_json(raw)  # within the model's nesting limit
+    check_same(raw.encode())
+
+
 @pytest.mark.parametrize("digits", [1, 400, 4_299, 4_300, 4_301, 100_000])
 def test_huge_numbers_in_ignored_fields_agree(digits: int) -> None:
     """pydantic rejects integers of more than 4,300 digits; msgspec would skip them."""
