@@ -16,8 +16,7 @@ def assess(history: SettingsHistory, attempt: Attempt) -> tuple[Verdict, Setting
     d = attempt.data
     ident = d["identity"]
     t = attempt.event_ms
-    if t > history.stream_time_ms:
-        history.advance(t)
+    history.advance(t)
     account = d["account_id"]
     ident_account = ident["account_id"]
     if ident_account == account:
