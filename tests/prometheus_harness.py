@@ -10,8 +10,7 @@ The server gets a free loopback port, a temporary config (scrape and rule evalua
 job ``access-eval``, the repository's rule file) and a data dir under the test's tmp dir. It is
 always stopped, even when the test fails, and dies with the test process (PR_SET_PDEATHSIG) if
 that is killed outright. The binaries come from Debian's ``prometheus`` package (installed by
-``scripts/bootstrap --all``): when they are missing the tests fail under CI (env ``CI`` set) and
-are skipped elsewhere.
+``scripts/bootstrap --all``): when they are missing the tests fail (tests/required.py).
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +32,7 @@ from typing import Any
 
 import pytest
 import yaml
+from required import require_binary
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = REPO / "helm" / "access-eval" / "files"
@@ -47,18 +45,6 @@ _START_ATTEMPTS = 3  # a free port picked by the OS can be taken before Promethe
 _PR_SET_PDEATHSIG = 1
 
 
-def require_binary(name: str) -> str:
-    """Path of ``name`` (promtool, prometheus); missing: fail under CI, skip elsewhere."""
-    path = shutil.which(name)
-    if path is None:
-        extra = [REPO / ".cache" / "bin" / name, Path("/usr/bin") / name]
-        path = next((str(p) for p in extra if p.is_file() and os.access(p, os.X_OK)), None)
-    if path is None:
-        msg = f"'{name}' not found: run `scripts/bootstrap --all` (installs Debian's prometheus package)"
-        if os.environ.get("CI"):
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    return path
 
 
 def _free_port() -> int:

@@ -2,7 +2,7 @@
 validation, and the wiring from values to the running container.
 
 Tests that run helm are marked `helm`. helm is found on PATH or in .cache/bin (scripts/bootstrap
---all builds it there); without it these tests fail under CI and skip on a dev machine.
+--all builds it there); without it these tests fail (tests/required.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from required import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "access-eval"
@@ -85,18 +86,11 @@ def find_helm() -> str | None:
     return str(cached) if os.access(cached, os.X_OK) else None
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="session")
 def helm_bin() -> str:
     path = find_helm()
     if path is None:
-        msg = "helm not found on PATH or in .cache/bin: run scripts/bootstrap --all"
-        if in_ci():
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing("helm", "run `scripts/bootstrap --all` (go install helm.sh/helm/v3/cmd/helm)")
     return path
 
 
