@@ -58,8 +58,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from bench.sysinfo import machine  # noqa: E402
 from processor import local  # noqa: E402
-from processor.ids import IDENTITY_TYPES, rfc3339_millis  # noqa: E402
-from processor.workload import Mix, Workload  # noqa: E402
+from processor.core.ids import IDENTITY_TYPES, rfc3339_millis  # noqa: E402
+from processor.local.workload import Mix, Workload  # noqa: E402
 
 #: Outcomes that produce an eval event (a `permit` only when the account is in `monitor`).
 EMITTING = ("would_be_deny", "enforced_deny")
@@ -821,7 +821,7 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float,
 def propagation(bench: Bench, mixed: Mixed, proc: Proc, attempts: str, evals: str, changes: int) -> dict[str, Any]:
     """Publish `changes` settings versions of the probe account (monitor) while probe attempts flow;
     delay = evaluatedAt of the first eval event naming the new version - the record's timestamp."""
-    from processor.avro import EvalCodec
+    from processor.codec.avro import EvalCodec
 
     codec = EvalCodec()
     seen: dict[int, float] = {}  # settings offset -> first evaluatedAt
@@ -950,14 +950,14 @@ def bootstrap_run(bench: Bench, records: int) -> dict[str, Any]:
 def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
     """µs per attempt of each step of the hot path, stage by stage over batches of real messages,
     plus the real `Processor._process` on the same messages for a cross-check."""
-    from processor.attempts import parse_attempt
-    from processor.avro import EvalCodec
+    from processor.codec.avro import EvalCodec
     from processor.config import RunConfig
-    from processor.evaluator import assess
-    from processor.http import Health
+    from processor.core.attempts import parse_attempt
+    from processor.core.evaluator import assess
+    from processor.core.settings import SettingsHistory
+    from processor.health import Health
     from processor.metrics import Metrics, Tally
-    from processor.pipeline import Processor
-    from processor.settings import SettingsHistory
+    from processor.stream.processor import Processor
 
     history = SettingsHistory()
     t0 = time.perf_counter()
@@ -1055,7 +1055,7 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
     proc.table.close()
 
     # A 10,000-id allowlist costs the same as a small one (set lookup).
-    from processor.policy import evaluate
+    from processor.core.policy import evaluate
 
     huge = [a for a, ids in mixed.workload.allow.items() if len(ids) >= 10_000 and a not in
             mixed.workload.unrestricted_ids]
@@ -1103,9 +1103,9 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.worker == "load":
         return load_worker(args)
     from processor.config import RunConfig
-    from processor.http import Health
+    from processor.health import Health
     from processor.metrics import Metrics
-    from processor.pipeline import Processor
+    from processor.stream.processor import Processor
 
     flags = parse_processor_args(args.processor_arg)
     eos = args.worker == "passthrough"

@@ -34,10 +34,10 @@ from prometheus_client import (
 from prometheus_client.gc_collector import GCCollector
 
 from processor import __version__
-from processor.attempts import INVALID_REASONS
-from processor.ids import IDENTITY_TYPES, normalize_account
-from processor.policy import OUTCOMES
-from processor.settings import REJECT_REASONS
+from processor.core.attempts import INVALID_REASONS
+from processor.core.ids import IDENTITY_TYPES, normalize_account
+from processor.core.policy import OUTCOMES
+from processor.core.settings import REJECT_REASONS
 
 log = logging.getLogger(__name__)
 

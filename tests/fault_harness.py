@@ -21,10 +21,10 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from kafka_harness import free_port, start_watchdog, wait_until
 from processor_harness import comparable, end_offsets, read_topic
 
-from processor import local
-from processor.avro import EvalCodec
-from processor.events import to_json_obj
-from processor.simulate import simulate
+from processor.codec.avro import EvalCodec
+from processor.core.events import to_json_obj
+from processor.local import broker as local
+from processor.tools.simulate import simulate
 
 # --------------------------------------------------------------------------------------------------
 # A broker of the test's own

@@ -198,7 +198,7 @@ def _owner_alive(owner_pid: int) -> bool:
 
 
 def _watchdog(owner_pid: int, data_dir: Path) -> int:
-    from processor.local import STATE_FILE, stop
+    from processor.local.broker import STATE_FILE, stop
 
     while _owner_alive(owner_pid):
         if not (data_dir / STATE_FILE).exists():  # stopped normally: nothing left to guard

@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from kafka_harness import Topics, free_port, wait_until
 
-from processor.avro import EvalCodec
+from processor.codec.avro import EvalCodec
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -32,9 +32,7 @@ from strategies import (
     settings_obj,
 )
 
-from processor import policy
-from processor.attempts import MIN_EVENT_TIME_MS, Attempt, parse_attempt
-from processor.avro import (
+from processor.codec.avro import (
     DecodeError,
     EvalCodec,
     SourceMismatch,
@@ -43,10 +41,12 @@ from processor.avro import (
     load_schema_json,
     zigzag_varint,
 )
-from processor.evaluator import assess
-from processor.events import EVENT_SOURCES, build_event
-from processor.policy import Verdict
-from processor.settings import BEGINNING_OF_TIME, DEFAULT_RULES, SettingsHistory, SettingsVersion
+from processor.core import policy
+from processor.core.attempts import MIN_EVENT_TIME_MS, Attempt, parse_attempt
+from processor.core.evaluator import assess
+from processor.core.events import EVENT_SOURCES, build_event
+from processor.core.policy import Verdict
+from processor.core.settings import BEGINNING_OF_TIME, DEFAULT_RULES, SettingsHistory, SettingsVersion
 
 AVSC = Path(__file__).resolve().parent.parent / "schemas" / "eval_event.avsc"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

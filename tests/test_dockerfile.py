@@ -205,7 +205,8 @@ def test_entrypoint_is_the_console_script() -> None:
     assert exec_form(cmd) == ["run"]
     # The script's target module is part of the installed package.
     module = scripts[command[0]].partition(":")[0]
-    assert (ROOT / (module.replace(".", "/") + ".py")).exists()
+    path = ROOT / module.replace(".", "/")
+    assert path.with_suffix(".py").exists() or (path / "__init__.py").exists()
     # The venv's bin directory, where pip puts the script, is on PATH.
     assert final.env()["PATH"].startswith("/opt/venv/bin:")
 

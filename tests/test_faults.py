@@ -49,10 +49,10 @@ from processor_harness import (
     wait_all_committed,
 )
 
-from processor.attempts import MIN_EVENT_TIME_MS as MIN_EVENT_MS
-from processor.ids import IDENTITY_TYPES, rfc3339_millis, to_millis
-from processor.settings import InvalidSettings, parse_settings
-from processor.workload import Mix, Workload
+from processor.core.attempts import MIN_EVENT_TIME_MS as MIN_EVENT_MS
+from processor.core.ids import IDENTITY_TYPES, rfc3339_millis, to_millis
+from processor.core.settings import InvalidSettings, parse_settings
+from processor.local.workload import Mix, Workload
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 

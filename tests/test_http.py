@@ -1,4 +1,4 @@
-"""processor.http: a real server on an ephemeral port, real HTTP requests."""
+"""processor.health: a real server on an ephemeral port, real HTTP requests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from processor.http import Health, HttpServer, serve
+from processor.health import Health, HttpServer, serve
 from processor.metrics import Metrics, Tally
 
 

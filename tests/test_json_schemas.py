@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from strategies import SPEC_EXAMPLE, SPEC_EXAMPLE_EVENT_MS
 
-from processor import jsonschemas
-from processor.attempts import parse_attempt
-from processor.settings import parse_settings
+from processor.codec import jsonschemas
+from processor.core.attempts import parse_attempt
+from processor.core.settings import parse_settings
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 ATTEMPT = "access_attempt.schema.json"
@@ -39,9 +39,9 @@ def load(name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("name", [ATTEMPT, SETTINGS])
 def test_committed_schema_is_fresh(name: str) -> None:
     path = SCHEMAS / name
-    assert path.is_file(), f"{path} is missing: run `python -m processor.jsonschemas`"
+    assert path.is_file(), f"{path} is missing: run `python -m processor.codec.jsonschemas`"
     assert path.read_text(encoding="utf-8") == jsonschemas.render(name), (
-        f"{path} differs from the pydantic models: run `python -m processor.jsonschemas` and commit the result"
+        f"{path} differs from the pydantic models: run `python -m processor.codec.jsonschemas` and commit the result"
     )
 
 

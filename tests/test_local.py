@@ -21,8 +21,8 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient
 from kafka_harness import Topics, free_port, wait_until
 
-from processor import local
-from processor.local import BrokerInfo, LocalKafkaError
+from processor.local import broker as local
+from processor.local.broker import BrokerInfo, LocalKafkaError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 # does not exist yet; afterwards the tests go through `python -m processor` itself.
 _CLI_SHIM = """
 import argparse, sys
-from processor.local import add_local_parser
+from processor.local.broker import add_local_parser
 parser = argparse.ArgumentParser(prog="access-eval")
 add_local_parser(parser.add_subparsers(dest="command", required=True))
 args = parser.parse_args(sys.argv[1:])
@@ -42,7 +42,7 @@ def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     """`access-eval <args>` in a subprocess, as scripts and users run it."""
-    if importlib.util.find_spec("processor.cli") is not None:
+    if importlib.util.find_spec("processor.cli.main") is not None:
         cmd = [sys.executable, "-m", "processor", *args]
     else:
         cmd = [sys.executable, "-c", _CLI_SHIM, *args]

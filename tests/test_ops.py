@@ -22,10 +22,10 @@ from confluent_kafka import Producer
 from kafka_harness import Topics, free_port
 from processor_harness import end_offsets, produce, read_topic, start_processor, wait_all_committed
 
-from processor.avro import EvalCodec
-from processor.cli import build_parser
-from processor.ids import rfc3339_millis
-from processor.settings import SettingsHistory, parse_settings
+from processor.cli.main import build_parser
+from processor.codec.avro import EvalCodec
+from processor.core.ids import rfc3339_millis
+from processor.core.settings import SettingsHistory, parse_settings
 
 REPO = Path(__file__).resolve().parent.parent
 HOUR = 3_600_000

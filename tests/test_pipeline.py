@@ -23,10 +23,10 @@ from processor_harness import (
     wait_all_committed,
 )
 
-from processor.events import to_json_obj
-from processor.ids import rfc3339_millis
-from processor.simulate import simulate
-from processor.workload import Mix, Workload
+from processor.core.events import to_json_obj
+from processor.core.ids import rfc3339_millis
+from processor.local.workload import Mix, Workload
+from processor.tools.simulate import simulate
 
 pytestmark = pytest.mark.kafka
 

@@ -28,11 +28,11 @@ from strategies import (
 )
 
 from processor import PRODUCT, __version__
-from processor.attempts import parse_attempt
-from processor.evaluator import assess
-from processor.events import EVENT_ID_NAMESPACE, build_event, event_id
-from processor.policy import OUTCOMES, evaluate
-from processor.settings import SettingsHistory, parse_settings, rules_of
+from processor.core.attempts import parse_attempt
+from processor.core.evaluator import assess
+from processor.core.events import EVENT_ID_NAMESPACE, build_event, event_id
+from processor.core.policy import OUTCOMES, evaluate
+from processor.core.settings import SettingsHistory, parse_settings, rules_of
 
 TARGET = ACCOUNTS[0]
 EXTERNAL = ACCOUNTS[1]

@@ -1,6 +1,6 @@
 """A real Prometheus scrapes a real access-eval /metrics endpoint; the dashboard and rules run on it.
 
-Two endpoints: ``processor.http.serve`` with a ``Metrics`` fed a known ``Tally`` (exact values,
+Two endpoints: ``processor.health.serve`` with a ``Metrics`` fed a known ``Tally`` (exact values,
 no broker), and the real ``access-eval run`` on the real broker processing a generated workload
 (what operators will actually see).
 """
@@ -27,10 +27,10 @@ from prometheus_harness import (
 )
 
 from processor import __version__
-from processor.http import Health, HttpServer, serve
-from processor.ids import rfc3339_millis
+from processor.core.ids import rfc3339_millis
+from processor.health import Health, HttpServer, serve
+from processor.local.workload import Mix, Workload
 from processor.metrics import Metrics, Tally
-from processor.workload import Mix, Workload
 
 pytestmark = pytest.mark.prometheus
 

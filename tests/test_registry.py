@@ -29,12 +29,12 @@ from confluent_kafka import Producer
 from kafka_harness import Topics, free_port
 from processor_harness import produce, read_topic, start_processor, wait_all_committed
 
-from processor import registry
-from processor.app import build_codec
-from processor.avro import CONFLUENT_MAGIC, EvalCodec, load_schema_json
-from processor.cli import main as cli_main
+from processor.cli.main import main as cli_main
+from processor.codec.avro import CONFLUENT_MAGIC, EvalCodec, load_schema_json
 from processor.config import ConfigError, kafka_only, load
-from processor.ids import rfc3339_millis
+from processor.core.ids import rfc3339_millis
+from processor.kafka import registry
+from processor.stream.app import build_codec
 
 REPO = Path(__file__).resolve().parent.parent
 USER, PASSWORD = "svc-user", "s3cret:with:colons"

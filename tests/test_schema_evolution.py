@@ -20,7 +20,7 @@ import fastavro
 import pytest
 from fastavro.read import SchemaResolutionError
 
-from processor.avro import EvalCodec, load_schema_json, schema_dir
+from processor.codec.avro import EvalCodec, load_schema_json, schema_dir
 
 HISTORY = sorted((schema_dir() / "history").glob("eval_event.v*.avsc"), key=lambda p: int(p.stem.split(".v")[-1]))
 

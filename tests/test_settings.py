@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from strategies import ACCOUNTS, BASE_MS, HOUR, IDENTITY_TYPES, MINUTE, NOW_MS, attempt_obj, dumps, iso, settings_obj
 
-from processor.attempts import parse_attempt
-from processor.evaluator import assess
-from processor.events import build_event
-from processor.settings import BEGINNING_OF_TIME, SettingsHistory
+from processor.core.attempts import parse_attempt
+from processor.core.evaluator import assess
+from processor.core.events import build_event
+from processor.core.settings import BEGINNING_OF_TIME, SettingsHistory
 
 ACC = ACCOUNTS[0]
 EXT = ACCOUNTS[1]

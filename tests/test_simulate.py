@@ -44,13 +44,13 @@ from strategies import (
 )
 
 from processor import __version__
-from processor.attempts import InvalidAttempt, parse_attempt
-from processor.avro import EvalCodec
-from processor.evaluator import assess
-from processor.events import EVENT_ID_NAMESPACE, build_event
-from processor.report import DenyAggregator
-from processor.settings import SettingsHistory, parse_settings
-from processor.simulate import simulate
+from processor.codec.avro import EvalCodec
+from processor.core.attempts import InvalidAttempt, parse_attempt
+from processor.core.evaluator import assess
+from processor.core.events import EVENT_ID_NAMESPACE, build_event
+from processor.core.readiness import DenyAggregator
+from processor.core.settings import SettingsHistory, parse_settings
+from processor.tools.simulate import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 AVSC = ROOT / "schemas" / "eval_event.avsc"
@@ -418,7 +418,7 @@ def _generate_attempts(fifo: Path, n: int) -> None:
 # The real `simulate` entry point in a fresh interpreter, reporting its own peak RSS (KiB) last on stderr.
 _CHILD = """
 import resource, sys
-from processor.simulate import main
+from processor.tools.simulate import main
 rc = main(sys.argv[1], sys.argv[2], sys.argv[3] == "summary", "json")
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 sys.exit(rc)

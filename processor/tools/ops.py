@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from processor.config import KAFKA_ENV_PREFIX, ConfigError, read_properties
-from processor.ids import normalize_account, rfc3339_millis, to_millis
+from processor.core.ids import normalize_account, rfc3339_millis, to_millis
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -164,7 +164,7 @@ def connect(props: dict[str, Any], timeout_s: float) -> Any:
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from processor.kafka import AUTH_ERRORS
+    from processor.kafka.admin import AUTH_ERRORS
 
     errors: list[KafkaError] = []
     conf: dict[str, Any] = {**props, "error_cb": errors.append}
@@ -446,7 +446,7 @@ def _add_settings(sub: SubParsers) -> None:
 
 
 def _settings(action: str) -> Callable[[argparse.Namespace], int]:
-    from processor import settings_cli
+    from processor.tools import settings as settings_cli
 
     func: Callable[[argparse.Namespace], int] = getattr(settings_cli, f"cmd_{action}")
     return func
@@ -480,7 +480,7 @@ def _add_tail(sub: SubParsers) -> None:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from processor import tail
+    from processor.tools import tail
 
     return tail.cmd_tail(args)
 
@@ -518,8 +518,8 @@ SEEK_MARGIN_MS = 2 * 3_600_000
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from processor.report import DenyAggregator, render_report_table
-    from processor.tail import EvalReader
+    from processor.core.readiness import DenyAggregator, render_report_table
+    from processor.tools.tail import EvalReader
 
     account = account_id(args.account)
     now = now_ms()
@@ -583,7 +583,7 @@ def _current_settings(
     """The account's settings in force now, when the settings topic can be read (else None)."""
     if not topic_exists(admin, args.settings_topic):
         return None
-    from processor.settings_cli import read_view
+    from processor.tools.settings import read_view
 
     try:
         view = read_view(props, args.settings_topic, args.timeout)

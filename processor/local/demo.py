@@ -16,16 +16,16 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from processor import local
-from processor.avro import DecodeError, EvalCodec
+from processor.codec.avro import DecodeError, EvalCodec
 from processor.config import RunConfig
-from processor.events import to_json_obj
-from processor.http import Health, serve
-from processor.kafka import ensure_topics, wait_for_cluster
+from processor.core.events import to_json_obj
+from processor.core.policy import OUTCOMES
+from processor.health import Health, serve
+from processor.kafka.admin import ensure_topics, wait_for_cluster
+from processor.local import broker as local
+from processor.local.workload import Mix, Workload
 from processor.metrics import Metrics
-from processor.pipeline import Processor
-from processor.policy import OUTCOMES
-from processor.workload import Mix, Workload
+from processor.stream.processor import Processor
 
 DEMO_GROUP = "access-eval-demo"
 

@@ -1,6 +1,6 @@
 """Producer-facing JSON Schemas of the two inputs, generated from the boundary models.
 
-`python -m processor.jsonschemas [DIR]` (re)writes `schemas/access_attempt.schema.json` and
+`python -m processor.codec.jsonschemas [DIR]` (re)writes `schemas/access_attempt.schema.json` and
 `schemas/settings_record.schema.json`; a test fails when the committed files are stale.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from processor.attempts import AccessAttempt
-from processor.avro import schema_dir
-from processor.settings import SettingsDocument
+from processor.codec.avro import schema_dir
+from processor.core.attempts import AccessAttempt
+from processor.core.settings import SettingsDocument
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

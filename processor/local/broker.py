@@ -124,7 +124,7 @@ class BrokerInfo:
 def _repo_root() -> Path | None:
     """The checkout this module lives in (installed editable), or None when installed as a wheel:
     then the cache and data go to the user's XDG folders instead of into site-packages."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() else None
 
 

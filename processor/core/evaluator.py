@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from processor.attempts import Attempt
-from processor.policy import Verdict, evaluate
-from processor.settings import SettingsHistory, SettingsVersion
+from processor.core.attempts import Attempt
+from processor.core.policy import Verdict, evaluate
+from processor.core.settings import SettingsHistory, SettingsVersion
 
 
 def assess(history: SettingsHistory, attempt: Attempt) -> tuple[Verdict, SettingsVersion | None, bool]:

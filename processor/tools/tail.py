@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from processor.avro import DecodeError, EvalCodec
-from processor.events import to_json_obj
-from processor.ids import normalize_account, rfc3339_millis, to_millis
-from processor.ops import (
+from processor.codec.avro import DecodeError, EvalCodec
+from processor.core.events import to_json_obj
+from processor.core.ids import normalize_account, rfc3339_millis, to_millis
+from processor.tools.ops import (
     EXIT_OK,
     account_id,
     connect,
@@ -54,7 +54,7 @@ class EvalReader:
         # Without a registry, Confluent-framed events are read with the current schema (warned once).
         self.resolve_id: Callable[[int], dict[str, Any]] = lambda _sid: self.codec.schema_json
         if registry_url:
-            from processor.registry import resolver
+            from processor.kafka.registry import resolver
 
             self.resolve_id = resolver(registry_url, raw_props)
         self.consumer = Consumer(

@@ -7,13 +7,13 @@ import sys
 from typing import Any
 
 from processor import logs
-from processor.avro import EvalCodec
+from processor.codec.avro import EvalCodec
 from processor.config import ConfigError, RunConfig, load
-from processor.http import Health, serve
-from processor.kafka import StartupCancelled, ensure_topics, wait_for_cluster
+from processor.health import Health, serve
+from processor.kafka.admin import StartupCancelled, ensure_topics, wait_for_cluster
 from processor.logs import kv
 from processor.metrics import Metrics
-from processor.pipeline import Processor
+from processor.stream.processor import Processor
 
 log = logging.getLogger("access_eval")
 
@@ -24,7 +24,7 @@ def build_codec(cfg: RunConfig) -> EvalCodec:
     """Single-object framing by default; Confluent framing with a registered id when a registry is set."""
     if not cfg.schema_registry_url:
         return EvalCodec()
-    from processor import registry
+    from processor.kafka import registry
 
     return registry.codec_for_topic(cfg.schema_registry_url, cfg.eval_topic, cfg.client_properties())
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from processor.ids import rfc3339_millis
-from processor.policy import OUTCOMES
+from processor.core.ids import rfc3339_millis
+from processor.core.policy import OUTCOMES
 
 MAX_ACTIONS = 20
 

@@ -27,17 +27,17 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from processor.attempts import InvalidAttempt, parse_attempt
-from processor.avro import EvalCodec
+from processor.codec.avro import EvalCodec
 from processor.config import ConfigError, RunConfig
-from processor.evaluator import assess
-from processor.http import Health
-from processor.kafka import AUTH_ERRORS
+from processor.core.attempts import InvalidAttempt, parse_attempt
+from processor.core.evaluator import assess
+from processor.core.policy import Verdict
+from processor.core.settings import SettingsHistory
+from processor.health import Health
+from processor.kafka.admin import AUTH_ERRORS
+from processor.kafka.table import SettingsTable
 from processor.logs import kv, redact
 from processor.metrics import Metrics, Tally
-from processor.policy import Verdict
-from processor.settings import SettingsHistory
-from processor.table import SettingsTable
 
 log = logging.getLogger("access_eval.pipeline")
 

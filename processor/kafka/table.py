@@ -12,8 +12,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from processor.core.settings import SettingsHistory
 from processor.logs import kv
-from processor.settings import SettingsHistory
 
 log = logging.getLogger("access_eval.settings")
 

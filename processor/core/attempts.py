@@ -10,7 +10,7 @@ from typing import Annotated, Literal, NotRequired, TypedDict
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from processor.ids import IDENTITY_TYPES, AccountId, Rfc3339, to_millis
+from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, to_millis
 
 #: Attempts before this instant are invalid (SPEC §4).
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z

@@ -7,7 +7,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from processor import __version__, local, ops
+from processor import __version__
+from processor.local import broker as local
+from processor.tools import ops
 
 RUN_EXAMPLES = """examples:
   access-eval run --bootstrap-servers 127.0.0.1:9092 --create-topics
@@ -58,7 +60,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from processor import app
+    from processor.stream import app
 
     flags = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     return app.run(flags)
@@ -82,7 +84,7 @@ def _add_simulate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from processor import simulate
+    from processor.tools import simulate
 
     return simulate.main(args.settings, args.attempts, args.summary, args.format)
 
@@ -102,7 +104,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from processor import demo
+    from processor.local import demo
 
     return demo.main(args.bootstrap_servers, args.duration, args.rate, args.metrics_port)
 

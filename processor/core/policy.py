@@ -5,7 +5,7 @@ Shared by the stream processor and `access-eval simulate`, so both can only ever
 
 from __future__ import annotations
 
-from processor.settings import TYPE_INDEX, Rules
+from processor.core.settings import TYPE_INDEX, Rules
 
 SAME_ACCOUNT = "same_account"
 UNRESTRICTED = "unrestricted"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from processor.ids import IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
+from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
 
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 #: Effective time of a version that is in force "from the beginning of time" (simulate lines without updated_at).

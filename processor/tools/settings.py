@@ -15,8 +15,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from processor.ids import IDENTITY_TYPES, STATES, normalize_account, rfc3339_millis, to_millis
-from processor.ops import (
+from processor.core.ids import IDENTITY_TYPES, STATES, normalize_account, rfc3339_millis, to_millis
+from processor.core.readiness import format_table
+from processor.core.settings import (
+    InvalidSettings,
+    SettingsDocument,
+    SettingsHistory,
+    document_from_json,
+    parse_settings,
+)
+from processor.tools.ops import (
     EXIT_FAIL,
     EXIT_OK,
     OpsError,
@@ -29,14 +37,6 @@ from processor.ops import (
     topic_partitions,
     usage_error,
     write_json,
-)
-from processor.report import format_table
-from processor.settings import (
-    InvalidSettings,
-    SettingsDocument,
-    SettingsHistory,
-    document_from_json,
-    parse_settings,
 )
 
 ALLOWLIST_PREVIEW = 3
@@ -196,7 +196,7 @@ class Current:
 
 def read_view(props: dict[str, Any], topic: str, timeout_s: float) -> DocumentView:
     """Read the whole settings topic, up to the end offsets it has now (committed records only)."""
-    from processor.table import SettingsTable
+    from processor.kafka.table import SettingsTable
 
     quiet_processor_logs()
     view = DocumentView()

@@ -12,10 +12,10 @@ from hashlib import sha1
 from typing import Any, NamedTuple
 
 from processor import PRODUCT, __version__
-from processor.attempts import Attempt
-from processor.ids import rfc3339_millis, to_millis
-from processor.policy import Verdict
-from processor.settings import BEGINNING_OF_TIME, SettingsVersion
+from processor.core.attempts import Attempt
+from processor.core.ids import rfc3339_millis, to_millis
+from processor.core.policy import Verdict
+from processor.core.settings import BEGINNING_OF_TIME, SettingsVersion
 
 EVAL_ACTION = "iam-access-management.account-settings.eval"
 #: Namespace of eval event ids: id = UUIDv5(EVENT_ID_NAMESPACE, attempt id).

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from processor.attempts import InvalidAttempt, parse_attempt
-from processor.avro import EvalCodec
-from processor.evaluator import assess
-from processor.events import build_event, to_json_obj
-from processor.ids import to_millis
-from processor.policy import INVALID, WOULD_BE_DENY
-from processor.report import DenyAggregator, format_table
-from processor.settings import BEGINNING_OF_TIME, InvalidSettings, SettingsHistory, parse_settings
+from processor.codec.avro import EvalCodec
+from processor.core.attempts import InvalidAttempt, parse_attempt
+from processor.core.evaluator import assess
+from processor.core.events import build_event, to_json_obj
+from processor.core.ids import to_millis
+from processor.core.policy import INVALID, WOULD_BE_DENY
+from processor.core.readiness import DenyAggregator, format_table
+from processor.core.settings import BEGINNING_OF_TIME, InvalidSettings, SettingsHistory, parse_settings
 
 
 class InputError(Exception):

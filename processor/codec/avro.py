@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from processor.events import EVENT_SOURCES, Constant, EventSources, PerVerdict, Source
+from processor.core.events import EVENT_SOURCES, Constant, EventSources, PerVerdict, Source
 
 if TYPE_CHECKING:
-    from processor.attempts import Attempt
-    from processor.policy import Verdict
-    from processor.settings import SettingsVersion
+    from processor.core.attempts import Attempt
+    from processor.core.policy import Verdict
+    from processor.core.settings import SettingsVersion
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -40,7 +40,7 @@ class DecodeError(ValueError):
 def schema_dir() -> Path:
     """`schemas/` of the source tree, or ACCESS_EVAL_SCHEMA_DIR (container images)."""
     env = os.environ.get("ACCESS_EVAL_SCHEMA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "schemas"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "schemas"
 
 
 def load_schema_json(name: str = "eval_event.avsc") -> dict[str, Any]:

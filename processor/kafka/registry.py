@@ -30,7 +30,7 @@ from typing import Any
 
 import fastavro
 
-from processor.avro import EvalCodec, load_schema_json
+from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import REGISTRY_PROPS_PREFIX as PROPS_PREFIX
 from processor.config import ConfigError
 

@@ -1,0 +1,1 @@
+"""The local development Kafka broker, generated workload and the demo."""

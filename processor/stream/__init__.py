@@ -1,0 +1,1 @@
+"""`access-eval run`: the transactional consume -> evaluate -> produce loop and its wiring."""

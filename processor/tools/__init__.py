@@ -1,0 +1,1 @@
+"""The operator tools (settings, tail, report, simulate): what they do, without their argparse."""
