@@ -1,16 +1,16 @@
-"""Kafka edges: client configs, topic checks/creation. Everything that talks to the admin API."""
+"""Topic checks and creation, and waiting for the cluster: everything that talks to the admin API."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from processor.config import ConfigError
+from processor.kafka import clients
 from processor.logs import kv
 
 log = logging.getLogger("access_eval.kafka")
@@ -30,11 +30,6 @@ class StartupCancelled(Exception):
     """Asked to stop (SIGTERM) while still waiting for the cluster."""
 
 
-def admin_config(props: dict[str, str]) -> dict[str, str]:
-    """Admin/consumer/producer share the pass-through properties; drop client-kind-specific ones."""
-    return {k: v for k, v in props.items() if not k.startswith(("transactional.", "group."))}
-
-
 def wait_for_cluster(
     props: dict[str, str],
     timeout_s: float,
@@ -51,8 +46,7 @@ def wait_for_cluster(
     def on_error(err: KafkaError) -> None:
         errors.append(err)
 
-    conf: dict[str, Any] = {**admin_config(props), "error_cb": on_error}
-    client = AdminClient(conf)
+    client = AdminClient(clients.admin_conf(props, error_cb=on_error))
     while not stop():
         try:
             client.list_topics(timeout=attempt_timeout_s)

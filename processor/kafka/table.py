@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from processor.core.settings import SettingsHistory
+from processor.kafka import clients
 from processor.logs import kv
 
 log = logging.getLogger("access_eval.settings")
@@ -23,32 +24,8 @@ class SettingsTable:
         self.topic = topic
         self.history = history
         self.metrics = metrics
-        self.consumer = Consumer(
-            {
-                **props,
-                # librdkafka needs a group id to build a consumer, but no group is joined: assign() only.
-                "group.id": "access-eval-settings-table",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 50,
-                "logger": logging.getLogger("access_eval.librdkafka"),
-            }
-        )
-        # End offsets are asked through a second client: on the reading consumer's connection a
-        # ListOffsets request queues behind the outstanding long-poll Fetch (the broker answers one
-        # request per connection at a time), which made every refresh cost ~50 ms per partition.
-        self.offsets_client = Consumer(
-            {
-                **props,
-                "group.id": "access-eval-settings-table",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "logger": logging.getLogger("access_eval.librdkafka"),
-            }
-        )
+        self.consumer = Consumer(clients.table_reader_conf(props))
+        self.offsets_client = Consumer(clients.offsets_reader_conf(props))  # see offsets_reader_conf
         self.partitions: list[int] = []
         self.position: dict[int, int] = {}
         self.targets: dict[int, int] = {}
