@@ -57,7 +57,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # noqa: E402
 
 from bench.sysinfo import machine  # noqa: E402
-from processor import local  # noqa: E402
+from processor.local import broker as local  # noqa: E402
 from processor.core.ids import IDENTITY_TYPES, rfc3339_millis  # noqa: E402
 from processor.local.workload import Mix, Workload  # noqa: E402
 
