@@ -57,8 +57,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # noqa: E402
 
 from bench.sysinfo import machine  # noqa: E402
-from processor.local import broker as local  # noqa: E402
 from processor.core.ids import IDENTITY_TYPES, rfc3339_millis  # noqa: E402
+from processor.local import broker as local  # noqa: E402
 from processor.local.workload import Mix, Workload  # noqa: E402
 
 #: Outcomes that produce an eval event (a `permit` only when the account is in `monitor`).
@@ -949,7 +949,7 @@ def bootstrap_run(bench: Bench, records: int) -> dict[str, Any]:
 
 def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
     """µs per attempt of each step of the hot path, stage by stage over batches of real messages,
-    plus the real `Processor._process` on the same messages for a cross-check."""
+    plus the real `Batch.process` on the same messages for a cross-check."""
     from processor.codec.avro import EvalCodec
     from processor.config import RunConfig
     from processor.core.attempts import parse_attempt
@@ -957,7 +957,7 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
     from processor.core.settings import SettingsHistory
     from processor.health import Health
     from processor.metrics import Metrics, Tally
-    from processor.stream.processor import Processor
+    from processor.stream.loop import Processor
 
     history = SettingsHistory()
     t0 = time.perf_counter()
@@ -1035,23 +1035,23 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
                     dlq_topic=bench.dlq_topic, transactional_id=bench.fresh("stages-txn"))
     proc = Processor(cfg, Metrics(), Health(), codec)
     proc.history = history
-    proc.producer = proc._new_producer()
-    proc.consumer = proc._new_consumer()
+    txn = proc.open_clients()
+    assert proc.batch is not None
     proc.consumer.assign([TopicPartition(bench.attempts_topic, p, 0)
                           for p in partitions_of(bench.bootstrap, bench.attempts_topic)])
     t0 = time.perf_counter()
     t_process = 0.0
     for i, msgs in enumerate(batches):
         t_a = time.perf_counter()
-        proc._process(msgs)
+        proc.batch.process(msgs)
         t_process += time.perf_counter() - t_a
         if i % 10 == 9:
-            proc._commit()
-    if proc.in_txn:
-        proc._commit()
+            txn.commit()
+    if txn.open:
+        txn.commit()
     t_total = time.perf_counter() - t0
     proc.consumer.close()
-    proc.producer.flush(30)
+    txn.producer.flush(30)
     proc.table.close()
 
     # A 10,000-id allowlist costs the same as a small one (set lookup).
@@ -1090,7 +1090,7 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
         "settings_apply_us_per_record": round(apply_us, 2),
         "evaluate_us_by_allowlist": allow_cost,
     }
-    say(f"  stages µs/attempt: {out['us_per_attempt']}; Processor._process {out['process_us_per_attempt']}")
+    say(f"  stages µs/attempt: {out['us_per_attempt']}; Batch.process {out['process_us_per_attempt']}")
     return out
 
 
@@ -1103,19 +1103,18 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.worker == "load":
         return load_worker(args)
     from processor.config import RunConfig
-    from processor.health import Health
-    from processor.metrics import Metrics
-    from processor.stream.processor import Processor
+    from processor.kafka import clients
 
     flags = parse_processor_args(args.processor_arg)
     eos = args.worker == "passthrough"
     cfg = RunConfig(bootstrap_servers=args.bootstrap_servers, group_id=args.w_group, attempts_topic=args.w_topic,
                     eval_topic=args.w_out_topic or "unused", transactional_id=args.w_txn_id,
                     delivery="exactly-once" if eos else "at-least-once", **flags)
-    proc = Processor(cfg, Metrics(), Health())
-    proc.table.close()
-    consumer = proc._new_consumer()
-    producer = proc._new_producer() if eos else None
+    props = cfg.kafka_properties()
+    consumer = Consumer(clients.processor_consumer_conf(props, cfg.group_id))
+    producer = Producer(clients.processor_producer_conf(props, cfg.txn_id())) if eos else None
+    if producer is not None:
+        producer.init_transactions(30)
     stopping = [False]
 
     def stop(_s: int, _f: Any) -> None:
@@ -1284,7 +1283,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append("stage costs, µs per attempt: " + ", ".join(f"{k} {v}" for k, v in st["us_per_attempt"].items()))
         if st.get("us_per_event"):
             lines.append("  per emitted event: " + ", ".join(f"{k} {v}" for k, v in st["us_per_event"].items()))
-        lines.append(f"  Processor._process in process: {st['process_us_per_attempt']} µs/attempt "
+        lines.append(f"  Batch.process in process: {st['process_us_per_attempt']} µs/attempt "
                      f"({st['process_and_commit_us_per_attempt']} with commits); settings apply "
                      f"{st['settings_apply_us_per_record']} µs/record; evaluate by allowlist size "
                      f"{st['evaluate_us_by_allowlist']}")

@@ -25,7 +25,7 @@ from processor.kafka.admin import ensure_topics, wait_for_cluster
 from processor.local import broker as local
 from processor.local.workload import Mix, Workload
 from processor.metrics import Metrics
-from processor.stream.processor import Processor
+from processor.stream.loop import Processor
 
 DEMO_GROUP = "access-eval-demo"
 

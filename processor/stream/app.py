@@ -13,7 +13,7 @@ from processor.health import Health, serve
 from processor.kafka.admin import StartupCancelled, ensure_topics, wait_for_cluster
 from processor.logs import kv
 from processor.metrics import Metrics
-from processor.stream.processor import Processor
+from processor.stream.loop import Processor
 
 log = logging.getLogger("access_eval")
 

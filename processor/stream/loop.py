@@ -1,0 +1,295 @@
+"""`access-eval run`: the stream processor's loop (the imperative shell around the pure evaluation).
+
+bootstrap the settings table -> loop: consume a batch -> make sure the settings view is fresh ->
+`Batch.process` (evaluate, produce into the open transaction) -> when due, `Transaction.commit`
+(offsets + records + counters together). Rebalances commit (revoke) or abort (lost) the open
+transaction. Signals, clients and the watchdog live here; the per-attempt work in batch.py, the
+commit/abort/rewind policy in transaction.py, the hung-call guard in producer.py.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from processor.codec.avro import EvalCodec
+from processor.config import ConfigError, RunConfig
+from processor.core.settings import SettingsHistory
+from processor.health import Health
+from processor.kafka import clients
+from processor.kafka.admin import AUTH_ERRORS
+from processor.kafka.table import SettingsTable
+from processor.logs import kv, redact
+from processor.metrics import Metrics
+from processor.stream.batch import Batch
+from processor.stream.producer import BLOCKED_UNREADY_S, ProducerFactory, TxnProducer
+from processor.stream.transaction import Transaction
+
+log = logging.getLogger("access_eval.pipeline")
+
+ConsumerFactory = Callable[[dict[str, Any]], Any]
+
+
+class Processor:
+    """One consumer-group member: global settings table + transactional consume->produce loop."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        metrics: Metrics,
+        health: Health,
+        codec: EvalCodec | None = None,
+        *,
+        consumer_factory: ConsumerFactory = Consumer,
+        producer_factory: ProducerFactory = Producer,
+    ) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.health = health
+        self.codec = codec or EvalCodec()
+        self.props = cfg.kafka_properties()
+        self.history = SettingsHistory(retention_ms=cfg.settings_retention_ms)
+        self.table = SettingsTable(self.props, cfg.settings_topic, self.history, metrics)
+        self.eos = cfg.delivery == "exactly-once"
+        self.stopping = False
+        self.stop_deadline = float("inf")
+        self.fatal: ConfigError | None = None
+        self._consumer_factory = consumer_factory
+        self._producer_factory = producer_factory
+        self.consumer: Any = None
+        self.txn: Transaction | None = None
+        self.batch: Batch | None = None
+        self._unreachable = False  # a connection problem was seen; a broker round trip clears it
+        self._next_probe = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal received; finishing the batch", extra=kv(signal=signal.Signals(signum).name))
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def request_stop(self) -> None:
+        """Finish the batch, commit, leave the group; retries stop at the shutdown deadline."""
+        if not self.stopping:
+            self.stop_deadline = time.monotonic() + self.cfg.shutdown_timeout_s
+            self.stopping = True
+
+    def bootstrap(self) -> None:
+        """Read the settings topic up to the end offsets it had at start-up, before serving."""
+        started = time.monotonic()
+        self.table.start()
+        self.table.refresh_targets()
+        while not self.table.caught_up():
+            if self.stopping:
+                return
+            self.table.poll(0.1)
+            # The settings view is long-lived and acyclic: moving it out of the collector's generations
+            # keeps every later collection from rescanning it (bootstrap of 1M records ~20% faster).
+            gc.freeze()
+        self.metrics.set_bootstrap_complete(True)
+        self.metrics.set_settings_size(len(self.history), self.history.versions)
+        self.health.set_bootstrapped(True)
+        log.info(
+            "settings bootstrapped",
+            extra=kv(
+                topic=self.cfg.settings_topic,
+                accounts=len(self.history),
+                versions=self.history.versions,
+                rejected=self.history.rejected,
+                seconds=round(time.monotonic() - started, 3),
+            ),
+        )
+
+    def open_clients(self) -> Transaction:
+        """The transactional producer, the group consumer, and the transaction and batch over them."""
+        producer = TxnProducer(
+            self.props,
+            self.cfg.txn_id() if self.eos else None,
+            error_cb=self._on_error,
+            factory=self._producer_factory,
+        )
+        self.consumer = self._consumer_factory(
+            clients.processor_consumer_conf(
+                self.props, self.cfg.group_id, stats_cb=self.metrics.update_from_stats, error_cb=self._on_error
+            )
+        )
+        self.txn = Transaction(
+            producer,
+            self.consumer,
+            self.metrics,
+            self.health,
+            exactly_once=self.eos,
+            on_fatal=self._set_fatal,
+            stopping=lambda: self.stopping,
+            stop_deadline=lambda: self.stop_deadline,
+        )
+        self.batch = Batch(self.cfg, self.history, self.codec, self.metrics, self.txn)
+        return self.txn
+
+    def run(self) -> int:
+        """Serve until stopped; 0 on a clean stop, 3 on unrecoverable misconfiguration."""
+        log.info("starting", extra=kv(config=redact(self.props), delivery=self.cfg.delivery, group=self.cfg.group_id))
+        self.bootstrap()
+        if self.stopping:
+            self.table.close()
+            return 0
+        self.open_clients()
+        threading.Thread(target=self._watch_blocked, name="access-eval-txn-watch", daemon=True).start()
+        self.consumer.subscribe(
+            [self.cfg.attempts_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        if self.fatal is not None:
+            log.error(str(self.fatal))
+            return 3
+        return 0
+
+    def _loop(self) -> None:
+        assert self.txn is not None and self.batch is not None
+        txn = self.txn
+        consumer = self.consumer
+        staleness_s = self.cfg.staleness_ms / 1000
+        commit_s = self.cfg.commit_interval_ms / 1000
+        size = self.cfg.batch_size
+        while not self.stopping and self.fatal is None:
+            self.health.mark_progress()
+            # What is already fetched, without waiting: consume(n, timeout) waits until n messages
+            # or the timeout, so a partly filled batch used to sit for the whole 100 ms.
+            msgs = consumer.consume(size, 0)
+            if not msgs:  # idle: wait for the next message (not a full batch), at most until commit time
+                wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + commit_s - time.monotonic()))
+                msgs = consumer.consume(1, wait)
+                if msgs:
+                    msgs += consumer.consume(size - 1, 0)
+            self.table.poll(0)
+            if msgs:
+                if not self._ensure_fresh(staleness_s):
+                    break  # stopping: this batch is not committed, so its partitions' next owner re-reads it
+                self._process(msgs)
+            if txn.due(commit_s, 10 * size):
+                txn.guarded(txn.commit, "commit")
+            if self._unreachable and time.monotonic() >= self._next_probe:
+                self._probe_kafka()
+
+    def _process(self, msgs: list[Message]) -> None:
+        assert self.txn is not None and self.batch is not None
+        batch = self.batch
+        self.txn.guarded(lambda: batch.process(msgs), "process")
+
+    def _probe_kafka(self) -> None:
+        """After a connection problem, one broker round trip (the settings topic's end offsets) that
+        succeeds makes the instance ready again, also when no attempts arrive to commit."""
+        self._next_probe = time.monotonic() + 1.0
+        try:
+            self.table.refresh_targets(timeout_s=2.0)
+        except KafkaException:
+            return
+        self._unreachable = False
+        self.health.set_problem(None)
+        log.info("kafka reachable again")
+
+    def _watch_blocked(self) -> None:
+        """librdkafka reports an outage through callbacks served between calls, and a transactional call
+        caught by one can block for a minute (socket.timeout.ms): report it meanwhile (daemon thread)."""
+        while not self.stopping:
+            time.sleep(1.0)  # watchdog period
+            txn = self.txn
+            blocked = txn.producer.blocked_for() if txn is not None else 0.0
+            if blocked > BLOCKED_UNREADY_S:
+                self._unreachable = True
+                self.health.set_problem(f"kafka transaction call blocked for {blocked:.0f} s")
+
+    def _ensure_fresh(self, staleness_s: float) -> bool:
+        """Bounded staleness. While the settings topic's end cannot be observed (broker outage) the batch
+        waits, the instance is unready, and the check is retried; False if asked to stop meanwhile."""
+        backoff = 0.2
+        while True:
+            try:
+                self.table.ensure_fresh(staleness_s)
+                return True
+            except KafkaException as exc:
+                if self.stopping or self.fatal is not None:
+                    return False
+                err = exc.args[0]
+                self.health.set_problem("settings topic end offsets unavailable: " + err.str())
+                self.health.mark_progress()  # waiting out an outage is not a hung loop
+                log.warning("cannot observe the settings topic's end; holding the batch",
+                            extra=kv(error=err.str(), retry_in_s=backoff))
+                time.sleep(backoff)  # retry backoff
+                backoff = min(backoff * 2, 5.0)
+
+    def _shutdown(self) -> None:
+        self.request_stop()
+        deadline = self.stop_deadline
+        txn = self.txn
+        if txn is not None:
+            if txn.open and self.fatal is None:
+                txn.guarded(txn.commit, "commit", deadline=deadline)
+            if txn.open:
+                txn.abort()
+        if self.consumer is not None:
+            self.consumer.close()  # leaves the group: partitions move to the others now, not after a timeout
+        if txn is not None:
+            txn.producer.flush(max(0.0, deadline - time.monotonic()))
+        self.table.close()
+        self.health.set_assigned(None)
+        log.info("stopped", extra=kv(attempts_evaluated=self.batch.seen if self.batch else 0))
+
+    # -- client callbacks --------------------------------------------------------------------------
+
+    def _set_fatal(self, error: ConfigError) -> None:
+        self.fatal = error
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's global errors: transport problems flip readiness, auth problems are fatal."""
+        code = err.code()
+        if code in AUTH_ERRORS:
+            self.fatal = ConfigError(
+                f"Kafka authentication/authorization failed ({err.str()}): check sasl.username / sasl.password / "
+                "security.protocol (ACCESS_EVAL_KAFKA_SASL_USERNAME, ACCESS_EVAL_KAFKA_SASL_PASSWORD, --kafka-config)"
+            )
+        elif code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self._unreachable = True
+            self.health.set_problem("broker unreachable")
+            log.warning("kafka connection problem", extra=kv(error=err.str()))
+        elif err.fatal():
+            log.error("fatal kafka client error", extra=kv(error=err.str()))
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.health.set_assigned(len(consumer.assignment()) + len(partitions))
+        log.info("partitions assigned", extra=kv(partitions=[p.partition for p in partitions]))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit what was done before the partitions move, so the next owner starts after it."""
+        txn = self.txn
+        if txn is not None:
+            if txn.open:
+                txn.guarded(txn.commit, "commit")
+            txn.forget(partitions)
+        remaining = max(0, len(consumer.assignment()) - len(partitions))
+        self.health.set_assigned(remaining)
+        log.info("partitions revoked", extra=kv(partitions=[p.partition for p in partitions]))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Lost partitions may already be owned by someone else: our open work must not commit."""
+        txn = self.txn
+        if txn is not None and txn.open:
+            txn.abort()
+            txn.rewind()
+        self.health.set_assigned(0)
+        log.warning("partitions lost", extra=kv(partitions=[p.partition for p in partitions]))
