@@ -96,12 +96,15 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def crd_files() -> dict[str, Path]:
-    """Kind -> CRD file, for every CRD scripts/bootstrap downloaded into .cache/crds."""
+    """Kind -> CRD file, for every CRD scripts/bootstrap downloaded into .cache/crds (one CRD per file,
+    as controller-gen writes them; read with a regex: some are megabytes, and use YAML 1.1 tags that
+    PyYAML's safe loader refuses, so kubectl alone parses them)."""
     found: dict[str, Path] = {}
     for path in sorted(CRD_DIR.glob("*/*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                found[doc["spec"]["names"]["kind"]] = path
+        text = path.read_text()
+        match = re.search(r"^  names:\n(?:    .*\n)*?    kind: (\w+)$", text, re.MULTILINE)
+        if re.search(r"^kind: CustomResourceDefinition$", text, re.MULTILINE) and match:
+            found[match.group(1)] = path
     return found
 
 
@@ -245,14 +248,11 @@ class KubeAPIServer:
             missing(f"CRDs of {', '.join(absent)} in {CRD_DIR}", HOW)
         names = []
         for kind in wanted:
-            for doc in yaml.safe_load_all(files[kind].read_text()):
-                if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                    names.append(doc["metadata"]["name"])
-                    # create, not apply: some CRDs exceed the last-applied annotation's size limit.
-                    proc = self.kubectl("create", "-f", "-", input=json.dumps(doc))
-                    assert proc.returncode == 0 or "AlreadyExists" in proc.stderr, proc.stderr
-        self.kubectl_ok("wait", "--for=condition=Established", "--timeout=60s",
-                        *(f"crd/{n}" for n in names))
+            # create, not apply: some CRDs exceed the size limit of apply's last-applied annotation.
+            proc = self.kubectl("create", "-o", "name", "-f", str(files[kind]))
+            assert proc.returncode == 0, proc.stderr
+            names += proc.stdout.split()
+        self.kubectl_ok("wait", "--for=condition=Established", "--timeout=60s", *names)
         return names
 
 

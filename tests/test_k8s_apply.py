@@ -150,7 +150,9 @@ def test_pods_pass_pod_security_enforcement(api: KubeAPIServer, k8s_helm: Helm, 
 def test_pod_security_rejects_a_pod_that_may_run_as_root(api: KubeAPIServer, k8s_helm: Helm) -> None:
     (deployment,) = [d for d in render(k8s_helm, []) if d["kind"] == "Deployment"]
     spec = deployment["spec"]["template"]["spec"]
+    # Set at pod and container level (values podSecurityContext / securityContext): drop both.
     del spec["securityContext"]["runAsNonRoot"]
+    del spec["containers"][0]["securityContext"]["runAsNonRoot"]
     # For the Deployment: a warning (enforcement applies to Pods only) ...
     code, _, err = dry_run(api, [deployment])
     assert code == 0
