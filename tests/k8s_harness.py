@@ -9,7 +9,7 @@ Import as ``from k8s_harness import ...`` (conftest.py puts tests/ on sys.path).
 No scheduler, controller manager or kubelet: nothing is ever started or reconciled, but every
 request goes through the real decoding, defaulting, validation, admission (Pod Security included)
 and CRD schemas. etcd and kube-apiserver listen on free loopback ports, keep their data in the
-given tmp dir, are always stopped at the end and die with the test process (PR_SET_PDEATHSIG).
+given tmp dir, are always stopped at the end and are killed with the test process (PR_SET_PDEATHSIG).
 
 Binaries (tests/required.py: missing ones fail the test): ``etcd`` from Debian's ``etcd-server``
 package, ``kube-apiserver`` built from ``tools/kube-apiserver`` into
@@ -45,6 +45,11 @@ HOW = "run `scripts/bootstrap --all`"
 # Only written into the `kubernetes` Endpoints; must not be a loopback address (TEST-NET-1, never routed).
 ADVERTISE_ADDRESS = "192.0.2.10"
 _PR_SET_PDEATHSIG = 1
+_START_ATTEMPTS = 3  # a free port picked by the OS can be taken before etcd / kube-apiserver binds it
+
+
+class _PortTaken(AssertionError):
+    pass
 
 
 def kube_version() -> str:
@@ -65,9 +70,11 @@ _PRCTL = _load_prctl()
 
 
 def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM the child when the test process dies (Linux; best effort elsewhere)."""
+    """preexec_fn: SIGKILL the child when the test process dies (Linux; best effort elsewhere). Not
+    SIGTERM: kube-apiserver's graceful shutdown keeps it alive for a long time once etcd is gone,
+    and a throwaway test server has nothing to save."""
     if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -130,6 +137,7 @@ class KubeAPIServer:
 
     @classmethod
     def start(cls, workdir: Path, ready_timeout: float = 90.0) -> KubeAPIServer:
+        """Start etcd and kube-apiserver on free loopback ports, data under `workdir`; wait for /readyz."""
         version = kube_version()
         etcd_bin = require_binary("etcd", f"{HOW} (Debian package etcd-server)")
         apiserver_bin = require_binary(
@@ -137,6 +145,18 @@ class KubeAPIServer:
         )
         kubectl_bin = require_binary("kubectl", "install kubectl (e.g. Debian's kubernetes-client)")
         openssl = require_binary("openssl", "apt-get install openssl")
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                return cls._start(workdir / f"attempt-{attempt}", etcd_bin, apiserver_bin, kubectl_bin, openssl,
+                                  ready_timeout)
+            except _PortTaken:
+                if attempt == _START_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start(cls, workdir: Path, etcd_bin: str, apiserver_bin: str, kubectl_bin: str, openssl: str,
+               ready_timeout: float) -> KubeAPIServer:
         workdir.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
 
@@ -272,7 +292,9 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
     last: object = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"{process.args[0]} exited with {process.returncode}:\n{_tail(log)}")
+            tail = _tail(log)
+            error = _PortTaken if "address already in use" in tail else AssertionError
+            raise error(f"{process.args[0]} exited with {process.returncode}:\n{tail}")
         try:
             _get(url, token)
             return
