@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: demo test lint bench clean image test-image test-dashboard
+.PHONY: demo test test-k8s lint bench clean image test-image test-dashboard
 
 demo:
 	scripts/bootstrap
@@ -8,6 +8,11 @@ demo:
 test:
 	scripts/bootstrap --all
 	scripts/test
+
+# Only the chart against the real Kubernetes API server (tests/test_k8s_apply.py).
+test-k8s:
+	scripts/bootstrap --all
+	scripts/test -m k8s
 
 lint:
 	.venv/bin/ruff check processor tests bench
