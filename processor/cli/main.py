@@ -1,4 +1,8 @@
-"""The `access-eval` command line (SPEC §10): the top-level parser, built from one module per command."""
+"""The `access-eval` command line (SPEC §10): the top-level parser, built from one module per command.
+
+Importing the command modules imports `processor.tools.common`, which routes librdkafka's own log lines
+to a silent logger (unless ACCESS_EVAL_LOG_LEVEL=DEBUG in a tool) for every command, `run` included.
+"""
 
 from __future__ import annotations
 
