@@ -417,14 +417,6 @@ class Metrics:
 
     # --- health, Kafka client -----------------------------------------------------------------
 
-    def set_ready(self, ready: bool) -> None:
-        """Readiness as a gauge (``serve`` binds it to Health so it always agrees with /readyz)."""
-        self.ready.set(1 if ready else 0)
-
-    def set_assigned_partitions(self, n: int) -> None:
-        """Number of attempt partitions currently assigned."""
-        self.assigned_partitions.set(n)
-
     def bind_health(self, ready: Callable[[], bool], assigned: Callable[[], int]) -> None:
         """Compute the ready and assigned-partitions gauges at scrape time from these callables."""
         self.ready.set_function(lambda: 1.0 if ready() else 0.0)

@@ -15,12 +15,10 @@ from processor.core.evaluator import assess
 from processor.core.events import build_event, to_json_obj
 from processor.core.ids import to_millis
 from processor.core.policy import INVALID, WOULD_BE_DENY
-from processor.core.readiness import DenyAggregator, format_table
+from processor.core.readiness import DenyAggregator
 from processor.core.settings import BEGINNING_OF_TIME, InvalidSettings, SettingsHistory, parse_settings
-
-
-class InputError(Exception):
-    """An unreadable input file (exit 2)."""
+from processor.errors import EXIT_OK, EXIT_USAGE, InputError
+from processor.tools.common import format_table
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -109,7 +107,7 @@ def main(settings: str, attempts: str, summary: bool, fmt: str) -> int:
         agg = simulate(Path(settings), Path(attempts), sys.stdout, sys.stderr, summary=summary)
     except InputError as exc:
         print(f"access-eval simulate: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if summary:
         print_summary(agg, sys.stdout, fmt)
-    return 0
+    return EXIT_OK
