@@ -17,19 +17,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "processor"
 #: Layer of each part, bottom up. A module may import its own part and parts of a lower layer only.
 LAYERS: dict[str, int] = {
     "processor": 0,  # the package itself: name and version
-    "errors": 0,
-    "logs": 0,
-    "config": 0,
-    "core": 1,
-    "codec": 2,
-    "metrics": 2,
-    "health": 3,
-    "kafka": 4,
-    "stream": 5,
-    "tools": 5,
-    "local": 6,
-    "cli": 7,
-    "__main__": 8,  # `python -m processor`
+    "errors": 0,  # exit codes and exception types
+    "logs": 1,
+    "config": 1,
+    "core": 2,
+    "codec": 3,
+    "metrics": 3,
+    "health": 4,
+    "kafka": 5,
+    "stream": 6,
+    "tools": 6,
+    "local": 7,
+    "cli": 8,
+    "__main__": 9,  # `python -m processor`
 }
 #: Third-party imports the pure core may use: models and decoding, nothing that does I/O.
 CORE_THIRD_PARTY = {"pydantic", "pydantic_core", "msgspec", "annotated_types", "typing_extensions"}
