@@ -903,7 +903,7 @@ def add_local_parser(
         help="run a real single-node Kafka broker on this machine",
         description="Run a real single-node Apache Kafka broker (KRaft) for development and tests.",
     )
-    commands = local.add_subparsers(dest="local_command", metavar="{start,stop,status,fetch}")
+    commands = local.add_subparsers(dest="local_command", metavar="{start,stop,status,fetch,registry}")
     commands.required = True
     data_help = "broker data dir (default: $ACCESS_EVAL_DATA_DIR or <repo>/var/kafka)"
 
@@ -928,4 +928,12 @@ def add_local_parser(
 
     p_fetch = commands.add_parser("fetch", help="download the broker jars only (used by scripts/bootstrap)")
     p_fetch.set_defaults(func=_cmd_fetch)
+    _add_registry_hook(commands)
     return local
+
+
+def _add_registry_hook(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`local registry start|stop|status|fetch`: a real schema registry (processor/local/registry.py)."""
+    from processor.local.registry import add_registry_parser
+
+    add_registry_parser(commands)

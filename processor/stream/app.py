@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from typing import Any
 
 from processor import logs
-from processor.codec.avro import EvalCodec
+from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import ConfigError, RunConfig, load
 from processor.health import Health, serve
 from processor.kafka.admin import StartupCancelled, ensure_topics, wait_for_cluster
@@ -20,13 +22,36 @@ log = logging.getLogger("access_eval")
 EXIT_CONFIG = 2
 
 
-def build_codec(cfg: RunConfig) -> EvalCodec:
-    """Single-object framing by default; Confluent framing with a registered id when a registry is set."""
+def build_codec(cfg: RunConfig, health: Health | None = None) -> EvalCodec:
+    """Single-object framing by default; Confluent framing with a registered id when a registry is set.
+
+    Registration is retried while the registry is unavailable (unready meanwhile; SIGTERM/SIGINT end
+    the wait: StartupCancelled); a refusal (incompatible schema, credentials) is a ConfigError."""
     if not cfg.schema_registry_url:
         return EvalCodec()
     from processor.kafka import registry
 
-    return registry.codec_for_topic(cfg.schema_registry_url, cfg.eval_topic, cfg.client_properties())
+    stop = threading.Event()
+    signals = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+    previous = {s: signal.signal(s, lambda _n, _f: stop.set()) for s in signals}
+
+    def waiting(problem: str | None) -> None:
+        if health is not None:
+            health.set_problem(problem)
+            health.mark_progress()  # waiting with retries is alive, not stuck
+
+    try:
+        schema = load_schema_json()
+        schema_id = registry.register_when_available(
+            cfg.schema_registry_url, cfg.eval_topic, cfg.client_properties(), timeout_s=cfg.startup_timeout_s,
+            stop=stop.is_set, waiting=waiting, schema=schema,
+        )
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if schema_id is None:
+        raise StartupCancelled
+    return EvalCodec(schema_id=schema_id, schema=schema)
 
 
 def run(flags: dict[str, Any]) -> int:
@@ -45,7 +70,7 @@ def run(flags: dict[str, Any]) -> int:
     server = serve(cfg.metrics_host, cfg.metrics_port, metrics, health)
     log.info("http listening", extra=kv(port=server.port, paths=["/metrics", "/livez", "/readyz"]))
     try:
-        processor = Processor(cfg, metrics, health, build_codec(cfg))
+        processor = Processor(cfg, metrics, health, build_codec(cfg, health))
         processor.install_signal_handlers()
         props = cfg.kafka_properties()
         health.set_problem("connecting to kafka")
@@ -67,7 +92,7 @@ def run(flags: dict[str, Any]) -> int:
         log.error(str(exc))
         return EXIT_CONFIG
     except StartupCancelled:
-        log.info("stopped before Kafka was reachable")
+        log.info("stopped before Kafka or the schema registry was reachable")
         return 0
     finally:
         server.close()
