@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -87,6 +86,10 @@ def monitor_settings(updated_ms: int) -> dict[str, Any]:
     return {"account_id": MONITOR, "updated_at": rfc3339(updated_ms),
             "external_account_identity_interaction": {"identity_types": {
                 t: {"state": "monitor", "external_allowed_accounts": [FRIEND]} for t in TYPES}}}
+
+
+def publish_settings(topics: Topics, updated_ms: int) -> None:
+    produce(topics.bootstrap, topics.settings, [(MONITOR.encode(), json.dumps(monitor_settings(updated_ms)).encode())])
 
 
 def attempts(n: int, start_ms: int, prefix: str = "att") -> list[dict[str, Any]]:
@@ -261,7 +264,7 @@ def test_tail_and_report_resolve_ids_of_older_current_and_newer_versions(
         (MONITOR.encode(), framed(old_id, older_schema(), sample_record(older_schema(), "old-1", STRANGERS[0], now))),
         (MONITOR.encode(), framed(old_id, older_schema(), sample_record(older_schema(), "old-2", STRANGERS[1], now))),
     ])
-    produce(topics.bootstrap, topics.settings, [(MONITOR.encode(), json.dumps(monitor_settings(now - 60_000)).encode())])
+    publish_settings(topics, now - 60_000)
     sent = attempts(8, now, prefix="cur")
     proc = start_processor(topics, tmp_path, "--schema-registry-url", apicurio.url)
     try:
@@ -317,7 +320,8 @@ def test_schema_evolution_registry_and_evolution_guard_agree(
     current_id = client.register_schema(subject, Schema(SCHEMA_FILE.read_text(), "AVRO"))
     now = int(time.time() * 1000)
     produce(topics.bootstrap, topics.evals, [
-        (MONITOR.encode(), framed(current_id, shipped_schema(), sample_record(shipped_schema(), "v1", STRANGERS[0], now)))])
+        (MONITOR.encode(),
+         framed(current_id, shipped_schema(), sample_record(shipped_schema(), "v1", STRANGERS[0], now)))])
 
     for candidate, compatible in ((next_compatible(), True), (next_incompatible(), False)):
         guard = resolution_failures(writer=shipped_schema(), reader=candidate) == []  # BACKWARD, by the guard
@@ -338,7 +342,8 @@ def test_schema_evolution_registry_and_evolution_guard_agree(
     proc = subprocess.run(
         [sys.executable, "-m", "processor", "run", "--bootstrap-servers", topics.bootstrap, "--metrics-port", "0",
          "--eval-topic", topics.evals, "--schema-registry-url", apicurio.url],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "ACCESS_EVAL_SCHEMA_DIR": str(schema_dir)},
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "ACCESS_EVAL_SCHEMA_DIR": str(schema_dir)},
     )
     assert proc.returncode == 2, proc.stderr
     errors = [e for e in log_lines(proc.stderr) if e["level"] == "error"]
@@ -355,7 +360,7 @@ def test_registry_unreachable_at_start_up_then_gone_mid_stream_loses_nothing(
 ) -> None:
     topics.create(partitions=2)
     now = int(time.time() * 1000)
-    produce(topics.bootstrap, topics.settings, [(MONITOR.encode(), json.dumps(monitor_settings(now - 60_000)).encode())])
+    publish_settings(topics, now - 60_000)
     port = free_port()
     url = f"http://127.0.0.1:{port}{local_registry.CCOMPAT_PATH}"
     first, second = attempts(20, now, "early"), attempts(20, now + 100, "late")
@@ -377,7 +382,8 @@ def test_registry_unreachable_at_start_up_then_gone_mid_stream_loses_nothing(
         proc.wait_ready(timeout=90)
         wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
         [schema_id] = registered_ids(proc.log())
-        assert SchemaRegistryClient({"url": info.url}).get_latest_version(f"{topics.evals}-value").schema_id == schema_id
+        latest = SchemaRegistryClient({"url": info.url}).get_latest_version(f"{topics.evals}-value")
+        assert latest.schema_id == schema_id
 
         local_registry.stop(data_dir)  # gone mid-stream: the id is known, processing goes on
         produce(topics.bootstrap, topics.attempts, [(MONITOR.encode(), json.dumps(a).encode()) for a in second])
