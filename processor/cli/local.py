@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from processor.local.broker import DEFAULT_PORT
 from processor.local.commands import cmd_fetch, cmd_start, cmd_status, cmd_stop
+from processor.local.registry import add_registry_parser
 
 if TYPE_CHECKING:
     from processor.cli.common import SubParsers
@@ -34,7 +35,7 @@ def add_parser(sub: SubParsers) -> None:
         help="run a real single-node Kafka broker on this machine",
         description="Run a real single-node Apache Kafka broker (KRaft) for development and tests.",
     )
-    commands = local.add_subparsers(dest="local_command", metavar="{start,stop,status,fetch}")
+    commands = local.add_subparsers(dest="local_command", metavar="{start,stop,status,fetch,registry}")
     commands.required = True
     data_help = "broker data dir (default: $ACCESS_EVAL_DATA_DIR or <repo>/var/kafka)"
 
@@ -59,3 +60,4 @@ def add_parser(sub: SubParsers) -> None:
 
     p_fetch = commands.add_parser("fetch", help="download the broker jars only (used by scripts/bootstrap)")
     p_fetch.set_defaults(func=lambda _a: cmd_fetch())
+    add_registry_parser(commands)
