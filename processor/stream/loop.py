@@ -36,6 +36,7 @@ from processor.stream.transaction import Transaction
 log = logging.getLogger("access_eval.pipeline")
 
 ConsumerFactory = Callable[[dict[str, Any]], Any]
+TableFactory = Callable[[dict[str, Any], str, SettingsHistory, Metrics], Any]
 
 
 class Processor:
@@ -50,6 +51,7 @@ class Processor:
         *,
         consumer_factory: ConsumerFactory = Consumer,
         producer_factory: ProducerFactory = Producer,
+        table_factory: TableFactory = SettingsTable,
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
@@ -57,7 +59,7 @@ class Processor:
         self.codec = codec or EvalCodec()
         self.props = cfg.kafka_properties()
         self.history = SettingsHistory(retention_ms=cfg.settings_retention_ms)
-        self.table = SettingsTable(self.props, cfg.settings_topic, self.history, metrics)
+        self.table = table_factory(self.props, cfg.settings_topic, self.history, metrics)
         self.eos = cfg.delivery == "exactly-once"
         self.stopping = False
         self.stop_deadline = float("inf")
@@ -147,44 +149,59 @@ class Processor:
             return 0
         self.open_clients()
         threading.Thread(target=self._watch_blocked, name="access-eval-txn-watch", daemon=True).start()
-        self.consumer.subscribe(
-            [self.cfg.attempts_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
-        try:
-            self._loop()
-        finally:
-            self._shutdown()
+        self.subscribe()
+        while self.turn():
+            pass
         if self.fatal is not None:
             log.error(str(self.fatal))
             return 3
         return 0
 
-    def _loop(self) -> None:
+    def subscribe(self) -> None:
+        self.consumer.subscribe(
+            [self.cfg.attempts_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def turn(self) -> bool:
+        """`step`, and the shutdown once the loop ends (also by an exception, which propagates)."""
+        try:
+            more = self.step()
+        except BaseException:
+            self._shutdown()
+            raise
+        if not more:
+            self._shutdown()
+        return more
+
+    def step(self) -> bool:
+        """One turn of the loop: fetch, process, commit when due. False when the loop should end."""
         assert self.txn is not None and self.batch is not None
+        if self.stopping or self.fatal is not None:
+            return False
         txn = self.txn
         consumer = self.consumer
         staleness_s = self.cfg.staleness_ms / 1000
         commit_s = self.cfg.commit_interval_ms / 1000
         size = self.cfg.batch_size
-        while not self.stopping and self.fatal is None:
-            self.health.mark_progress()
-            # What is already fetched, without waiting: consume(n, timeout) waits until n messages
-            # or the timeout, so a partly filled batch used to sit for the whole 100 ms.
-            msgs = consumer.consume(size, 0)
-            if not msgs:  # idle: wait for the next message (not a full batch), at most until commit time
-                wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + commit_s - time.monotonic()))
-                msgs = consumer.consume(1, wait)
-                if msgs:
-                    msgs += consumer.consume(size - 1, 0)
-            self.table.poll(0)
+        self.health.mark_progress()
+        # What is already fetched, without waiting: consume(n, timeout) waits until n messages
+        # or the timeout, so a partly filled batch used to sit for the whole 100 ms.
+        msgs = consumer.consume(size, 0)
+        if not msgs:  # idle: wait for the next message (not a full batch), at most until commit time
+            wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + commit_s - time.monotonic()))
+            msgs = consumer.consume(1, wait)
             if msgs:
-                if not self._ensure_fresh(staleness_s):
-                    break  # stopping: this batch is not committed, so its partitions' next owner re-reads it
-                self._process(msgs)
-            if txn.due(commit_s, 10 * size):
-                txn.guarded(txn.commit, "commit")
-            if self._unreachable and time.monotonic() >= self._next_probe:
-                self._probe_kafka()
+                msgs += consumer.consume(size - 1, 0)
+        self.table.poll(0)
+        if msgs:
+            if not self._ensure_fresh(staleness_s):
+                return False  # stopping: this batch is not committed, so its partitions' next owner re-reads it
+            self._process(msgs)
+        if txn.due(commit_s, 10 * size):
+            txn.guarded(txn.commit, "commit")
+        if self._unreachable and time.monotonic() >= self._next_probe:
+            self._probe_kafka()
+        return True
 
     def _process(self, msgs: list[Message]) -> None:
         assert self.txn is not None and self.batch is not None
