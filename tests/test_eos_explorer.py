@@ -45,7 +45,7 @@ from processor.stream import transaction as transaction_mod
 from processor.stream.loop import Processor
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fake_kafka import (  # noqa: E402
+from fake_kafka import (
     Clock,
     Cluster,
     FakeCaller,
@@ -98,7 +98,7 @@ def patched(clock: Clock) -> Iterator[None]:
             setattr(mod, name, value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _config(txn_id: str, delivery: str, batch_size: int, commit_interval_ms: int) -> RunConfig:
     return RunConfig(
         bootstrap_servers="fake:9092",

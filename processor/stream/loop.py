@@ -30,8 +30,8 @@ from processor.kafka.table import SettingsTable
 from processor.logs import kv, redact
 from processor.metrics import Metrics
 from processor.stream.batch import Batch
-from processor.stream.producer import BLOCKED_UNREADY_S, ProducerFactory, TxnProducer
-from processor.stream.transaction import Transaction
+from processor.stream.producer import BLOCKED_UNREADY_S, ProducerFactory, StopRequested, TxnProducer
+from processor.stream.transaction import SharedTransactionalId, Transaction
 
 log = logging.getLogger("access_eval.pipeline")
 
@@ -71,6 +71,8 @@ class Processor:
         self.batch: Batch | None = None
         self._unreachable = False  # a connection problem was seen; a broker round trip clears it
         self._next_probe = 0.0
+        #: partitions revoked or lost during the current fetch: what was fetched for them before is stale
+        self._moved: set[tuple[str, int]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -120,7 +122,9 @@ class Processor:
             self.props,
             self.cfg.txn_id() if self.eos else None,
             error_cb=self._on_error,
+            on_retry=self._waiting,
             factory=self._producer_factory,
+            stop=lambda: self.stopping,
         )
         self.consumer = self._consumer_factory(
             clients.processor_consumer_conf(
@@ -150,11 +154,14 @@ class Processor:
         self.open_clients()
         threading.Thread(target=self._watch_blocked, name="access-eval-txn-watch", daemon=True).start()
         self.subscribe()
-        while self.turn():
-            pass
+        try:
+            while self.turn():
+                pass
+        except StopRequested:
+            return 0
         if self.fatal is not None:
             log.error(str(self.fatal))
-            return 3
+            return 2 if isinstance(self.fatal, SharedTransactionalId) else 3
         return 0
 
     def subscribe(self) -> None:
@@ -167,7 +174,8 @@ class Processor:
         try:
             more = self.step()
         except BaseException:
-            self._shutdown()
+            # Not a clean stop: the open transaction may hold part of a batch without its offsets. Abort it.
+            self._shutdown(clean=False)
             raise
         if not more:
             self._shutdown()
@@ -191,7 +199,11 @@ class Processor:
             wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + commit_s - time.monotonic()))
             msgs = consumer.consume(1, wait)
             if msgs:
-                msgs += consumer.consume(size - 1, 0)
+                self._moved.clear()
+                more = consumer.consume(size - 1, 0)
+                if self._moved:  # a rebalance callback ran in between: drop what it took from us
+                    msgs = [m for m in msgs if (m.topic(), m.partition()) not in self._moved]
+                msgs += more
         self.table.poll(0)
         if msgs:
             if not self._ensure_fresh(staleness_s):
@@ -250,12 +262,12 @@ class Processor:
                 time.sleep(backoff)  # retry backoff
                 backoff = min(backoff * 2, 5.0)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, clean: bool = True) -> None:
         self.request_stop()
         deadline = self.stop_deadline
         txn = self.txn
         if txn is not None:
-            if txn.open and self.fatal is None:
+            if txn.open and self.fatal is None and clean:
                 txn.guarded(txn.commit, "commit", deadline=deadline)
             if txn.open:
                 txn.abort()
@@ -268,6 +280,11 @@ class Processor:
         log.info("stopped", extra=kv(attempts_evaluated=self.batch.seen if self.batch else 0))
 
     # -- client callbacks --------------------------------------------------------------------------
+
+    def _waiting(self, problem: str) -> None:
+        """A wait or retry loop is turning: that is progress (liveness), and a reason not to be ready."""
+        self.health.mark_progress()
+        self.health.set_problem(problem)
 
     def _set_fatal(self, error: ConfigError) -> None:
         self.fatal = error
@@ -293,6 +310,7 @@ class Processor:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit what was done before the partitions move, so the next owner starts after it."""
+        self._moved.update((tp.topic, tp.partition) for tp in partitions)
         txn = self.txn
         if txn is not None:
             if txn.open:
@@ -304,9 +322,12 @@ class Processor:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Lost partitions may already be owned by someone else: our open work must not commit."""
+        self._moved.update((tp.topic, tp.partition) for tp in partitions)
         txn = self.txn
         if txn is not None and txn.open:
             txn.abort()
             txn.rewind()
+        if txn is not None:
+            txn.forget(partitions)
         self.health.set_assigned(0)
         log.warning("partitions lost", extra=kv(partitions=[p.partition for p in partitions]))
