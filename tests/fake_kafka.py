@@ -491,8 +491,8 @@ class FakeTable:
     def poll(self, timeout_s: float = 0.0, max_records: int = 10_000) -> int:
         return 0
 
-    def ensure_fresh(self, staleness_s: float, stop: Any = None) -> None:
-        pass
+    def ensure_fresh(self, staleness_s: float, stop: Any = None, on_wait: Any = None) -> bool:
+        return True
 
     def close(self) -> None:
         pass

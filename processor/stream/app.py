@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 from processor import logs
 from processor.codec.avro import EvalCodec
 from processor.config import ConfigError, RunConfig, load
-from processor.health import Health, serve
+from processor.health import DEFAULT_IDLE_DEADLINE_S, Health, serve
 from processor.kafka.admin import StartupCancelled, ensure_topics, wait_for_cluster
 from processor.logs import kv
 from processor.metrics import Metrics
@@ -41,7 +42,8 @@ def run(flags: dict[str, Any]) -> int:
     except ValueError as exc:
         log.error(str(exc))
         return EXIT_CONFIG
-    health = Health()
+    # The liveness bound: how long no loop, wait or retry may turn before /livez fails (tests shorten it).
+    health = Health(float(os.environ.get("ACCESS_EVAL_LIVENESS_BOUND_S", DEFAULT_IDLE_DEADLINE_S)))
     server = serve(cfg.metrics_host, cfg.metrics_port, metrics, health)
     log.info("http listening", extra=kv(port=server.port, paths=["/metrics", "/livez", "/readyz"]))
     try:
@@ -49,7 +51,9 @@ def run(flags: dict[str, Any]) -> int:
         processor.install_signal_handlers()
         props = cfg.kafka_properties()
         health.set_problem("connecting to kafka")
-        admin = wait_for_cluster(props, cfg.startup_timeout_s, stop=lambda: processor.stopping)
+        admin = wait_for_cluster(
+            props, cfg.startup_timeout_s, stop=lambda: processor.stopping, progress=health.mark_progress
+        )
         health.set_problem(None)
         ensure_topics(
             admin,

@@ -93,11 +93,14 @@ class Processor:
     def bootstrap(self) -> None:
         """Read the settings topic up to the end offsets it had at start-up, before serving."""
         started = time.monotonic()
-        self.table.start()
-        self.table.refresh_targets()
+        if not self._retrying(self.table.start, "settings topic metadata"):
+            return
+        if not self._retrying(self.table.refresh_targets, "settings topic end offsets"):
+            return
         while not self.table.caught_up():
             if self.stopping:
                 return
+            self.health.mark_progress()  # reading a large settings topic is progress, not a hung loop
             self.table.poll(0.1)
             # The settings view is long-lived and acyclic: moving it out of the collector's generations
             # keeps every later collection from rescanning it (bootstrap of 1M records ~20% faster).
@@ -115,6 +118,28 @@ class Processor:
                 seconds=round(time.monotonic() - started, 3),
             ),
         )
+
+    def _retrying(self, fn: Callable[[], Any], what: str) -> bool:
+        """Run a start-up broker call, retrying a Kafka error with backoff (the broker may be slow or
+        restarting); False if asked to stop meanwhile. Waiting is progress (liveness), not readiness."""
+        backoff = 0.5
+        while not self.stopping:
+            try:
+                fn()
+                return True
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() in AUTH_ERRORS:
+                    raise ConfigError(f"Kafka authorization failed reading the {what}: {err.str()}: check "
+                                      "sasl.username / sasl.password and the ACLs on --settings-topic") from None
+                self._waiting(f"{what} unavailable: {err.str()}")
+                log.warning(f"cannot read the {what}; retrying", extra=kv(error=err.str(), retry_in_s=backoff))
+                until = time.monotonic() + backoff
+                while time.monotonic() < until and not self.stopping:
+                    self.health.mark_progress()
+                    time.sleep(0.1)  # retry backoff, in slices that notice a stop
+                backoff = min(backoff * 2, 10.0)
+        return False
 
     def open_clients(self) -> Transaction:
         """The transactional producer, the group consumer, and the transaction and batch over them."""
@@ -200,8 +225,11 @@ class Processor:
             msgs = consumer.consume(1, wait)
             if msgs:
                 self._moved.clear()
+                rewinds = txn.rewinds
                 more = consumer.consume(size - 1, 0)
-                if self._moved:  # a rebalance callback ran in between: drop what it took from us
+                if txn.rewinds != rewinds:  # a callback aborted and rewound: what was fetched before is re-read
+                    msgs = []
+                elif self._moved:  # a rebalance callback ran in between: drop what it took from us
                     msgs = [m for m in msgs if (m.topic(), m.partition()) not in self._moved]
                 msgs += more
         self.table.poll(0)
@@ -249,8 +277,7 @@ class Processor:
         backoff = 0.2
         while True:
             try:
-                self.table.ensure_fresh(staleness_s)
-                return True
+                return bool(self.table.ensure_fresh(staleness_s, lambda: self.stopping, self.health.mark_progress))
             except KafkaException as exc:
                 if self.stopping or self.fatal is not None:
                     return False

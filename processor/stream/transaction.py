@@ -66,6 +66,8 @@ class Transaction:
         self._fenced_at: list[float] = []
         #: a rewind could not complete (stopping meanwhile): nothing may commit past the aborted work
         self.rewind_incomplete = False
+        #: rewinds so far: the loop drops what it fetched before one that happened during its fetch
+        self.rewinds = 0
 
     def begin(self) -> None:
         """Open a transaction unless one is open (a transaction spans batches until it is due)."""
@@ -170,6 +172,7 @@ class Transaction:
         """After an abort, continue from the last committed offsets (what the aborted work re-reads).
         Continuing from the current position instead would skip the aborted work: a failed seek is
         retried; if the instance stops before it succeeds, nothing more commits (`rewind_incomplete`)."""
+        self.rewinds += 1
         assignment = self.consumer.assignment()
         if not assignment:
             self.rewind_incomplete = False
