@@ -249,8 +249,8 @@ class FakeConsumer:
             for o in range(pos, len(cl.input[p])):
                 k, v = cl.input[p][o]
                 avail.append(FakeMessage(ATTEMPTS, p, o, k, v))
-        if not avail:
-            cl.clock.advance(max(timeout, 0.0))
+        if not avail:  # waits out the timeout (real time also moves on by a little: no float stand-still)
+            cl.clock.advance(max(timeout, 0.0005))
             return []
         # what a fetch returns: a per-partition prefix, interleaved, of a random size (0 without waiting)
         lo = 1 if timeout > 0 else 0

@@ -165,6 +165,7 @@ class World:
     clock: Clock = field(init=False)
     cluster: Cluster = field(init=False)
     procs: list[Proc] = field(default_factory=list)
+    all_procs: list[Proc] = field(default_factory=list)
     metrics: list[Any] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)
     twins: int = 0
@@ -196,6 +197,7 @@ class World:
         p.subscribe()
         proc = Proc(p, f"P{self.started}", txn_id)
         self.procs.append(proc)
+        self.all_procs.append(proc)
         return proc
 
     def drop(self, proc: Proc) -> None:
@@ -375,7 +377,9 @@ class World:
             if extra:
                 raise Violation(f"committed output for input {extra[0]} whose offset is not committed")
         committed = sum(cl.committed.values())
-        if self.counted() != committed:
+        # A commit whose outcome could not be read before a shutdown deadline is not counted: under, never over.
+        unknown = any(pr.p.txn is not None and pr.p.txn.unknown_outcomes for pr in self.all_procs)
+        if self.counted() != committed and not (unknown and self.counted() < committed):
             raise Violation(f"counters say {self.counted()} attempts, {committed} committed")
         if cl.fence_events > 10:
             raise Violation(f"fencing goes on: {cl.fence_events} fencings between live processes")
