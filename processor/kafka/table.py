@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -102,17 +103,24 @@ class SettingsTable:
             self.poll(0.05)
         return True
 
-    def ensure_fresh(self, staleness_s: float) -> None:
-        """Bounded staleness: caught up to end offsets observed less than `staleness_s` ago."""
+    def ensure_fresh(
+        self, staleness_s: float, stop: Callable[[], bool] = lambda: False, on_wait: Callable[[], None] = lambda: None
+    ) -> bool:
+        """Bounded staleness: caught up to end offsets observed less than `staleness_s` ago. False when
+        `stop()` turned true while waiting; `on_wait` is called on every turn of the wait (liveness)."""
         if time.monotonic() - self.targets_at > staleness_s / 2:
             self.refresh_targets()
         waited_from = time.monotonic()
         warned = False
         while not self.caught_up():
+            if stop():
+                return False
+            on_wait()
             self.poll(0.05)
             if not warned and time.monotonic() - waited_from > 5:
                 warned = True
                 log.warning("settings view is behind the topic end; holding evaluation", extra=kv(topic=self.topic))
+        return True
 
     def close(self) -> None:
         self.consumer.close()

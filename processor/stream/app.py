@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -12,7 +13,7 @@ from typing import Any
 from processor import logs
 from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import ConfigError, RunConfig, load
-from processor.health import Health, serve
+from processor.health import DEFAULT_IDLE_DEADLINE_S, Health, serve
 from processor.kafka.admin import StartupCancelled, ensure_topics, wait_for_cluster
 from processor.logs import kv
 from processor.metrics import Metrics
@@ -70,7 +71,8 @@ def run(flags: dict[str, Any]) -> int:
     except ValueError as exc:
         log.error(str(exc))
         return EXIT_CONFIG
-    health = Health()
+    # The liveness bound: how long no loop, wait or retry may turn before /livez fails (tests shorten it).
+    health = Health(float(os.environ.get("ACCESS_EVAL_LIVENESS_BOUND_S", DEFAULT_IDLE_DEADLINE_S)))
     server = serve(cfg.metrics_host, cfg.metrics_port, metrics, health)
     log.info("http listening", extra=kv(port=server.port, paths=["/metrics", "/livez", "/readyz"]))
     try:
@@ -81,7 +83,9 @@ def run(flags: dict[str, Any]) -> int:
             processor.request_stop()
         props = cfg.kafka_properties()
         health.set_problem("connecting to kafka")
-        admin = wait_for_cluster(props, cfg.startup_timeout_s, stop=lambda: processor.stopping)
+        admin = wait_for_cluster(
+            props, cfg.startup_timeout_s, stop=lambda: processor.stopping, progress=health.mark_progress
+        )
         health.set_problem(None)
         ensure_topics(
             admin,

@@ -27,6 +27,8 @@ from processor.stream.transaction import Transaction
 
 log = logging.getLogger("access_eval.pipeline")
 
+#: The dead-letter reason of an attempt whose evaluation raised (the detail names the exception type).
+INTERNAL_ERROR = "internal_error"
 #: Every Nth attempt's event age feeds the histogram (keeps the hot path lean).
 AGE_SAMPLE_EVERY = 64
 
@@ -76,19 +78,25 @@ class Batch:
             last[m.topic(), m.partition()] = m  # type: ignore[index]
             try:
                 attempt = parse_attempt(m.value(), now_ms, max_future_ms=max_future, max_bytes=max_bytes)
+                verdict, version, exact = assess(history, attempt)
+                value = encode(attempt, verdict, version, exact, now_ms) if verdict.emit else None
             except InvalidAttempt as bad:
                 self._dead_letter(m, bad)
                 tally.add_invalid(bad.reason)
                 continue
-            verdict, version, exact = assess(history, attempt)
+            except Exception as exc:  # a record that breaks evaluation must not stop the stream (SPEC §7)
+                log.error("evaluating an attempt failed; dead-lettered",
+                          extra=kv(partition=m.partition(), offset=m.offset(), error=repr(exc)))
+                self._dead_letter(m, InvalidAttempt(INTERNAL_ERROR, type(exc).__name__))
+                tally.add_invalid(INTERNAL_ERROR)
+                continue
             a = attempt.data
             account = a["account_id"]
             counts[verdict, a["identity"]["type"], account if account in labelled else ""] += 1
             seen += 1
             if not seen % AGE_SAMPLE_EVERY:
                 tally.observe_age(now_ms / 1000 - attempt.event_ms / 1000)
-            if verdict.emit:
-                value = encode(attempt, verdict, version, exact, now_ms)
+            if value is not None:
                 try:
                     produce(eval_topic, value, account.encode(), headers=headers)
                 except BufferError:
