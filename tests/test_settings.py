@@ -125,12 +125,16 @@ def test_tombstone_reverts_to_defaults_from_its_timestamp() -> None:
     assert decide(h, T2) == ("unrestricted", T2, True)
 
 
-def test_null_interaction_is_a_version_with_defaults() -> None:
+def test_a_null_document_field_never_resets_only_a_tombstone_does() -> None:
+    """SPEC §3: `null` is a wrong type; a document never resets an account, a tombstone does."""
     h = SettingsHistory()
     put(h, "limited", T1)
-    assert h.apply_record(ACC.encode(), record(None, T2), 0) is None
-    assert decide(h, T2) == ("unrestricted", T2, True)
-    assert decide(h, T2 - 1)[0] == "enforced_deny"
+    err = h.apply_record(ACC.encode(), record(None, T2), 0)
+    assert err is not None and err.reason == "invalid_value"
+    assert "external_account_identity_interaction" in err.detail
+    assert decide(h, T2) == ("enforced_deny", T1, True)
+    assert h.apply_record(ACC.encode(), None, T3) is None
+    assert decide(h, T3) == ("unrestricted", T3, True)
 
 
 # --- retention by stream time --------------------------------------------------------------------
@@ -256,6 +260,19 @@ REJECTED: list[tuple[str, bytes | None, Any, str]] = [
     ("allowlist item is a number", ACC.encode(), _set_allow([5]), "external_allowed_accounts"),
     ("identity_types is a list", ACC.encode(),
      lambda d: d["external_account_identity_interaction"].__setitem__("identity_types", []), "identity_types"),
+    ("interaction is null", ACC.encode(),
+     lambda d: d.__setitem__("external_account_identity_interaction", None), "external_account_identity_interaction"),
+    ("identity_types is null", ACC.encode(),
+     lambda d: d["external_account_identity_interaction"].__setitem__("identity_types", None), "identity_types"),
+    ("identity type is null", ACC.encode(),
+     lambda d: d["external_account_identity_interaction"]["identity_types"].__setitem__("user", None), "user"),
+    ("service_id is null", ACC.encode(),
+     lambda d: d["external_account_identity_interaction"]["identity_types"].__setitem__("service_id", None),
+     "service_id"),
+    ("state is null", ACC.encode(), _set_state(None), "state"),
+    ("allowlist is null", ACC.encode(), _set_allow(None), "external_allowed_accounts"),
+    ("allowlist item is null", ACC.encode(), _set_allow([None]), "external_allowed_accounts"),
+    ("account_id is null", ACC.encode(), lambda d: d.__setitem__("account_id", None), "account_id"),
     ("identity type is a string", ACC.encode(),
      lambda d: d["external_account_identity_interaction"]["identity_types"].__setitem__("user", "enabled"), "user"),
     ("account_id missing", ACC.encode(), lambda d: d.pop("account_id"), "account_id"),

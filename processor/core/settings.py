@@ -10,7 +10,8 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
 
@@ -28,14 +29,31 @@ class IdentityTypeSettings(BaseModel):
     external_allowed_accounts: list[AccountId] = Field(default_factory=list)
 
 
+def _absent(schema: dict[str, Any]) -> None:
+    """JSON Schema of an optional object that may be absent but not null: no `"default": null`."""
+    schema.pop("default", None)
+
+
 class IdentityTypes(BaseModel):
-    """Known identity types; unknown keys are kept aside (forward compatibility) and only counted."""
+    """Known identity types; unknown keys are kept aside (forward compatibility) and only counted.
+
+    A missing type is `enabled`; a type given as `null` is a wrong type and rejects the record
+    (SPEC §3: a document never resets anything by `null`).
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    user: IdentityTypeSettings | None = None
-    service_id: IdentityTypeSettings | None = None
-    service: IdentityTypeSettings | None = None
+    # SkipJsonSchema: the published schema says what producers may send (an object, or nothing).
+    user: IdentityTypeSettings | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_absent)
+    service_id: IdentityTypeSettings | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_absent)
+    service: IdentityTypeSettings | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_absent)
+
+    @field_validator("user", "service_id", "service", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must be an object, not null (a missing identity type is enabled)")
+        return value
 
 
 class ExternalInteraction(BaseModel):
@@ -45,18 +63,28 @@ class ExternalInteraction(BaseModel):
 
 
 class SettingsDocument(BaseModel):
-    """The settings JSON of SPEC §3. A null `external_account_identity_interaction` resets the account."""
+    """The settings JSON of SPEC §3. `null` is a wrong type wherever an object, list or string is
+    required; only a tombstone (a null record value) resets an account."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     account_id: AccountId
-    external_account_identity_interaction: ExternalInteraction | None
+    external_account_identity_interaction: ExternalInteraction
     updated_at: Rfc3339 | None = None
 
     @property
     def unknown_identity_types(self) -> list[str]:
-        interaction = self.external_account_identity_interaction
-        return sorted((interaction.identity_types.model_extra or {}).keys()) if interaction else []
+        return sorted((self.external_account_identity_interaction.identity_types.model_extra or {}).keys())
+
+
+class TombstoneLine(BaseModel):
+    """`simulate`'s stand-in for a null record value (SPEC §10): `{"account_id": A, "tombstone": true}`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    account_id: AccountId
+    tombstone: Literal[True]
+    updated_at: Rfc3339 | None = None
 
 
 #: Allowlists up to this many ids are kept as a SmallSet: scanning a few ids is about as fast as a
@@ -151,6 +179,16 @@ def parse_settings(raw: bytes | str) -> SettingsDocument:
         raise _invalid(exc) from None
 
 
+def parse_settings_line(raw: bytes | str) -> SettingsDocument | TombstoneLine:
+    """A `simulate` settings line: a settings document, or a tombstone line (`"tombstone": true`)."""
+    if (b'"tombstone"' in raw) if isinstance(raw, bytes) else ('"tombstone"' in raw):
+        try:
+            return TombstoneLine.model_validate_json(raw)
+        except ValidationError:
+            pass  # not a tombstone line: the document model decides and names the problem
+    return parse_settings(raw)
+
+
 def _invalid(exc: ValidationError) -> InvalidSettings:
     """pydantic's first error as a bounded reason and a message naming the field."""
     err = exc.errors(include_url=False, include_input=False)[0]
@@ -188,10 +226,7 @@ def rules_of(doc: SettingsDocument) -> Rules:
     Identity types configured identically share one Rule (the common case: memory per account is
     what bounds how many accounts an instance holds).
     """
-    interaction = doc.external_account_identity_interaction
-    if interaction is None:
-        return DEFAULT_RULES
-    types = interaction.identity_types
+    types = doc.external_account_identity_interaction.identity_types
     out: list[Rule | None] = []
     made: dict[tuple[str, tuple[str, ...]], Rule] = {}
     for name in IDENTITY_TYPES:
@@ -266,8 +301,7 @@ class SettingsHistory:
             self.rejected += 1
             return InvalidSettings("missing_key", "record key is not UTF-8")
         if value is None:
-            self.put(account, SettingsVersion(timestamp_ms, DEFAULT_RULES, topic, partition, offset))
-            self.applied += 1
+            self.apply_tombstone(account, timestamp_ms, topic, partition, offset)
             return None
         try:
             doc = parse_settings(value)
@@ -289,10 +323,25 @@ class SettingsHistory:
         partition: int | None = None,
         offset: int | None = None,
     ) -> None:
-        interaction = doc.external_account_identity_interaction
-        if interaction is not None and interaction.identity_types.model_extra:
-            self.unknown_identity_types += len(interaction.identity_types.model_extra)
+        extra = doc.external_account_identity_interaction.identity_types.model_extra
+        if extra:
+            self.unknown_identity_types += len(extra)
         self.put(doc.account_id, SettingsVersion(effective_ms, rules_of(doc), topic, partition, offset))
+        self.applied += 1
+
+    def apply_tombstone(
+        self,
+        account_id: str,
+        effective_ms: int,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        """A tombstone (null record value): the account reverts to defaults from `effective_ms`.
+
+        The only way to reset an account (SPEC §3); `account_id` is normalised here.
+        """
+        self.put(normalize_account(account_id), SettingsVersion(effective_ms, DEFAULT_RULES, topic, partition, offset))
         self.applied += 1
 
     # -- reading -------------------------------------------------------------------------------
