@@ -350,3 +350,21 @@ def test_numeric_updated_at_is_rejected() -> None:
     doc = settings_obj(ACC, LIMITED)
     doc["updated_at"] = T1 // 1000
     assert h.apply_record(ACC.encode(), dumps(doc), 0) is not None
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("where", ["top", "identity_types", "allowlist"])
+def test_non_json_numbers_reject_the_record(constant: str, where: str) -> None:
+    """SPEC §3: malformed JSON includes NaN/Infinity, even in a field that is otherwise ignored."""
+    h = SettingsHistory()
+    put(h, "limited", T1)
+    doc = settings_obj(ACC, {"user": {"state": "enabled"}}, iso(T2))
+    target = {"top": doc, "identity_types": doc["external_account_identity_interaction"]["identity_types"],
+              "allowlist": doc["external_account_identity_interaction"]["identity_types"]["user"]}[where]
+    target["x_extra"] = "__C__"
+    raw = dumps(doc).replace(b'"__C__"', constant.encode())
+    err = h.apply_record(ACC.encode(), raw, T2)
+    assert err is not None and err.reason == "bad_json", err
+    assert decide(h, T2 + HOUR) == ("enforced_deny", T1, True)
+    # the same text inside a string is fine
+    assert h.apply_record(ACC.encode(), raw.replace(constant.encode(), f'"{constant}"'.encode()), T2) is None

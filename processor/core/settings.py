@@ -6,6 +6,7 @@ makes replays deterministic (SPEC §5 "Time").
 
 from __future__ import annotations
 
+import json
 from bisect import bisect_right
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -174,9 +175,29 @@ class InvalidSettings(Exception):
 def parse_settings(raw: bytes | str) -> SettingsDocument:
     """Validate a settings JSON document, or raise InvalidSettings naming the field."""
     try:
-        return SettingsDocument.model_validate_json(raw)
+        doc = SettingsDocument.model_validate_json(raw)
     except ValidationError as exc:
         raise _invalid(exc) from None
+    if (b"NaN" in raw or b"Infinity" in raw) if isinstance(raw, bytes) else ("NaN" in raw or "Infinity" in raw):
+        _reject_non_json_numbers(raw)
+    return doc
+
+
+class _NonJsonNumber(Exception):
+    pass
+
+
+def _non_json_constant(name: str) -> object:
+    raise _NonJsonNumber(name)
+
+
+def _reject_non_json_numbers(raw: bytes | str) -> None:
+    """pydantic's parser accepts NaN/Infinity (SPEC §3: malformed JSON); a value that mentions them is
+    re-read strictly, wherever they are, even in an ignored field."""
+    try:
+        json.loads(raw, parse_constant=_non_json_constant)
+    except _NonJsonNumber as exc:
+        raise InvalidSettings("bad_json", f"malformed JSON: {exc} is not a JSON number (RFC 8259)") from None
 
 
 def parse_settings_line(raw: bytes | str) -> SettingsDocument | TombstoneLine:
