@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from processor.core.ids import normalize_account
+
 ENV_PREFIX = "ACCESS_EVAL_"
 KAFKA_ENV_PREFIX = "ACCESS_EVAL_KAFKA_"
 #: Schema-registry options may share the properties file; librdkafka rejects them, so they are split off.
@@ -60,7 +62,8 @@ class RunConfig(BaseSettings):
 
     @property
     def account_label_set(self) -> frozenset[str]:
-        return frozenset(a.strip().lower() for a in self.account_labels.split(",") if a.strip())
+        labels = (normalize_account(a) for a in self.account_labels.split(","))
+        return frozenset(a for a in labels if a)
 
     def txn_id(self) -> str:
         """Stable per instance (pod name / host name) so a restarted instance fences its zombie."""

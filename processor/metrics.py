@@ -156,7 +156,7 @@ class Metrics:
         account_labels: Iterable[str] = (),
         max_account_labels: int = DEFAULT_MAX_ACCOUNT_LABELS,
     ) -> None:
-        accounts = sorted({normalize_account(a) for a in account_labels if a.strip()})
+        accounts = sorted({n for n in map(normalize_account, account_labels) if n})
         if len(accounts) > max_account_labels:
             raise ValueError(
                 f"{ACCOUNT_LABELS_SETTING} lists {len(accounts)} accounts; at most {max_account_labels} "

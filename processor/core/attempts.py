@@ -10,7 +10,7 @@ from typing import Annotated, Literal, NotRequired, TypedDict
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, to_millis
+from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
 
 #: Attempts before this instant are invalid (SPEC §4).
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -98,8 +98,6 @@ class AttemptData(TypedDict):
 
 _decode_fast = msgspec.json.Decoder(AttemptData).decode
 _to_datetime = msgspec.convert  # msgspec's RFC 3339 parser: a subset of what pydantic accepts
-#: What pydantic-core's strip_whitespace removes from ASCII strings (Rust's char::is_whitespace).
-_ASCII_SPACE = " \t\n\r\x0b\x0c"
 #: pydantic truncates fractions beyond microseconds, msgspec rounds them: such times take the model's path.
 _LONG_FRACTION = re.compile(r"\.\d{7}").search
 #: pydantic's parser rejects JSON nested deeper than 200 levels, msgspec recurses until Python's
@@ -174,8 +172,8 @@ def parse_attempt(
     except _FAST_ERRORS:
         return _parse_with_model(raw, now_ms, max_future_ms)
     ident = data["identity"]
-    account = data["account_id"].strip(_ASCII_SPACE).lower()
-    ident_account = ident["account_id"].strip(_ASCII_SPACE).lower()
+    account = normalize_account(data["account_id"])
+    ident_account = normalize_account(ident["account_id"])
     if not (
         0 < len(account) <= 256
         and 0 < len(ident_account) <= 256

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
+from processor.core.ids import ACCOUNT_ID_MAX, IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
 
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 #: Effective time of a version that is in force "from the beginning of time" (simulate lines without updated_at).
@@ -321,6 +321,9 @@ class SettingsHistory:
         except UnicodeDecodeError:
             self.rejected += 1
             return InvalidSettings("missing_key", "record key is not UTF-8")
+        if not 0 < len(account) <= ACCOUNT_ID_MAX:
+            self.rejected += 1
+            return InvalidSettings("missing_key", f"record key is not an account id (1 to {ACCOUNT_ID_MAX} characters)")
         if value is None:
             self.apply_tombstone(account, timestamp_ms, topic, partition, offset)
             return None
