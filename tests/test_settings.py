@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import itertools
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from strategies import ACCOUNTS, BASE_MS, HOUR, IDENTITY_TYPES, MINUTE, NOW_MS, attempt_obj, dumps, iso, settings_obj
 
+from processor.codec.avro import EvalCodec
 from processor.core.attempts import parse_attempt
 from processor.core.evaluator import assess
 from processor.core.events import build_event
-from processor.core.settings import BEGINNING_OF_TIME, SettingsHistory
+from processor.core.ids import from_millis, to_millis
+from processor.core.settings import (
+    BEGINNING_OF_TIME,
+    InvalidSettings,
+    SettingsHistory,
+    TombstoneLine,
+    parse_settings_line,
+)
+
+#: 9999-12-31T23:59:59.999Z, the last instant SPEC §3 accepts.
+MAX_MS = to_millis(datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC))
 
 ACC = ACCOUNTS[0]
 EXT = ACCOUNTS[1]
@@ -368,3 +380,64 @@ def test_non_json_numbers_reject_the_record(constant: str, where: str) -> None:
     assert decide(h, T2 + HOUR) == ("enforced_deny", T1, True)
     # the same text inside a string is fine
     assert h.apply_record(ACC.encode(), raw.replace(constant.encode(), f'"{constant}"'.encode()), T2) is None
+
+
+# --- updated_at range (SPEC §3: 1970-9999 UTC) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("updated_at", "ok"), [
+    ("1970-01-01T00:00:00Z", True),
+    ("1970-01-01T01:00:00+01:00", True),
+    ("9999-12-31T23:59:59.999Z", True),
+    ("9999-12-31T23:59:59.999999Z", True),
+    ("9999-12-31T23:59:59+00:00", True),
+    ("1969-12-31T23:59:59.999Z", False),
+    ("1970-01-01T00:30:00+01:00", False),
+    ("0001-01-01T00:00:00Z", False),
+    ("0001-01-01T00:00:00+01:00", False),
+    ("9999-12-31T23:59:59-01:00", False),
+    ("9999-12-31T23:30:00-00:45", False),
+])
+def test_updated_at_outside_1970_9999_utc_is_rejected(updated_at: str, ok: bool) -> None:
+    h = SettingsHistory()
+    put(h, "limited", T1)
+    doc = settings_obj(ACC, {}, updated_at)
+    err = h.apply_record(ACC.encode(), dumps(doc), T2)
+    if not ok:
+        assert err is not None and err.reason == "invalid_value" and "updated_at" in err.detail
+        assert h.versions == 1 and decide(h, T2 + HOUR) == ("enforced_deny", T1, True)
+        return
+    assert err is None
+    # every accepted effective time reads back through Avro timestamp-millis and Python datetime
+    h2 = SettingsHistory()
+    assert h2.apply_record(ACC.encode(), dumps(settings_obj(ACC, MONITOR, updated_at)), 0) is None
+    v = h2.latest(ACC)
+    assert v is not None
+    want = datetime.fromisoformat(updated_at.replace("Z", "+00:00")).astimezone(UTC)
+    assert from_millis(v.effective_ms) == want.replace(microsecond=want.microsecond // 1000 * 1000)
+    attempt = parse_attempt(dumps(attempt_obj(ACC, EXT, "user", T2)), NOW_MS)
+    verdict, version, exact = assess(h2, attempt)
+    codec = EvalCodec()
+    decoded = codec.decode(codec.encode(build_event(attempt, verdict, version, exact, NOW_MS)))
+    eff = decoded["responseData"]["settingsVersion"]["effectiveTime"]
+    assert eff == from_millis(v.effective_ms)
+
+
+@pytest.mark.parametrize(("timestamp_ms", "ok"), [
+    (0, True), (MAX_MS, True), (MAX_MS + 1, False), (2**62, False)])
+def test_record_timestamp_beyond_year_9999_is_rejected(timestamp_ms: int, ok: bool) -> None:
+    """Without updated_at the record timestamp is the effective time: the same range applies."""
+    h = SettingsHistory()
+    put(h, "limited", T1)
+    for value in (record(ENABLED), None):
+        err = h.apply_record(ACC.encode(), value, timestamp_ms)
+        assert (err is None) == ok
+        if not ok:
+            assert err is not None and err.reason == "invalid_value"
+    assert (h.versions == 1) == (not ok)
+
+
+def test_simulate_tombstone_line_updated_at_range() -> None:
+    assert isinstance(parse_settings_line(dumps({"account_id": ACC, "tombstone": True})), TombstoneLine)
+    with pytest.raises(InvalidSettings, match="updated_at"):
+        parse_settings_line(dumps({"account_id": ACC, "tombstone": True, "updated_at": "9999-12-31T23:59:59-01:00"}))

@@ -57,6 +57,8 @@ STATES: tuple[str, ...] = ("enabled", "monitor", "limited")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+#: The last millisecond a Python datetime (and so every reader of timestamp-millis we know) can hold.
+MAX_TIME_MS = (datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC) - EPOCH) // _MS
 
 
 def to_millis(dt: datetime) -> int:

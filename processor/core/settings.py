@@ -9,18 +9,40 @@ from __future__ import annotations
 import json
 from bisect import bisect_right
 from collections.abc import Iterator
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from processor.core.ids import ACCOUNT_ID_MAX, IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
+from processor.core.ids import (
+    ACCOUNT_ID_MAX,
+    IDENTITY_TYPES,
+    MAX_TIME_MS,
+    AccountId,
+    Rfc3339,
+    normalize_account,
+    rfc3339_millis,
+    to_millis,
+)
 
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 #: Effective time of a version that is in force "from the beginning of time" (simulate lines without updated_at).
 BEGINNING_OF_TIME = -(2**62)
 #: Settings rejection reasons: a closed set, used as a metric label.
 REJECT_REASONS: tuple[str, ...] = ("bad_json", "invalid_value", "key_mismatch", "missing_key")
+
+
+def _effective_range(value: datetime) -> datetime:
+    """SPEC §3: 1970-01-01 .. 9999-12-31 UTC, so every accepted time is a timestamp-millis any reader
+    decodes (an offset can push 9999-12-31 into year 10000, or 0001-01-01 into year 0)."""
+    if not 0 <= to_millis(value) <= MAX_TIME_MS:
+        raise ValueError(f"must lie within 1970-01-01T00:00:00Z .. {rfc3339_millis(MAX_TIME_MS)} (UTC)")
+    return value
+
+
+#: `updated_at`: RFC 3339 with an offset, within the range above.
+UpdatedAt = Annotated[Rfc3339, AfterValidator(_effective_range)]
 
 
 class IdentityTypeSettings(BaseModel):
@@ -71,7 +93,7 @@ class SettingsDocument(BaseModel):
 
     account_id: AccountId
     external_account_identity_interaction: ExternalInteraction
-    updated_at: Rfc3339 | None = None
+    updated_at: UpdatedAt | None = None
 
     @property
     def unknown_identity_types(self) -> list[str]:
@@ -85,7 +107,7 @@ class TombstoneLine(BaseModel):
 
     account_id: AccountId
     tombstone: Literal[True]
-    updated_at: Rfc3339 | None = None
+    updated_at: UpdatedAt | None = None
 
 
 #: Allowlists up to this many ids are kept as a SmallSet: scanning a few ids is about as fast as a
@@ -205,8 +227,11 @@ def parse_settings_line(raw: bytes | str) -> SettingsDocument | TombstoneLine:
     if (b'"tombstone"' in raw) if isinstance(raw, bytes) else ('"tombstone"' in raw):
         try:
             return TombstoneLine.model_validate_json(raw)
-        except ValidationError:
-            pass  # not a tombstone line: the document model decides and names the problem
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            if not any(e["loc"][:1] == ("tombstone",) or e["type"] == "json_invalid" for e in errors):
+                raise _invalid(exc) from None  # a tombstone line with a bad account_id or updated_at
+            # not a tombstone line: the document model decides and names the problem
     return parse_settings(raw)
 
 
@@ -325,6 +350,9 @@ class SettingsHistory:
             self.rejected += 1
             return InvalidSettings("missing_key", f"record key is not an account id (1 to {ACCOUNT_ID_MAX} characters)")
         if value is None:
+            if timestamp_ms > MAX_TIME_MS:
+                self.rejected += 1
+                return _late_timestamp(timestamp_ms)
             self.apply_tombstone(account, timestamp_ms, topic, partition, offset)
             return None
         try:
@@ -335,7 +363,13 @@ class SettingsHistory:
         if doc.account_id != account:
             self.rejected += 1
             return InvalidSettings("key_mismatch", f"account_id {doc.account_id!r} differs from the record key")
-        effective = to_millis(doc.updated_at) if doc.updated_at is not None else timestamp_ms
+        if doc.updated_at is not None:
+            effective = to_millis(doc.updated_at)
+        elif timestamp_ms > MAX_TIME_MS:
+            self.rejected += 1
+            return _late_timestamp(timestamp_ms)
+        else:
+            effective = timestamp_ms
         self.apply_document(doc, effective, topic, partition, offset)
         return None
 
@@ -421,6 +455,11 @@ class SettingsHistory:
                 self._multi.discard(account)
         self.versions -= dropped
         return dropped
+
+
+def _late_timestamp(timestamp_ms: int) -> InvalidSettings:
+    """The record timestamp would be the effective time, and no reader could decode it (year 10000+)."""
+    return InvalidSettings("invalid_value", f"record timestamp {timestamp_ms} is after year 9999 (set updated_at)")
 
 
 def _effective(v: SettingsVersion) -> int:
