@@ -371,7 +371,7 @@ class Metrics:
                 self.account_decisions.labels(account_id=account, outcome=outcome).inc(n)
         observe = self.event_age.observe
         for age in tally._ages:
-            observe(age)
+            observe(age if age > 0.0 else 0.0)  # future-dated attempts (within --max-future-ms) are 0 s old
 
     def observe_batch(self, seconds: float, size: int) -> None:
         """Record one batch's processing time and size."""
@@ -392,8 +392,14 @@ class Metrics:
 
     # --- settings view ------------------------------------------------------------------------
 
+    def bind_settings(self, history: Any) -> None:
+        """Read the settings gauges from `history` (a SettingsHistory) at every scrape, so they follow
+        every change, pruning included, without the code that changes it reporting back."""
+        self.settings_accounts.set_function(lambda: len(history))
+        self.settings_versions.set_function(lambda: history.versions)
+
     def set_settings_size(self, accounts: int, versions: int) -> None:
-        """Accounts and versions currently held by the settings view."""
+        """Accounts and versions currently held by the settings view (superseded by `bind_settings`)."""
         self.settings_accounts.set(accounts)
         self.settings_versions.set(versions)
 

@@ -444,3 +444,15 @@ def test_bind_health_gauges() -> None:
     state.update(ready=True, assigned=3)
     assert value(m, "access_eval_ready") == 1
     assert value(m, "access_eval_assigned_partitions") == 3
+
+
+def test_event_age_of_future_dated_attempts_is_clamped_at_zero() -> None:
+    """An attempt dated ahead of the evaluating clock (allowed up to --max-future-ms) is 0 s old, never negative."""
+    m = Metrics()
+    t = Tally()
+    for age in (-3600.0, -0.5, 2.0):
+        t.observe_age(age)
+    m.commit(t)
+    assert value(m, "access_eval_event_age_seconds_count") == 3
+    assert value(m, "access_eval_event_age_seconds_sum") == 2.0
+    assert value(m, "access_eval_event_age_seconds_bucket", le="0.25") == 2

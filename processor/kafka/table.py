@@ -30,6 +30,8 @@ class SettingsTable:
         self.position: dict[int, int] = {}
         self.targets: dict[int, int] = {}
         self.targets_at = float("-inf")
+        if metrics is not None:
+            metrics.bind_settings(history)  # the gauges follow pruning too, not only applied records
 
     def start(self, timeout_s: float = 30.0) -> None:
         md = self.consumer.list_topics(self.topic, timeout=timeout_s).topics[self.topic]
