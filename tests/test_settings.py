@@ -441,3 +441,82 @@ def test_simulate_tombstone_line_updated_at_range() -> None:
     assert isinstance(parse_settings_line(dumps({"account_id": ACC, "tombstone": True})), TombstoneLine)
     with pytest.raises(InvalidSettings, match="updated_at"):
         parse_settings_line(dumps({"account_id": ACC, "tombstone": True, "updated_at": "9999-12-31T23:59:59-01:00"}))
+
+
+# --- stream time per input partition (SPEC §5) ---------------------------------------------------------
+
+
+def lookup_state(h: SettingsHistory, t_ms: int) -> tuple[str, bool]:
+    """(state of the user rule in force at t_ms, exact), read without moving stream time."""
+    version, exact = h.lookup(ACC, t_ms)
+    assert version is not None
+    rule = version.rules[0]
+    return (rule.state if rule is not None else "enabled"), exact
+
+
+def test_pruning_waits_for_the_slowest_assigned_partition() -> None:
+    retention = 2 * HOUR
+    h = SettingsHistory(retention_ms=retention, prune_every_ms=1)
+    put(h, "monitor", T1)
+    put(h, "limited", T2)
+    h.assign([0, 1])
+    h.observe(0, T2 + 10 * retention)  # partition 0 runs far ahead
+    assert h.versions == 2  # partition 1 has seen nothing yet: its attempts may still need T1
+    h.observe(1, T1 + MINUTE)  # a backlog on partition 1, before T2
+    assert h.versions == 2 and h.stream_time_ms == T1 + MINUTE
+    assert lookup_state(h, T1 + MINUTE) == ("monitor", True)
+    h.observe_batch({0: T2 + 11 * retention, 1: T2 + retention})  # partition 1 catches up
+    assert h.stream_time_ms == T2 + retention
+    assert h.versions == 1
+    assert lookup_state(h, T1 + MINUTE) == ("limited", False)
+
+
+def test_released_partition_no_longer_holds_pruning_and_a_new_one_never_unprunes() -> None:
+    retention = HOUR
+    h = SettingsHistory(retention_ms=retention, prune_every_ms=1)
+    put(h, "monitor", T1)
+    put(h, "limited", T2)
+    h.assign(["attempts-0", "attempts-1"])
+    h.observe_batch({"attempts-0": T3 + 5 * retention, "attempts-1": T1})
+    assert h.versions == 2
+    h.release(["attempts-1"])
+    assert h.versions == 1 and h.stream_time_ms == T3 + 5 * retention
+    h.assign(["attempts-2"])  # a newly assigned partition: stream time (and what was pruned) stays
+    h.observe("attempts-2", T1)
+    assert h.stream_time_ms == T3 + 5 * retention
+    put(h, "monitor", T3)
+    assert h.versions == 2  # nothing more is pruned while attempts-2 lags behind
+    h.observe("attempts-2", T3 + 10 * retention)
+    assert h.versions == 2 and h.stream_time_ms == T3 + 5 * retention  # attempts-0 is now the slowest
+    h.observe("attempts-0", T3 + 20 * retention)
+    assert h.versions == 1 and h.stream_time_ms == T3 + 10 * retention
+
+
+def test_pruning_does_not_depend_on_which_partitions_share_an_instance() -> None:
+    """Partition 0's attempts get the same versions whether its instance also holds a partition far ahead."""
+    retention = HOUR
+    alone = SettingsHistory(retention_ms=retention, prune_every_ms=1)
+    shared = SettingsHistory(retention_ms=retention, prune_every_ms=1)
+    for h, parts in ((alone, [0]), (shared, [0, 1])):
+        put(h, "monitor", T1)
+        put(h, "limited", T2)
+        h.assign(parts)
+    shared.observe(1, T3 + 100 * retention)
+    for t in (T1 + MINUTE, T2 - MINUTE, T2 + retention - 1):
+        for h in (alone, shared):
+            h.observe(0, t)
+        assert alone.versions == shared.versions
+        assert lookup_state(alone, T1 + MINUTE) == lookup_state(shared, T1 + MINUTE)
+    assert alone.versions == 2
+
+
+def test_without_assignment_every_observed_partition_counts() -> None:
+    """simulate's single attempts file is one partition; callers that never assign still prune."""
+    h = SettingsHistory(retention_ms=HOUR, prune_every_ms=1)
+    put(h, "monitor", T1)
+    put(h, "limited", T2)
+    h.observe("b", T1)
+    h.observe("a", T2 + 2 * HOUR)
+    assert h.versions == 2
+    h.observe("b", T2 + HOUR)
+    assert h.versions == 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -299,8 +299,15 @@ class SettingsHistory:
         self._prune_every_ms = prune_every_ms
         self._accounts: dict[str, SettingsVersion | list[SettingsVersion]] = {}
         self._multi: set[str] = set()
+        #: What pruning goes by: the minimum over the partitions that count of their newest event time,
+        #: never moving backwards (SPEC §5).
         self.stream_time_ms = BEGINNING_OF_TIME
         self._last_prune_ms = BEGINNING_OF_TIME
+        #: Input partition -> newest attempt event time seen on it.
+        self._partition_ms: dict[Hashable, int] = {}
+        #: The partitions this instance holds (None until `assign`: then every observed one counts).
+        self._assigned: set[Hashable] | None = None
+        self._advance_ms = BEGINNING_OF_TIME
         self.versions = 0
         self.applied = 0
         self.rejected = 0
@@ -430,11 +437,60 @@ class SettingsHistory:
 
     # -- time ----------------------------------------------------------------------------------
 
+    def observe(self, partition: Hashable, event_ms: int) -> None:
+        """An attempt with this event time was read from `partition` (any hashable key, e.g. a
+        (topic, partition) pair). Per attempt is fine for few partitions; the stream loop should use
+        `observe_batch`."""
+        current = self._partition_ms.get(partition)
+        if current is None or event_ms > current:
+            self._partition_ms[partition] = event_ms
+            if self._assigned is None or partition in self._assigned:
+                self._moved()
+
+    def observe_batch(self, newest_ms: Mapping[Hashable, int]) -> None:
+        """`observe` for one batch: partition -> newest event time in the batch (one max per partition)."""
+        times = self._partition_ms
+        moved = False
+        for partition, event_ms in newest_ms.items():
+            current = times.get(partition)
+            if current is None or event_ms > current:
+                times[partition] = event_ms
+                moved = True
+        if moved:
+            self._moved()
+
+    def assign(self, partitions: Iterable[Hashable]) -> None:
+        """This instance now holds these partitions (a rebalance): pruning waits for each of them to
+        be observed. Stream time never moves back, so versions pruned before stay pruned."""
+        if self._assigned is None:
+            self._assigned = set()
+        self._assigned.update(partitions)
+
+    def release(self, partitions: Iterable[Hashable]) -> None:
+        """These partitions were revoked or lost: they no longer hold pruning back."""
+        for partition in partitions:
+            self._partition_ms.pop(partition, None)
+            if self._assigned is not None:
+                self._assigned.discard(partition)
+        self._moved()
+
     def advance(self, event_ms: int) -> None:
-        """Move stream time (the newest attempt event time seen) and prune now and then."""
-        if event_ms > self.stream_time_ms:
-            self.stream_time_ms = event_ms
-            if event_ms - self._last_prune_ms >= self._prune_every_ms:
+        """`observe` on one implicit partition (simulate's single attempts file; `assess`). Ignored for
+        pruning once `assign` was called, unless that partition (None) is assigned."""
+        if event_ms > self._advance_ms:
+            self._advance_ms = event_ms
+            self.observe(None, event_ms)
+
+    def _moved(self) -> None:
+        """Recompute stream time (min over the partitions that count) and prune now and then."""
+        times = self._partition_ms
+        keys = self._assigned if self._assigned is not None else times.keys()
+        if not keys:
+            return
+        low = min(times.get(k, BEGINNING_OF_TIME) for k in keys)
+        if low > self.stream_time_ms:
+            self.stream_time_ms = low
+            if low - self._last_prune_ms >= self._prune_every_ms:
                 self.prune()
 
     def prune(self) -> int:
