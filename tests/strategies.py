@@ -318,6 +318,7 @@ def eval_events(longs: st.SearchStrategy[int] = LONGS) -> st.SearchStrategy[dict
             "severity": st.sampled_from(["normal", "warning", "critical"]),
             "reason": st.fixed_dictionaries({"reasonCode": INTS, "reasonType": text}),
             "observer": st.fixed_dictionaries({"name": text, "version": text, "evaluatedAt": longs}),
+            "truncated": st.booleans(),
         }
     )
 

@@ -166,6 +166,7 @@ def test_event_json_is_the_avro_record_rendered(tmp_path: Path) -> None:
         "severity": "normal",
         "reason": {"reasonCode": 403, "reasonType": ev["reason"]["reasonType"]},
         "observer": {"name": "access-eval", "version": __version__, "evaluatedAt": iso(NOW_MS)},
+        "truncated": False,
     }
     assert isinstance(ev["reason"]["reasonType"], str) and ev["reason"]["reasonType"]
     assert ev == expected

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
 
@@ -30,6 +31,50 @@ INVALID_REASONS: tuple[str, ...] = (
 
 _ID = Field(min_length=1, max_length=1024)
 
+#: Optional display fields (SPEC §4) and their maxima in characters: a longer value is truncated, one of
+#: the wrong type dropped, never a reason to reject the attempt (the external identity controls some).
+NAME_MAX, CRN_MAX, SERVICE_NAME_MAX, SOURCE_IP_MAX, USER_AGENT_MAX = 1024, 4096, 1024, 256, 4096
+
+
+def _text(value: Any, limit: int) -> tuple[str | None, bool]:
+    """(the value as kept, whether it was changed) for an optional display string."""
+    if value is None:
+        return None, False
+    if isinstance(value, str):
+        return (value[:limit], True) if len(value) > limit else (value, False)
+    return None, True
+
+
+def _sanitize(data: Any) -> Any:
+    """Truncate or drop the optional display fields of a decoded attempt object (a copy); record in
+    `truncated` whether anything changed. Required fields are left to the model."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    changed = False
+    for key, limit in (("source_ip", SOURCE_IP_MAX), ("user_agent", USER_AGENT_MAX)):
+        if key in out:
+            out[key], c = _text(out[key], limit)
+            changed |= c
+    ident = out.get("identity")
+    if isinstance(ident, dict) and "name" in ident:
+        ident = out["identity"] = dict(ident)
+        ident["name"], c = _text(ident["name"], NAME_MAX)
+        changed |= c
+    if "resource" in out:
+        res = out["resource"]
+        if isinstance(res, dict):
+            res = out["resource"] = dict(res)
+            for key, limit in (("crn", CRN_MAX), ("service_name", SERVICE_NAME_MAX)):
+                if key in res:
+                    res[key], c = _text(res[key], limit)
+                    changed |= c
+        elif res is not None:
+            out["resource"] = None
+            changed = True
+    out["truncated"] = changed  # whatever the input said
+    return out
+
 
 class Identity(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -37,14 +82,14 @@ class Identity(BaseModel):
     iam_id: str = _ID
     type: Literal["user", "service_id", "service"]
     account_id: AccountId
-    name: str | None = Field(default=None, max_length=1024)
+    name: str | None = Field(default=None, max_length=NAME_MAX)
 
 
 class Resource(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    crn: str | None = Field(default=None, max_length=4096)
-    service_name: str | None = Field(default=None, max_length=1024)
+    crn: str | None = Field(default=None, max_length=CRN_MAX)
+    service_name: str | None = Field(default=None, max_length=SERVICE_NAME_MAX)
 
 
 class AccessAttempt(BaseModel):
@@ -58,12 +103,20 @@ class AccessAttempt(BaseModel):
     identity: Identity
     action: str = Field(min_length=1, max_length=1024)
     resource: Resource | None = None
-    source_ip: str | None = Field(default=None, max_length=256)
-    user_agent: str | None = Field(default=None, max_length=4096)
+    source_ip: str | None = Field(default=None, max_length=SOURCE_IP_MAX)
+    user_agent: str | None = Field(default=None, max_length=USER_AGENT_MAX)
+    #: Set by the model, never read from the input: an optional display field was truncated or dropped.
+    truncated: SkipJsonSchema[bool] = Field(default=False, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optional_fields_never_reject(cls, data: Any) -> Any:
+        return _sanitize(data)
 
 
 # The hot path decodes with msgspec into plain dicts (~2 µs per attempt instead of ~5.5 µs with
-# pydantic-core and our checks around it; measured in bench/README.md). The pydantic model above stays
+# pydantic-core and our checks around it; measured in bench/README.md). An optional field too long or of
+# the wrong type fails the fast path, and the model truncates or drops it. The pydantic model above stays
 # the contract: anything the fast path does not accept as-is (malformed or invalid input, non-ASCII
 # account ids, more than 6 fractional digits, ...) is re-read by `AccessAttempt`, which decides and
 # names the problem. So the fast path may only accept a subset of what the model accepts, with the same
@@ -129,13 +182,15 @@ class Attempt:
     content as an AccessAttempt, built on first use.
     """
 
-    __slots__ = ("_model", "_raw", "data", "event_ms")
+    __slots__ = ("_model", "_raw", "data", "event_ms", "truncated")
 
-    def __init__(self, data: AttemptData, event_ms: int, raw: bytes | str) -> None:
+    def __init__(self, data: AttemptData, event_ms: int, raw: bytes | str, truncated: bool = False) -> None:
         self.data = data
         self.event_ms = event_ms
         self._raw = raw
         self._model: AccessAttempt | None = None
+        #: An optional display field was truncated or dropped (SPEC §4); the eval event says so.
+        self.truncated = truncated
 
     @property
     def model(self) -> AccessAttempt:
@@ -208,7 +263,7 @@ def _parse_with_model(raw: bytes | str, now_ms: int, max_future_ms: int) -> Atte
     if (b"NaN" in raw or b"Infinity" in raw) if isinstance(raw, bytes) else ("NaN" in raw or "Infinity" in raw):
         _reject_non_json_numbers(raw)
     data: AttemptData = model.model_dump(mode="json", exclude_unset=True)  # type: ignore[assignment]
-    attempt = Attempt(data, _checked_millis(model.event_time, now_ms, max_future_ms), raw)
+    attempt = Attempt(data, _checked_millis(model.event_time, now_ms, max_future_ms), raw, model.truncated)
     attempt._model = model
     return attempt
 
