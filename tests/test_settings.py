@@ -176,10 +176,12 @@ def test_retention_prunes_superseded_versions_by_stream_time() -> None:
     assert decide(h, T1 + 1, single) == ("enforced_deny", T1, True)  # single version untouched
 
     # Far in stream time: every account keeps exactly its latest version.
+    # (ACC's latest version has every type enabled: once it is the only one and older than retention the
+    # account is forgotten, which behaves exactly like an account without settings.)
     decide(h, T3 + 100 * retention, ACCOUNTS[9])
-    assert h.versions == 3
+    assert h.versions == 2
     assert decide(h, T1, single) == ("enforced_deny", T1, True)
-    assert decide(h, T1) == ("unrestricted", T3, False)
+    assert decide(h, T1) == ("unrestricted", None, True)
     assert decide(h, T2, stale_latest) == ("enforced_deny", T2, True)
 
 
@@ -520,3 +522,22 @@ def test_without_assignment_every_observed_partition_counts() -> None:
     assert h.versions == 2
     h.observe("b", T2 + HOUR)
     assert h.versions == 1
+
+
+# --- memory: reset accounts are forgotten once their reset is older than retention -----------------------
+
+
+def test_tombstones_for_random_keys_do_not_grow_memory() -> None:
+    h = SettingsHistory(retention_ms=HOUR, prune_every_ms=1)
+    for i in range(10_000):
+        assert h.apply_record(f"random-{i:05d}".encode(), None, T1 + i) is None
+    put(h, "limited", T1, account=ACCOUNTS[5])  # a configured account is never forgotten
+    put(h, "limited", T1, account=ACCOUNTS[6])
+    assert h.apply_record(ACCOUNTS[6].encode(), None, T2) is None  # ... until it is reset
+    assert len(h) == 10_002
+    h.advance(T2 + HOUR - 1)  # watermark just before T2: ACCOUNTS[6]'s limited version still needed
+    assert len(h) == 2 and h.versions == 3
+    h.advance(T3 + 2 * HOUR)
+    assert list(h.accounts()) == [ACCOUNTS[5]] and h.versions == 1
+    assert decide(h, T3 + 2 * HOUR, ACCOUNTS[6])[0] == "unrestricted"
+    assert decide(h, T3 + 2 * HOUR, ACCOUNTS[5])[0] == "enforced_deny"

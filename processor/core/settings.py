@@ -299,6 +299,9 @@ class SettingsHistory:
         self._prune_every_ms = prune_every_ms
         self._accounts: dict[str, SettingsVersion | list[SettingsVersion]] = {}
         self._multi: set[str] = set()
+        #: Accounts whose latest version has every type `enabled` (a reset): forgotten once that version
+        #: is the only one left and older than retention, so they do not stay in memory forever.
+        self._resets: set[str] = set()
         #: What pruning goes by: the minimum over the partitions that count of their newest event time,
         #: never moving backwards (SPEC §5).
         self.stream_time_ms = BEGINNING_OF_TIME
@@ -321,6 +324,7 @@ class SettingsHistory:
         if current is None:
             self._accounts[account_id] = version
             self.versions += 1
+            self._note_latest(account_id, version)
             return
         versions = current if isinstance(current, list) else [current]
         i = bisect_right(versions, version.effective_ms, key=_effective)
@@ -334,6 +338,13 @@ class SettingsHistory:
         else:
             self._accounts[account_id] = versions
             self._multi.add(account_id)
+        self._note_latest(account_id, versions[-1])
+
+    def _note_latest(self, account_id: str, latest: SettingsVersion) -> None:
+        if latest.rules == DEFAULT_RULES:
+            self._resets.add(account_id)
+        else:
+            self._resets.discard(account_id)
 
     def apply_record(
         self,
@@ -509,6 +520,15 @@ class SettingsHistory:
             if len(versions) == 1:
                 self._accounts[account] = versions[0]
                 self._multi.discard(account)
+        # A reset account whose reset is its only version, older than retention, behaves exactly like an
+        # account never configured (every type enabled, no event): forget it.
+        accounts = self._accounts
+        for account in list(self._resets):
+            only = accounts[account]
+            if not isinstance(only, list) and only.effective_ms <= watermark:
+                del accounts[account]
+                self._resets.discard(account)
+                dropped += 1
         self.versions -= dropped
         return dropped
 
