@@ -269,6 +269,17 @@ class Metrics:
             "Settings versions held in memory (all accounts, within the retention window).",
             registry=r,
         )
+        self.settings_invalid_latest = Gauge(
+            "access_eval_settings_accounts_invalid_latest",
+            "Accounts whose latest settings record was rejected (the previous valid version stays in force "
+            "until compaction removes it).",
+            registry=r,
+        )
+        self.settings_without_valid = Gauge(
+            "access_eval_settings_accounts_without_valid_version",
+            "Accounts whose latest settings record was rejected and that have no valid version held at all.",
+            registry=r,
+        )
         self.settings_bootstrap = Gauge(
             "access_eval_settings_bootstrap_complete",
             "1 once the settings view caught up to the settings topic's end offsets at start-up.",
@@ -397,6 +408,8 @@ class Metrics:
         every change, pruning included, without the code that changes it reporting back."""
         self.settings_accounts.set_function(lambda: len(history))
         self.settings_versions.set_function(lambda: history.versions)
+        self.settings_invalid_latest.set_function(history.invalid_latest_count)
+        self.settings_without_valid.set_function(history.without_valid_version_count)
 
     def set_settings_size(self, accounts: int, versions: int) -> None:
         """Accounts and versions currently held by the settings view (superseded by `bind_settings`)."""

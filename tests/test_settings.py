@@ -541,3 +541,24 @@ def test_tombstones_for_random_keys_do_not_grow_memory() -> None:
     assert list(h.accounts()) == [ACCOUNTS[5]] and h.versions == 1
     assert decide(h, T3 + 2 * HOUR, ACCOUNTS[6])[0] == "unrestricted"
     assert decide(h, T3 + 2 * HOUR, ACCOUNTS[5])[0] == "enforced_deny"
+
+
+# --- accounts whose latest record is invalid (the compaction hazard) -------------------------------------
+
+
+def test_accounts_whose_latest_record_was_rejected_are_listed() -> None:
+    h = SettingsHistory()
+    a, b, c = ACCOUNTS[10], ACCOUNTS[11], ACCOUNTS[12]
+    put(h, "limited", T1, account=a)
+    assert h.apply_record(a.encode(), b"{", T2, "s", 0, 7) is not None  # a keeps its version, latest invalid
+    assert h.apply_record(b.encode(), _bad(_set_state("off")), T2, "s", 1, 3) is not None  # never valid
+    put(h, "limited", T1, account=c)
+    assert h.apply_record(c.encode(), b"{", T2, "s", 0, 8) is not None
+    put(h, "monitor", T2, account=c)  # a valid record after the invalid one: no longer listed
+    assert h.apply_record(None, b"{", T2) is not None  # no key: no account to list
+    listed = h.invalid_latest()
+    assert [(r.account, r.reason, r.topic, r.partition, r.offset, r.has_valid_version) for r in listed] == sorted([
+        (a, "bad_json", "s", 0, 7, True), (b, "invalid_value", "s", 1, 3, False)])
+    assert (h.invalid_latest_count(), h.without_valid_version_count()) == (2, 1)
+    assert h.apply_record(b.encode(), None, T3) is None  # a tombstone is a valid record
+    assert (h.invalid_latest_count(), h.without_valid_version_count()) == (1, 0)

@@ -187,6 +187,38 @@ class SettingsVersion:
         return f"SettingsVersion(effective_ms={self.effective_ms}, rules={self.rules}, offset={self.offset})"
 
 
+class RejectedRecord:
+    """The latest settings record of an account, rejected: where it is and why."""
+
+    __slots__ = ("account", "detail", "has_valid_version", "offset", "partition", "reason", "topic")
+
+    def __init__(
+        self, account: str, reason: str, detail: str, topic: str | None, partition: int | None, offset: int | None
+    ) -> None:
+        self.account = account
+        self.reason = reason
+        self.detail = detail
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        #: Filled in by `SettingsHistory.invalid_latest`.
+        self.has_valid_version = False
+
+    def __repr__(self) -> str:
+        return f"RejectedRecord({self.account!r}, {self.reason!r}, partition={self.partition}, offset={self.offset})"
+
+
+def _key_account(key: bytes | None) -> str | None:
+    """The account a record key names (None: no usable key)."""
+    if not key:
+        return None
+    try:
+        account = normalize_account(key.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    return account if 0 < len(account) <= ACCOUNT_ID_MAX else None
+
+
 class InvalidSettings(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -302,6 +334,8 @@ class SettingsHistory:
         #: Accounts whose latest version has every type `enabled` (a reset): forgotten once that version
         #: is the only one left and older than retention, so they do not stay in memory forever.
         self._resets: set[str] = set()
+        #: Account -> its latest record, when that record was rejected (SPEC §3 compaction hazard).
+        self._invalid_latest: dict[str, RejectedRecord] = {}
         #: What pruning goes by: the minimum over the partitions that count of their newest event time,
         #: never moving backwards (SPEC §5).
         self.stream_time_ms = BEGINNING_OF_TIME
@@ -355,7 +389,31 @@ class SettingsHistory:
         partition: int | None = None,
         offset: int | None = None,
     ) -> InvalidSettings | None:
-        """Apply one settings-topic record; a rejected record leaves the account as it was."""
+        """Apply one settings-topic record; a rejected record leaves the account as it was.
+
+        Whether each account's latest record (by reading order) was rejected is remembered: see
+        `invalid_latest`.
+        """
+        problem = self._apply_record(key, value, timestamp_ms, topic, partition, offset)
+        account = _key_account(key)
+        if account is not None:
+            if problem is None:
+                self._invalid_latest.pop(account, None)
+            else:
+                self._invalid_latest[account] = RejectedRecord(
+                    account, problem.reason, problem.detail, topic, partition, offset
+                )
+        return problem
+
+    def _apply_record(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int,
+        topic: str | None,
+        partition: int | None,
+        offset: int | None,
+    ) -> InvalidSettings | None:
         if not key:
             self.rejected += 1
             return InvalidSettings("missing_key", "record has no key; the key must be the account id")
@@ -421,6 +479,26 @@ class SettingsHistory:
         self.applied += 1
 
     # -- reading -------------------------------------------------------------------------------
+
+    def invalid_latest(self) -> list[RejectedRecord]:
+        """Accounts whose latest settings record was rejected, by account id (for `settings list
+        --invalid`). `has_valid_version` False: nothing valid is held for the account, e.g. after
+        compaction removed the valid version the rejected record failed to replace."""
+        out = []
+        for account in sorted(self._invalid_latest):
+            r = self._invalid_latest[account]
+            r.has_valid_version = account in self._accounts
+            out.append(r)
+        return out
+
+    def invalid_latest_count(self) -> int:
+        """How many accounts have a rejected latest record (gauge)."""
+        return len(self._invalid_latest)
+
+    def without_valid_version_count(self) -> int:
+        """How many of those have no valid version held at all (gauge)."""
+        accounts = self._accounts
+        return sum(1 for a in list(self._invalid_latest) if a not in accounts)
 
     def lookup(self, account_id: str, t_ms: int) -> tuple[SettingsVersion | None, bool]:
         """The version in force at t and whether it is exact (False: t precedes every kept version)."""
