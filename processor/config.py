@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from processor.core.ids import normalize_account
 from processor.errors import ConfigError as ConfigError  # re-exported: raised by load() and read_properties()
 
 ENV_PREFIX = "ACCESS_EVAL_"
@@ -74,7 +75,8 @@ class RunConfig(BaseSettings):
 
     @property
     def account_label_set(self) -> frozenset[str]:
-        return frozenset(a.strip().lower() for a in self.account_labels.split(",") if a.strip())
+        labels = (normalize_account(a) for a in self.account_labels.split(","))
+        return frozenset(a for a in labels if a)
 
     def txn_id(self) -> str:
         """Stable per instance (pod name / host name) so a restarted instance fences its zombie."""

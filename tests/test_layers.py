@@ -17,10 +17,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "processor"
 #: Layer of each part, bottom up. A module may import its own part and parts of a lower layer only.
 LAYERS: dict[str, int] = {
     "processor": 0,  # the package itself: name and version
-    "errors": 0,  # exit codes and exception types
-    "logs": 1,
-    "config": 1,
-    "core": 2,
+    "core": 1,  # pure: imports nothing of the rest
+    "errors": 1,  # exit codes and exception types
+    "logs": 2,
+    "config": 2,
     "codec": 3,
     "metrics": 3,
     "health": 4,

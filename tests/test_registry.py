@@ -137,6 +137,7 @@ def sample_event(n: int, target: str = "acct-1", decision: str = "Deny") -> dict
         "outcome": "failure", "severity": "normal",
         "reason": {"reasonCode": 403, "reasonType": "test"},
         "observer": {"name": "access-eval", "version": "test", "evaluatedAt": now},
+        "truncated": False,
     }
 
 

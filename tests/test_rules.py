@@ -36,6 +36,7 @@ REQUIRED_ALERTS = {
     "AccessEvalConsumerLagGrowing",
     "AccessEvalDLQReceiving",
     "AccessEvalSettingsRejected",
+    "AccessEvalSettingsInvalidLatest",
     "AccessEvalEnforcedDeniesSpike",
     "AccessEvalNoTransactionsCommitting",
 }

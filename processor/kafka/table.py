@@ -31,6 +31,8 @@ class SettingsTable:
         self.position: dict[int, int] = {}
         self.targets: dict[int, int] = {}
         self.targets_at = float("-inf")
+        if metrics is not None:
+            metrics.bind_settings(history)  # the gauges follow pruning too, not only applied records
 
     def start(self, timeout_s: float = 30.0) -> None:
         md = self.consumer.list_topics(self.topic, timeout=timeout_s).topics[self.topic]
@@ -41,12 +43,31 @@ class SettingsTable:
         self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions])
 
     def refresh_targets(self, timeout_s: float = 10.0) -> None:
-        """Observe the topic's end offsets now; catching up means reaching them."""
+        """Observe the topic's partitions and end offsets now; catching up means reaching them.
+
+        Partitions added to the topic since start are assigned from the beginning here, so a record
+        in one of them can never be skipped while `caught_up()` says true.
+        """
         observed_at = time.monotonic()
+        self._add_new_partitions(timeout_s)
         for p in self.partitions:
             _low, high = self.offsets_client.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout_s)
             self.targets[p] = high
         self.targets_at = observed_at
+
+    def _add_new_partitions(self, timeout_s: float) -> None:
+        md = self.offsets_client.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)
+        if md is None or md.error is not None:
+            return  # a transient metadata problem: the end-offset lookups below report it
+        new = sorted(set(md.partitions) - set(self.position))
+        if not new:
+            return
+        log.info("settings topic has new partitions; reading them from the beginning",
+                 extra=kv(topic=self.topic, partitions=new))
+        self.consumer.incremental_assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in new])
+        for p in new:
+            self.position[p] = 0
+        self.partitions = sorted(self.position)
 
     def caught_up(self) -> bool:
         return all(self.position[p] >= self.targets.get(p, 0) for p in self.partitions)
