@@ -332,6 +332,8 @@ class Processor:
             log.error("fatal kafka client error", extra=kv(error=err.str()))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Versions are pruned below the minimum stream time over the partitions held (SPEC §5).
+        self.history.assign((tp.topic, tp.partition) for tp in partitions)
         self.health.set_assigned(len(consumer.assignment()) + len(partitions))
         log.info("partitions assigned", extra=kv(partitions=[p.partition for p in partitions]))
 
@@ -343,6 +345,7 @@ class Processor:
             if txn.open:
                 txn.guarded(txn.commit, "commit")
             txn.forget(partitions)
+        self.history.release((tp.topic, tp.partition) for tp in partitions)
         remaining = max(0, len(consumer.assignment()) - len(partitions))
         self.health.set_assigned(remaining)
         log.info("partitions revoked", extra=kv(partitions=[p.partition for p in partitions]))
@@ -356,5 +359,6 @@ class Processor:
             txn.rewind()
         if txn is not None:
             txn.forget(partitions)
+        self.history.release((tp.topic, tp.partition) for tp in partitions)
         self.health.set_assigned(0)
         log.warning("partitions lost", extra=kv(partitions=[p.partition for p in partitions]))
