@@ -123,12 +123,12 @@ def make_workload(n_accounts: int, n_huge: int, seed: int) -> Workload:
         w.accounts.append(acct)
         kind = ("unrestricted",) * 4 + ("monitor",) * 3 + ("limited",) * 3
         state = kind[i % 10]
-        types: dict[str, Any] | None
+        types: dict[str, Any]
         if state == "unrestricted":
             w.unrestricted.append(i)
             variant = i % 3
             if variant == 0:
-                types = None  # null interaction
+                types = {"user": {"state": "enabled"}}  # explicit enabled, no allowlist (null is rejected)
             elif variant == 1:
                 types = {}
             else:
@@ -150,8 +150,7 @@ def make_workload(n_accounts: int, n_huge: int, seed: int) -> Workload:
             if i % 2:
                 other = IDENTITY_TYPES[((i // 10) + 1) % 3]
                 types[other] = {"state": "enabled"}
-        doc = {"account_id": acct,
-               "external_account_identity_interaction": None if types is None else {"identity_types": types}}
+        doc = {"account_id": acct, "external_account_identity_interaction": {"identity_types": types}}
         value = json.dumps(doc, separators=(",", ":")).encode()
         if i % 50 == 7:  # an older identical version: exercises the multi-version lookup
             w.records.append((acct.encode(), value, BASE_MS - 2 * 86_400_000))

@@ -13,6 +13,7 @@ from typing import Any
 from processor import logs
 from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import ConfigError, RunConfig, load
+from processor.errors import EXIT_OK, EXIT_USAGE
 from processor.health import DEFAULT_IDLE_DEADLINE_S, Health, serve
 from processor.kafka.admin import StartupCancelled, ensure_topics, wait_for_cluster
 from processor.logs import kv
@@ -21,7 +22,6 @@ from processor.stream.loop import Processor
 
 log = logging.getLogger("access_eval")
 
-EXIT_CONFIG = 2
 
 
 def build_codec(
@@ -64,13 +64,13 @@ def run(flags: dict[str, Any]) -> int:
         cfg = load(flags)
     except ConfigError as exc:
         print(f"access-eval run: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     logs.setup(cfg.log_level)
     try:
         metrics = Metrics(account_labels=cfg.account_label_set)
     except ValueError as exc:
         log.error(str(exc))
-        return EXIT_CONFIG
+        return EXIT_USAGE
     # The liveness bound: how long no loop, wait or retry may turn before /livez fails (tests shorten it).
     health = Health(float(os.environ.get("ACCESS_EVAL_LIVENESS_BOUND_S", DEFAULT_IDLE_DEADLINE_S)))
     server = serve(cfg.metrics_host, cfg.metrics_port, metrics, health)
@@ -101,9 +101,9 @@ def run(flags: dict[str, Any]) -> int:
         return processor.run()
     except ConfigError as exc:
         log.error(str(exc))
-        return EXIT_CONFIG
+        return EXIT_USAGE
     except StartupCancelled:
         log.info("stopped before Kafka or the schema registry was reachable")
-        return 0
+        return EXIT_OK
     finally:
         server.close()

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from processor.codec.avro import EvalCodec
 from processor.config import ConfigError, RunConfig
 from processor.core.settings import SettingsHistory
+from processor.errors import EXIT_AUTH, EXIT_OK, EXIT_USAGE
 from processor.health import Health
 from processor.kafka import clients
 from processor.kafka.admin import AUTH_ERRORS
@@ -175,7 +176,7 @@ class Processor:
         self.bootstrap()
         if self.stopping:
             self.table.close()
-            return 0
+            return EXIT_OK
         self.open_clients()
         threading.Thread(target=self._watch_blocked, name="access-eval-txn-watch", daemon=True).start()
         self.subscribe()
@@ -183,11 +184,11 @@ class Processor:
             while self.turn():
                 pass
         except StopRequested:
-            return 0
+            return EXIT_OK
         if self.fatal is not None:
             log.error(str(self.fatal))
-            return 2 if isinstance(self.fatal, SharedTransactionalId) else 3
-        return 0
+            return EXIT_USAGE if isinstance(self.fatal, SharedTransactionalId) else EXIT_AUTH
+        return EXIT_OK
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
