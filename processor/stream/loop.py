@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,7 +24,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from processor.codec.avro import EvalCodec
 from processor.config import ConfigError, RunConfig
 from processor.core.settings import SettingsHistory
-from processor.errors import EXIT_AUTH, EXIT_OK, EXIT_USAGE
+from processor.errors import EXIT_AUTH, EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from processor.health import Health
 from processor.kafka import clients
 from processor.kafka.admin import AUTH_ERRORS
@@ -35,6 +36,9 @@ from processor.stream.producer import BLOCKED_UNREADY_S, ProducerFactory, StopRe
 from processor.stream.transaction import SharedTransactionalId, Transaction
 
 log = logging.getLogger("access_eval.pipeline")
+
+#: After a signalled stop, how long past --shutdown-timeout-s the process may take before it exits anyway.
+EXIT_GRACE_S = 1.0
 
 ConsumerFactory = Callable[[dict[str, Any]], Any]
 TableFactory = Callable[[dict[str, Any], str, SettingsHistory, Metrics], Any]
@@ -70,6 +74,7 @@ class Processor:
         self.consumer: Any = None
         self.txn: Transaction | None = None
         self.batch: Batch | None = None
+        self._exit_guard: threading.Thread | None = None
         self._unreachable = False  # a connection problem was seen; a broker round trip clears it
         self._next_probe = 0.0
         #: partitions revoked or lost during the current fetch: what was fetched for them before is stale
@@ -81,9 +86,26 @@ class Processor:
         def stop(signum: int, _frame: FrameType | None) -> None:
             log.info("signal received; finishing the batch", extra=kv(signal=signal.Signals(signum).name))
             self.request_stop()
+            if self._exit_guard is None:
+                self._exit_guard = threading.Thread(target=self._exit_at_deadline, name="access-eval-exit", daemon=True)
+                self._exit_guard.start()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+
+    def _exit_at_deadline(self) -> None:
+        """A signalled stop ends within --shutdown-timeout-s even when Kafka is unreachable: the steps of
+        the shutdown (commit retries, abort, leaving the group, flush) each wait on the broker, so past
+        the deadline the process exits without them. Nothing is lost: the open transaction is aborted
+        by the broker (its timeout, or the next instance fencing the transactional id) and its input
+        offsets were not committed, so the next owner reads them again (contract §8)."""
+        time.sleep(max(0.0, self.stop_deadline - time.monotonic()) + EXIT_GRACE_S)
+        log.error("shutdown deadline passed (Kafka slow or unreachable); exiting without finishing the shutdown: "
+                  "an open transaction is aborted by the broker and its attempts are read again",
+                  extra=kv(shutdown_timeout_s=self.cfg.shutdown_timeout_s))
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_FAIL)
 
     def request_stop(self) -> None:
         """Finish the batch, commit, leave the group; retries stop at the shutdown deadline."""
