@@ -775,27 +775,36 @@ def test_settings_topic_not_compacted_warns(topics: Topics, tmp_path: Path) -> N
         p.kill()
 
 
-def test_wrong_sasl_credentials_exit_nonzero_naming_the_setting(own: tuple[OwnBroker, Topics], tmp_path: Path) -> None:
+def test_wrong_sasl_credentials_exit_2_naming_the_setting(own: tuple[OwnBroker, Topics], tmp_path: Path) -> None:
     broker, topics = own
     topics.create(partitions=1)  # through the PLAINTEXT listener; the processor uses the SASL one
     sasl = dataclasses.replace(topics, bootstrap=broker.sasl_bootstrap)
     env = {"ACCESS_EVAL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "ACCESS_EVAL_KAFKA_SASL_MECHANISM": "PLAIN",
            "ACCESS_EVAL_KAFKA_SASL_USERNAME": "alice"}
     # Control: the right password works, so the failure below is the credentials, not the listener.
-    good = start_processor(sasl, tmp_path, instance="good",
-                           env={**env, "ACCESS_EVAL_KAFKA_SASL_PASSWORD": SASL_USERS["alice"]})
+    # ssl.key.password: a secret librdkafka accepts (and ignores) on a non-SSL connection.
+    key_password = f"key-pw-{SEED}"
+    good = start_processor(sasl, tmp_path, "--log-level", "DEBUG", instance="good",
+                           env={**env, "ACCESS_EVAL_KAFKA_SASL_PASSWORD": SASL_USERS["alice"],
+                                "ACCESS_EVAL_KAFKA_SSL_KEY_PASSWORD": key_password})
     try:
         good.wait_ready()
         assert good.terminate() == 0, good.log()
     finally:
         good.kill()
+    good_log = good.log_path.read_text(errors="replace")
+    assert '"sasl.password": "***"' in good_log, "the start-up line should show the redacted config"
+    for secret in (SASL_USERS["alice"], key_password):
+        assert secret not in good_log, f"a successful run logged a secret ({secret[:3]}...)"
     bad = start_processor(sasl, tmp_path, instance="bad", env={**env, "ACCESS_EVAL_KAFKA_SASL_PASSWORD": "wrong"})
     try:
         rc, lines = run_to_exit(bad, 60)
     finally:
         bad.kill()
     errors = problem_lines(lines)
-    assert rc != 0, "\n".join(lines)
+    # docs/contract.md §8: rejected credentials found at start-up are a misconfiguration: exactly 2
+    # (3 is for authentication/authorization failures while running).
+    assert rc == 2, "\n".join(lines)
     assert len(errors) == 1, errors
     assert "ACCESS_EVAL_KAFKA_SASL_USERNAME" in errors[0] and "sasl.password" in errors[0], errors
     assert "wrong" not in "\n".join(lines).replace("wrong_", ""), "the password must not be logged"
