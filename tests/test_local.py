@@ -7,7 +7,6 @@ session broker stays up for everyone else.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -21,31 +20,17 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient
 from kafka_harness import Topics, free_port, wait_until
 
+from processor.cli.main import build_parser  # plain import: the CLI exists
 from processor.local import broker as local
 from processor.local.broker import BrokerInfo, LocalKafkaError
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Runs the `local` parser exactly as the main CLI registers it, for as long as processor/cli.py
-# does not exist yet; afterwards the tests go through `python -m processor` itself.
-_CLI_SHIM = """
-import argparse, sys
-from processor.local.broker import add_local_parser
-parser = argparse.ArgumentParser(prog="access-eval")
-add_local_parser(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-raise SystemExit(args.func(args))
-"""
-
-
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     """`access-eval <args>` in a subprocess, as scripts and users run it."""
-    if importlib.util.find_spec("processor.cli.main") is not None:
-        cmd = [sys.executable, "-m", "processor", *args]
-    else:
-        cmd = [sys.executable, "-c", _CLI_SHIM, *args]
+    cmd = [sys.executable, "-m", "processor", *args]
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env, check=False
     )
@@ -329,3 +314,9 @@ def test_cluster_id_shape() -> None:
         cluster_id = local._cluster_id()
         assert len(cluster_id) == 22 and not cluster_id.startswith("-")
         assert set(cluster_id) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def test_local_commands_are_registered_in_the_cli() -> None:
+    for command in ("start", "stop", "status"):
+        args = build_parser().parse_args(["local", command])
+        assert callable(args.func)
