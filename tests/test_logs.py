@@ -8,8 +8,7 @@ from processor.logs import redact
 
 SECRETS = [
     "sasl.password", "SASL.PASSWORD", "ssl.key.password", "ssl.keystore.password", "ssl.truststore.password",
-    "ssl.keystore.location", "ssl.key.pem", "sasl.oauthbearer.client.secret", "sasl.oauthbearer.token.endpoint.url.token",
-    "schema.registry.basic.auth.credentials", "private.key",
+    "ssl.key.pem", "sasl.oauthbearer.client.secret", "schema.registry.basic.auth.credentials", "private.key",
 ]
 PUBLIC = ["bootstrap.servers", "sasl.username", "security.protocol", "sasl.mechanism", "client.id",
           "ssl.ca.location", "session.timeout.ms"]
