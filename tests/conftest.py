@@ -18,8 +18,10 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, Verbosity, settings
 
 # Test modules import the helpers as `from kafka_harness import ...`, whether or not tests/ becomes
 # a package later (with an __init__.py pytest would no longer put this folder on sys.path itself).
@@ -32,6 +34,44 @@ from kafka_harness import Topics, free_port, start_watchdog, wait_until  # noqa:
 from processor.local import BrokerInfo, LocalKafkaError, start, stop  # noqa: E402
 
 __all__ = ["Topics", "wait_until"]
+
+# Hypothesis profiles, chosen with HYPOTHESIS_PROFILE (scripts/test selects `ci`). No profile has a
+# deadline: a slow moment on a shared 2-CPU machine is not a failure (tests/test_hot_path.py measures
+# speed with its own conditions, not with Hypothesis' 200 ms default).
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile("ci", max_examples=500, deadline=None, derandomize=True, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=5000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow], verbosity=Verbosity.normal)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+#: Skips that do not make a `scripts/test` run red: platform facts, never missing tools or packages.
+ALLOWED_SKIP_REASONS = ("needs named pipes",)
+_ALLOW_MISSING = "ACCESS_EVAL_ALLOW_MISSING_TOOLS"
+_skips: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not any(allowed in reason for allowed in ALLOWED_SKIP_REASONS):
+            _skips.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under scripts/test (ACCESS_EVAL_ALLOW_MISSING_TOOLS unset) any skip outside the allowlist turns the
+    session red: a green run must never mean "checked nothing"."""
+    if _skips and os.environ.get(_ALLOW_MISSING, "") != "1" and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:
+    if _skips and os.environ.get(_ALLOW_MISSING, "") != "1":
+        terminalreporter.section("skipped tests make this run FAIL", sep="=", red=True)
+        for nodeid, reason in _skips:
+            terminalreporter.line(f"SKIPPED {nodeid}: {reason}")
+        terminalreporter.line(f"(allowed reasons: {ALLOWED_SKIP_REASONS}; {_ALLOW_MISSING}=1 lets skips pass)")
+
 
 _START_ATTEMPTS = 3  # a randomly picked free port can be taken by someone else before the JVM binds it
 

@@ -75,7 +75,7 @@ class FakeCodec:
         return str(attempt.data["id"]).encode()
 
 
-_real_assess = batch_mod.assess
+_real_assess = batch_mod.assess_at
 
 
 def _assess(history: Any, attempt: Any) -> Any:
@@ -89,10 +89,10 @@ def patched(clock: Clock) -> Iterator[None]:
     """The stream modules see the fake clock and a synchronous transactional-call runner."""
     saved = [(loop_mod, "time", loop_mod.time), (transaction_mod, "time", transaction_mod.time),
              (producer_mod, "time", producer_mod.time), (batch_mod, "time", batch_mod.time),
-             (producer_mod, "_Caller", producer_mod._Caller), (batch_mod, "assess", batch_mod.assess)]
+             (producer_mod, "_Caller", producer_mod._Caller), (batch_mod, "assess_at", batch_mod.assess_at)]
     for mod, name, value in [(loop_mod, "time", clock), (transaction_mod, "time", clock), (producer_mod, "time", clock),
                              (batch_mod, "time", clock), (producer_mod, "_Caller", FakeCaller),
-                             (batch_mod, "assess", _assess)]:
+                             (batch_mod, "assess_at", _assess)]:
         setattr(mod, name, value)
     try:
         yield

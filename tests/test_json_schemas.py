@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from strategies import SPEC_EXAMPLE, SPEC_EXAMPLE_EVENT_MS
 
@@ -18,7 +18,6 @@ from processor.core.settings import parse_settings
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 ATTEMPT = "access_attempt.schema.json"
 SETTINGS = "settings_record.schema.json"
-HAVE_JSONSCHEMA = importlib.util.find_spec("jsonschema") is not None
 
 SPEC_SETTINGS_EXAMPLE = {
     "account_id": "a3f1c0d2e4b5968778695a4b3c2d1e0f",
@@ -183,11 +182,8 @@ def test_spec_examples_structurally_valid_and_bad_variants_not(name: str, exampl
             _check_structurally(schema, schema, bad)
 
 
-@pytest.mark.skipif(not HAVE_JSONSCHEMA, reason="the jsonschema package is not installed")
 @pytest.mark.parametrize(("name", "example"), CASES, ids=["attempt", "settings"])
 def test_spec_examples_validate_with_jsonschema(name: str, example: dict[str, Any]) -> None:
-    import jsonschema
-
     schema = load(name)
     validator_cls = jsonschema.validators.validator_for(schema)
     validator_cls.check_schema(schema)

@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 from kafka_harness import Topics, free_port, wait_until
 
 from processor import local
+from processor.cli.main import build_parser  # plain import: the CLI exists
 from processor.local import BrokerInfo, LocalKafkaError
 from processor.local.java import parse_java_major
 from processor.local.properties import cluster_id
@@ -320,3 +321,9 @@ def test_cluster_id_shape() -> None:
         cid = cluster_id()
         assert len(cid) == 22 and not cid.startswith("-")
         assert set(cid) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def test_local_commands_are_registered_in_the_cli() -> None:
+    for command in ("start", "stop", "status"):
+        args = build_parser().parse_args(["local", command])
+        assert callable(args.func)

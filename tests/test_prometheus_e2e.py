@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka_harness import Topics
+from kafka_harness import Topics, wait_until
 from processor_harness import produce, settings_record, start_processor, wait_all_committed
 from prometheus_harness import (
     JOB,
@@ -138,8 +138,16 @@ def test_scraped_counters_equal_committed_tally_and_all_queries_evaluate(
 
     # Work that is tallied but not committed never shows up.
     pending = known_tally()
-    time.sleep(2.5)  # > 2 scrape intervals
-    assert prom.query_value(f"sum(access_eval_attempts_total{{{sel}}})") == 0
+    # Wait for two scrapes that started after the tally existed (a condition, not a sleep), then look.
+    tallied_at = time.time()
+
+    def scraped_twice_since() -> bool:
+        samples = prom.query(f"up{{{sel}}}[30s]")["result"]
+        assert samples, "no up series"
+        return sum(1 for t, _ in samples[0]["values"] if float(t) > tallied_at) >= 2
+
+    wait_until(scraped_twice_since, 20, "two scrapes after the uncommitted tally", interval=0.2)
+    assert metrics_total(prom, sel) == 0, "uncommitted work reached Prometheus"
 
     # Commit: then Prometheus sees exactly the tally.
     metrics.commit(pending)
@@ -287,3 +295,10 @@ def test_real_processor_scraped_by_prometheus(topics: Topics, tmp_path: Path) ->
             assert not active & {"AccessEvalDown", "AccessEvalNotReady", "AccessEvalNoTransactionsCommitting"}
     finally:
         assert p.terminate() == 0, p.log()
+
+
+def metrics_total(prom: PrometheusServer, sel: str) -> float | None:
+    """sum(access_eval_attempts_total) as Prometheus has it; the series must exist (no vacuous zero)."""
+    value = prom.query_value(f"sum(access_eval_attempts_total{{{sel}}})")
+    assert value is not None, "no access_eval_attempts_total series scraped"
+    return value
