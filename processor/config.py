@@ -67,6 +67,9 @@ class RunConfig(BaseSettings):
         default=0.0, ge=0, description="give up reaching Kafka after this many seconds, 0 = never"
     )
     transactional_id: str | None = Field(default=None, description="default <group-id>-<hostname>")
+    liveness_bound_s: float = Field(
+        default=60.0, gt=0, description="/livez fails after this many seconds without progress in any loop or wait"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

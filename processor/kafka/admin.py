@@ -123,7 +123,10 @@ def _wait_topics(client: AdminClient, names: list[str], timeout_s: float = 30.0)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         md = client.list_topics(timeout=5).topics
-        if all(n in md and not md[n].error and md[n].partitions for n in names):
+        # Created topics are usable once every partition has a leader (before that, reads of their
+        # end offsets fail with NOT_LEADER_FOR_PARTITION).
+        if all(n in md and not md[n].error and md[n].partitions
+               and all(p.leader >= 0 for p in md[n].partitions.values()) for n in names):
             return
         time.sleep(0.1)  # polling a condition with a deadline
     raise ConfigError(f"topics {names} not visible in metadata after {timeout_s:g}s")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -14,7 +13,7 @@ from processor import logs
 from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import ConfigError, RunConfig, load
 from processor.errors import EXIT_OK, EXIT_USAGE
-from processor.health import DEFAULT_IDLE_DEADLINE_S, Health, serve
+from processor.health import Health, serve
 from processor.kafka.admin import StartupCancelled, ensure_topics, wait_for_cluster
 from processor.logs import kv
 from processor.metrics import Metrics
@@ -72,7 +71,7 @@ def run(flags: dict[str, Any]) -> int:
         log.error(str(exc))
         return EXIT_USAGE
     # The liveness bound: how long no loop, wait or retry may turn before /livez fails (tests shorten it).
-    health = Health(float(os.environ.get("ACCESS_EVAL_LIVENESS_BOUND_S", DEFAULT_IDLE_DEADLINE_S)))
+    health = Health(cfg.liveness_bound_s)
     server = serve(cfg.metrics_host, cfg.metrics_port, metrics, health)
     log.info("http listening", extra=kv(port=server.port, paths=["/metrics", "/livez", "/readyz"]))
     try:
