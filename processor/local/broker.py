@@ -792,6 +792,10 @@ def stop(data_dir: Path | None = None, *, timeout: float = STOP_TIMEOUT_S) -> bo
     data = _resolve_data_dir(data_dir)
     if not data.is_dir():
         return False
+    if (data / "cluster.json").is_file():  # `start --brokers N`: every node (processor/local/cluster.py)
+        from processor.local import cluster
+
+        return cluster.stop(data)
     with _locked(data / ".lock"):
         state = _live_state(data)
         if state is None:
@@ -845,6 +849,10 @@ def _report_error(command: str, exc: LocalKafkaError) -> int:
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
+    if args.brokers > 1 or args.proxy:
+        from processor.local import cluster
+
+        return cluster.cmd_start(args)
     try:
         existing = status(args.data_dir)
         info = existing or start(args.port, args.data_dir, args.controller_port)
@@ -871,6 +879,10 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from processor.local import cluster
+
+    if cluster.is_cluster(args.data_dir):
+        return cluster.cmd_status(args)
     info = status(args.data_dir)
     if info is None:
         print("stopped", flush=True)
@@ -916,9 +928,20 @@ def add_local_parser(
         default=None,
         help="KRaft controller port (default: any free one)",
     )
+    p_start.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="nodes: 1 (default) or a cluster of N on ports --port..--port+N-1, RF 3 (docs/local-cluster.md)",
+    )
+    p_start.add_argument(
+        "--proxy",
+        action="store_true",
+        help="put Toxiproxy in front of every node (clients reach the brokers only through it)",
+    )
     p_start.set_defaults(func=_cmd_start)
 
-    p_stop = commands.add_parser("stop", help="stop the broker")
+    p_stop = commands.add_parser("stop", help="stop the broker (every node of a cluster)")
     p_stop.add_argument("--data-dir", type=_data_dir_arg, default=None, help=data_help)
     p_stop.set_defaults(func=_cmd_stop)
 
