@@ -182,6 +182,8 @@ def server_properties(node_dir: Path, node: dict[str, Any], layout: dict[str, An
         "share.coordinator.state.topic.replication.factor": str(rf),
         "share.coordinator.state.topic.min.isr": str(min_isr),
         "group.min.session.timeout.ms": str(GROUP_MIN_SESSION_TIMEOUT_MS),
+        # Abort transactions past their transaction.timeout.ms within 1 s of expiry (default: 10 s checks).
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         # Modest CPU: three JVMs share the machine.
         "num.io.threads": "2",
         "num.replica.fetchers": "1",
