@@ -469,3 +469,17 @@ def test_settings_leader_moves_during_bootstrap(cluster: ClusterInfo, topics: To
     assert bootstrapping_at_kill, "the leader must move while bootstrap is under way (slower link needed?)"
     assert not early, early
     assert exits == [0]
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. `--create-topics` replication (no cluster needed)
+
+
+def test_create_topics_replication_follows_cluster_size() -> None:
+    """RF 3 + min.insync.replicas=2 on 3+ brokers; the broker default on one; an explicit RF wins."""
+    from processor.kafka.admin import replication_for
+
+    assert replication_for(3) == (3, {"min.insync.replicas": "2"})
+    assert replication_for(5) == (3, {"min.insync.replicas": "2"})
+    assert replication_for(1) == (-1, {})
+    assert replication_for(3, requested=2) == (2, {})
