@@ -8,11 +8,26 @@
 #
 # Two stages: the builder installs the package and its dependencies into a virtualenv
 # (confluent-kafka, fastavro, msgspec and pydantic-core ship manylinux wheels, so no compiler is needed);
-# the final stage copies only that virtualenv and the Avro schemas. Both stages use the same base
+# the final stage copies only that virtualenv (the wheel carries the Avro schemas as package data). Both stages use the same base
 # image so the venv's interpreter symlinks resolve in the final stage.
 # The image runs as a numeric non-root user and writes nothing outside /tmp, so it works with
 # readOnlyRootFilesystem (mount an emptyDir/tmpfs on /tmp). There is no HEALTHCHECK on purpose:
 # Kubernetes probes /livez and /readyz on the metrics port (see helm/access-eval).
+#
+# What the tests prove:
+# - tests/test_dockerfile.py (static, no engine): stages, copied files vs .dockerignore, numeric USER
+#   equal to the chart's runAsUser/runAsGroup, exec-form ENTRYPOINT/CMD, port, no compilers.
+# - tests/test_image.py (marker `image`; buildah + podman, no Docker daemon, no registry): builds this
+#   file with PYTHON_IMAGE set to a Debian bookworm base made from Debian packages (python3 3.11; see
+#   tests/image_harness.py), checks the image's own USER is 10001:10001, then runs `access-eval run`
+#   inside it with --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges on the host
+#   network against the test broker: 300 cross-account attempts in monitor mode -> 300 eval events
+#   (Deny, not enforced), /readyz and /livez 200, the process runs as uid/gid 10001, SIGTERM -> exit 0.
+#   Measured on the 2-core test machine: image 245 MB; build 67-85 s on a present base (pip downloads
+#   the dependencies each time); the base itself ~100 s once (cached in .cache/image/base.tar).
+#   `make image` builds localhost/access-eval:0.1.0 the same way.
+# Another base: `--build-arg PYTHON_IMAGE=...`, any image whose `python` is 3.11+ with the venv module
+# (the builder and the final stage use the same base, so the venv's interpreter symlinks resolve).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -23,7 +38,8 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # pyproject.toml declares README.md as the package readme: setuptools needs it to build.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
+COPY schemas/ schemas/
 COPY processor/ processor/
 # Non-editable install: the package lands in the venv's site-packages, byte-compiled by pip, so the
 # final stage needs neither the source tree nor write access to compile anything at run time.
@@ -42,14 +58,12 @@ RUN groupadd --system --gid 10001 access-eval \
        --home-dir /nonexistent --shell /usr/sbin/nologin access-eval
 
 COPY --from=builder /opt/venv /opt/venv
-COPY schemas/ /opt/access-eval/schemas/
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
-    TMPDIR=/tmp \
-    ACCESS_EVAL_SCHEMA_DIR=/opt/access-eval/schemas
+    TMPDIR=/tmp
 
 USER 10001:10001
 WORKDIR /tmp

@@ -13,6 +13,9 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from processor.core.ids import normalize_account
+from processor.errors import ConfigError as ConfigError  # re-exported: raised by load() and read_properties()
+
 ENV_PREFIX = "ACCESS_EVAL_"
 KAFKA_ENV_PREFIX = "ACCESS_EVAL_KAFKA_"
 #: Schema-registry options may share the properties file; librdkafka rejects them, so they are split off.
@@ -21,37 +24,49 @@ REGISTRY_PROPS_PREFIX = "schema.registry."
 REGISTRY_UNPREFIXED = ("basic.auth.user.info", "basic.auth.credentials.source")
 
 
-class ConfigError(Exception):
-    """Unrecoverable misconfiguration: the message names the setting to fix."""
-
-
 class RunConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    bootstrap_servers: str = Field(min_length=1)
-    group_id: str = Field(default="access-eval", min_length=1)
-    settings_topic: str = "iam.account-settings"
-    attempts_topic: str = "iam.access-attempts"
-    eval_topic: str = "iam.access-evaluations"
-    dlq_topic: str = "iam.access-attempts.dlq"
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = Field(default=9108, ge=0, le=65535)
-    create_topics: bool = False
-    topic_partitions: int = Field(default=12, ge=1, le=10_000)
-    kafka_config: Path | None = None
-    delivery: Literal["exactly-once", "at-least-once"] = "exactly-once"
-    staleness_ms: int = Field(default=500, ge=10)
-    settings_retention_ms: int = Field(default=24 * 3600 * 1000, ge=1000)
-    batch_size: int = Field(default=5000, ge=1, le=100_000)
-    commit_interval_ms: int = Field(default=50, ge=1)
-    max_future_ms: int = Field(default=3_600_000, ge=0)
-    max_attempt_bytes: int = Field(default=256 * 1024, ge=1024)
-    schema_registry_url: str | None = None
-    account_labels: str = ""
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    shutdown_timeout_s: float = Field(default=20.0, gt=0)
-    startup_timeout_s: float = Field(default=0.0, ge=0, description="0 = retry the broker forever")
-    transactional_id: str | None = None
+    # The `run` flags are generated from these fields (processor/cli/run.py): --field-name, the type,
+    # the description as help text and the default shown from here.
+    bootstrap_servers: str = Field(min_length=1, description="Kafka bootstrap servers HOST:PORT[,HOST:PORT]")
+    group_id: str = Field(default="access-eval", min_length=1, description="consumer group of the attempts topic")
+    settings_topic: str = Field(default="iam.account-settings", description="compacted settings topic")
+    attempts_topic: str = Field(default="iam.access-attempts", description="input topic")
+    eval_topic: str = Field(default="iam.access-evaluations", description="output topic")
+    dlq_topic: str = Field(default="iam.access-attempts.dlq", description="dead-letter topic")
+    metrics_port: int = Field(default=9108, ge=0, le=65535, description="port of /metrics, /livez, /readyz")
+    metrics_host: str = Field(default="0.0.0.0", description="bind address of the HTTP server")
+    create_topics: bool = Field(default=False, description="create missing topics")
+    topic_partitions: int = Field(
+        default=12, ge=1, le=10_000, description="partitions of topics created by --create-topics"
+    )
+    kafka_config: Path | None = Field(
+        default=None, description="librdkafka properties file (key=value), e.g. SASL/SSL settings"
+    )
+    delivery: Literal["exactly-once", "at-least-once"] = Field(default="exactly-once", description="delivery guarantee")
+    staleness_ms: int = Field(default=500, ge=10, description="settings view staleness bound, ms")
+    settings_retention_ms: int = Field(
+        default=24 * 3600 * 1000, ge=1000, description="stream-time retention of old settings versions, ms"
+    )
+    batch_size: int = Field(default=5000, ge=1, le=100_000, description="max attempts consumed per batch")
+    commit_interval_ms: int = Field(default=50, ge=1, description="transaction commit interval, ms")
+    max_future_ms: int = Field(default=3_600_000, ge=0, description="max event_time ahead of the clock, ms")
+    max_attempt_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="larger attempts go to the DLQ, bytes"
+    )
+    schema_registry_url: str | None = Field(
+        default=None, description="register the schema and use the Confluent wire format"
+    )
+    account_labels: str = Field(default="", description="comma list of accounts given per-account metric labels")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="log level")
+    shutdown_timeout_s: float = Field(
+        default=20.0, gt=0, description="on SIGTERM: finish, commit and exit within this many seconds"
+    )
+    startup_timeout_s: float = Field(
+        default=0.0, ge=0, description="give up reaching Kafka after this many seconds, 0 = never"
+    )
+    transactional_id: str | None = Field(default=None, description="default <group-id>-<hostname>")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -60,7 +75,8 @@ class RunConfig(BaseSettings):
 
     @property
     def account_label_set(self) -> frozenset[str]:
-        return frozenset(a.strip().lower() for a in self.account_labels.split(",") if a.strip())
+        labels = (normalize_account(a) for a in self.account_labels.split(","))
+        return frozenset(a for a in labels if a)
 
     def txn_id(self) -> str:
         """Stable per instance (pod name / host name) so a restarted instance fences its zombie."""

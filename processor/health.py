@@ -18,6 +18,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,18 +33,22 @@ DEFAULT_IDLE_DEADLINE_S = 60.0
 class Health:
     """Thread-safe liveness/readiness state, written by the processing loop, read by HTTP threads."""
 
-    def __init__(self, idle_deadline_s: float = DEFAULT_IDLE_DEADLINE_S) -> None:
+    def __init__(
+        self, idle_deadline_s: float = DEFAULT_IDLE_DEADLINE_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.idle_deadline_s = idle_deadline_s
+        self._clock = clock
         self._lock = threading.Lock()
         # Starting counts as progress: the loop gets a full deadline to begin turning.
-        self._last_progress = time.monotonic()
+        self._last_progress = clock()
         self._bootstrapped = False
         self._assigned: int | None = None  # None: not (yet) a member of the consumer group
         self._problem: str | None = None
 
     def mark_progress(self) -> None:
-        """Called by the processing loop on every iteration (also when idle)."""
-        now = time.monotonic()
+        """Called by the processing loop on every iteration (also when idle), and by every wait and
+        retry loop on every turn: waiting for Kafka is progress, being stuck is not (SPEC §9)."""
+        now = self._clock()
         with self._lock:
             self._last_progress = now
 
@@ -74,7 +79,7 @@ class Health:
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         """Live when the loop made progress within ``idle_deadline_s``."""
         with self._lock:
-            age = time.monotonic() - self._last_progress
+            age = self._clock() - self._last_progress
         live = age <= self.idle_deadline_s
         body: dict[str, Any] = {
             "live": live,

@@ -156,7 +156,7 @@ class Metrics:
         account_labels: Iterable[str] = (),
         max_account_labels: int = DEFAULT_MAX_ACCOUNT_LABELS,
     ) -> None:
-        accounts = sorted({normalize_account(a) for a in account_labels if a.strip()})
+        accounts = sorted({n for n in map(normalize_account, account_labels) if n})
         if len(accounts) > max_account_labels:
             raise ValueError(
                 f"{ACCOUNT_LABELS_SETTING} lists {len(accounts)} accounts; at most {max_account_labels} "
@@ -269,6 +269,17 @@ class Metrics:
             "Settings versions held in memory (all accounts, within the retention window).",
             registry=r,
         )
+        self.settings_invalid_latest = Gauge(
+            "access_eval_settings_accounts_invalid_latest",
+            "Accounts whose latest settings record was rejected (the previous valid version stays in force "
+            "until compaction removes it).",
+            registry=r,
+        )
+        self.settings_without_valid = Gauge(
+            "access_eval_settings_accounts_without_valid_version",
+            "Accounts whose latest settings record was rejected and that have no valid version held at all.",
+            registry=r,
+        )
         self.settings_bootstrap = Gauge(
             "access_eval_settings_bootstrap_complete",
             "1 once the settings view caught up to the settings topic's end offsets at start-up.",
@@ -371,7 +382,7 @@ class Metrics:
                 self.account_decisions.labels(account_id=account, outcome=outcome).inc(n)
         observe = self.event_age.observe
         for age in tally._ages:
-            observe(age)
+            observe(age if age > 0.0 else 0.0)  # future-dated attempts (within --max-future-ms) are 0 s old
 
     def observe_batch(self, seconds: float, size: int) -> None:
         """Record one batch's processing time and size."""
@@ -392,8 +403,16 @@ class Metrics:
 
     # --- settings view ------------------------------------------------------------------------
 
+    def bind_settings(self, history: Any) -> None:
+        """Read the settings gauges from `history` (a SettingsHistory) at every scrape, so they follow
+        every change, pruning included, without the code that changes it reporting back."""
+        self.settings_accounts.set_function(lambda: len(history))
+        self.settings_versions.set_function(lambda: history.versions)
+        self.settings_invalid_latest.set_function(history.invalid_latest_count)
+        self.settings_without_valid.set_function(history.without_valid_version_count)
+
     def set_settings_size(self, accounts: int, versions: int) -> None:
-        """Accounts and versions currently held by the settings view."""
+        """Accounts and versions currently held by the settings view (superseded by `bind_settings`)."""
         self.settings_accounts.set(accounts)
         self.settings_versions.set(versions)
 
@@ -416,14 +435,6 @@ class Metrics:
         self.settings_bootstrap.set(1 if done else 0)
 
     # --- health, Kafka client -----------------------------------------------------------------
-
-    def set_ready(self, ready: bool) -> None:
-        """Readiness as a gauge (``serve`` binds it to Health so it always agrees with /readyz)."""
-        self.ready.set(1 if ready else 0)
-
-    def set_assigned_partitions(self, n: int) -> None:
-        """Number of attempt partitions currently assigned."""
-        self.assigned_partitions.set(n)
 
     def bind_health(self, ready: Callable[[], bool], assigned: Callable[[], int]) -> None:
         """Compute the ready and assigned-partitions gauges at scrape time from these callables."""

@@ -29,7 +29,7 @@ if _TESTS_DIR not in sys.path:
 
 from kafka_harness import Topics, free_port, start_watchdog, wait_until  # noqa: E402
 
-from processor.local.broker import BrokerInfo, LocalKafkaError, start, stop  # noqa: E402
+from processor.local import BrokerInfo, LocalKafkaError, start, stop  # noqa: E402
 
 __all__ = ["Topics", "wait_until"]
 

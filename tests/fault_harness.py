@@ -23,7 +23,12 @@ from processor_harness import comparable, end_offsets, read_topic
 
 from processor.codec.avro import EvalCodec
 from processor.core.events import to_json_obj
-from processor.local import broker as local
+from processor.local import broker as local_broker
+from processor.local.fetch import KAFKA_VERSION, fetch_jars
+from processor.local.java import JVM_OPTS, check_java
+from processor.local.paths import tail_log
+from processor.local.process import children, start_ticks
+from processor.local.properties import HOST, PROPERTIES_FILE, format_storage, server_properties
 from processor.tools.simulate import simulate
 
 # --------------------------------------------------------------------------------------------------
@@ -35,7 +40,7 @@ class OwnBroker:
     """A single-node broker in `data_dir` on fixed ports, started like `access-eval local start` (same
     jars, java command, KRaft properties) plus `extra` properties, so tests may stop and restart it
     (same data dir, same ports) or give it a SASL_PLAINTEXT listener. It writes the same state file
-    as `local.start`, so `local.stop(data_dir)` and the session watchdog can stop it too."""
+    as `local.start`, so `local_broker.stop(data_dir)` and the session watchdog can stop it too."""
 
     data_dir: Path
     sasl_users: dict[str, str] = field(default_factory=dict)
@@ -55,19 +60,19 @@ class OwnBroker:
 
     @property
     def bootstrap(self) -> str:
-        return f"{local.HOST}:{self.port}"
+        return f"{HOST}:{self.port}"
 
     @property
     def sasl_bootstrap(self) -> str:
         assert self.sasl_port, "no SASL listener configured"
-        return f"{local.HOST}:{self.sasl_port}"
+        return f"{HOST}:{self.sasl_port}"
 
     def _properties(self) -> str:
-        text = local._server_properties(self.data_dir, self.port, self.controller_port)
+        text = server_properties(self.data_dir, self.port, self.controller_port)
         text += "".join(f"{k}={v}\n" for k, v in self.extra.items())  # later keys win in java.util.Properties
         if not self.sasl_users:
             return text
-        host = local.HOST
+        host = HOST
         users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
         admin_user, admin_password = next(iter(self.sasl_users.items()))
         sasl = {
@@ -83,35 +88,35 @@ class OwnBroker:
         }
         return text + "".join(f"{k}={v}\n" for k, v in sasl.items())
 
-    def start(self, timeout: float = local.START_TIMEOUT_S) -> None:
+    def start(self, timeout: float = local_broker.START_TIMEOUT_S) -> None:
         data = self.data_dir
-        java = local._check_java()
-        libs = local.fetch_jars()
-        (data / local.PROPERTIES_FILE).write_text(self._properties())
-        log_path = data / local.LOG_FILE
-        local._format_storage(java, libs, data, log_path)
-        cmd = [java, *local.JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(data / local.PROPERTIES_FILE)]
+        java = check_java()
+        libs = fetch_jars()
+        (data / PROPERTIES_FILE).write_text(self._properties())
+        log_path = data / local_broker.LOG_FILE
+        format_storage(java, libs, data, log_path)
+        cmd = [java, *JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(data / PROPERTIES_FILE)]
         with log_path.open("ab") as log:
             offset = log.tell()
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=data,
                                     start_new_session=True)
-        local._children[proc.pid] = proc
+        children[proc.pid] = proc
         self.pid = proc.pid
-        state = {"host": local.HOST, "port": self.port, "controller_port": self.controller_port, "pid": proc.pid,
-                 "start_ticks": local._start_ticks(proc.pid), "kafka_version": local.KAFKA_VERSION,
+        state = {"host": HOST, "port": self.port, "controller_port": self.controller_port, "pid": proc.pid,
+                 "start_ticks": start_ticks(proc.pid), "kafka_version": KAFKA_VERSION,
                  "started_at": time.time()}
-        local._write_state(data, state)
-        info = local.BrokerInfo(local.HOST, self.port, proc.pid, data)
+        local_broker.write_state(data, state)
+        info = local_broker.BrokerInfo(HOST, self.port, proc.pid, data)
         # Stops this JVM if pytest dies without running teardown (it exits by itself after a stop()).
         self.watchdog = start_watchdog(os.getpid(), data)
-        local._wait_ready(proc, info, log_path, offset, timeout, lambda _msg: None)
+        local_broker.wait_ready(proc, info, log_path, offset, timeout, lambda _msg: None)
         if self.sasl_port:
-            wait_until(lambda: local._ready(self.bootstrap, 2.0) and _port_open(self.sasl_port), 30,
+            wait_until(lambda: local_broker.ready(self.bootstrap, 2.0) and _port_open(self.sasl_port), 30,
                        "SASL listener to accept connections")
 
     def stop(self) -> None:
         """SIGTERM (clean shutdown), wait until the process is gone and the ports are free."""
-        local.stop(self.data_dir)
+        local_broker.stop(self.data_dir)
         if self.watchdog is not None:
             self.watchdog.terminate()
             self.watchdog.wait(timeout=10)
@@ -119,17 +124,17 @@ class OwnBroker:
 
     @property
     def running(self) -> bool:
-        return local.status(self.data_dir) is not None
+        return local_broker.status(self.data_dir) is not None
 
     def log(self, lines: int = 40) -> str:
-        return local._tail(self.data_dir / local.LOG_FILE, lines)
+        return tail_log(self.data_dir / local_broker.LOG_FILE, lines)
 
 
 def _port_open(port: int) -> bool:
     import socket
 
     try:
-        with socket.create_connection((local.HOST, port), timeout=1):
+        with socket.create_connection((HOST, port), timeout=1):
             return True
     except OSError:
         return False

@@ -61,7 +61,7 @@ def settings_obj(
     types: dict[str, Any] | None,
     updated_at: str | None = None,
 ) -> dict[str, Any]:
-    """A settings document; `types=None` gives a null external_account_identity_interaction."""
+    """A settings document; `types=None` gives a null external_account_identity_interaction (rejected)."""
     doc: dict[str, Any] = {
         "account_id": account,
         "external_account_identity_interaction": None if types is None else {"identity_types": types},
@@ -115,11 +115,11 @@ def spec_rules(doc: dict[str, Any] | None) -> dict[str, tuple[str, frozenset[str
     out = {t: ("enabled", frozenset[str]()) for t in IDENTITY_TYPES}
     if doc is None:
         return out
-    interaction = doc.get("external_account_identity_interaction")
-    if interaction is None:
+    if doc.get("tombstone") is True:  # a `simulate` tombstone line (SPEC §10): back to defaults
         return out
+    interaction = doc["external_account_identity_interaction"]
     for t, cfg in interaction["identity_types"].items():
-        if t in out and cfg is not None:
+        if t in out:
             out[t] = (cfg["state"], frozenset(norm(a) for a in cfg.get("external_allowed_accounts", [])))
     return out
 
@@ -175,14 +175,12 @@ def identity_type_settings(draw: st.DrawFn, pool: list[str]) -> dict[str, Any]:
 
 @st.composite
 def settings_doc(draw: st.DrawFn, account: str, pool: list[str]) -> dict[str, Any]:
-    types: dict[str, Any] | None
-    if draw(st.integers(0, 9)) == 0:
-        types = None
-    else:
-        types = {}
-        for t in IDENTITY_TYPES:
-            if draw(st.booleans()):
-                types[t] = draw(identity_type_settings(pool))
+    if draw(st.integers(0, 9)) == 0:  # a tombstone, in simulate's syntax (SPEC §10)
+        return {"account_id": draw(messy(account)), "tombstone": True}
+    types: dict[str, Any] = {}
+    for t in IDENTITY_TYPES:
+        if draw(st.booleans()):
+            types[t] = draw(identity_type_settings(pool))
     return settings_obj(draw(messy(account)), types)
 
 
@@ -320,6 +318,7 @@ def eval_events(longs: st.SearchStrategy[int] = LONGS) -> st.SearchStrategy[dict
             "severity": st.sampled_from(["normal", "warning", "critical"]),
             "reason": st.fixed_dictionaries({"reasonCode": INTS, "reasonType": text}),
             "observer": st.fixed_dictionaries({"name": text, "version": text, "evaluatedAt": longs}),
+            "truncated": st.booleans(),
         }
     )
 

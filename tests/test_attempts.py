@@ -11,7 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import ACCOUNTS, BASE_MS, NOW_MS, SPEC_EXAMPLE, SPEC_EXAMPLE_EVENT_MS, attempt_obj, iso
 
+from processor.codec.avro import EvalCodec
 from processor.core.attempts import INVALID_REASONS, InvalidAttempt, parse_attempt
+from processor.core.evaluator import assess
+from processor.core.events import build_event
+from processor.core.settings import SettingsHistory
 
 HOUR_MS = 3_600_000
 Y2000_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -147,7 +151,11 @@ WRONG_TYPES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value"), WRONG_TYPES, ids=[f"{p}={v!r}" for p, v in WRONG_TYPES])
+REQUIRED_WRONG = [(p, v) for p, v in WRONG_TYPES if p.split(".")[0] in ("id", "account_id", "identity", "action")
+                  and p != "identity.name"]
+
+
+@pytest.mark.parametrize(("path", "value"), REQUIRED_WRONG, ids=[f"{p}={v!r}" for p, v in REQUIRED_WRONG])
 def test_wrong_types(path: str, value: Any) -> None:
     exc = invalid(patched(path, value))
     assert exc.reason == "wrong_type"
@@ -282,3 +290,63 @@ def test_arbitrary_bytes_never_raise_anything_else(raw: bytes) -> None:
 
 def test_accounts_pool_is_usable() -> None:
     assert parse_attempt(json.dumps(attempt_obj(ACCOUNTS[0], ACCOUNTS[1])), NOW_MS).model.account_id == ACCOUNTS[0]
+
+
+# --- optional display fields never decide evaluation (SPEC §4) ---------------------------------------
+
+#: Optional display fields and their maxima (the eval event carries at most this much of each).
+OPTIONAL_MAX = {"identity.name": 1024, "resource.crn": 4096, "resource.service_name": 1024, "source_ip": 256,
+                "user_agent": 4096}
+
+
+def _get(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        data = (data or {}).get(part)
+    return data
+
+
+@pytest.mark.parametrize("over", [1, 50_000])
+@pytest.mark.parametrize("path", list(OPTIONAL_MAX))
+def test_too_long_optional_field_is_truncated_not_dead_lettered(path: str, over: int) -> None:
+    limit = OPTIONAL_MAX[path]
+    text = "\u00e9" + "a" * (limit + over - 1)
+    a = parse_attempt(patched(path, text), CLOCK)
+    assert _get(a.data, path) == text[:limit]
+    assert a.truncated is True
+    assert parse_attempt(patched(path, text[:limit]), CLOCK).truncated is False  # at the limit: untouched
+
+
+OPTIONAL_WRONG = [(p, v) for p, v in WRONG_TYPES if p in ("identity.name", "resource", "resource.crn",
+                                                           "resource.service_name", "source_ip", "user_agent")]
+OPTIONAL_WRONG += [("resource", ["crn"]), ("resource", 7), ("user_agent", {"a": 1}), ("identity.name", True)]
+
+
+@pytest.mark.parametrize(("path", "value"), OPTIONAL_WRONG, ids=[f"{p}={v!r}" for p, v in OPTIONAL_WRONG])
+def test_optional_field_of_the_wrong_type_is_dropped(path: str, value: Any) -> None:
+    a = parse_attempt(patched(path, value), CLOCK)
+    assert _get(a.data, path) is None
+    assert a.truncated is True
+    assert a.data["account_id"] == SPEC_EXAMPLE["account_id"]
+
+
+def test_denied_attempt_with_an_attacker_sized_user_agent_is_still_evaluated_and_says_so() -> None:
+    target, external = ACCOUNTS[0], ACCOUNTS[1]
+    h = SettingsHistory()
+    doc = {"account_id": target, "external_account_identity_interaction": {"identity_types": {
+        "user": {"state": "limited"}}}}
+    assert h.apply_record(target.encode(), json.dumps(doc).encode(), 0) is None
+    obj = attempt_obj(target, external, "user", BASE_MS, user_agent="A" * 200_000, source_ip=["1.2.3.4"])
+    a = parse_attempt(json.dumps(obj).encode(), NOW_MS)
+    verdict, version, exact = assess(h, a)
+    assert verdict.outcome == "enforced_deny"
+    codec = EvalCodec()
+    event = codec.decode(codec.encode(build_event(a, verdict, version, exact, NOW_MS)))
+    assert event["truncated"] is True
+    assert event["initiator"]["host"] == {"address": None, "agent": "A" * 4096}
+    plain = parse_attempt(json.dumps(attempt_obj(target, external, "user", BASE_MS)).encode(), NOW_MS)
+    assert codec.decode(codec.encode(build_event(plain, verdict, version, exact, NOW_MS)))["truncated"] is False
+
+
+def test_attempt_cannot_claim_truncated_itself() -> None:
+    a = parse_attempt(json.dumps(dict(SPEC_EXAMPLE, truncated=True)).encode(), CLOCK)
+    assert a.truncated is False

@@ -164,7 +164,8 @@ VERSIONS = st.none() | st.builds(
 
 @st.composite
 def attempts(draw: st.DrawFn) -> Attempt:
-    """Valid attempts (through parse_attempt) with every optional field absent, null or set."""
+    """Valid attempts (through parse_attempt) with every optional field absent, null, set, too long
+    (truncated) or of the wrong type (dropped)."""
     obj = attempt_obj(
         draw(_ACCOUNT_IDS),
         draw(_ACCOUNT_IDS),
@@ -174,10 +175,10 @@ def attempts(draw: st.DrawFn) -> Attempt:
         iam_id=draw(_text(1)),
         action=draw(_text(1)),
         **draw(_optional("resource", _RESOURCES)),
-        **draw(_optional("source_ip", _text(max_size=256))),
-        **draw(_optional("user_agent", _text(max_size=4096))),
+        **draw(_optional("source_ip", _text(max_size=256) | st.integers() | st.just("1" * 257))),
+        **draw(_optional("user_agent", _text(max_size=4096) | st.just(["x"]) | st.just("\u00e9" * 4097))),
     )
-    obj["identity"].update(draw(_optional("name", _text())))
+    obj["identity"].update(draw(_optional("name", _text() | st.booleans())))
     return parse_attempt(dumps(obj), LATE_MS)
 
 

@@ -1,5 +1,6 @@
 """The Helm chart (helm/access-eval): lint, values schema, rendering, offline Kubernetes schema
-validation, and the wiring from values to the running container.
+validation, and the wiring from values to the running container. The check against a real API
+server (admission, CRD schemas, Pod Security) is tests/test_k8s_apply.py.
 
 Tests that run helm are marked `helm`. helm is found on PATH or in .cache/bin (scripts/bootstrap
 --all builds it there); without it these tests fail (tests/required.py).
@@ -17,13 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from required import missing
 
+from processor.config import RunConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "access-eval"
-FULL_VALUES = CHART / "ci" / "full-values.yaml"
+# The ci/ scenario files (chart-testing convention); each renders alone, and all of them together
+# (in this order) enable every optional feature and change every setting: "full values".
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+FULL_VALUES = CI_VALUES
 DASHBOARD_FILE = CHART / "files" / "access-eval-dashboard.json"
 RULES_FILE = CHART / "files" / "access-eval.rules.yaml"
 RELEASE = "rel"
@@ -135,9 +142,13 @@ def default_docs(helm: Helm) -> list[dict[str, Any]]:
     return helm.render()
 
 
+def values_args(files: list[Path]) -> list[str]:
+    return [arg for path in files for arg in ("-f", str(path))]
+
+
 @pytest.fixture(scope="session")
 def full_docs(helm: Helm) -> list[dict[str, Any]]:
-    return helm.render("-f", str(FULL_VALUES))
+    return helm.render(*values_args(FULL_VALUES))
 
 
 def load_yaml(path: Path) -> Any:
@@ -162,7 +173,10 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def full_values() -> dict[str, Any]:
-    return merge(default_values(), load_yaml(FULL_VALUES))
+    values = default_values()
+    for path in FULL_VALUES:
+        values = merge(values, load_yaml(path))
+    return values
 
 
 def get_path(values: dict[str, Any], dotted: str) -> Any:
@@ -243,13 +257,20 @@ def write_values(tmp_path: Path, text: str) -> str:
 # lint and render
 
 
+LINT_CASES: dict[str, list[Path]] = {
+    "defaults": [], **{path.name: [path] for path in CI_VALUES}, "full-values": FULL_VALUES,
+}
+
+
+def test_ci_scenarios_exist() -> None:
+    assert len(CI_VALUES) >= 5, CI_VALUES
+    assert not (CHART / "ci" / "full-values.yaml").exists()
+
+
 @pytest.mark.helm
-@pytest.mark.parametrize("values", [None, FULL_VALUES], ids=["defaults", "full-values"])
-def test_lint(helm: Helm, values: Path | None) -> None:
-    args = ["lint", "--strict", str(CHART)]
-    if values is not None:
-        args += ["-f", str(values)]
-    proc = helm.run(*args)
+@pytest.mark.parametrize("case", list(LINT_CASES))
+def test_lint(helm: Helm, case: str) -> None:
+    proc = helm.run("lint", "--strict", str(CHART), *values_args(LINT_CASES[case]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 chart(s) failed" in proc.stdout
 
@@ -290,7 +311,7 @@ def test_hpa(helm: Helm) -> None:
 
 VALIDATION_CASES = {
     "defaults": [],
-    "full-values": ["-f", str(FULL_VALUES)],
+    "full-values": values_args(FULL_VALUES),
     "hpa": ["--set", "autoscaling.enabled=true"],
     "no-sa-no-pdb": ["--set", "serviceAccount.create=false", "--set", "podDisruptionBudget.enabled=false",
                      "--set", "podAntiAffinity.type=none", "--set", "topologySpread.enabled=false"],
@@ -301,7 +322,6 @@ VALIDATION_CASES = {
 @pytest.mark.helm
 @pytest.mark.parametrize("case", sorted(VALIDATION_CASES))
 def test_manifests_are_valid_kubernetes_objects(helm: Helm, case: str) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     docs = helm.render(*VALIDATION_CASES[case])
     checked = set()
     for doc in docs:
@@ -319,7 +339,6 @@ def test_manifests_are_valid_kubernetes_objects(helm: Helm, case: str) -> None:
 @pytest.mark.helm
 def test_kubernetes_validation_catches_mistakes(default_docs: list[dict[str, Any]]) -> None:
     """The offline validator is strict: an unknown field or a wrong type is an error."""
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     for mutate in (
         lambda c: c.update(readinessprobe=c.pop("readinessProbe")),
         lambda c: c["ports"][0].update(containerPort="metrics"),
@@ -566,8 +585,7 @@ def test_full_values_change_every_configuration_value() -> None:
 
 @pytest.mark.helm
 def test_env_names_are_read_by_the_app(default_docs: list[dict[str, Any]], full_docs: list[dict[str, Any]]) -> None:
-    config = pytest.importorskip("processor.config")
-    fields = set(config.RunConfig.model_fields)
+    fields = set(RunConfig.model_fields)
     for docs in (default_docs, full_docs):
         for var in container_env(docs):
             if var.startswith("ACCESS_EVAL_") and not var.startswith("ACCESS_EVAL_KAFKA_"):

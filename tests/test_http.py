@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,10 +13,21 @@ from processor.health import Health, HttpServer, serve
 from processor.metrics import Metrics, Tally
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CLOCK = FakeClock()
+
+
 @pytest.fixture
 def running() -> Iterator[tuple[HttpServer, Metrics, Health]]:
     metrics = Metrics()
-    health = Health(idle_deadline_s=0.5)
+    health = Health(idle_deadline_s=0.5, clock=CLOCK)
     server = serve("127.0.0.1", 0, metrics, health)
     try:
         yield server, metrics, health
@@ -113,7 +123,7 @@ def test_liveness_deadline(running: tuple[HttpServer, Metrics, Health]) -> None:
     server, _, health = running
     status, _, body = get(server, "/livez")
     assert status == 200 and json.loads(body)["live"] is True
-    time.sleep(0.7)  # past the 0.5 s deadline with no mark_progress()
+    CLOCK.now += 0.7  # past the 0.5 s deadline with no mark_progress() (an injected clock: no waiting)
     status, _, body = get(server, "/livez")
     doc = json.loads(body)
     assert status == 503 and doc["live"] is False and "no progress" in doc["reasons"][0]

@@ -104,12 +104,14 @@ def test_settings_schema_structure_matches_spec_3() -> None:
     assert "updated_at" not in s["required"]
     assert _resolve(s, props["updated_at"])["format"] == "date-time"
     interaction = props["external_account_identity_interaction"]
-    assert {"type": "null"} in interaction["anyOf"]  # null resets the account
+    assert "external_account_identity_interaction" in s["required"]
+    assert "anyOf" not in interaction  # null is a wrong type: only a tombstone resets an account
     types = _resolve(s, _resolve(s, interaction)["properties"]["identity_types"])
     assert set(types["properties"]) == {"user", "service_id", "service"}
     assert types.get("additionalProperties", True) is not False  # unknown identity types: ignored
     assert not types.get("required")  # a missing identity type is `enabled`
     for t in ("user", "service_id", "service"):
+        assert "anyOf" not in types["properties"][t]  # an identity type is an object or absent, never null
         cfg = _resolve(s, types["properties"][t])
         assert cfg["required"] == ["state"]
         assert cfg["properties"]["state"]["enum"] == ["enabled", "monitor", "limited"]

@@ -7,7 +7,6 @@ session broker stays up for everyone else.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -21,33 +20,25 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient
 from kafka_harness import Topics, free_port, wait_until
 
-from processor.local import broker as local
-from processor.local.broker import BrokerInfo, LocalKafkaError
+from processor import local
+from processor.local import BrokerInfo, LocalKafkaError
+from processor.local.java import parse_java_major
+from processor.local.properties import cluster_id
 
 REPO = Path(__file__).resolve().parent.parent
-
-# Runs the `local` parser exactly as the main CLI registers it, for as long as processor/cli.py
-# does not exist yet; afterwards the tests go through `python -m processor` itself.
-_CLI_SHIM = """
-import argparse, sys
-from processor.local.broker import add_local_parser
-parser = argparse.ArgumentParser(prog="access-eval")
-add_local_parser(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-raise SystemExit(args.func(args))
-"""
-
 
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     """`access-eval <args>` in a subprocess, as scripts and users run it."""
-    if importlib.util.find_spec("processor.cli.main") is not None:
-        cmd = [sys.executable, "-m", "processor", *args]
-    else:
-        cmd = [sys.executable, "-c", _CLI_SHIM, *args]
     return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env, check=False
+        [sys.executable, "-m", "processor", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+        check=False,
     )
 
 
@@ -317,7 +308,7 @@ def test_missing_mvn_and_java_are_named(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_java_version_parsing() -> None:
-    parse = local._parse_java_major
+    parse = parse_java_major
     assert parse('openjdk version "17.0.15" 2025-04-15') == 17
     assert parse('java version "1.8.0_392"') == 8
     assert parse('openjdk version "21" 2023-09-19') == 21
@@ -326,6 +317,6 @@ def test_java_version_parsing() -> None:
 
 def test_cluster_id_shape() -> None:
     for _ in range(200):
-        cluster_id = local._cluster_id()
-        assert len(cluster_id) == 22 and not cluster_id.startswith("-")
-        assert set(cluster_id) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        cid = cluster_id()
+        assert len(cid) == 22 and not cid.startswith("-")
+        assert set(cid) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")

@@ -444,3 +444,29 @@ def test_bind_health_gauges() -> None:
     state.update(ready=True, assigned=3)
     assert value(m, "access_eval_ready") == 1
     assert value(m, "access_eval_assigned_partitions") == 3
+
+
+def test_event_age_of_future_dated_attempts_is_clamped_at_zero() -> None:
+    """An attempt dated ahead of the evaluating clock (allowed up to --max-future-ms) is 0 s old, never negative."""
+    m = Metrics()
+    t = Tally()
+    for age in (-3600.0, -0.5, 2.0):
+        t.observe_age(age)
+    m.commit(t)
+    assert value(m, "access_eval_event_age_seconds_count") == 3
+    assert value(m, "access_eval_event_age_seconds_sum") == 2.0
+    assert value(m, "access_eval_event_age_seconds_bucket", le="0.25") == 2
+
+
+def test_settings_gauges_of_accounts_with_an_invalid_latest_record() -> None:
+    from processor.core.settings import SettingsHistory
+
+    m = Metrics()
+    h = SettingsHistory()
+    m.bind_settings(h)
+    doc = {"account_id": A1, "external_account_identity_interaction": {"identity_types": {}}}
+    assert h.apply_record(A1.encode(), json.dumps(doc).encode(), 0) is None
+    assert h.apply_record(A1.encode(), b"{", 1) is not None
+    assert h.apply_record(A2.encode(), b"[]", 1) is not None
+    assert value(m, "access_eval_settings_accounts_invalid_latest") == 2
+    assert value(m, "access_eval_settings_accounts_without_valid_version") == 1

@@ -117,6 +117,7 @@ def make_event(
         "severity": "warning" if enforced and decision == "Deny" else "normal",
         "reason": {"reasonCode": 200 if decision == "Permit" else 403, "reasonType": "test"},
         "observer": {"name": "access-eval", "version": "test", "evaluatedAt": event_ms + 5},
+        "truncated": False,
     }
 
 

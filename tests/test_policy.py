@@ -176,11 +176,12 @@ def test_empty_identity_types_and_no_settings_are_unrestricted() -> None:
         assert (verdict.outcome, version) == ("unrestricted", None)
 
 
-def test_null_interaction_and_tombstone_reset_to_enabled() -> None:
+def test_null_interaction_is_rejected_and_tombstone_resets_to_enabled() -> None:
     history = SettingsHistory()
     limited = settings_obj(TARGET, {t: {"state": "limited"} for t in IDENTITY_TYPES})
     assert history.apply_record(TARGET.encode(), dumps(limited), BASE_MS) is None
-    assert history.apply_record(TARGET.encode(), dumps(settings_obj(TARGET, None)), BASE_MS + 10_000) is None
+    rejected = history.apply_record(TARGET.encode(), dumps(settings_obj(TARGET, None)), BASE_MS + 10_000)
+    assert rejected is not None and rejected.reason == "invalid_value"
     assert history.apply_record(TARGET.encode(), dumps(limited), BASE_MS + 20_000) is None
     assert history.apply_record(shout(TARGET).encode(), None, BASE_MS + 30_000) is None  # tombstone
 
@@ -189,7 +190,7 @@ def test_null_interaction_and_tombstone_reset_to_enabled() -> None:
         return assess(history, attempt)[0].outcome
 
     assert outcome(BASE_MS + 5_000) == "enforced_deny"
-    assert outcome(BASE_MS + 15_000) == "unrestricted"  # null interaction in force
+    assert outcome(BASE_MS + 15_000) == "enforced_deny"  # the null interaction was rejected
     assert outcome(BASE_MS + 25_000) == "enforced_deny"
     assert outcome(BASE_MS + 35_000) == "unrestricted"  # tombstone in force
 

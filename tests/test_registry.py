@@ -1,21 +1,16 @@
-"""Schema registry interop (SPEC §6 Confluent wire format): registration under `<topic>-value`,
-schema ids resolved by readers, basic auth / TLS options passed through.
+"""Schema registry unit tests (SPEC §6 Confluent wire format): configuration pass-through, registration
+under `<topic>-value` and id resolution with confluent-kafka's in-process mock registry (`mock://`),
+and basic auth over HTTP against a minimal stub of the two REST endpoints the client uses.
 
-No Confluent-compatible registry server can be run on this project's machines (no Confluent
-artifacts, Karapace is not on PyPI, Apicurio's published jar is not a runnable application), so the
-tests use (1) confluent-kafka's built-in mock registry (`mock://`) and (2) a minimal stub of the
-Confluent REST endpoints the client uses (`POST /subjects/{s}/versions`, `GET /schemas/ids/{id}`)
-served over real HTTP with basic auth, so the real client's HTTP path, credentials and errors are
-exercised end to end, including by the processor and `tail` as subprocesses.
+Interop with a real registry (Apicurio Registry through its Confluent-compatible API: the processor,
+`tail`, `report`, evolution, outages, concurrency) is tests/test_registry_apicurio.py. The stub stays
+only for what the local registry does not cover: basic-auth credentials reaching the server, and 401.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,14 +20,12 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pytest
-from confluent_kafka import Producer
 from kafka_harness import Topics, free_port
-from processor_harness import produce, read_topic, start_processor, wait_all_committed
+from processor_harness import produce
 
 from processor.cli.main import main as cli_main
 from processor.codec.avro import CONFLUENT_MAGIC, EvalCodec, load_schema_json
 from processor.config import ConfigError, kafka_only, load
-from processor.core.ids import rfc3339_millis
 from processor.kafka import registry
 from processor.stream.app import build_codec
 
@@ -144,6 +137,7 @@ def sample_event(n: int, target: str = "acct-1", decision: str = "Deny") -> dict
         "outcome": "failure", "severity": "normal",
         "reason": {"reasonCode": 403, "reasonType": "test"},
         "observer": {"name": "access-eval", "version": "test", "evaluatedAt": now},
+        "truncated": False,
     }
 
 
@@ -271,7 +265,7 @@ def test_basic_auth_from_the_properties_file(stub: StubRegistry, monkeypatch: py
     assert registry.codec_for_topic(stub.url, "from-file", props).schema_id == 1
 
 
-def test_wrong_credentials_and_unreachable_registry_are_config_errors(
+def test_wrong_credentials_are_a_config_error_and_unreachable_is_retryable(
     stub: StubRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ACCESS_EVAL_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", f"{USER}:wrong")
@@ -279,79 +273,5 @@ def test_wrong_credentials_and_unreachable_registry_are_config_errors(
         registry.codec_for_topic(stub.url, "evals", {})
     assert "evals-value" in str(info.value) and "\n" not in str(info.value)
     monkeypatch.setenv("ACCESS_EVAL_SCHEMA_REGISTRY_MAX_RETRIES", "0")
-    with pytest.raises(ConfigError, match="cannot register"):
+    with pytest.raises(registry.RegistryUnavailable, match="cannot register"):  # retried by `run`
         registry.codec_for_topic(f"http://127.0.0.1:{free_port()}", "evals", {})
-
-
-def test_run_with_unreachable_registry_exits_with_a_message(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "processor", "run", "--bootstrap-servers", "127.0.0.1:1", "--metrics-port", "0",
-         "--schema-registry-url", url],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "ACCESS_EVAL_SCHEMA_REGISTRY_MAX_RETRIES": "0"},
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert "cannot register the eval event schema" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_processor_and_tail_interoperate_through_an_http_registry(
-    topics: Topics, tmp_path: Path, stub: StubRegistry, auth_env: None
-) -> None:
-    """`run --schema-registry-url` writes Confluent-framed events with the registered id; `tail`
-    (another process) resolves the id through the same registry, with credentials from the env."""
-    topics.create(partitions=2)
-    now = int(time.time() * 1000)
-    settings = {"account_id": "acct-1", "updated_at": rfc3339_millis(now - 60_000),
-                "external_account_identity_interaction": {
-                    "identity_types": {"user": {"state": "monitor", "external_allowed_accounts": ["friend"]}}}}
-    produce(topics.bootstrap, topics.settings, [(b"acct-1", json.dumps(settings).encode())])
-    attempts = [
-        (b"acct-1", json.dumps({"id": f"att-{i}", "event_time": rfc3339_millis(now + i), "account_id": "acct-1",
-                                "identity": {"iam_id": f"iam-{i}", "type": "user", "account_id": ext},
-                                "action": "svc.read"}).encode())
-        for i, ext in enumerate(["friend", "stranger", "stranger"])
-    ]
-    env = {"ACCESS_EVAL_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": f"{USER}:{PASSWORD}"}
-    proc = start_processor(topics, tmp_path, "--schema-registry-url", stub.url, env=env)
-    try:
-        proc.wait_ready()
-        produce(topics.bootstrap, topics.attempts, attempts)
-        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
-    finally:
-        assert proc.terminate() == 0, proc.log()
-    assert stub.subjects == {f"{topics.evals}-value": [1]}
-
-    raw = read_topic(topics.bootstrap, topics.evals)
-    assert len(raw) == 3 and all(m.value()[:5] == CONFLUENT_MAGIC + (1).to_bytes(4, "big") for m in raw)
-
-    # a v2 producer appears: its events carry another id, which tail must look up
-    v2_id = registry.register(stub.url, topics.evals, {}, schema=evolved_schema())
-    v2 = EvalCodec(schema_id=v2_id, schema=evolved_schema())
-    p = Producer({"bootstrap.servers": topics.bootstrap})
-    p.produce(topics.evals, v2.reference_encode({**sample_event(9, "acct-1"), "region": "eu-de"}), b"acct-1")
-    assert p.flush(30) == 0
-
-    out = subprocess.run(
-        [sys.executable, "-m", "processor", "tail", "--bootstrap-servers", topics.bootstrap, "--eval-topic",
-         topics.evals, "--from-beginning", "--schema-registry-url", stub.url, "--account", "acct-1"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **env},
-    )
-    assert out.returncode == 0, out.stderr
-    events = [json.loads(x) for x in out.stdout.splitlines()]
-    assert sorted(e["attemptId"] for e in events) == ["att-0", "att-1", "att-2", "att-9"]
-    assert {e["attemptId"]: e["responseData"]["decision"] for e in events if e["attemptId"] != "att-9"} == {
-        "att-0": "Permit", "att-1": "Deny", "att-2": "Deny"}
-    assert "warning" not in out.stderr
-
-    report = subprocess.run(
-        [sys.executable, "-m", "processor", "report", "--bootstrap-servers", topics.bootstrap, "--eval-topic",
-         topics.evals, "--settings-topic", topics.settings, "--schema-registry-url", stub.url, "--account", "acct-1",
-         "--format", "json"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **env},
-    )
-    assert report.returncode == 0, report.stderr
-    got = json.loads(report.stdout)
-    # att-1, att-2 from the processor plus the hand-made v2 Deny (ext-1)
-    assert got["would_be_denies"] == 3
-    assert {x["account_id"]: x["attempts"] for x in got["external_accounts"]} == {"stranger": 2, "ext-1": 1}

@@ -36,6 +36,7 @@ REQUIRED_ALERTS = {
     "AccessEvalConsumerLagGrowing",
     "AccessEvalDLQReceiving",
     "AccessEvalSettingsRejected",
+    "AccessEvalSettingsInvalidLatest",
     "AccessEvalEnforcedDeniesSpike",
     "AccessEvalNoTransactionsCommitting",
 }
@@ -217,8 +218,9 @@ def test_every_metric_used_is_exported() -> None:
             used.setdefault(name, set()).add(f"dashboard panel {where!r}")
     for var in load_dashboard()["templating"]["list"]:
         if var["type"] == "query":
-            inner = re.fullmatch(r"label_values\((.*),\s*\w+\)", var["definition"])
-            assert inner, var["definition"]
+            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]  # what Grafana runs
+            inner = re.fullmatch(r"label_values\((.*),\s*\w+\)", query)
+            assert inner, query
             for name in metric_names(inner.group(1)):
                 used.setdefault(name, set()).add(f"dashboard variable {var['name']}")
     for where, expr in rule_exprs(load_rules()):

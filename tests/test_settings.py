@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import itertools
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from strategies import ACCOUNTS, BASE_MS, HOUR, IDENTITY_TYPES, MINUTE, NOW_MS, attempt_obj, dumps, iso, settings_obj
 
+from processor.codec.avro import EvalCodec
 from processor.core.attempts import parse_attempt
 from processor.core.evaluator import assess
 from processor.core.events import build_event
-from processor.core.settings import BEGINNING_OF_TIME, SettingsHistory
+from processor.core.ids import from_millis, to_millis
+from processor.core.settings import (
+    BEGINNING_OF_TIME,
+    InvalidSettings,
+    SettingsHistory,
+    TombstoneLine,
+    parse_settings_line,
+)
+
+#: 9999-12-31T23:59:59.999Z, the last instant SPEC §3 accepts.
+MAX_MS = to_millis(datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC))
 
 ACC = ACCOUNTS[0]
 EXT = ACCOUNTS[1]
@@ -125,12 +137,16 @@ def test_tombstone_reverts_to_defaults_from_its_timestamp() -> None:
     assert decide(h, T2) == ("unrestricted", T2, True)
 
 
-def test_null_interaction_is_a_version_with_defaults() -> None:
+def test_a_null_document_field_never_resets_only_a_tombstone_does() -> None:
+    """SPEC §3: `null` is a wrong type; a document never resets an account, a tombstone does."""
     h = SettingsHistory()
     put(h, "limited", T1)
-    assert h.apply_record(ACC.encode(), record(None, T2), 0) is None
-    assert decide(h, T2) == ("unrestricted", T2, True)
-    assert decide(h, T2 - 1)[0] == "enforced_deny"
+    err = h.apply_record(ACC.encode(), record(None, T2), 0)
+    assert err is not None and err.reason == "invalid_value"
+    assert "external_account_identity_interaction" in err.detail
+    assert decide(h, T2) == ("enforced_deny", T1, True)
+    assert h.apply_record(ACC.encode(), None, T3) is None
+    assert decide(h, T3) == ("unrestricted", T3, True)
 
 
 # --- retention by stream time --------------------------------------------------------------------
@@ -160,10 +176,12 @@ def test_retention_prunes_superseded_versions_by_stream_time() -> None:
     assert decide(h, T1 + 1, single) == ("enforced_deny", T1, True)  # single version untouched
 
     # Far in stream time: every account keeps exactly its latest version.
+    # (ACC's latest version has every type enabled: once it is the only one and older than retention the
+    # account is forgotten, which behaves exactly like an account without settings.)
     decide(h, T3 + 100 * retention, ACCOUNTS[9])
-    assert h.versions == 3
+    assert h.versions == 2
     assert decide(h, T1, single) == ("enforced_deny", T1, True)
-    assert decide(h, T1) == ("unrestricted", T3, False)
+    assert decide(h, T1) == ("unrestricted", None, True)
     assert decide(h, T2, stale_latest) == ("enforced_deny", T2, True)
 
 
@@ -256,6 +274,19 @@ REJECTED: list[tuple[str, bytes | None, Any, str]] = [
     ("allowlist item is a number", ACC.encode(), _set_allow([5]), "external_allowed_accounts"),
     ("identity_types is a list", ACC.encode(),
      lambda d: d["external_account_identity_interaction"].__setitem__("identity_types", []), "identity_types"),
+    ("interaction is null", ACC.encode(),
+     lambda d: d.__setitem__("external_account_identity_interaction", None), "external_account_identity_interaction"),
+    ("identity_types is null", ACC.encode(),
+     lambda d: d["external_account_identity_interaction"].__setitem__("identity_types", None), "identity_types"),
+    ("identity type is null", ACC.encode(),
+     lambda d: d["external_account_identity_interaction"]["identity_types"].__setitem__("user", None), "user"),
+    ("service_id is null", ACC.encode(),
+     lambda d: d["external_account_identity_interaction"]["identity_types"].__setitem__("service_id", None),
+     "service_id"),
+    ("state is null", ACC.encode(), _set_state(None), "state"),
+    ("allowlist is null", ACC.encode(), _set_allow(None), "external_allowed_accounts"),
+    ("allowlist item is null", ACC.encode(), _set_allow([None]), "external_allowed_accounts"),
+    ("account_id is null", ACC.encode(), lambda d: d.__setitem__("account_id", None), "account_id"),
     ("identity type is a string", ACC.encode(),
      lambda d: d["external_account_identity_interaction"]["identity_types"].__setitem__("user", "enabled"), "user"),
     ("account_id missing", ACC.encode(), lambda d: d.pop("account_id"), "account_id"),
@@ -333,3 +364,201 @@ def test_numeric_updated_at_is_rejected() -> None:
     doc = settings_obj(ACC, LIMITED)
     doc["updated_at"] = T1 // 1000
     assert h.apply_record(ACC.encode(), dumps(doc), 0) is not None
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("where", ["top", "identity_types", "allowlist"])
+def test_non_json_numbers_reject_the_record(constant: str, where: str) -> None:
+    """SPEC §3: malformed JSON includes NaN/Infinity, even in a field that is otherwise ignored."""
+    h = SettingsHistory()
+    put(h, "limited", T1)
+    doc = settings_obj(ACC, {"user": {"state": "enabled"}}, iso(T2))
+    target = {"top": doc, "identity_types": doc["external_account_identity_interaction"]["identity_types"],
+              "allowlist": doc["external_account_identity_interaction"]["identity_types"]["user"]}[where]
+    target["x_extra"] = "__C__"
+    raw = dumps(doc).replace(b'"__C__"', constant.encode())
+    err = h.apply_record(ACC.encode(), raw, T2)
+    assert err is not None and err.reason == "bad_json", err
+    assert decide(h, T2 + HOUR) == ("enforced_deny", T1, True)
+    # the same text inside a string is fine
+    assert h.apply_record(ACC.encode(), raw.replace(constant.encode(), f'"{constant}"'.encode()), T2) is None
+
+
+# --- updated_at range (SPEC §3: 1970-9999 UTC) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("updated_at", "ok"), [
+    ("1970-01-01T00:00:00Z", True),
+    ("1970-01-01T01:00:00+01:00", True),
+    ("9999-12-31T23:59:59.999Z", True),
+    ("9999-12-31T23:59:59.999999Z", True),
+    ("9999-12-31T23:59:59+00:00", True),
+    ("1969-12-31T23:59:59.999Z", False),
+    ("1970-01-01T00:30:00+01:00", False),
+    ("0001-01-01T00:00:00Z", False),
+    ("0001-01-01T00:00:00+01:00", False),
+    ("9999-12-31T23:59:59-01:00", False),
+    ("9999-12-31T23:30:00-00:45", False),
+])
+def test_updated_at_outside_1970_9999_utc_is_rejected(updated_at: str, ok: bool) -> None:
+    h = SettingsHistory()
+    put(h, "limited", T1)
+    doc = settings_obj(ACC, {}, updated_at)
+    err = h.apply_record(ACC.encode(), dumps(doc), T2)
+    if not ok:
+        assert err is not None and err.reason == "invalid_value" and "updated_at" in err.detail
+        assert h.versions == 1 and decide(h, T2 + HOUR) == ("enforced_deny", T1, True)
+        return
+    assert err is None
+    # every accepted effective time reads back through Avro timestamp-millis and Python datetime
+    h2 = SettingsHistory()
+    assert h2.apply_record(ACC.encode(), dumps(settings_obj(ACC, MONITOR, updated_at)), 0) is None
+    v = h2.latest(ACC)
+    assert v is not None
+    want = datetime.fromisoformat(updated_at.replace("Z", "+00:00")).astimezone(UTC)
+    assert from_millis(v.effective_ms) == want.replace(microsecond=want.microsecond // 1000 * 1000)
+    attempt = parse_attempt(dumps(attempt_obj(ACC, EXT, "user", T2)), NOW_MS)
+    verdict, version, exact = assess(h2, attempt)
+    codec = EvalCodec()
+    decoded = codec.decode(codec.encode(build_event(attempt, verdict, version, exact, NOW_MS)))
+    eff = decoded["responseData"]["settingsVersion"]["effectiveTime"]
+    assert eff == from_millis(v.effective_ms)
+
+
+@pytest.mark.parametrize(("timestamp_ms", "ok"), [
+    (0, True), (MAX_MS, True), (MAX_MS + 1, False), (2**62, False)])
+def test_record_timestamp_beyond_year_9999_is_rejected(timestamp_ms: int, ok: bool) -> None:
+    """Without updated_at the record timestamp is the effective time: the same range applies."""
+    h = SettingsHistory()
+    put(h, "limited", T1)
+    for value in (record(ENABLED), None):
+        err = h.apply_record(ACC.encode(), value, timestamp_ms)
+        assert (err is None) == ok
+        if not ok:
+            assert err is not None and err.reason == "invalid_value"
+    assert (h.versions == 1) == (not ok)
+
+
+def test_simulate_tombstone_line_updated_at_range() -> None:
+    assert isinstance(parse_settings_line(dumps({"account_id": ACC, "tombstone": True})), TombstoneLine)
+    with pytest.raises(InvalidSettings, match="updated_at"):
+        parse_settings_line(dumps({"account_id": ACC, "tombstone": True, "updated_at": "9999-12-31T23:59:59-01:00"}))
+
+
+# --- stream time per input partition (SPEC §5) ---------------------------------------------------------
+
+
+def lookup_state(h: SettingsHistory, t_ms: int) -> tuple[str, bool]:
+    """(state of the user rule in force at t_ms, exact), read without moving stream time."""
+    version, exact = h.lookup(ACC, t_ms)
+    assert version is not None
+    rule = version.rules[0]
+    return (rule.state if rule is not None else "enabled"), exact
+
+
+def test_pruning_waits_for_the_slowest_assigned_partition() -> None:
+    retention = 2 * HOUR
+    h = SettingsHistory(retention_ms=retention, prune_every_ms=1)
+    put(h, "monitor", T1)
+    put(h, "limited", T2)
+    h.assign([0, 1])
+    h.observe(0, T2 + 10 * retention)  # partition 0 runs far ahead
+    assert h.versions == 2  # partition 1 has seen nothing yet: its attempts may still need T1
+    h.observe(1, T1 + MINUTE)  # a backlog on partition 1, before T2
+    assert h.versions == 2 and h.stream_time_ms == T1 + MINUTE
+    assert lookup_state(h, T1 + MINUTE) == ("monitor", True)
+    h.observe_batch({0: T2 + 11 * retention, 1: T2 + retention})  # partition 1 catches up
+    assert h.stream_time_ms == T2 + retention
+    assert h.versions == 1
+    assert lookup_state(h, T1 + MINUTE) == ("limited", False)
+
+
+def test_released_partition_no_longer_holds_pruning_and_a_new_one_never_unprunes() -> None:
+    retention = HOUR
+    h = SettingsHistory(retention_ms=retention, prune_every_ms=1)
+    put(h, "monitor", T1)
+    put(h, "limited", T2)
+    h.assign(["attempts-0", "attempts-1"])
+    h.observe_batch({"attempts-0": T3 + 5 * retention, "attempts-1": T1})
+    assert h.versions == 2
+    h.release(["attempts-1"])
+    assert h.versions == 1 and h.stream_time_ms == T3 + 5 * retention
+    h.assign(["attempts-2"])  # a newly assigned partition: stream time (and what was pruned) stays
+    h.observe("attempts-2", T1)
+    assert h.stream_time_ms == T3 + 5 * retention
+    put(h, "monitor", T3)
+    assert h.versions == 2  # nothing more is pruned while attempts-2 lags behind
+    h.observe("attempts-2", T3 + 10 * retention)
+    assert h.versions == 2 and h.stream_time_ms == T3 + 5 * retention  # attempts-0 is now the slowest
+    h.observe("attempts-0", T3 + 20 * retention)
+    assert h.versions == 1 and h.stream_time_ms == T3 + 10 * retention
+
+
+def test_pruning_does_not_depend_on_which_partitions_share_an_instance() -> None:
+    """Partition 0's attempts get the same versions whether its instance also holds a partition far ahead."""
+    retention = HOUR
+    alone = SettingsHistory(retention_ms=retention, prune_every_ms=1)
+    shared = SettingsHistory(retention_ms=retention, prune_every_ms=1)
+    for h, parts in ((alone, [0]), (shared, [0, 1])):
+        put(h, "monitor", T1)
+        put(h, "limited", T2)
+        h.assign(parts)
+    shared.observe(1, T3 + 100 * retention)
+    for t in (T1 + MINUTE, T2 - MINUTE, T2 + retention - 1):
+        for h in (alone, shared):
+            h.observe(0, t)
+        assert alone.versions == shared.versions
+        assert lookup_state(alone, T1 + MINUTE) == lookup_state(shared, T1 + MINUTE)
+    assert alone.versions == 2
+
+
+def test_without_assignment_every_observed_partition_counts() -> None:
+    """simulate's single attempts file is one partition; callers that never assign still prune."""
+    h = SettingsHistory(retention_ms=HOUR, prune_every_ms=1)
+    put(h, "monitor", T1)
+    put(h, "limited", T2)
+    h.observe("b", T1)
+    h.observe("a", T2 + 2 * HOUR)
+    assert h.versions == 2
+    h.observe("b", T2 + HOUR)
+    assert h.versions == 1
+
+
+# --- memory: reset accounts are forgotten once their reset is older than retention -----------------------
+
+
+def test_tombstones_for_random_keys_do_not_grow_memory() -> None:
+    h = SettingsHistory(retention_ms=HOUR, prune_every_ms=1)
+    for i in range(10_000):
+        assert h.apply_record(f"random-{i:05d}".encode(), None, T1 + i) is None
+    put(h, "limited", T1, account=ACCOUNTS[5])  # a configured account is never forgotten
+    put(h, "limited", T1, account=ACCOUNTS[6])
+    assert h.apply_record(ACCOUNTS[6].encode(), None, T2) is None  # ... until it is reset
+    assert len(h) == 10_002
+    h.advance(T2 + HOUR - 1)  # watermark just before T2: ACCOUNTS[6]'s limited version still needed
+    assert len(h) == 2 and h.versions == 3
+    h.advance(T3 + 2 * HOUR)
+    assert list(h.accounts()) == [ACCOUNTS[5]] and h.versions == 1
+    assert decide(h, T3 + 2 * HOUR, ACCOUNTS[6])[0] == "unrestricted"
+    assert decide(h, T3 + 2 * HOUR, ACCOUNTS[5])[0] == "enforced_deny"
+
+
+# --- accounts whose latest record is invalid (the compaction hazard) -------------------------------------
+
+
+def test_accounts_whose_latest_record_was_rejected_are_listed() -> None:
+    h = SettingsHistory()
+    a, b, c = ACCOUNTS[10], ACCOUNTS[11], ACCOUNTS[12]
+    put(h, "limited", T1, account=a)
+    assert h.apply_record(a.encode(), b"{", T2, "s", 0, 7) is not None  # a keeps its version, latest invalid
+    assert h.apply_record(b.encode(), _bad(_set_state("off")), T2, "s", 1, 3) is not None  # never valid
+    put(h, "limited", T1, account=c)
+    assert h.apply_record(c.encode(), b"{", T2, "s", 0, 8) is not None
+    put(h, "monitor", T2, account=c)  # a valid record after the invalid one: no longer listed
+    assert h.apply_record(None, b"{", T2) is not None  # no key: no account to list
+    listed = h.invalid_latest()
+    assert [(r.account, r.reason, r.topic, r.partition, r.offset, r.has_valid_version) for r in listed] == sorted([
+        (a, "bad_json", "s", 0, 7, True), (b, "invalid_value", "s", 1, 3, False)])
+    assert (h.invalid_latest_count(), h.without_valid_version_count()) == (2, 1)
+    assert h.apply_record(b.encode(), None, T3) is None  # a tombstone is a valid record
+    assert (h.invalid_latest_count(), h.without_valid_version_count()) == (1, 0)

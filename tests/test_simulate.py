@@ -166,6 +166,7 @@ def test_event_json_is_the_avro_record_rendered(tmp_path: Path) -> None:
         "severity": "normal",
         "reason": {"reasonCode": 403, "reasonType": ev["reason"]["reasonType"]},
         "observer": {"name": "access-eval", "version": __version__, "evaluatedAt": iso(NOW_MS)},
+        "truncated": False,
     }
     assert isinstance(ev["reason"]["reasonType"], str) and ev["reason"]["reasonType"]
     assert ev == expected
@@ -213,6 +214,25 @@ def test_settings_lines_without_updated_at_apply_from_the_beginning_later_line_w
     assert agg.outcomes["enforced_deny"] == 1
     sv = events[0]["responseData"]["settingsVersion"]
     assert (sv["effectiveTime"], sv["offset"], sv["exact"]) == (None, 2, True)
+
+
+def test_tombstone_lines_reset_from_their_time_and_null_documents_are_rejected(tmp_path: Path) -> None:
+    """SPEC §10: `{"account_id": A, "tombstone": true}` stands for a null record value; a null
+    interaction is a rejected document, never a reset."""
+    lines: list[Any] = [
+        settings_obj(ACC, {"user": {"state": "limited"}}),
+        {"account_id": ACC.upper(), "tombstone": True, "updated_at": iso(BASE_MS + 2 * HOUR)},
+        settings_obj(ACC, None, iso(BASE_MS + HOUR)),
+        {"account_id": EXT, "tombstone": True},
+    ]
+    attempts = [attempt_obj(ACC, EXT, "user", BASE_MS + t, attempt_id=str(t)) for t in (0, 90 * MINUTE, 3 * HOUR)]
+    attempts.append(attempt_obj(EXT, ACC, "user", BASE_MS, attempt_id="ext"))
+    events, errors, agg = run(tmp_path, lines, attempts)
+    assert [(e["attemptId"], e["responseData"]["settingsVersion"]["offset"]) for e in events] == [
+        ("0", 1), (str(90 * MINUTE), 1)]
+    assert agg.outcomes["enforced_deny"] == 2 and agg.outcomes["unrestricted"] == 2
+    assert len(errors) == 1
+    assert errors[0].startswith(f"{tmp_path / 'settings.jsonl'}:3: settings rejected: invalid_value")
 
 
 def test_settings_replay_follows_event_time(tmp_path: Path) -> None:
@@ -534,7 +554,10 @@ def test_incremental_settings_application_gives_the_same_output(sc: Scenario, da
     def apply(indices: list[int]) -> None:
         for idx in indices:
             _, eff, doc = sc.versions[idx]
-            history.apply_document(parse_settings(dumps(doc)), eff, offset=idx)
+            if doc.get("tombstone") is True:
+                history.apply_tombstone(doc["account_id"], eff, offset=idx)
+            else:
+                history.apply_document(parse_settings(dumps(doc)), eff, offset=idx)
             pending.remove(idx)
 
     for i, raw in enumerate(sc.attempts):

@@ -15,6 +15,7 @@ import os
 import struct
 from collections.abc import Callable, Mapping
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -38,9 +39,15 @@ class DecodeError(ValueError):
 
 
 def schema_dir() -> Path:
-    """`schemas/` of the source tree, or ACCESS_EVAL_SCHEMA_DIR (container images)."""
+    """ACCESS_EVAL_SCHEMA_DIR if set; else the schemas the installed package carries (setup.py copies
+    them into the wheel); else `schemas/` of the checkout this module runs from (editable install)."""
     env = os.environ.get("ACCESS_EVAL_SCHEMA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "schemas"
+    if env:
+        return Path(env)
+    packaged = Path(str(resources.files("processor"))) / "schemas"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "schemas"
 
 
 def load_schema_json(name: str = "eval_event.avsc") -> dict[str, Any]:

@@ -34,8 +34,9 @@ SCHEMAS: dict[str, tuple[type[BaseModel], str, str, str]] = {
         "urn:access-eval:schema:settings-record:v1",
         "Account settings record",
         "Value of a record on the compacted settings topic (iam.account-settings), keyed by account_id. "
-        "A missing identity type is 'enabled'; a null external_account_identity_interaction (or a null "
-        "record value) reverts the account to defaults; updated_at (RFC 3339 with an offset) is when the "
+        "A missing identity type is 'enabled'; null is a wrong type wherever an object, list or string is "
+        "required (such a record is rejected): only a null record value (tombstone) reverts the account to "
+        "defaults; updated_at (RFC 3339 with an offset) is when the "
         "version takes effect, else the record timestamp. Invalid records are rejected and the previous "
         "version stays in force.",
     ),

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, to_millis
+from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
 
 #: Attempts before this instant are invalid (SPEC §4).
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -26,9 +27,54 @@ INVALID_REASONS: tuple[str, ...] = (
     "unknown_identity_type",
     "bad_timestamp",
     "invalid_field",
+    "internal_error",  # evaluation raised (processor/stream/batch.py): dead-lettered, not a crash
 )
 
 _ID = Field(min_length=1, max_length=1024)
+
+#: Optional display fields (SPEC §4) and their maxima in characters: a longer value is truncated, one of
+#: the wrong type dropped, never a reason to reject the attempt (the external identity controls some).
+NAME_MAX, CRN_MAX, SERVICE_NAME_MAX, SOURCE_IP_MAX, USER_AGENT_MAX = 1024, 4096, 1024, 256, 4096
+
+
+def _text(value: Any, limit: int) -> tuple[str | None, bool]:
+    """(the value as kept, whether it was changed) for an optional display string."""
+    if value is None:
+        return None, False
+    if isinstance(value, str):
+        return (value[:limit], True) if len(value) > limit else (value, False)
+    return None, True
+
+
+def _sanitize(data: Any) -> Any:
+    """Truncate or drop the optional display fields of a decoded attempt object (a copy); record in
+    `truncated` whether anything changed. Required fields are left to the model."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    changed = False
+    for key, limit in (("source_ip", SOURCE_IP_MAX), ("user_agent", USER_AGENT_MAX)):
+        if key in out:
+            out[key], c = _text(out[key], limit)
+            changed |= c
+    ident = out.get("identity")
+    if isinstance(ident, dict) and "name" in ident:
+        ident = out["identity"] = dict(ident)
+        ident["name"], c = _text(ident["name"], NAME_MAX)
+        changed |= c
+    if "resource" in out:
+        res = out["resource"]
+        if isinstance(res, dict):
+            res = out["resource"] = dict(res)
+            for key, limit in (("crn", CRN_MAX), ("service_name", SERVICE_NAME_MAX)):
+                if key in res:
+                    res[key], c = _text(res[key], limit)
+                    changed |= c
+        elif res is not None:
+            out["resource"] = None
+            changed = True
+    out["truncated"] = changed  # whatever the input said
+    return out
 
 
 class Identity(BaseModel):
@@ -37,14 +83,14 @@ class Identity(BaseModel):
     iam_id: str = _ID
     type: Literal["user", "service_id", "service"]
     account_id: AccountId
-    name: str | None = Field(default=None, max_length=1024)
+    name: str | None = Field(default=None, max_length=NAME_MAX)
 
 
 class Resource(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    crn: str | None = Field(default=None, max_length=4096)
-    service_name: str | None = Field(default=None, max_length=1024)
+    crn: str | None = Field(default=None, max_length=CRN_MAX)
+    service_name: str | None = Field(default=None, max_length=SERVICE_NAME_MAX)
 
 
 class AccessAttempt(BaseModel):
@@ -58,12 +104,20 @@ class AccessAttempt(BaseModel):
     identity: Identity
     action: str = Field(min_length=1, max_length=1024)
     resource: Resource | None = None
-    source_ip: str | None = Field(default=None, max_length=256)
-    user_agent: str | None = Field(default=None, max_length=4096)
+    source_ip: str | None = Field(default=None, max_length=SOURCE_IP_MAX)
+    user_agent: str | None = Field(default=None, max_length=USER_AGENT_MAX)
+    #: Set by the model, never read from the input: an optional display field was truncated or dropped.
+    truncated: SkipJsonSchema[bool] = Field(default=False, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optional_fields_never_reject(cls, data: Any) -> Any:
+        return _sanitize(data)
 
 
 # The hot path decodes with msgspec into plain dicts (~2 µs per attempt instead of ~5.5 µs with
-# pydantic-core and our checks around it; measured in bench/README.md). The pydantic model above stays
+# pydantic-core and our checks around it; measured in bench/README.md). An optional field too long or of
+# the wrong type fails the fast path, and the model truncates or drops it. The pydantic model above stays
 # the contract: anything the fast path does not accept as-is (malformed or invalid input, non-ASCII
 # account ids, more than 6 fractional digits, ...) is re-read by `AccessAttempt`, which decides and
 # names the problem. So the fast path may only accept a subset of what the model accepts, with the same
@@ -98,8 +152,6 @@ class AttemptData(TypedDict):
 
 _decode_fast = msgspec.json.Decoder(AttemptData).decode
 _to_datetime = msgspec.convert  # msgspec's RFC 3339 parser: a subset of what pydantic accepts
-#: What pydantic-core's strip_whitespace removes from ASCII strings (Rust's char::is_whitespace).
-_ASCII_SPACE = " \t\n\r\x0b\x0c"
 #: pydantic truncates fractions beyond microseconds, msgspec rounds them: such times take the model's path.
 _LONG_FRACTION = re.compile(r"\.\d{7}").search
 #: pydantic's parser rejects JSON nested deeper than 200 levels, msgspec recurses until Python's
@@ -131,13 +183,15 @@ class Attempt:
     content as an AccessAttempt, built on first use.
     """
 
-    __slots__ = ("_model", "_raw", "data", "event_ms")
+    __slots__ = ("_model", "_raw", "data", "event_ms", "truncated")
 
-    def __init__(self, data: AttemptData, event_ms: int, raw: bytes | str) -> None:
+    def __init__(self, data: AttemptData, event_ms: int, raw: bytes | str, truncated: bool = False) -> None:
         self.data = data
         self.event_ms = event_ms
         self._raw = raw
         self._model: AccessAttempt | None = None
+        #: An optional display field was truncated or dropped (SPEC §4); the eval event says so.
+        self.truncated = truncated
 
     @property
     def model(self) -> AccessAttempt:
@@ -174,8 +228,8 @@ def parse_attempt(
     except _FAST_ERRORS:
         return _parse_with_model(raw, now_ms, max_future_ms)
     ident = data["identity"]
-    account = data["account_id"].strip(_ASCII_SPACE).lower()
-    ident_account = ident["account_id"].strip(_ASCII_SPACE).lower()
+    account = normalize_account(data["account_id"])
+    ident_account = normalize_account(ident["account_id"])
     if not (
         0 < len(account) <= 256
         and 0 < len(ident_account) <= 256
@@ -210,7 +264,7 @@ def _parse_with_model(raw: bytes | str, now_ms: int, max_future_ms: int) -> Atte
     if (b"NaN" in raw or b"Infinity" in raw) if isinstance(raw, bytes) else ("NaN" in raw or "Infinity" in raw):
         _reject_non_json_numbers(raw)
     data: AttemptData = model.model_dump(mode="json", exclude_unset=True)  # type: ignore[assignment]
-    attempt = Attempt(data, _checked_millis(model.event_time, now_ms, max_future_ms), raw)
+    attempt = Attempt(data, _checked_millis(model.event_time, now_ms, max_future_ms), raw, model.truncated)
     attempt._model = model
     return attempt
 

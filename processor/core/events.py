@@ -118,6 +118,7 @@ def build_event(
         "severity": vf.severity,
         "reason": {"reasonCode": vf.reason_code, "reasonType": vf.reason_text},
         "observer": {"name": PRODUCT, "version": __version__, "evaluatedAt": evaluated_at_ms},
+        "truncated": attempt.truncated,
     }
 
 
@@ -198,6 +199,7 @@ EVENT_SOURCES = EventSources(
         "observer.name": Constant(PRODUCT),
         "observer.version": Constant(__version__),
         "observer.evaluatedAt": "evaluated_at_ms",
+        "truncated": "attempt.truncated",
     },
     names={"event_id": event_id, "_NO_RESOURCE": _NO_RESOURCE, "BEGINNING_OF_TIME": BEGINNING_OF_TIME},
 )

@@ -6,10 +6,38 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, WithJsonSchema
 
-#: Account ids are compared after trimming and lower-casing (SPEC §3).
-AccountId = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=256)]
+#: What "trimming" removes (SPEC §3): Unicode's White_Space property (PropList.txt), nothing else. Not
+#: Python's str.strip() (it also strips the separators U+001C-U+001F), not pydantic's strip_whitespace.
+WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+ACCOUNT_ID_MAX = 256
+
+
+def normalize_account(raw: str) -> str:
+    """The one place that says how two account ids compare: trimmed of White_Space, lower-cased.
+
+    Every boundary uses it: settings record keys and documents, attempts, metric labels, CLI flags.
+    """
+    return raw.strip(WHITE_SPACE).lower()
+
+
+def _account_id(raw: str) -> str:
+    account = normalize_account(raw)
+    if not 0 < len(account) <= ACCOUNT_ID_MAX:
+        raise ValueError(f"an account id must have 1 to {ACCOUNT_ID_MAX} characters after trimming")
+    return account
+
+
+#: Account ids are compared after trimming and lower-casing (SPEC §3), by `normalize_account`.
+AccountId = Annotated[
+    str,
+    AfterValidator(_account_id),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": ACCOUNT_ID_MAX}),
+]
 
 _RFC3339_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}").match
 
@@ -29,11 +57,8 @@ STATES: tuple[str, ...] = ("enabled", "monitor", "limited")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-
-
-def normalize_account(raw: str) -> str:
-    """The one place that says how two account ids compare."""
-    return raw.strip().lower()
+#: The last millisecond a Python datetime (and so every reader of timestamp-millis we know) can hold.
+MAX_TIME_MS = (datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC) - EPOCH) // _MS
 
 
 def to_millis(dt: datetime) -> int:

@@ -1,4 +1,7 @@
-"""The "what breaks if I switch to limited" aggregation, shared by `simulate --summary` and `report`."""
+"""The "what breaks if I switch to limited" aggregation, shared by `simulate --summary` and `report`.
+
+Pure counting and grouping; the text rendering (tables, the verdict) is in `processor.tools`.
+"""
 
 from __future__ import annotations
 
@@ -169,7 +172,7 @@ class DenyAggregator:
         window: str,
         current: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The `report --format json` object (SPEC §10), with a plain-language verdict.
+        """The `report --format json` object (SPEC §10), without the verdict (`tools.report.verdict`).
 
         `current`: the account's settings in force now (`settings get --format json` shape), used to say
         which suggested allowlist additions are already in place.
@@ -209,110 +212,4 @@ class DenyAggregator:
             "enforced_denies": self.outcomes.get("enforced_deny", 0),
             "current_settings": current,
         }
-        report["verdict"] = verdict(report)
         return report
-
-
-def _n(count: int, word: str, plural: str | None = None) -> str:
-    return f"{count} {word if count == 1 else plural or word + 's'}"
-
-
-def verdict(report: dict[str, Any]) -> str:
-    """One or two plain sentences answering "what breaks if I switch to limited now?"."""
-    n, window = report["would_be_denies"], report["window"]["text"]
-    if n == 0:
-        permits = report["report_only_permits"]
-        if permits == 0:
-            text = (
-                f"no report-only (monitor) evaluations of {report['account_id']} {window}: there is no evidence "
-                "of what limited would deny; put the identity types in monitor first"
-            )
-        else:
-            text = (
-                f"switching to limited now would have denied no attempts {window}: all "
-                f"{_n(permits, 'report-only evaluation')} were permits"
-            )
-        return text
-    k = len(report["external_accounts"])
-    text = (
-        f"switching to limited now would have denied {_n(n, 'attempt')} by "
-        f"{_n(report['identities'], 'identity', 'identities')} from {_n(k, 'external account')} {window}"
-    )
-    remaining = report.get("denies_with_current_allowlist")
-    if remaining is not None and remaining != n:
-        text += (
-            f"; {n - remaining} of those attempts come from accounts on the allowlist now, so with the current "
-            f"allowlist it would deny {_n(remaining, 'attempt')}"
-        )
-    return text
-
-
-def render_report_table(report: dict[str, Any]) -> str:
-    """The human-readable `report`."""
-    acct = report["account_id"]
-    w = report["window"]
-    out = [f"account {acct}: would-be denies {w['text']} ({w['since']} .. {w['until']})", ""]
-    current = report.get("current_settings")
-    if current is not None:
-        states = ", ".join(
-            f"{t} {v['state']} ({len(v['external_allowed_accounts'])} allowed)"
-            for t, v in current["identity_types"].items()
-        )
-        out += [f"settings now: {states}", ""]
-    externals = report["external_accounts"]
-    if externals:
-        out.append("by external account:")
-        out.append(
-            format_table(
-                ["external account", "attempts", "identities", "types", "first seen", "last seen"],
-                [
-                    [e["account_id"], e["attempts"], e["identities"], ",".join(e["identity_types"]),
-                     e["first_seen"], e["last_seen"]]
-                    for e in externals
-                ],
-            )
-        )
-        out.append("")
-    ids = report.get("by_identity") or []
-    if ids:
-        out.append("by identity:")
-        out.append(
-            format_table(
-                ["identity", "name", "type", "from account", "attempts", "first seen", "last seen", "actions"],
-                [
-                    [i["iam_id"], i["name"] or "-", i["identity_type"], i["external_account_id"], i["attempts"],
-                     i["first_seen"], i["last_seen"], ", ".join(i["actions"][:3])
-                     + (f" (+{len(i['actions']) - 3})" if len(i["actions"]) > 3 else "")]
-                    for i in ids
-                ],
-            )
-        )
-        out.append("")
-    additions = report["allowlist_additions"]
-    if additions:
-        out.append("allowlist additions that would have turned them into permits:")
-        for itype, exts in additions.items():
-            state = current["identity_types"][itype]["state"] if current is not None else "monitor"
-            state = "monitor" if state == "enabled" else state
-            out.append(f"  {itype}: {', '.join(exts)}")
-            out.append(
-                f"    access-eval settings put --account {acct} --identity-type {itype} --state {state} "
-                f"--add-allow {' '.join(exts)}"
-            )
-        out.append("")
-    already = report.get("already_allowlisted") or {}
-    for itype, exts in already.items():
-        out.append(f"already on the {itype} allowlist now: {', '.join(exts)}")
-    if already:
-        out.append("")
-    out.append(f"verdict: {report['verdict']}")
-    return "\n".join(out) + "\n"
-
-
-def format_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A plain aligned text table for terminals."""
-    cells = [headers, *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

@@ -6,19 +6,43 @@ makes replays deterministic (SPEC §5 "Time").
 
 from __future__ import annotations
 
+import json
 from bisect import bisect_right
-from collections.abc import Iterator
-from typing import Any, Literal
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
+from processor.core.ids import (
+    ACCOUNT_ID_MAX,
+    IDENTITY_TYPES,
+    MAX_TIME_MS,
+    AccountId,
+    Rfc3339,
+    normalize_account,
+    rfc3339_millis,
+    to_millis,
+)
 
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 #: Effective time of a version that is in force "from the beginning of time" (simulate lines without updated_at).
 BEGINNING_OF_TIME = -(2**62)
 #: Settings rejection reasons: a closed set, used as a metric label.
 REJECT_REASONS: tuple[str, ...] = ("bad_json", "invalid_value", "key_mismatch", "missing_key")
+
+
+def _effective_range(value: datetime) -> datetime:
+    """SPEC §3: 1970-01-01 .. 9999-12-31 UTC, so every accepted time is a timestamp-millis any reader
+    decodes (an offset can push 9999-12-31 into year 10000, or 0001-01-01 into year 0)."""
+    if not 0 <= to_millis(value) <= MAX_TIME_MS:
+        raise ValueError(f"must lie within 1970-01-01T00:00:00Z .. {rfc3339_millis(MAX_TIME_MS)} (UTC)")
+    return value
+
+
+#: `updated_at`: RFC 3339 with an offset, within the range above.
+UpdatedAt = Annotated[Rfc3339, AfterValidator(_effective_range)]
 
 
 class IdentityTypeSettings(BaseModel):
@@ -28,14 +52,31 @@ class IdentityTypeSettings(BaseModel):
     external_allowed_accounts: list[AccountId] = Field(default_factory=list)
 
 
+def _absent(schema: dict[str, Any]) -> None:
+    """JSON Schema of an optional object that may be absent but not null: no `"default": null`."""
+    schema.pop("default", None)
+
+
 class IdentityTypes(BaseModel):
-    """Known identity types; unknown keys are kept aside (forward compatibility) and only counted."""
+    """Known identity types; unknown keys are kept aside (forward compatibility) and only counted.
+
+    A missing type is `enabled`; a type given as `null` is a wrong type and rejects the record
+    (SPEC §3: a document never resets anything by `null`).
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    user: IdentityTypeSettings | None = None
-    service_id: IdentityTypeSettings | None = None
-    service: IdentityTypeSettings | None = None
+    # SkipJsonSchema: the published schema says what producers may send (an object, or nothing).
+    user: IdentityTypeSettings | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_absent)
+    service_id: IdentityTypeSettings | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_absent)
+    service: IdentityTypeSettings | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_absent)
+
+    @field_validator("user", "service_id", "service", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must be an object, not null (a missing identity type is enabled)")
+        return value
 
 
 class ExternalInteraction(BaseModel):
@@ -45,18 +86,28 @@ class ExternalInteraction(BaseModel):
 
 
 class SettingsDocument(BaseModel):
-    """The settings JSON of SPEC §3. A null `external_account_identity_interaction` resets the account."""
+    """The settings JSON of SPEC §3. `null` is a wrong type wherever an object, list or string is
+    required; only a tombstone (a null record value) resets an account."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     account_id: AccountId
-    external_account_identity_interaction: ExternalInteraction | None
-    updated_at: Rfc3339 | None = None
+    external_account_identity_interaction: ExternalInteraction
+    updated_at: UpdatedAt | None = None
 
     @property
     def unknown_identity_types(self) -> list[str]:
-        interaction = self.external_account_identity_interaction
-        return sorted((interaction.identity_types.model_extra or {}).keys()) if interaction else []
+        return sorted((self.external_account_identity_interaction.identity_types.model_extra or {}).keys())
+
+
+class TombstoneLine(BaseModel):
+    """`simulate`'s stand-in for a null record value (SPEC §10): `{"account_id": A, "tombstone": true}`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    account_id: AccountId
+    tombstone: Literal[True]
+    updated_at: UpdatedAt | None = None
 
 
 #: Allowlists up to this many ids are kept as a SmallSet: scanning a few ids is about as fast as a
@@ -136,6 +187,38 @@ class SettingsVersion:
         return f"SettingsVersion(effective_ms={self.effective_ms}, rules={self.rules}, offset={self.offset})"
 
 
+class RejectedRecord:
+    """The latest settings record of an account, rejected: where it is and why."""
+
+    __slots__ = ("account", "detail", "has_valid_version", "offset", "partition", "reason", "topic")
+
+    def __init__(
+        self, account: str, reason: str, detail: str, topic: str | None, partition: int | None, offset: int | None
+    ) -> None:
+        self.account = account
+        self.reason = reason
+        self.detail = detail
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        #: Filled in by `SettingsHistory.invalid_latest`.
+        self.has_valid_version = False
+
+    def __repr__(self) -> str:
+        return f"RejectedRecord({self.account!r}, {self.reason!r}, partition={self.partition}, offset={self.offset})"
+
+
+def _key_account(key: bytes | None) -> str | None:
+    """The account a record key names (None: no usable key)."""
+    if not key:
+        return None
+    try:
+        account = normalize_account(key.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    return account if 0 < len(account) <= ACCOUNT_ID_MAX else None
+
+
 class InvalidSettings(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -146,9 +229,42 @@ class InvalidSettings(Exception):
 def parse_settings(raw: bytes | str) -> SettingsDocument:
     """Validate a settings JSON document, or raise InvalidSettings naming the field."""
     try:
-        return SettingsDocument.model_validate_json(raw)
+        doc = SettingsDocument.model_validate_json(raw)
     except ValidationError as exc:
         raise _invalid(exc) from None
+    if (b"NaN" in raw or b"Infinity" in raw) if isinstance(raw, bytes) else ("NaN" in raw or "Infinity" in raw):
+        _reject_non_json_numbers(raw)
+    return doc
+
+
+class _NonJsonNumber(Exception):
+    pass
+
+
+def _non_json_constant(name: str) -> object:
+    raise _NonJsonNumber(name)
+
+
+def _reject_non_json_numbers(raw: bytes | str) -> None:
+    """pydantic's parser accepts NaN/Infinity (SPEC §3: malformed JSON); a value that mentions them is
+    re-read strictly, wherever they are, even in an ignored field."""
+    try:
+        json.loads(raw, parse_constant=_non_json_constant)
+    except _NonJsonNumber as exc:
+        raise InvalidSettings("bad_json", f"malformed JSON: {exc} is not a JSON number (RFC 8259)") from None
+
+
+def parse_settings_line(raw: bytes | str) -> SettingsDocument | TombstoneLine:
+    """A `simulate` settings line: a settings document, or a tombstone line (`"tombstone": true`)."""
+    if (b'"tombstone"' in raw) if isinstance(raw, bytes) else ('"tombstone"' in raw):
+        try:
+            return TombstoneLine.model_validate_json(raw)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            if not any(e["loc"][:1] == ("tombstone",) or e["type"] == "json_invalid" for e in errors):
+                raise _invalid(exc) from None  # a tombstone line with a bad account_id or updated_at
+            # not a tombstone line: the document model decides and names the problem
+    return parse_settings(raw)
 
 
 def _invalid(exc: ValidationError) -> InvalidSettings:
@@ -188,10 +304,7 @@ def rules_of(doc: SettingsDocument) -> Rules:
     Identity types configured identically share one Rule (the common case: memory per account is
     what bounds how many accounts an instance holds).
     """
-    interaction = doc.external_account_identity_interaction
-    if interaction is None:
-        return DEFAULT_RULES
-    types = interaction.identity_types
+    types = doc.external_account_identity_interaction.identity_types
     out: list[Rule | None] = []
     made: dict[tuple[str, tuple[str, ...]], Rule] = {}
     for name in IDENTITY_TYPES:
@@ -218,8 +331,20 @@ class SettingsHistory:
         self._prune_every_ms = prune_every_ms
         self._accounts: dict[str, SettingsVersion | list[SettingsVersion]] = {}
         self._multi: set[str] = set()
+        #: Accounts whose latest version has every type `enabled` (a reset): forgotten once that version
+        #: is the only one left and older than retention, so they do not stay in memory forever.
+        self._resets: set[str] = set()
+        #: Account -> its latest record, when that record was rejected (SPEC §3 compaction hazard).
+        self._invalid_latest: dict[str, RejectedRecord] = {}
+        #: What pruning goes by: the minimum over the partitions that count of their newest event time,
+        #: never moving backwards (SPEC §5).
         self.stream_time_ms = BEGINNING_OF_TIME
         self._last_prune_ms = BEGINNING_OF_TIME
+        #: Input partition -> newest attempt event time seen on it.
+        self._partition_ms: dict[Hashable, int] = {}
+        #: The partitions this instance holds (None until `assign`: then every observed one counts).
+        self._assigned: set[Hashable] | None = None
+        self._advance_ms = BEGINNING_OF_TIME
         self.versions = 0
         self.applied = 0
         self.rejected = 0
@@ -233,6 +358,7 @@ class SettingsHistory:
         if current is None:
             self._accounts[account_id] = version
             self.versions += 1
+            self._note_latest(account_id, version)
             return
         versions = current if isinstance(current, list) else [current]
         i = bisect_right(versions, version.effective_ms, key=_effective)
@@ -246,6 +372,13 @@ class SettingsHistory:
         else:
             self._accounts[account_id] = versions
             self._multi.add(account_id)
+        self._note_latest(account_id, versions[-1])
+
+    def _note_latest(self, account_id: str, latest: SettingsVersion) -> None:
+        if latest.rules == DEFAULT_RULES:
+            self._resets.add(account_id)
+        else:
+            self._resets.discard(account_id)
 
     def apply_record(
         self,
@@ -256,7 +389,31 @@ class SettingsHistory:
         partition: int | None = None,
         offset: int | None = None,
     ) -> InvalidSettings | None:
-        """Apply one settings-topic record; a rejected record leaves the account as it was."""
+        """Apply one settings-topic record; a rejected record leaves the account as it was.
+
+        Whether each account's latest record (by reading order) was rejected is remembered: see
+        `invalid_latest`.
+        """
+        problem = self._apply_record(key, value, timestamp_ms, topic, partition, offset)
+        account = _key_account(key)
+        if account is not None:
+            if problem is None:
+                self._invalid_latest.pop(account, None)
+            else:
+                self._invalid_latest[account] = RejectedRecord(
+                    account, problem.reason, problem.detail, topic, partition, offset
+                )
+        return problem
+
+    def _apply_record(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int,
+        topic: str | None,
+        partition: int | None,
+        offset: int | None,
+    ) -> InvalidSettings | None:
         if not key:
             self.rejected += 1
             return InvalidSettings("missing_key", "record has no key; the key must be the account id")
@@ -265,9 +422,14 @@ class SettingsHistory:
         except UnicodeDecodeError:
             self.rejected += 1
             return InvalidSettings("missing_key", "record key is not UTF-8")
+        if not 0 < len(account) <= ACCOUNT_ID_MAX:
+            self.rejected += 1
+            return InvalidSettings("missing_key", f"record key is not an account id (1 to {ACCOUNT_ID_MAX} characters)")
         if value is None:
-            self.put(account, SettingsVersion(timestamp_ms, DEFAULT_RULES, topic, partition, offset))
-            self.applied += 1
+            if timestamp_ms > MAX_TIME_MS:
+                self.rejected += 1
+                return _late_timestamp(timestamp_ms)
+            self.apply_tombstone(account, timestamp_ms, topic, partition, offset)
             return None
         try:
             doc = parse_settings(value)
@@ -277,7 +439,13 @@ class SettingsHistory:
         if doc.account_id != account:
             self.rejected += 1
             return InvalidSettings("key_mismatch", f"account_id {doc.account_id!r} differs from the record key")
-        effective = to_millis(doc.updated_at) if doc.updated_at is not None else timestamp_ms
+        if doc.updated_at is not None:
+            effective = to_millis(doc.updated_at)
+        elif timestamp_ms > MAX_TIME_MS:
+            self.rejected += 1
+            return _late_timestamp(timestamp_ms)
+        else:
+            effective = timestamp_ms
         self.apply_document(doc, effective, topic, partition, offset)
         return None
 
@@ -289,13 +457,48 @@ class SettingsHistory:
         partition: int | None = None,
         offset: int | None = None,
     ) -> None:
-        interaction = doc.external_account_identity_interaction
-        if interaction is not None and interaction.identity_types.model_extra:
-            self.unknown_identity_types += len(interaction.identity_types.model_extra)
+        extra = doc.external_account_identity_interaction.identity_types.model_extra
+        if extra:
+            self.unknown_identity_types += len(extra)
         self.put(doc.account_id, SettingsVersion(effective_ms, rules_of(doc), topic, partition, offset))
         self.applied += 1
 
+    def apply_tombstone(
+        self,
+        account_id: str,
+        effective_ms: int,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        """A tombstone (null record value): the account reverts to defaults from `effective_ms`.
+
+        The only way to reset an account (SPEC §3); `account_id` is normalised here.
+        """
+        self.put(normalize_account(account_id), SettingsVersion(effective_ms, DEFAULT_RULES, topic, partition, offset))
+        self.applied += 1
+
     # -- reading -------------------------------------------------------------------------------
+
+    def invalid_latest(self) -> list[RejectedRecord]:
+        """Accounts whose latest settings record was rejected, by account id (for `settings list
+        --invalid`). `has_valid_version` False: nothing valid is held for the account, e.g. after
+        compaction removed the valid version the rejected record failed to replace."""
+        out = []
+        for account in sorted(self._invalid_latest):
+            r = self._invalid_latest[account]
+            r.has_valid_version = account in self._accounts
+            out.append(r)
+        return out
+
+    def invalid_latest_count(self) -> int:
+        """How many accounts have a rejected latest record (gauge)."""
+        return len(self._invalid_latest)
+
+    def without_valid_version_count(self) -> int:
+        """How many of those have no valid version held at all (gauge)."""
+        accounts = self._accounts
+        return sum(1 for a in list(self._invalid_latest) if a not in accounts)
 
     def lookup(self, account_id: str, t_ms: int) -> tuple[SettingsVersion | None, bool]:
         """The version in force at t and whether it is exact (False: t precedes every kept version)."""
@@ -323,11 +526,60 @@ class SettingsHistory:
 
     # -- time ----------------------------------------------------------------------------------
 
+    def observe(self, partition: Hashable, event_ms: int) -> None:
+        """An attempt with this event time was read from `partition` (any hashable key, e.g. a
+        (topic, partition) pair). Per attempt is fine for few partitions; the stream loop should use
+        `observe_batch`."""
+        current = self._partition_ms.get(partition)
+        if current is None or event_ms > current:
+            self._partition_ms[partition] = event_ms
+            if self._assigned is None or partition in self._assigned:
+                self._moved()
+
+    def observe_batch(self, newest_ms: Mapping[Hashable, int]) -> None:
+        """`observe` for one batch: partition -> newest event time in the batch (one max per partition)."""
+        times = self._partition_ms
+        moved = False
+        for partition, event_ms in newest_ms.items():
+            current = times.get(partition)
+            if current is None or event_ms > current:
+                times[partition] = event_ms
+                moved = True
+        if moved:
+            self._moved()
+
+    def assign(self, partitions: Iterable[Hashable]) -> None:
+        """This instance now holds these partitions (a rebalance): pruning waits for each of them to
+        be observed. Stream time never moves back, so versions pruned before stay pruned."""
+        if self._assigned is None:
+            self._assigned = set()
+        self._assigned.update(partitions)
+
+    def release(self, partitions: Iterable[Hashable]) -> None:
+        """These partitions were revoked or lost: they no longer hold pruning back."""
+        for partition in partitions:
+            self._partition_ms.pop(partition, None)
+            if self._assigned is not None:
+                self._assigned.discard(partition)
+        self._moved()
+
     def advance(self, event_ms: int) -> None:
-        """Move stream time (the newest attempt event time seen) and prune now and then."""
-        if event_ms > self.stream_time_ms:
-            self.stream_time_ms = event_ms
-            if event_ms - self._last_prune_ms >= self._prune_every_ms:
+        """`observe` on one implicit partition (simulate's single attempts file; `assess`). Ignored for
+        pruning once `assign` was called, unless that partition (None) is assigned."""
+        if event_ms > self._advance_ms:
+            self._advance_ms = event_ms
+            self.observe(None, event_ms)
+
+    def _moved(self) -> None:
+        """Recompute stream time (min over the partitions that count) and prune now and then."""
+        times = self._partition_ms
+        keys = self._assigned if self._assigned is not None else times.keys()
+        if not keys:
+            return
+        low = min(times.get(k, BEGINNING_OF_TIME) for k in keys)
+        if low > self.stream_time_ms:
+            self.stream_time_ms = low
+            if low - self._last_prune_ms >= self._prune_every_ms:
                 self.prune()
 
     def prune(self) -> int:
@@ -346,8 +598,22 @@ class SettingsHistory:
             if len(versions) == 1:
                 self._accounts[account] = versions[0]
                 self._multi.discard(account)
+        # A reset account whose reset is its only version, older than retention, behaves exactly like an
+        # account never configured (every type enabled, no event): forget it.
+        accounts = self._accounts
+        for account in list(self._resets):
+            only = accounts[account]
+            if not isinstance(only, list) and only.effective_ms <= watermark:
+                del accounts[account]
+                self._resets.discard(account)
+                dropped += 1
         self.versions -= dropped
         return dropped
+
+
+def _late_timestamp(timestamp_ms: int) -> InvalidSettings:
+    """The record timestamp would be the effective time, and no reader could decode it (year 10000+)."""
+    return InvalidSettings("invalid_value", f"record timestamp {timestamp_ms} is after year 9999 (set updated_at)")
 
 
 def _effective(v: SettingsVersion) -> int:

@@ -36,6 +36,7 @@ def wait_for_cluster(
     *,
     attempt_timeout_s: float = 5.0,
     stop: Callable[[], bool] = lambda: False,
+    progress: Callable[[], None] = lambda: None,
 ) -> AdminClient:
     """Block until a metadata request succeeds (timeout 0 = forever), with backoff and clear logs;
     raise StartupCancelled if `stop()` turns true meanwhile (SIGTERM while the broker is unreachable)."""
@@ -48,6 +49,7 @@ def wait_for_cluster(
 
     client = AdminClient(clients.admin_conf(props, error_cb=on_error))
     while not stop():
+        progress()
         try:
             client.list_topics(timeout=attempt_timeout_s)
             return client
@@ -71,6 +73,7 @@ def wait_for_cluster(
             )
             until = time.monotonic() + backoff
             while time.monotonic() < until and not stop():
+                progress()  # waiting for the broker is progress (liveness), not a hung process
                 time.sleep(0.1)  # a retry backoff, not a synchronisation wait
             backoff = min(backoff * 2, 10.0)
     raise StartupCancelled

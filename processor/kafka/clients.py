@@ -30,6 +30,12 @@ def admin_conf(props: Mapping[str, Any], error_cb: Callable[[Any], None] | None 
     return conf
 
 
+def probe_conf(bootstrap: str) -> dict[str, Any]:
+    """An admin client that only asks whether a broker answers (the local broker's readiness probe):
+    silent (it is expected to fail while the broker starts), short socket timeout."""
+    return _base({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 5000})
+
+
 def processor_consumer_conf(
     props: Mapping[str, Any],
     group_id: str,

@@ -23,8 +23,10 @@ is built from the same properties file.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,6 +35,9 @@ import fastavro
 from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import REGISTRY_PROPS_PREFIX as PROPS_PREFIX
 from processor.config import ConfigError
+from processor.logs import kv
+
+log = logging.getLogger("access_eval")
 
 ENV_PREFIX = "ACCESS_EVAL_SCHEMA_REGISTRY_"
 #: Options passed to the registry client; anything else under the prefix is an error (typo guard).
@@ -119,20 +124,99 @@ def _describe(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+class RegistryUnavailable(Exception):
+    """The registry could not be asked (connection refused, timeout, 5xx, 408/429): worth retrying."""
+
+
+#: HTTP statuses that say "try again later" rather than "this request is wrong".
+_RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
+
+
+def _retryable(exc: Exception) -> bool:
+    code = getattr(exc, "http_status_code", None)
+    if isinstance(code, int) and code > 0:
+        return code in _RETRYABLE_STATUS
+    # No HTTP status: a transport error (httpx.ConnectError, timeouts, ...), or a SchemaRegistryError
+    # the client made up for an unanswered request (status -1).
+    return True
+
+
+def _compatibility_rule(client: Any, subject: str) -> str:
+    """The rule in force for `subject`: its own, else the registry's global one; "unknown" if neither answers."""
+    for args in ((subject,), ()):
+        try:
+            level = client.get_compatibility(*args)
+        except Exception:  # 404 when the subject has no rule of its own
+            continue
+        return str(getattr(level, "value", level))
+    return "unknown"
+
+
 def register(url: str, topic: str, props: Mapping[str, str] | None = None, schema: dict[str, Any] | None = None) -> int:
-    """Register the eval event schema under `<topic>-value` and return its id (idempotent)."""
+    """Register the eval event schema under `<topic>-value` and return its id (idempotent).
+
+    Raises RegistryUnavailable when the registry cannot be reached or answers "later" (retry), and
+    ConfigError when it answers "no" (incompatible schema, bad credentials, invalid schema)."""
     from confluent_kafka.schema_registry import Schema
 
     client = client_for(registry_conf(url, props))
+    subject = subject_for(topic)
     schema_str = json.dumps(schema if schema is not None else load_schema_json())
+    where = f"--schema-registry-url / ACCESS_EVAL_SCHEMA_REGISTRY_URL={url!r}"
     try:
-        schema_id: int = client.register_schema(subject_for(topic), Schema(schema_str, "AVRO"))
-    except Exception as exc:  # SchemaRegistryError, transport errors of httpx: all end in one message
-        raise ConfigError(
-            f"cannot register the eval event schema under subject {subject_for(topic)!r} at "
-            f"--schema-registry-url / ACCESS_EVAL_SCHEMA_REGISTRY_URL={url!r}: {_describe(exc)}"
-        ) from None
+        schema_id: int = client.register_schema(subject, Schema(schema_str, "AVRO"))
+    except Exception as exc:  # SchemaRegistryError, transport errors of httpx
+        if getattr(exc, "http_status_code", None) == 409:
+            rule = _compatibility_rule(client, subject)
+            raise ConfigError(
+                f"the schema registry rejects schemas/eval_event.avsc under subject {subject!r}: incompatible "
+                f"with the registered versions under compatibility rule {rule} (HTTP 409, error "
+                f"{getattr(exc, 'error_code', '?')}) at {where}"
+            ) from None
+        message = (f"cannot register the eval event schema under subject {subject!r} at {where}: "
+                   f"{_describe(exc)}").replace("\n", " ")
+        if _retryable(exc):
+            raise RegistryUnavailable(message) from None
+        raise ConfigError(message) from None
     return schema_id
+
+
+def register_when_available(
+    url: str,
+    topic: str,
+    props: Mapping[str, str] | None = None,
+    *,
+    timeout_s: float = 0.0,
+    stop: Callable[[], bool] = lambda: False,
+    waiting: Callable[[str | None], None] = lambda _problem: None,
+    schema: dict[str, Any] | None = None,
+) -> int | None:
+    """`register`, retried with backoff (0.5 s doubling to 10 s) while the registry is unavailable.
+
+    `waiting(problem)` is called with a description on every failed attempt and with None on success
+    (readiness); gives up with ConfigError after `timeout_s` (0 = never); returns None if `stop()`
+    turns true first (SIGTERM while waiting)."""
+    deadline = time.monotonic() + timeout_s if timeout_s > 0 else None
+    backoff = 0.5
+    while not stop():
+        try:
+            schema_id = register(url, topic, props, schema)
+        except RegistryUnavailable as exc:
+            if deadline is not None and time.monotonic() > deadline:
+                raise ConfigError(f"{exc} (gave up after {timeout_s:g}s, --startup-timeout-s)") from None
+            waiting("schema registry unreachable")
+            log.warning("schema registry not reachable yet; retrying",
+                        extra=kv(url=url, subject=subject_for(topic), error=str(exc), retry_in_s=backoff))
+            until = time.monotonic() + backoff
+            while time.monotonic() < until and not stop():
+                time.sleep(0.1)  # a retry backoff
+                waiting("schema registry unreachable")
+            backoff = min(backoff * 2, 10.0)
+            continue
+        waiting(None)
+        log.info("eval event schema registered", extra=kv(url=url, subject=subject_for(topic), schema_id=schema_id))
+        return schema_id
+    return None
 
 
 def codec_for_topic(url: str, topic: str, kafka_props: Mapping[str, str] | None = None) -> EvalCodec:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -38,6 +39,8 @@ class SettingsTable:
         self.position: dict[int, int] = {}
         self.targets: dict[int, int] = {}
         self.targets_at = float("-inf")
+        if metrics is not None:
+            metrics.bind_settings(history)  # the gauges follow pruning too, not only applied records
 
     def start(self, timeout_s: float = 30.0) -> None:
         md = self.consumer.list_topics(self.topic, timeout=timeout_s).topics[self.topic]
@@ -48,8 +51,13 @@ class SettingsTable:
         self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions])
 
     def refresh_targets(self, timeout_s: float = 10.0) -> None:
-        """Observe the topic's end offsets now; catching up means reaching them."""
+        """Observe the topic's partitions and end offsets now; catching up means reaching them.
+
+        Partitions added to the topic since start are assigned from the beginning here, so a record
+        in one of them can never be skipped while `caught_up()` says true.
+        """
         observed_at = time.monotonic()
+        self._add_new_partitions(timeout_s)
         for p in self.partitions:
             tp = TopicPartition(self.topic, p)
             try:
@@ -63,6 +71,20 @@ class SettingsTable:
                 _low, high = self.offsets_client.get_watermark_offsets(tp, timeout=timeout_s)
             self.targets[p] = high
         self.targets_at = observed_at
+
+    def _add_new_partitions(self, timeout_s: float) -> None:
+        md = self.offsets_client.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)
+        if md is None or md.error is not None:
+            return  # a transient metadata problem: the end-offset lookups below report it
+        new = sorted(set(md.partitions) - set(self.position))
+        if not new:
+            return
+        log.info("settings topic has new partitions; reading them from the beginning",
+                 extra=kv(topic=self.topic, partitions=new))
+        self.consumer.incremental_assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in new])
+        for p in new:
+            self.position[p] = 0
+        self.partitions = sorted(self.position)
 
     def caught_up(self) -> bool:
         return all(self.position[p] >= self.targets.get(p, 0) for p in self.partitions)
@@ -119,17 +141,24 @@ class SettingsTable:
             self.poll(0.05)
         return True
 
-    def ensure_fresh(self, staleness_s: float) -> None:
-        """Bounded staleness: caught up to end offsets observed less than `staleness_s` ago."""
+    def ensure_fresh(
+        self, staleness_s: float, stop: Callable[[], bool] = lambda: False, on_wait: Callable[[], None] = lambda: None
+    ) -> bool:
+        """Bounded staleness: caught up to end offsets observed less than `staleness_s` ago. False when
+        `stop()` turned true while waiting; `on_wait` is called on every turn of the wait (liveness)."""
         if time.monotonic() - self.targets_at > staleness_s / 2:
             self.refresh_targets()
         waited_from = time.monotonic()
         warned = False
         while not self.caught_up():
+            if stop():
+                return False
+            on_wait()
             self.poll(0.05)
             if not warned and time.monotonic() - waited_from > 5:
                 warned = True
                 log.warning("settings view is behind the topic end; holding evaluation", extra=kv(topic=self.topic))
+        return True
 
     def close(self) -> None:
         self.consumer.close()

@@ -20,9 +20,11 @@ from processor.codec.avro import DecodeError, EvalCodec
 from processor.config import RunConfig
 from processor.core.events import to_json_obj
 from processor.core.policy import OUTCOMES
+from processor.errors import EXIT_FAIL, EXIT_OK, LocalKafkaError
 from processor.health import Health, serve
+from processor.kafka import clients
 from processor.kafka.admin import ensure_topics, wait_for_cluster
-from processor.local import broker as local
+from processor.local import broker
 from processor.local.workload import Mix, Workload
 from processor.metrics import Metrics
 from processor.stream.loop import Processor
@@ -58,10 +60,10 @@ def main(bootstrap: str | None, duration: float | None, rate: float, metrics_por
     if bootstrap is None:
         print("Starting the local Kafka broker (first run downloads it from Maven Central)...", file=out)
         try:
-            info = local.start()
-        except local.LocalKafkaError as exc:
+            info = broker.start()
+        except LocalKafkaError as exc:
             print(f"access-eval demo: {exc}", file=sys.stderr)
-            return 1
+            return EXIT_FAIL
         bootstrap = info.bootstrap
         print(f"bootstrap: {bootstrap}", file=out)
     cfg = RunConfig(
@@ -79,7 +81,7 @@ def main(bootstrap: str | None, duration: float | None, rate: float, metrics_por
     ensure_topics(admin, topic_list, create=True, partitions=3)
 
     workload = Workload(seed=int(time.time()) % 1000, accounts=9, allowlist_max=3, mix=Mix(invalid=0.02))
-    producer = Producer({**props, "enable.idempotence": True})
+    producer = Producer(clients.publisher_conf(props))
     for doc in workload.settings():
         producer.produce(cfg.settings_topic, json.dumps(doc).encode(), str(doc["account_id"]).encode())
     producer.flush(10)
@@ -100,9 +102,7 @@ def main(bootstrap: str | None, duration: float | None, rate: float, metrics_por
     gen = threading.Thread(target=_generate, args=(producer, cfg.attempts_topic, workload, rate, stop), daemon=True)
     gen.start()
 
-    reader = Consumer({**props, "group.id": f"{DEMO_GROUP}-viewer-{time.time_ns()}",
-                       "isolation.level": "read_committed", "auto.offset.reset": "latest",
-                       "enable.auto.commit": False})
+    reader = Consumer(clients.viewer_conf(props, f"{DEMO_GROUP}-viewer-{time.time_ns()}"))
     reader.subscribe([cfg.eval_topic])
     recent: deque[dict[str, Any]] = deque(maxlen=3)
     started = time.monotonic()
@@ -143,4 +143,4 @@ def main(bootstrap: str | None, duration: float | None, rate: float, metrics_por
     print(f"Read the eval events:  access-eval tail --bootstrap-servers {bootstrap} --from-beginning --limit 10",
           file=out)
     print("Stop the local broker: access-eval local stop", file=out)
-    return 0
+    return EXIT_OK

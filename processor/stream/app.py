@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from processor import logs
-from processor.codec.avro import EvalCodec
+from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import ConfigError, RunConfig, load
-from processor.health import Health, serve
+from processor.health import DEFAULT_IDLE_DEADLINE_S, Health, serve
 from processor.kafka.admin import StartupCancelled, ensure_topics, wait_for_cluster
 from processor.logs import kv
 from processor.metrics import Metrics
@@ -20,13 +24,39 @@ log = logging.getLogger("access_eval")
 EXIT_CONFIG = 2
 
 
-def build_codec(cfg: RunConfig) -> EvalCodec:
-    """Single-object framing by default; Confluent framing with a registered id when a registry is set."""
+def build_codec(
+    cfg: RunConfig, health: Health | None = None, stop: Callable[[], bool] = lambda: False
+) -> EvalCodec:
+    """Single-object framing by default; Confluent framing with a registered id when a registry is set.
+
+    Registration is retried while the registry is unavailable (unready meanwhile; `stop()` ends the
+    wait: StartupCancelled); a refusal (incompatible schema, credentials) is a ConfigError."""
     if not cfg.schema_registry_url:
         return EvalCodec()
     from processor.kafka import registry
 
-    return registry.codec_for_topic(cfg.schema_registry_url, cfg.eval_topic, cfg.client_properties())
+    def waiting(problem: str | None) -> None:
+        if health is not None:
+            health.set_problem(problem)
+            health.mark_progress()  # waiting with retries is alive, not stuck
+
+    schema = load_schema_json()
+    schema_id = registry.register_when_available(
+        cfg.schema_registry_url, cfg.eval_topic, cfg.client_properties(), timeout_s=cfg.startup_timeout_s,
+        stop=stop, waiting=waiting, schema=schema,
+    )
+    if schema_id is None:
+        raise StartupCancelled
+    return EvalCodec(schema_id=schema_id, schema=schema)
+
+
+def _catch_early_signals() -> threading.Event:
+    """SIGTERM/SIGINT before the Processor installs its handlers (e.g. while waiting for the schema
+    registry) set an event instead of killing the process mid-start."""
+    early = threading.Event()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, lambda _n, _f: early.set())
+    return early
 
 
 def run(flags: dict[str, Any]) -> int:
@@ -41,15 +71,21 @@ def run(flags: dict[str, Any]) -> int:
     except ValueError as exc:
         log.error(str(exc))
         return EXIT_CONFIG
-    health = Health()
+    # The liveness bound: how long no loop, wait or retry may turn before /livez fails (tests shorten it).
+    health = Health(float(os.environ.get("ACCESS_EVAL_LIVENESS_BOUND_S", DEFAULT_IDLE_DEADLINE_S)))
     server = serve(cfg.metrics_host, cfg.metrics_port, metrics, health)
     log.info("http listening", extra=kv(port=server.port, paths=["/metrics", "/livez", "/readyz"]))
     try:
-        processor = Processor(cfg, metrics, health, build_codec(cfg))
+        early_stop = _catch_early_signals()
+        processor = Processor(cfg, metrics, health, build_codec(cfg, health, early_stop.is_set))
         processor.install_signal_handlers()
+        if early_stop.is_set():
+            processor.request_stop()
         props = cfg.kafka_properties()
         health.set_problem("connecting to kafka")
-        admin = wait_for_cluster(props, cfg.startup_timeout_s, stop=lambda: processor.stopping)
+        admin = wait_for_cluster(
+            props, cfg.startup_timeout_s, stop=lambda: processor.stopping, progress=health.mark_progress
+        )
         health.set_problem(None)
         ensure_topics(
             admin,
@@ -67,7 +103,7 @@ def run(flags: dict[str, Any]) -> int:
         log.error(str(exc))
         return EXIT_CONFIG
     except StartupCancelled:
-        log.info("stopped before Kafka was reachable")
+        log.info("stopped before Kafka or the schema registry was reachable")
         return 0
     finally:
         server.close()

@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, Message
 from processor.codec.avro import EvalCodec
 from processor.config import RunConfig
 from processor.core.attempts import InvalidAttempt, parse_attempt
-from processor.core.evaluator import assess
+from processor.core.evaluator import assess_at
 from processor.core.policy import Verdict
 from processor.core.settings import SettingsHistory
 from processor.logs import kv
@@ -27,6 +27,8 @@ from processor.stream.transaction import Transaction
 
 log = logging.getLogger("access_eval.pipeline")
 
+#: The dead-letter reason of an attempt whose evaluation raised (the detail names the exception type).
+INTERNAL_ERROR = "internal_error"
 #: Every Nth attempt's event age feeds the histogram (keeps the hot path lean).
 AGE_SAMPLE_EVERY = 64
 
@@ -65,6 +67,7 @@ class Batch:
         # handful of keys instead of one per account (Metrics.commit ignores accounts not labelled).
         labelled = self.metrics.account_labels
         last: dict[tuple[str, int], Message] = {}  # the batch's last message per partition -> offsets
+        newest: dict[Any, int] = {}  # the batch's newest event time per partition -> stream time
         counts: defaultdict[tuple[Verdict, str, str], int] = defaultdict(int)  # -> the tally, once per batch
         seen = self.seen
         for m in msgs:
@@ -73,22 +76,31 @@ class Batch:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error", extra=kv(error=err.str()))
                 continue
-            last[m.topic(), m.partition()] = m  # type: ignore[index]
+            tp: Any = (m.topic(), m.partition())
+            last[tp] = m
             try:
                 attempt = parse_attempt(m.value(), now_ms, max_future_ms=max_future, max_bytes=max_bytes)
+                verdict, version, exact = assess_at(history, attempt)
+                value = encode(attempt, verdict, version, exact, now_ms) if verdict.emit else None
             except InvalidAttempt as bad:
                 self._dead_letter(m, bad)
                 tally.add_invalid(bad.reason)
                 continue
-            verdict, version, exact = assess(history, attempt)
+            except Exception as exc:  # a record that breaks evaluation must not stop the stream (SPEC §7)
+                log.error("evaluating an attempt failed; dead-lettered",
+                          extra=kv(partition=m.partition(), offset=m.offset(), error=repr(exc)))
+                self._dead_letter(m, InvalidAttempt(INTERNAL_ERROR, type(exc).__name__))
+                tally.add_invalid(INTERNAL_ERROR)
+                continue
+            if attempt.event_ms > newest.get(tp, -1):
+                newest[tp] = attempt.event_ms
             a = attempt.data
             account = a["account_id"]
             counts[verdict, a["identity"]["type"], account if account in labelled else ""] += 1
             seen += 1
             if not seen % AGE_SAMPLE_EVERY:
                 tally.observe_age(now_ms / 1000 - attempt.event_ms / 1000)
-            if verdict.emit:
-                value = encode(attempt, verdict, version, exact, now_ms)
+            if value is not None:
                 try:
                     produce(eval_topic, value, account.encode(), headers=headers)
                 except BufferError:
@@ -98,6 +110,9 @@ class Batch:
         offsets = txn.offsets
         for tp, m in last.items():
             offsets[tp] = m.offset() + 1  # type: ignore[operator]
+        # Stream time per input partition (SPEC §5), after the batch: its attempts were evaluated
+        # against the versions kept before it, whatever the order of partitions within it.
+        history.observe_batch(newest)
         self.seen = seen
         producer.poll(0)
         self.metrics.observe_batch(time.perf_counter() - started, len(msgs))

@@ -30,12 +30,13 @@ from processor.kafka.table import SettingsTable
 from processor.logs import kv, redact
 from processor.metrics import Metrics
 from processor.stream.batch import Batch
-from processor.stream.producer import BLOCKED_UNREADY_S, ProducerFactory, TxnProducer
-from processor.stream.transaction import Transaction
+from processor.stream.producer import BLOCKED_UNREADY_S, ProducerFactory, StopRequested, TxnProducer
+from processor.stream.transaction import SharedTransactionalId, Transaction
 
 log = logging.getLogger("access_eval.pipeline")
 
 ConsumerFactory = Callable[[dict[str, Any]], Any]
+TableFactory = Callable[[dict[str, Any], str, SettingsHistory, Metrics], Any]
 
 
 class Processor:
@@ -50,6 +51,7 @@ class Processor:
         *,
         consumer_factory: ConsumerFactory = Consumer,
         producer_factory: ProducerFactory = Producer,
+        table_factory: TableFactory = SettingsTable,
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
@@ -57,7 +59,7 @@ class Processor:
         self.codec = codec or EvalCodec()
         self.props = cfg.kafka_properties()
         self.history = SettingsHistory(retention_ms=cfg.settings_retention_ms)
-        self.table = SettingsTable(self.props, cfg.settings_topic, self.history, metrics)
+        self.table = table_factory(self.props, cfg.settings_topic, self.history, metrics)
         self.eos = cfg.delivery == "exactly-once"
         self.stopping = False
         self.stop_deadline = float("inf")
@@ -69,6 +71,8 @@ class Processor:
         self.batch: Batch | None = None
         self._unreachable = False  # a connection problem was seen; a broker round trip clears it
         self._next_probe = 0.0
+        #: partitions revoked or lost during the current fetch: what was fetched for them before is stale
+        self._moved: set[tuple[str, int]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -89,11 +93,14 @@ class Processor:
     def bootstrap(self) -> None:
         """Read the settings topic up to the end offsets it had at start-up, before serving."""
         started = time.monotonic()
-        self.table.start()
-        self.table.refresh_targets()
+        if not self._retrying(self.table.start, "settings topic metadata"):
+            return
+        if not self._retrying(self.table.refresh_targets, "settings topic end offsets"):
+            return
         while not self.table.caught_up():
             if self.stopping:
                 return
+            self.health.mark_progress()  # reading a large settings topic is progress, not a hung loop
             self.table.poll(0.1)
             # The settings view is long-lived and acyclic: moving it out of the collector's generations
             # keeps every later collection from rescanning it (bootstrap of 1M records ~20% faster).
@@ -112,13 +119,37 @@ class Processor:
             ),
         )
 
+    def _retrying(self, fn: Callable[[], Any], what: str) -> bool:
+        """Run a start-up broker call, retrying a Kafka error with backoff (the broker may be slow or
+        restarting); False if asked to stop meanwhile. Waiting is progress (liveness), not readiness."""
+        backoff = 0.5
+        while not self.stopping:
+            try:
+                fn()
+                return True
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() in AUTH_ERRORS:
+                    raise ConfigError(f"Kafka authorization failed reading the {what}: {err.str()}: check "
+                                      "sasl.username / sasl.password and the ACLs on --settings-topic") from None
+                self._waiting(f"{what} unavailable: {err.str()}")
+                log.warning(f"cannot read the {what}; retrying", extra=kv(error=err.str(), retry_in_s=backoff))
+                until = time.monotonic() + backoff
+                while time.monotonic() < until and not self.stopping:
+                    self.health.mark_progress()
+                    time.sleep(0.1)  # retry backoff, in slices that notice a stop
+                backoff = min(backoff * 2, 10.0)
+        return False
+
     def open_clients(self) -> Transaction:
         """The transactional producer, the group consumer, and the transaction and batch over them."""
         producer = TxnProducer(
             self.props,
             self.cfg.txn_id() if self.eos else None,
             error_cb=self._on_error,
+            on_retry=self._waiting,
             factory=self._producer_factory,
+            stop=lambda: self.stopping,
         )
         self.consumer = self._consumer_factory(
             clients.processor_consumer_conf(
@@ -147,44 +178,70 @@ class Processor:
             return 0
         self.open_clients()
         threading.Thread(target=self._watch_blocked, name="access-eval-txn-watch", daemon=True).start()
+        self.subscribe()
+        try:
+            while self.turn():
+                pass
+        except StopRequested:
+            return 0
+        if self.fatal is not None:
+            log.error(str(self.fatal))
+            return 2 if isinstance(self.fatal, SharedTransactionalId) else 3
+        return 0
+
+    def subscribe(self) -> None:
         self.consumer.subscribe(
             [self.cfg.attempts_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        try:
-            self._loop()
-        finally:
-            self._shutdown()
-        if self.fatal is not None:
-            log.error(str(self.fatal))
-            return 3
-        return 0
 
-    def _loop(self) -> None:
+    def turn(self) -> bool:
+        """`step`, and the shutdown once the loop ends (also by an exception, which propagates)."""
+        try:
+            more = self.step()
+        except BaseException:
+            # Not a clean stop: the open transaction may hold part of a batch without its offsets. Abort it.
+            self._shutdown(clean=False)
+            raise
+        if not more:
+            self._shutdown()
+        return more
+
+    def step(self) -> bool:
+        """One turn of the loop: fetch, process, commit when due. False when the loop should end."""
         assert self.txn is not None and self.batch is not None
+        if self.stopping or self.fatal is not None:
+            return False
         txn = self.txn
         consumer = self.consumer
         staleness_s = self.cfg.staleness_ms / 1000
         commit_s = self.cfg.commit_interval_ms / 1000
         size = self.cfg.batch_size
-        while not self.stopping and self.fatal is None:
-            self.health.mark_progress()
-            # What is already fetched, without waiting: consume(n, timeout) waits until n messages
-            # or the timeout, so a partly filled batch used to sit for the whole 100 ms.
-            msgs = consumer.consume(size, 0)
-            if not msgs:  # idle: wait for the next message (not a full batch), at most until commit time
-                wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + commit_s - time.monotonic()))
-                msgs = consumer.consume(1, wait)
-                if msgs:
-                    msgs += consumer.consume(size - 1, 0)
-            self.table.poll(0)
+        self.health.mark_progress()
+        # What is already fetched, without waiting: consume(n, timeout) waits until n messages
+        # or the timeout, so a partly filled batch used to sit for the whole 100 ms.
+        msgs = consumer.consume(size, 0)
+        if not msgs:  # idle: wait for the next message (not a full batch), at most until commit time
+            wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + commit_s - time.monotonic()))
+            msgs = consumer.consume(1, wait)
             if msgs:
-                if not self._ensure_fresh(staleness_s):
-                    break  # stopping: this batch is not committed, so its partitions' next owner re-reads it
-                self._process(msgs)
-            if txn.due(commit_s, 10 * size):
-                txn.guarded(txn.commit, "commit")
-            if self._unreachable and time.monotonic() >= self._next_probe:
-                self._probe_kafka()
+                self._moved.clear()
+                rewinds = txn.rewinds
+                more = consumer.consume(size - 1, 0)
+                if txn.rewinds != rewinds:  # a callback aborted and rewound: what was fetched before is re-read
+                    msgs = []
+                elif self._moved:  # a rebalance callback ran in between: drop what it took from us
+                    msgs = [m for m in msgs if (m.topic(), m.partition()) not in self._moved]
+                msgs += more
+        self.table.poll(0)
+        if msgs:
+            if not self._ensure_fresh(staleness_s):
+                return False  # stopping: this batch is not committed, so its partitions' next owner re-reads it
+            self._process(msgs)
+        if txn.due(commit_s, 10 * size):
+            txn.guarded(txn.commit, "commit")
+        if self._unreachable and time.monotonic() >= self._next_probe:
+            self._probe_kafka()
+        return True
 
     def _process(self, msgs: list[Message]) -> None:
         assert self.txn is not None and self.batch is not None
@@ -220,8 +277,7 @@ class Processor:
         backoff = 0.2
         while True:
             try:
-                self.table.ensure_fresh(staleness_s)
-                return True
+                return bool(self.table.ensure_fresh(staleness_s, lambda: self.stopping, self.health.mark_progress))
             except KafkaException as exc:
                 if self.stopping or self.fatal is not None:
                     return False
@@ -233,12 +289,12 @@ class Processor:
                 time.sleep(backoff)  # retry backoff
                 backoff = min(backoff * 2, 5.0)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, clean: bool = True) -> None:
         self.request_stop()
         deadline = self.stop_deadline
         txn = self.txn
         if txn is not None:
-            if txn.open and self.fatal is None:
+            if txn.open and self.fatal is None and clean:
                 txn.guarded(txn.commit, "commit", deadline=deadline)
             if txn.open:
                 txn.abort()
@@ -251,6 +307,11 @@ class Processor:
         log.info("stopped", extra=kv(attempts_evaluated=self.batch.seen if self.batch else 0))
 
     # -- client callbacks --------------------------------------------------------------------------
+
+    def _waiting(self, problem: str) -> None:
+        """A wait or retry loop is turning: that is progress (liveness), and a reason not to be ready."""
+        self.health.mark_progress()
+        self.health.set_problem(problem)
 
     def _set_fatal(self, error: ConfigError) -> None:
         self.fatal = error
@@ -271,25 +332,33 @@ class Processor:
             log.error("fatal kafka client error", extra=kv(error=err.str()))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Versions are pruned below the minimum stream time over the partitions held (SPEC §5).
+        self.history.assign((tp.topic, tp.partition) for tp in partitions)
         self.health.set_assigned(len(consumer.assignment()) + len(partitions))
         log.info("partitions assigned", extra=kv(partitions=[p.partition for p in partitions]))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit what was done before the partitions move, so the next owner starts after it."""
+        self._moved.update((tp.topic, tp.partition) for tp in partitions)
         txn = self.txn
         if txn is not None:
             if txn.open:
                 txn.guarded(txn.commit, "commit")
             txn.forget(partitions)
+        self.history.release((tp.topic, tp.partition) for tp in partitions)
         remaining = max(0, len(consumer.assignment()) - len(partitions))
         self.health.set_assigned(remaining)
         log.info("partitions revoked", extra=kv(partitions=[p.partition for p in partitions]))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Lost partitions may already be owned by someone else: our open work must not commit."""
+        self._moved.update((tp.topic, tp.partition) for tp in partitions)
         txn = self.txn
         if txn is not None and txn.open:
             txn.abort()
             txn.rewind()
+        if txn is not None:
+            txn.forget(partitions)
+        self.history.release((tp.topic, tp.partition) for tp in partitions)
         self.health.set_assigned(0)
         log.warning("partitions lost", extra=kv(partitions=[p.partition for p in partitions]))

@@ -18,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from processor.config import ConfigError
 from processor.kafka import clients
 from processor.logs import kv
 
@@ -34,6 +35,10 @@ BLOCKED_UNREADY_S = 5.0
 ProducerFactory = Callable[[dict[str, Any]], Any]
 
 
+class StopRequested(Exception):
+    """Asked to stop while waiting to (re)initialise the transactional producer."""
+
+
 class TxnProducer:
     """One producer of eval events and dead letters; transactional when `transactional_id` is set.
 
@@ -48,9 +53,19 @@ class TxnProducer:
         error_cb: Callable[[KafkaError], None] | None = None,
         on_retry: Callable[[str], None] | None = None,
         factory: ProducerFactory = Producer,
+        stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.conf = clients.processor_producer_conf(props, transactional_id, error_cb=error_cb)
         self.transactional = transactional_id is not None
+        self.transactional_id = transactional_id
+        #: at-least-once: deliveries that failed for good since the transaction began (reset by it)
+        self.failed_deliveries = 0
+        if not self.transactional:
+            # Without a delivery callback a record that could not be written is only dropped, and its
+            # offset would commit; only failures are reported (the hot path pays nothing for successes).
+            self.conf["on_delivery"] = self._on_delivery
+            self.conf["delivery.report.only.error"] = True
+        self._stop = stop
         self._factory = factory
         self._on_retry = on_retry or (lambda _msg: None)
         self._caller = _Caller()
@@ -65,10 +80,26 @@ class TxnProducer:
         """A new client; with a transactional id its init fences the previous one and aborts its transaction."""
         client = self._factory(self.conf)
         if self.transactional:
-            _retry_forever(lambda: client.init_transactions(30), "init_transactions", self._on_retry)
+            box = [client]
+
+            def init() -> None:
+                try:
+                    box[0].init_transactions(30)
+                except KafkaException as exc:
+                    if exc.args[0].fatal():  # that client is unusable: the retry needs a new one
+                        box[0] = self._factory(self.conf)
+                    raise
+
+            _retry_forever(init, "init_transactions", self._on_retry, self._stop)
+            client = box[0]
         self.client = client
         self.produce = client.produce
         self.poll = client.poll
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self.failed_deliveries += 1
+            log.warning("delivery failed", extra=kv(error=err.str()))
 
     def begin(self) -> None:
         self.client.begin_transaction()
@@ -104,8 +135,22 @@ class TxnProducer:
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"{name} hung", fatal=True))
 
 
-def _retry_forever(fn: Callable[[], Any], what: str, on_retry: Callable[[str], None]) -> None:
-    """Retry a retriable Kafka error with backoff; `on_retry` reports each wait (liveness, readiness)."""
+#: init_transactions errors that retrying cannot fix, and the setting to look at.
+INIT_MISCONFIGURED = {
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "the ACLs of --transactional-id / ACCESS_EVAL_TRANSACTIONAL_ID",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "the cluster ACLs of the SASL user (ACCESS_EVAL_KAFKA_SASL_USERNAME)",
+    KafkaError.INVALID_TRANSACTION_TIMEOUT: "transaction.timeout.ms (ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS; "
+    "at most the broker's transaction.max.timeout.ms)",
+    KafkaError._INVALID_ARG: "the Kafka client properties (--kafka-config)",
+}
+
+
+def _retry_forever(
+    fn: Callable[[], Any], what: str, on_retry: Callable[[str], None], stop: Callable[[], bool] = lambda: False
+) -> None:
+    """Retry a Kafka error with backoff until it succeeds; `on_retry` reports each wait (liveness, readiness).
+    Raises ConfigError (one line naming the setting) for a misconfiguration retrying cannot fix, and
+    StopRequested when `stop()` turns true meanwhile."""
     backoff = 0.5
     while True:
         try:
@@ -113,11 +158,19 @@ def _retry_forever(fn: Callable[[], Any], what: str, on_retry: Callable[[str], N
             return
         except KafkaException as exc:
             err = exc.args[0]
-            if err.fatal() or not err.retriable():
-                raise
+            hint = INIT_MISCONFIGURED.get(err.code())
+            if hint is not None:
+                raise ConfigError(f"{what} failed: {err.str()}: check {hint}") from None
             on_retry(f"{what} failed: {err.str()}")
             log.warning(f"{what} failed; retrying", extra=kv(error=err.str(), retry_in_s=backoff))
-            time.sleep(backoff)  # retry backoff
+            until = time.monotonic() + backoff
+            while time.monotonic() < until:
+                if stop():
+                    raise StopRequested(what) from None
+                on_retry(f"{what} failed: {err.str()}")
+                time.sleep(min(0.1, backoff))  # retry backoff, in slices that notice a stop
+            if stop():
+                raise StopRequested(what) from None
             backoff = min(backoff * 2, 10.0)
 
 

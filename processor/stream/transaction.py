@@ -25,6 +25,15 @@ from processor.stream.producer import TxnProducer
 
 log = logging.getLogger("access_eval.pipeline")
 
+#: Errors that mean another producer with our transactional.id took over.
+FENCED_ERRORS = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+#: Fenced again within this window after re-creating the producer: another live instance shares the id.
+FENCED_WINDOW_S = 600.0
+
+
+class SharedTransactionalId(ConfigError):
+    """Two live instances use one transactional id: they would fence each other forever (exit 2)."""
+
 
 class Transaction:
     def __init__(
@@ -52,6 +61,15 @@ class Transaction:
         self.tally = Tally()
         self.open = False
         self.started = 0.0
+        self._offsets_sent = False  # send_offsets done for the open transaction: a retry only re-commits
+        self._committing = False  # commit_transaction was called: its outcome may be unknown after a failure
+        self._fenced_at: list[float] = []
+        #: a rewind could not complete (stopping meanwhile): nothing may commit past the aborted work
+        self.rewind_incomplete = False
+        #: commits whose outcome could not be read before the shutdown deadline (not counted)
+        self.unknown_outcomes = 0
+        #: rewinds so far: the loop drops what it fetched before one that happened during its fetch
+        self.rewinds = 0
 
     def begin(self) -> None:
         """Open a transaction unless one is open (a transaction spans batches until it is due)."""
@@ -59,6 +77,10 @@ class Transaction:
             return
         if self.exactly_once:
             self.producer.begin()
+        else:
+            self.producer.failed_deliveries = 0
+        self._offsets_sent = False
+        self._committing = False
         self.open = True
         self.started = time.monotonic()
 
@@ -74,23 +96,37 @@ class Transaction:
 
     def commit(self) -> None:
         started = time.perf_counter()
+        if self.rewind_incomplete:
+            raise KafkaException(KafkaError(KafkaError._STATE, "rewind after an abort incomplete: not committing",
+                                            txn_requires_abort=True))
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
         if self.exactly_once:
-            if offsets:
+            if offsets and not self._offsets_sent:
                 self.producer.send_offsets(offsets, self.consumer.consumer_group_metadata())
+            self._offsets_sent = True  # a retriable commit failure retries commit_transaction only
+            self._committing = True
             self.producer.commit()
         else:
             remaining = self.producer.flush(30)
             if remaining:
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "produce flush timed out", retriable=True))
+            failed = self.producer.failed_deliveries
+            if failed:  # records never written: their offsets must not commit; re-read and produce again
+                raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, f"{failed} deliveries failed",
+                                                txn_requires_abort=True))
             if offsets:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
+        self._committed(time.perf_counter() - started)
+
+    def _committed(self, seconds: float) -> None:
         self.open = False
+        self._offsets_sent = False
+        self._committing = False
         self.offsets.clear()
         self.metrics.commit(self.tally)
         self.tally.clear()
         self.metrics.transaction("committed")
-        self.metrics.observe_commit(time.perf_counter() - started)
+        self.metrics.observe_commit(seconds)
         self.health.set_problem(None)
 
     def abort(self) -> None:
@@ -100,34 +136,80 @@ class Transaction:
             except KafkaException as exc:
                 # Still open, or the producer is unusable: a new producer fences it and aborts the transaction.
                 log.error("abort_transaction failed; replacing the producer", extra=kv(error=exc.args[0].str()))
-                self.producer.replace()
+                self._replace_producer()
+                return
         self._discard()
 
-    def rewind(self) -> None:
-        """After an abort, continue from the last committed offsets (what the aborted work re-reads)."""
-        assignment = self.consumer.assignment()
-        if not assignment:
-            return
-        while True:  # continuing from the current position instead would skip the aborted work
+    def _replace_producer(self) -> None:
+        """A new producer (same transactional id) ends the open transaction: aborted, unless its commit
+        had reached the coordinator (a commit that failed or hung after landing). The group's committed
+        offsets tell which; a landed commit is counted, so that counters equal committed work."""
+        committing = self.open and self._committing and self.offsets
+        self.producer.replace()
+        if committing:
+            wanted = dict(self.offsets)
+            got = self._read_committed([TopicPartition(t, p) for (t, p) in wanted])
+            if got is not None and all(wanted.get((tp.topic, tp.partition)) == tp.offset for tp in got):
+                log.warning("the commit in doubt had landed; counting it")
+                self._committed(0.0)
+                return
+            if got is None:  # shutdown deadline passed: the counters may miss committed work (never over-count)
+                self.unknown_outcomes += 1
+                log.error("outcome of a commit unknown at the shutdown deadline; not counted")
+        self._discard()
+
+    def _read_committed(self, partitions: list[TopicPartition]) -> list[TopicPartition] | None:
+        """The group's committed offsets, retried until read (None past the shutdown deadline)."""
+        backoff = 0.5
+        while True:
             try:
-                committed = self.consumer.committed(assignment, timeout=10)
-                break
+                return list(self.consumer.committed(partitions, timeout=10))
             except KafkaException as exc:
-                if self._stopping():
-                    return  # nothing more is committed by this instance: the next owner re-reads it
+                if time.monotonic() > self._stop_deadline():  # stopping, and out of time
+                    return None
                 self.health.set_problem("cannot read committed offsets: " + exc.args[0].str())
                 self.health.mark_progress()
-                log.warning("cannot read committed offsets to rewind to; retrying", extra=kv(error=exc.args[0].str()))
-                time.sleep(1.0)  # retry backoff
+                log.warning("cannot read committed offsets; retrying", extra=kv(error=exc.args[0].str()))
+                time.sleep(backoff)  # retry backoff
+                backoff = min(backoff * 2, 5.0)
+
+    def rewind(self) -> None:
+        """After an abort, continue from the last committed offsets (what the aborted work re-reads).
+        Continuing from the current position instead would skip the aborted work: a failed seek is
+        retried; if the instance stops before it succeeds, nothing more commits (`rewind_incomplete`)."""
+        self.rewinds += 1
+        assignment = self.consumer.assignment()
+        if not assignment:
+            self.rewind_incomplete = False
+            return
+        committed = self._read_committed(assignment)
+        if committed is None:
+            self.rewind_incomplete = True
+            return
+        backoff = 0.2
         for tp in committed:
             tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            try:
-                self.consumer.seek(tp)
-            except KafkaException as exc:
-                log.warning("seek failed", extra=kv(partition=tp.partition, error=exc.args[0].str()))
+            while True:
+                try:
+                    self.consumer.seek(tp)
+                    break
+                except KafkaException as exc:
+                    owned = {(a.topic, a.partition) for a in self.consumer.assignment()}
+                    if (tp.topic, tp.partition) not in owned:
+                        break  # no longer ours: its next owner starts from the committed offset
+                    if time.monotonic() > self._stop_deadline():
+                        self.rewind_incomplete = True
+                        return
+                    log.warning("seek failed; retrying", extra=kv(partition=tp.partition, error=exc.args[0].str()))
+                    self.health.mark_progress()
+                    time.sleep(backoff)  # retry backoff
+                    backoff = min(backoff * 2, 5.0)
+        self.rewind_incomplete = False
 
     def _discard(self) -> None:
         self.open = False
+        self._offsets_sent = False
+        self._committing = False
         self.offsets.clear()
         self.tally.clear()
         self.metrics.transaction("aborted")
@@ -158,10 +240,22 @@ class Transaction:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 self.health.set_problem("transaction aborted: " + err.str())
-                if err.fatal():
+                if err.code() in FENCED_ERRORS and self._fenced_again():
                     self._discard()
-                    self.producer.replace()
+                    self._on_fatal(SharedTransactionalId(
+                        f"the producer was fenced {len(self._fenced_at)} times within {FENCED_WINDOW_S:g}s: another "
+                        f"live instance uses transactional id {self.producer.transactional_id!r}; give each instance "
+                        "its own --transactional-id (ACCESS_EVAL_TRANSACTIONAL_ID)"))
+                    return
+                if err.fatal():
+                    self._replace_producer()
                 elif self.open:
                     self.abort()
                 self.rewind()
                 return
+
+    def _fenced_again(self) -> bool:
+        """Record a fencing; True when it is not the first within the window (a replacement would fence back)."""
+        now = time.monotonic()
+        self._fenced_at = [t for t in self._fenced_at if now - t < FENCED_WINDOW_S] + [now]
+        return len(self._fenced_at) > 1

@@ -15,12 +15,16 @@ from processor.core.evaluator import assess
 from processor.core.events import build_event, to_json_obj
 from processor.core.ids import to_millis
 from processor.core.policy import INVALID, WOULD_BE_DENY
-from processor.core.readiness import DenyAggregator, format_table
-from processor.core.settings import BEGINNING_OF_TIME, InvalidSettings, SettingsHistory, parse_settings
-
-
-class InputError(Exception):
-    """An unreadable input file (exit 2)."""
+from processor.core.readiness import DenyAggregator
+from processor.core.settings import (
+    BEGINNING_OF_TIME,
+    InvalidSettings,
+    SettingsHistory,
+    TombstoneLine,
+    parse_settings_line,
+)
+from processor.errors import EXIT_OK, EXIT_USAGE, InputError
+from processor.tools.common import format_table
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -39,13 +43,16 @@ def load_settings(path: Path, history: SettingsHistory, err: IO[str]) -> int:
     bad = 0
     for n, line in _lines(path):
         try:
-            doc = parse_settings(line)
+            doc = parse_settings_line(line)
         except InvalidSettings as exc:
             bad += 1
             print(f"{path}:{n}: settings rejected: {exc.reason}: {exc.detail}", file=err)
             continue
         effective = to_millis(doc.updated_at) if doc.updated_at is not None else BEGINNING_OF_TIME
-        history.apply_document(doc, effective, offset=n)
+        if isinstance(doc, TombstoneLine):  # SPEC §10: stands for a null record value
+            history.apply_tombstone(doc.account_id, effective, offset=n)
+        else:
+            history.apply_document(doc, effective, offset=n)
     return bad
 
 
@@ -109,7 +116,7 @@ def main(settings: str, attempts: str, summary: bool, fmt: str) -> int:
         agg = simulate(Path(settings), Path(attempts), sys.stdout, sys.stderr, summary=summary)
     except InputError as exc:
         print(f"access-eval simulate: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if summary:
         print_summary(agg, sys.stdout, fmt)
-    return 0
+    return EXIT_OK

@@ -1,0 +1,114 @@
+"""`access-eval settings put|get|delete|list`: the parser; the commands are in `processor.tools.settings`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from processor.cli.common import add_format, add_kafka_flags, add_settings_topic, command_parser
+from processor.tools.common import run_tool
+from processor.tools.settings import cmd_delete, cmd_get, cmd_list, cmd_put
+
+if TYPE_CHECKING:
+    from processor.cli.common import SubParsers
+
+
+SETTINGS_EXAMPLES = """examples:
+  # report-only for users, allowlisting one partner account (service and service_id stay as they are)
+  access-eval settings put --bootstrap-servers 127.0.0.1:9092 --account a3f1c0d2e4b5968778695a4b3c2d1e0f \\
+      --identity-type user --state monitor --allow 0b1c2d3e4f5a69788796a5b4c3d2e1f0
+  # switch users to limited, keeping the allowlist; add one more account to it
+  access-eval settings put --bootstrap-servers 127.0.0.1:9092 --account a3f1c0d2e4b5968778695a4b3c2d1e0f \\
+      --identity-type user --state limited --add-allow 9f8e7d6c5b4a39281706f5e4d3c2b1a0
+  # a whole document from a file (the IAM account settings JSON)
+  access-eval settings put --bootstrap-servers 127.0.0.1:9092 --account a3f1c0d2e4b5968778695a4b3c2d1e0f \\
+      --file settings.json
+  access-eval settings get --bootstrap-servers 127.0.0.1:9092 --account a3f1c0d2e4b5968778695a4b3c2d1e0f
+  access-eval settings list --bootstrap-servers 127.0.0.1:9092 --format json
+  access-eval settings delete --bootstrap-servers 127.0.0.1:9092 --account a3f1c0d2e4b5968778695a4b3c2d1e0f --yes
+
+exit status: 0 ok, 1 Kafka failure, 2 invalid input or missing confirmation
+"""
+
+
+def add_parser(sub: SubParsers) -> None:
+    p = command_parser(
+        sub,
+        "settings",
+        "read and change account settings on the settings topic",
+        "Read and change the external identity interaction settings of accounts on the compacted settings "
+        "topic. Documents are validated with the processor's own models before anything is sent.",
+        SETTINGS_EXAMPLES,
+    )
+    ssub = p.add_subparsers(dest="settings_command", metavar="ACTION")
+    ssub.required = True
+
+    put = command_parser(
+        ssub,
+        "put",
+        "publish a settings document (whole, or one identity type merged into the current one)",
+        "Publish the settings of an account. With --file, the document in the file (its account_id may be "
+        "omitted; if present it must match --account). With --identity-type/--state, that identity type is "
+        "set and merged into the account's current document read from the topic: other identity types are "
+        "kept, and so is the type's allowlist unless --allow/--add-allow/--remove-allow/--clear-allow change it. "
+        "The producer is idempotent and the command waits for the broker's acknowledgement.",
+        SETTINGS_EXAMPLES,
+    )
+    add_kafka_flags(put)
+    add_settings_topic(put)
+    put.add_argument("--account", required=True, help="account id (the record key)")
+    put.add_argument("--file", help="settings JSON document (SPEC §3 shape)")
+    put.add_argument("--identity-type", choices=["user", "service_id", "service"], help="identity type to set")
+    put.add_argument("--state", help="enabled, monitor or limited")
+    put.add_argument(
+        "--allow", nargs="+", action="extend", metavar="ID", help="replace the type's allowlist with these ids"
+    )
+    put.add_argument("--add-allow", nargs="+", action="extend", metavar="ID", help="add ids to the type's allowlist")
+    put.add_argument(
+        "--remove-allow", nargs="+", action="extend", metavar="ID", help="remove ids from the type's allowlist"
+    )
+    put.add_argument("--clear-allow", action="store_true", help="empty the type's allowlist")
+    put.add_argument("--updated-at", help="RFC 3339 time from which this version is in force (default: now)")
+    put.add_argument("--dry-run", action="store_true", help="validate and print the document, send nothing")
+    put.set_defaults(func=lambda a: run_tool("settings put", cmd_put, a))
+
+    get = command_parser(
+        ssub,
+        "get",
+        "show an account's settings in force now",
+        "Read the settings topic fully (like the processor's global table) and show the account's "
+        "settings in force now; identity types without settings are shown as enabled.",
+        SETTINGS_EXAMPLES,
+    )
+    add_kafka_flags(get)
+    add_settings_topic(get)
+    get.add_argument("--account", required=True, help="account id")
+    add_format(get)
+    get.set_defaults(func=lambda a: run_tool("settings get", cmd_get, a))
+
+    delete = command_parser(
+        ssub,
+        "delete",
+        "publish a tombstone: the account reverts to defaults (all enabled)",
+        "Publish a tombstone (null value) for the account: from its timestamp every identity type of the "
+        "account is enabled (nothing is evaluated or reported). Asks for confirmation on a terminal; "
+        "without a terminal --yes is required.",
+        SETTINGS_EXAMPLES,
+    )
+    add_kafka_flags(delete)
+    add_settings_topic(delete)
+    delete.add_argument("--account", required=True, help="account id")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(func=lambda a: run_tool("settings delete", cmd_delete, a))
+
+    lst = command_parser(
+        ssub,
+        "list",
+        "list every account with settings",
+        "Read the settings topic fully and list every account with settings in force now "
+        "(deleted accounts are not listed).",
+        SETTINGS_EXAMPLES,
+    )
+    add_kafka_flags(lst)
+    add_settings_topic(lst)
+    add_format(lst)
+    lst.set_defaults(func=lambda a: run_tool("settings list", cmd_list, a))

@@ -1,0 +1,206 @@
+"""`access-eval report`: what switching an account to limited would deny, from the eval events.
+
+The counting is `processor.core.readiness.DenyAggregator`; this module reads the topics and renders
+the result (the table and the plain-language verdict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from typing import Any
+
+from processor.core.ids import normalize_account, to_millis
+from processor.core.readiness import DenyAggregator
+from processor.errors import EXIT_OK, OpsError
+from processor.kafka.eval_reader import EvalReader
+from processor.kafka.settings_log import read_view
+from processor.tools.common import (
+    account_id,
+    connect,
+    format_table,
+    kafka_props,
+    now_ms,
+    parse_since,
+    quiet_processor_logs,
+    raw_properties,
+    topic_exists,
+    topic_partitions,
+    write_json,
+)
+
+#: Eval events are produced after their attempt's event time, except attempts up to the processor's
+#: max-future bound (1 h) ahead of its clock: start reading this much before the window.
+SEEK_MARGIN_MS = 2 * 3_600_000
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    account = account_id(args.account)
+    now = now_ms()
+    start_ms, window = parse_since(args.since, now)
+    props = kafka_props(args)
+    admin = connect(props, args.timeout)
+    partitions = topic_partitions(admin, args.eval_topic, "--eval-topic")
+    current = _current_settings(admin, props, args, account)
+
+    agg = DenyAggregator(per_identity=True)
+    reader = EvalReader(
+        props, args.eval_topic, partitions, registry_url=args.schema_registry_url, raw_props=raw_properties(args)
+    )
+    try:
+        reader.start(start_ms - SEEK_MARGIN_MS, timeout_s=args.timeout)
+        for event in reader.events(stop_at_end=True, key=account):
+            target = event["target"]
+            if normalize_account(target["accountId"]) != account:
+                continue
+            event_ms = _ms(event["eventTime"])
+            if event_ms < start_ms:
+                continue
+            rd = event["responseData"]
+            if rd["state"] == "monitor":
+                if rd["decision"] == "Deny":
+                    agg.count("would_be_deny")
+                    ini = event["initiator"]
+                    agg.add_deny(
+                        account,
+                        ini["typeURI"],
+                        normalize_account(ini["authnAccountId"]),
+                        ini["id"],
+                        event_ms,
+                        target["action"],
+                        name=ini.get("name"),
+                    )
+                elif rd["decision"] == "Permit":
+                    agg.count("permit")
+            elif rd["state"] == "limited" and rd["decision"] == "Deny":
+                agg.count("enforced_deny")
+    finally:
+        reader.close()
+
+    report = agg.account_report(account, start_ms, now, window, current=current)
+    report["verdict"] = verdict(report)
+    report["undecodable_events"] = reader.undecodable
+    if args.format == "json":
+        write_json(report)
+    else:
+        sys.stdout.write(render_report_table(report))
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+def _ms(value: Any) -> int:
+    return to_millis(value) if isinstance(value, datetime) else int(value)
+
+
+def _current_settings(
+    admin: Any, props: dict[str, Any], args: argparse.Namespace, account: str
+) -> dict[str, Any] | None:
+    """The account's settings in force now, when the settings topic can be read (else None)."""
+    if not topic_exists(admin, args.settings_topic):
+        return None
+    quiet_processor_logs()
+    try:
+        view = read_view(props, args.settings_topic, args.timeout)
+    except OpsError:
+        return None
+    return view.current(account, now_ms()).as_json()
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+
+def _n(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
+
+
+def verdict(report: dict[str, Any]) -> str:
+    """One or two plain sentences answering "what breaks if I switch to limited now?"."""
+    n, window = report["would_be_denies"], report["window"]["text"]
+    if n == 0:
+        permits = report["report_only_permits"]
+        if permits == 0:
+            text = (
+                f"no report-only (monitor) evaluations of {report['account_id']} {window}: there is no evidence "
+                "of what limited would deny; put the identity types in monitor first"
+            )
+        else:
+            text = (
+                f"switching to limited now would have denied no attempts {window}: all "
+                f"{_n(permits, 'report-only evaluation')} were permits"
+            )
+        return text
+    k = len(report["external_accounts"])
+    text = (
+        f"switching to limited now would have denied {_n(n, 'attempt')} by "
+        f"{_n(report['identities'], 'identity', 'identities')} from {_n(k, 'external account')} {window}"
+    )
+    remaining = report.get("denies_with_current_allowlist")
+    if remaining is not None and remaining != n:
+        text += (
+            f"; {n - remaining} of those attempts come from accounts on the allowlist now, so with the current "
+            f"allowlist it would deny {_n(remaining, 'attempt')}"
+        )
+    return text
+
+
+def render_report_table(report: dict[str, Any]) -> str:
+    """The human-readable `report`."""
+    acct = report["account_id"]
+    w = report["window"]
+    out = [f"account {acct}: would-be denies {w['text']} ({w['since']} .. {w['until']})", ""]
+    current = report.get("current_settings")
+    if current is not None:
+        states = ", ".join(
+            f"{t} {v['state']} ({len(v['external_allowed_accounts'])} allowed)"
+            for t, v in current["identity_types"].items()
+        )
+        out += [f"settings now: {states}", ""]
+    externals = report["external_accounts"]
+    if externals:
+        out.append("by external account:")
+        out.append(
+            format_table(
+                ["external account", "attempts", "identities", "types", "first seen", "last seen"],
+                [
+                    [e["account_id"], e["attempts"], e["identities"], ",".join(e["identity_types"]),
+                     e["first_seen"], e["last_seen"]]
+                    for e in externals
+                ],
+            )
+        )
+        out.append("")
+    ids = report.get("by_identity") or []
+    if ids:
+        out.append("by identity:")
+        out.append(
+            format_table(
+                ["identity", "name", "type", "from account", "attempts", "first seen", "last seen", "actions"],
+                [
+                    [i["iam_id"], i["name"] or "-", i["identity_type"], i["external_account_id"], i["attempts"],
+                     i["first_seen"], i["last_seen"], ", ".join(i["actions"][:3])
+                     + (f" (+{len(i['actions']) - 3})" if len(i["actions"]) > 3 else "")]
+                    for i in ids
+                ],
+            )
+        )
+        out.append("")
+    additions = report["allowlist_additions"]
+    if additions:
+        out.append("allowlist additions that would have turned them into permits:")
+        for itype, exts in additions.items():
+            state = current["identity_types"][itype]["state"] if current is not None else "monitor"
+            state = "monitor" if state == "enabled" else state
+            out.append(f"  {itype}: {', '.join(exts)}")
+            out.append(
+                f"    access-eval settings put --account {acct} --identity-type {itype} --state {state} "
+                f"--add-allow {' '.join(exts)}"
+            )
+        out.append("")
+    already = report.get("already_allowlisted") or {}
+    for itype, exts in already.items():
+        out.append(f"already on the {itype} allowlist now: {', '.join(exts)}")
+    if already:
+        out.append("")
+    out.append(f"verdict: {report['verdict']}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,498 @@
+"""A scripted, deterministic, in-memory stand-in for the Kafka clients of `access-eval run`.
+
+One `Cluster` holds the attempts topic (input), the output topics (eval events + dead letters, with
+transactional visibility: `committed_outputs()` is the read_committed view), the group's committed
+offsets, partition ownership, and transactional ids with their epochs (fencing). `FakeConsumer` and
+`FakeProducer` are the clients the real `Processor` gets through `consumer_factory`/`producer_factory`.
+Every nondeterministic choice (how many fetched messages a consume call returns, whether a pending
+rebalance callback fires in this consume call) comes from the cluster's seeded `random.Random`, so a
+schedule is reproduced by its seed. Faults are queued per client and call name and fire at the next call.
+
+The harness also records what no real broker tells the application, but the invariants need:
+`violations` (offsets sent for a partition the application was told it no longer owns, ...).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+
+ATTEMPTS = "attempts"
+EVALS = "evals"
+DLQ = "dlq"
+OFFSET_INVALID = -1001
+
+
+class Clock:
+    """Monotonic, wall and sleep in one fake: `sleep` advances time instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_780_000_000.0 + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+        self.slept += max(seconds, 0.0)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def kerr(kind: str, what: str = "injected") -> KafkaException:
+    """A KafkaException of one of the kinds the transactional API raises."""
+    if kind == "retriable":
+        return KafkaException(KafkaError(KafkaError._TIMED_OUT, f"{what}: timed out", retriable=True))
+    if kind == "abortable":
+        return KafkaException(KafkaError(KafkaError._TIMED_OUT, f"{what}: needs abort", txn_requires_abort=True))
+    if kind == "fatal":
+        return KafkaException(KafkaError(KafkaError._FATAL, f"{what}: fatal", fatal=True))
+    if kind == "fenced":
+        return KafkaException(KafkaError(KafkaError._FENCED, f"{what}: producer fenced", fatal=True))
+    if kind == "state":
+        return KafkaException(KafkaError(KafkaError._STATE, f"{what}: operation not valid in this state"))
+    if kind == "nonretriable":
+        return KafkaException(KafkaError(KafkaError.INVALID_CONFIG, f"{what}: invalid"))
+    raise ValueError(kind)
+
+
+class Hung(Exception):
+    """Raised by a fake transactional call to make `FakeCaller` report it hung (after or before it took effect)."""
+
+
+class FakeCaller:
+    """Synchronous stand-in for producer._Caller: a call raising `Hung` counts as one that never returned."""
+
+    def call(self, fn: Callable[[], Any], limit_s: float) -> bool:
+        try:
+            fn()
+        except Hung:
+            return False
+        return True
+
+
+@dataclass
+class Record:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    state: str = "pending"  # pending | committed | aborted
+
+    def source(self) -> tuple[int, int]:
+        """(partition, offset) of the attempt this output is for."""
+        if self.topic == DLQ:
+            h = dict(self.headers)
+            return int(h["source.partition"]), int(h["source.offset"])
+        p, o = (self.value or b"").decode().split(":")
+        return int(p), int(o)
+
+
+@dataclass
+class Txn:
+    records: list[Record] = field(default_factory=list)
+    offsets: dict[int, int] = field(default_factory=dict)
+    owner: Any = None  # the FakeConsumer the offsets were sent for
+
+
+class FakeMessage:
+    __slots__ = ("_k", "_o", "_p", "_t", "_v")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        self._t, self._p, self._o, self._k, self._v = topic, partition, offset, key, value
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def value(self) -> bytes | None:
+        return self._v
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None
+
+    def error(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 0)
+
+    def __repr__(self) -> str:
+        return f"<msg {self._p}:{self._o}>"
+
+
+class Cluster:
+    def __init__(self, rng: random.Random, clock: Clock, partitions: int = 2) -> None:
+        self.rng = rng
+        self.clock = clock
+        self.partitions = list(range(partitions))
+        self.input: dict[int, list[tuple[bytes | None, bytes]]] = {p: [] for p in self.partitions}
+        self.outputs: list[Record] = []
+        self.committed: dict[int, int] = {}
+        self.owner: dict[int, FakeConsumer | None] = dict.fromkeys(self.partitions)
+        self.epochs: dict[str, int] = {}
+        self.pending: dict[str, Txn] = {}  # txn id -> the open transaction of its current epoch
+        self.violations: list[str] = []
+        self.fence_events = 0  # init_transactions that fenced a producer of a live process
+        self.consumers: list[FakeConsumer] = []
+        self.producers: list[FakeProducer] = []
+        self.fire_probability = 0.5
+
+    # -- input -------------------------------------------------------------------------------------
+
+    def append(self, partition: int, key: bytes | None, value: bytes) -> int:
+        self.input[partition].append((key, value))
+        return len(self.input[partition]) - 1
+
+    # -- the read_committed view -------------------------------------------------------------------
+
+    def committed_outputs(self) -> list[Record]:
+        return [r for r in self.outputs if r.state == "committed"]
+
+    # -- transactions --------------------------------------------------------------------------------
+
+    def init(self, producer: FakeProducer) -> int:
+        tid = producer.txn_id
+        assert tid is not None
+        old = self.pending.pop(tid, None)
+        if old is not None:
+            self._abort(old)
+        epoch = self.epochs.get(tid, 0) + 1
+        self.epochs[tid] = epoch
+        for other in self.producers:
+            if other is not producer and other.txn_id == tid and other.epoch == epoch - 1 and other.live:
+                self.fence_events += 1
+        return epoch
+
+    def _abort(self, txn: Txn) -> None:
+        for r in txn.records:
+            if r.state == "pending":
+                r.state = "aborted"
+
+    def apply_commit(self, txn: Txn) -> None:
+        for r in txn.records:
+            r.state = "committed"
+        self.committed.update(txn.offsets)
+
+
+class FakeConsumer:
+    """The group member: `consume` first serves pending rebalance events (callbacks) when the schedule says so."""
+
+    def __init__(self, cluster: Cluster, conf: dict[str, Any]) -> None:
+        self.cluster = cluster
+        self.conf = conf
+        self.assigned: dict[int, int] = {}  # partition -> position (the application's view)
+        self.events: list[tuple[str, list[int]]] = []
+        self.callbacks: dict[str, Callable[..., None]] = {}
+        self.faults: dict[str, list[str]] = {}
+        self.closed = False
+        self.live = True
+        cluster.consumers.append(self)
+
+    def _fault(self, name: str) -> None:
+        queue = self.faults.get(name)
+        if queue:
+            raise kerr(queue.pop(0), name)
+
+    def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None) -> None:
+        self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(ATTEMPTS, p) for p in sorted(self.assigned)]
+
+    def fire_events(self) -> None:
+        while self.events:
+            kind, parts = self.events.pop(0)
+            tps = [TopicPartition(ATTEMPTS, p) for p in parts]
+            if kind == "assign":
+                self.callbacks["assign"](self, tps)
+                for p in parts:
+                    self.assigned[p] = self.cluster.committed.get(p, 0)
+            elif kind == "revoke":
+                self.callbacks["revoke"](self, tps)
+                for p in parts:
+                    self.assigned.pop(p, None)
+                    if self.cluster.owner.get(p) is self:
+                        self.cluster.owner[p] = None
+            else:  # lost: the group already gave the partitions away
+                self.callbacks["lost"](self, tps)
+                for p in parts:
+                    self.assigned.pop(p, None)
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        cl = self.cluster
+        if self.events and cl.rng.random() < cl.fire_probability:
+            self.fire_events()
+        avail: list[FakeMessage] = []
+        for p in sorted(self.assigned):
+            pos = self.assigned[p]
+            for o in range(pos, len(cl.input[p])):
+                k, v = cl.input[p][o]
+                avail.append(FakeMessage(ATTEMPTS, p, o, k, v))
+        if not avail:  # waits out the timeout (real time also moves on by a little: no float stand-still)
+            cl.clock.advance(max(timeout, 0.0005))
+            return []
+        # what a fetch returns: a per-partition prefix, interleaved, of a random size (0 without waiting)
+        lo = 1 if timeout > 0 else 0
+        n = cl.rng.randint(lo, min(num_messages, len(avail)))
+        out: list[FakeMessage] = []
+        positions = dict(self.assigned)
+        for m in avail:
+            if len(out) >= n:
+                break
+            if m.offset() == positions[m.partition()]:
+                out.append(m)
+                positions[m.partition()] += 1
+        for m in out:
+            self.assigned[m.partition()] = m.offset() + 1
+        if not out and timeout > 0:
+            cl.clock.advance(timeout)
+        return out
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        self._fault("committed")
+        return [
+            TopicPartition(tp.topic, tp.partition, self.cluster.committed.get(tp.partition, OFFSET_INVALID))
+            for tp in partitions
+        ]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self._fault("seek")
+        if tp.partition not in self.assigned:
+            raise kerr("state", "seek")
+        self.assigned[tp.partition] = 0 if tp.offset == OFFSET_BEGINNING else tp.offset
+
+    def consumer_group_metadata(self) -> FakeConsumer:
+        return self
+
+    def check_owned(self, parts: list[int], what: str) -> None:
+        """Offsets for a partition the application was told it no longer owns are a violation; for one the
+        group took away without telling it yet (lost), the broker refuses (generation fencing)."""
+        for p in parts:
+            if p not in self.assigned:
+                self.cluster.violations.append(f"{what}: offsets committed for partition {p}, not owned")
+            elif self.cluster.owner.get(p) is not self:
+                raise KafkaException(
+                    KafkaError(KafkaError.ILLEGAL_GENERATION, f"{what}: not a member", txn_requires_abort=True)
+                )
+
+    def commit(self, offsets: list[TopicPartition] | None = None, asynchronous: bool = True) -> None:
+        self._fault("commit")
+        parts = {tp.partition: tp.offset for tp in offsets or []}
+        self.check_owned(list(parts), "consumer.commit")
+        self.cluster.committed.update(parts)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        mine = sorted(self.assigned)
+        if mine and self.callbacks.get("revoke"):
+            self.callbacks["revoke"](self, [TopicPartition(ATTEMPTS, p) for p in mine])
+        for p in mine:
+            if self.cluster.owner.get(p) is self:
+                self.cluster.owner[p] = None
+        self.assigned.clear()
+        self.events.clear()
+        self.live = False
+
+
+class FakeProducer:
+    """Transactional (with `transactional.id` in conf) or plain idempotent producer."""
+
+    def __init__(self, cluster: Cluster, conf: dict[str, Any]) -> None:
+        self.cluster = cluster
+        self.conf = conf
+        self.txn_id: str | None = conf.get("transactional.id")
+        self.on_delivery: Callable[..., None] | None = conf.get("on_delivery")
+        self.epoch = 0
+        self.state = "init"  # init | ready | in_txn | committing | abortable | fatal
+        self.txn: Txn | None = None
+        self.queue: list[Record] = []  # at-least-once: produced, not yet delivered
+        self.faults: dict[str, list[str]] = {}
+        self.live = True
+        cluster.producers.append(self)
+
+    def _fault(self, name: str) -> str | None:
+        queue = self.faults.get(name)
+        if not queue:
+            return None
+        kind = queue.pop(0)
+        if kind in ("retriable", "abortable", "fatal", "nonretriable"):
+            if kind == "abortable":
+                self.state = "abortable"
+            if kind == "fatal":
+                self.state = "fatal"
+            raise kerr(kind, name)
+        return kind  # handled by the call (hung, landed, bug, ...)
+
+    def _check_fenced(self, what: str) -> None:
+        if self.state == "fatal":
+            raise kerr("fatal", what)
+        if self.txn_id is not None and self.epoch != self.cluster.epochs.get(self.txn_id):
+            self.state = "fatal"
+            raise kerr("fenced", what)
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        self._fault("init")
+        self.epoch = self.cluster.init(self)
+        self.state = "ready"
+
+    def begin_transaction(self) -> None:
+        self._check_fenced("begin_transaction")
+        self._fault("begin")
+        if self.state != "ready":
+            raise kerr("state", "begin_transaction")
+        self.state = "in_txn"
+        self.txn = Txn()
+        assert self.txn_id is not None
+        self.cluster.pending[self.txn_id] = self.txn
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                headers: Any = None, **_kw: Any) -> None:
+        if self._fault("produce") == "bug":
+            raise RuntimeError("injected bug in produce")
+        rec = Record(topic, key, value, list(headers or []))
+        if self.txn_id is None:
+            self.queue.append(rec)
+            return
+        if self.state not in ("in_txn", "abortable", "fatal"):
+            raise kerr("state", "produce outside a transaction")
+        if self.state == "in_txn" and self.txn is not None and self.epoch == self.cluster.epochs.get(self.txn_id):
+            self.txn.records.append(rec)
+            self.cluster.outputs.append(rec)
+        # else: a fenced or failed producer's records never reach the log
+
+    def poll(self, timeout: float = 0) -> int:
+        return self._deliver()
+
+    def flush(self, timeout: float = -1) -> int:
+        self._deliver()
+        return 0
+
+    def _deliver(self) -> int:
+        n = 0
+        while self.queue:
+            rec = self.queue.pop(0)
+            if self._fault("deliver") == "fail":
+                if self.on_delivery is not None:
+                    self.on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT, "delivery failed"), None)
+                continue
+            rec.state = "committed"
+            self.cluster.outputs.append(rec)
+            n += 1
+        return n
+
+    def send_offsets_to_transaction(self, offsets: list[TopicPartition], meta: Any, timeout: float = -1) -> None:
+        self._check_fenced("send_offsets_to_transaction")
+        kind = self._fault("send_offsets")
+        if kind == "hung":
+            self.state = "abortable"
+            raise Hung
+        if self.state != "in_txn":
+            raise kerr("state", "send_offsets_to_transaction")
+        assert self.txn is not None
+        parts = {tp.partition: tp.offset for tp in offsets}
+        try:
+            meta.check_owned(list(parts), "send_offsets_to_transaction")
+        except KafkaException:
+            self.state = "abortable"
+            raise
+        self.txn.offsets.update(parts)
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self._check_fenced("commit_transaction")
+        if self.state == "committed_pending_ack":  # a retry after a commit that landed
+            self.state = "ready"
+            return
+        kind = self._fault("commit")
+        if self.state not in ("in_txn", "committing"):
+            raise kerr("state", "commit_transaction")
+        assert self.txn is not None and self.txn_id is not None
+        if kind in ("hung", "timeout"):  # did not reach the coordinator
+            self.state = "committing"
+            if kind == "hung":
+                raise Hung
+            raise kerr("retriable", "commit_transaction")
+        self.cluster.apply_commit(self.txn)
+        self.cluster.pending.pop(self.txn_id, None)
+        if kind in ("hung_landed", "timeout_landed"):  # landed; the answer was lost
+            self.state = "committed_pending_ack"
+            if kind == "hung_landed":
+                raise Hung
+            raise kerr("retriable", "commit_transaction")
+        self.state = "ready"
+        self.txn = None
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        self._check_fenced("abort_transaction")
+        kind = self._fault("abort")
+        if kind == "hung":
+            raise Hung
+        if self.state in ("committing", "committed_pending_ack"):
+            raise kerr("state", "abort_transaction")
+        if self.state not in ("in_txn", "abortable", "ready"):
+            raise kerr("state", "abort_transaction")
+        if self.txn is not None:
+            self.cluster._abort(self.txn)
+            assert self.txn_id is not None
+            if self.cluster.pending.get(self.txn_id) is self.txn:
+                del self.cluster.pending[self.txn_id]
+        self.txn = None
+        self.state = "ready"
+
+
+class FakeTable:
+    """The settings table, bootstrapped at once: every account of `ACCOUNTS` monitors every identity type
+    with an empty allowlist, so every cross-account attempt is a would-be deny and emits one eval event."""
+
+    ACCOUNTS = ("acct-a", "acct-b")
+
+    def __init__(self, props: Any, topic: str, history: Any, metrics: Any = None) -> None:
+        self.history = history
+        self.topic = topic
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        import json
+
+        doc = {"user": {"state": "monitor"}, "service_id": {"state": "monitor"}, "service": {"state": "monitor"}}
+        for i, acct in enumerate(self.ACCOUNTS):
+            value = json.dumps(
+                {"account_id": acct, "external_account_identity_interaction": {"identity_types": doc}}
+            ).encode()
+            self.history.apply_record(acct.encode(), value, 1_000, self.topic, 0, i)
+
+    def refresh_targets(self, timeout_s: float = 10.0) -> None:
+        pass
+
+    def caught_up(self) -> bool:
+        return True
+
+    def poll(self, timeout_s: float = 0.0, max_records: int = 10_000) -> int:
+        return 0
+
+    def ensure_fresh(self, staleness_s: float, stop: Any = None, on_wait: Any = None) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
