@@ -2,10 +2,10 @@
 
 Each node is both broker and controller (a static ``controller.quorum.voters`` of all nodes), a JVM
 of its own, started like the single local broker (same jars, java check, JVM options, state file
-format: see `broker`). Replication is what a production cluster has: replication factor 3 and
-``min.insync.replicas=2`` for created topics (``default.replication.factor``) and for the internal
-``__consumer_offsets`` and ``__transaction_state`` topics, so a broker may die without losing a
-committed record or blocking a transaction.
+format: `fetch`, `java`, `process`, `properties`). Replication is what a production cluster has:
+replication factor 3 and ``min.insync.replicas=2`` for created topics (``default.replication.factor``)
+and for the internal ``__consumer_offsets`` and ``__transaction_state`` topics, so a broker may die
+without losing a committed record or blocking a transaction.
 
 Listeners per node (all on 127.0.0.1):
 
@@ -20,6 +20,9 @@ Listeners per node (all on 127.0.0.1):
 Layout under the data dir: ``cluster.json`` (ports, cluster id; written once, reused on restart),
 ``node-<id>/`` per node (``server.properties``, ``logs/``, ``broker.log``, ``broker.json``: the
 single broker's layout, so `broker.stop(node_dir)` stops one node), and ``proxy/`` for the proxy.
+
+`broker.stop` of the cluster's data dir stops it all; `access-eval local start --brokers N|--proxy` and
+`status` print what `processor.local.commands` makes of `start`, `status` and `describe`.
 """
 
 from __future__ import annotations
@@ -35,14 +38,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from processor.local import broker as local
+from processor.errors import LocalKafkaError
+from processor.kafka import clients
 from processor.local import faultproxy
+from processor.local.fetch import KAFKA_VERSION, fetch_jars
+from processor.local.java import JVM_OPTS, check_java
+from processor.local.paths import (
+    LOG_FILE,
+    STATE_FILE,
+    Progress,
+    locked,
+    resolve_data_dir,
+    rotate_log,
+    say_stderr,
+    tail_log,
+)
+from processor.local.process import (
+    alive,
+    children,
+    free_port,
+    live_state,
+    port_free,
+    port_taken_error,
+    start_ticks,
+    stop_processes,
+    wait_ports_free,
+    write_state,
+)
+from processor.local.properties import (
+    DEFAULT_PORT,
+    HOST,
+    PROPERTIES_FILE,
+    cluster_id,
+    format_command,
+    is_formatted,
+)
+from processor.local.properties import server_properties as node_properties
 
-__all__ = ["CLUSTER_FILE", "ClusterInfo", "NodeInfo", "is_cluster", "kill_node", "start", "start_node",
-           "status", "stop"]
+__all__ = ["CLUSTER_FILE", "ClusterInfo", "NodeInfo", "describe", "is_cluster", "kill_node", "start",
+           "start_node", "status", "stop"]
 
 CLUSTER_FILE = "cluster.json"
-LocalKafkaError = local.LocalKafkaError
+NODE_START_TIMEOUT_S = 90.0  # the single broker's
+START_TIMEOUT_S = 2 * NODE_START_TIMEOUT_S  # every JVM starts on the same cores
+STOP_TIMEOUT_S = 60.0
 
 #: Classic consumer groups: a killed member is noticed after its session timeout, which may not be
 #: lower than this (broker default 6 s). Lowered so tests (and a developer's experiments) wait 1-3 s.
@@ -70,17 +109,17 @@ class ClusterInfo:
 
     @property
     def host(self) -> str:
-        return local.HOST
+        return HOST
 
     @property
     def bootstrap(self) -> str:
         """What clients use: the advertised client addresses (the proxy's when proxied)."""
-        return ",".join(f"{local.HOST}:{n.advertised_port}" for n in self.nodes)
+        return ",".join(f"{HOST}:{n.advertised_port}" for n in self.nodes)
 
     @property
     def direct_bootstrap(self) -> str:
         """Unproxied addresses, for checks that must not suffer the injected faults."""
-        return ",".join(f"{local.HOST}:{n.direct_port}" for n in self.nodes)
+        return ",".join(f"{HOST}:{n.direct_port}" for n in self.nodes)
 
     @property
     def running(self) -> list[NodeInfo]:
@@ -100,7 +139,7 @@ def proxy_name(node_id: int) -> str:
 
 
 def is_cluster(data_dir: Path | None) -> bool:
-    return (local._resolve_data_dir(data_dir) / CLUSTER_FILE).is_file()
+    return (resolve_data_dir(data_dir) / CLUSTER_FILE).is_file()
 
 
 def _node_dir(data: Path, node_id: int) -> Path:
@@ -119,21 +158,19 @@ def _layout(port: int | None, brokers: int, proxy: bool, previous: dict[str, Any
     """Ports of every node (reused from the last run when free), the cluster id, the proxy API port."""
     if previous and len(previous.get("nodes", [])) == brokers and bool(previous.get("proxy_api_port")) == proxy:
         wanted = [p for n in previous["nodes"] for p in _ports_of(n)] + [previous.get("proxy_api_port") or 0]
-        if all(p == 0 or local._port_free(p) for p in wanted):
+        if all(p == 0 or port_free(p) for p in wanted):
             return previous
     taken: set[int] = set()
 
     def pick(fixed: int | None = None) -> int:
         if fixed is not None:
-            if fixed in taken or not local._port_free(fixed):
-                raise local._port_taken_error(fixed, "port")
+            if fixed in taken or not port_free(fixed):
+                raise port_taken_error(fixed, "port")
             taken.add(fixed)
             return fixed
-        while True:
-            candidate = local._free_port()
-            if candidate not in taken and (port is None or not port <= candidate < port + brokers):
-                taken.add(candidate)
-                return candidate
+        candidate = free_port(exclude=taken | (set(range(port, port + brokers)) if port is not None else set()))
+        taken.add(candidate)
+        return candidate
 
     nodes = []
     for i in range(1, brokers + 1):
@@ -141,7 +178,7 @@ def _layout(port: int | None, brokers: int, proxy: bool, previous: dict[str, Any
         client = pick() if proxy else advertised
         nodes.append({"id": i, "client_port": client, "advertised_port": advertised, "direct_port": pick(),
                       "internal_port": pick(), "controller_port": pick()})
-    return {"cluster_id": local._cluster_id(), "kafka_version": local.KAFKA_VERSION, "nodes": nodes,
+    return {"cluster_id": cluster_id(), "kafka_version": KAFKA_VERSION, "nodes": nodes,
             "proxy_api_port": pick() if proxy else None}
 
 
@@ -157,9 +194,9 @@ def _listening_ports(node: dict[str, Any]) -> list[int]:
 
 
 def server_properties(node_dir: Path, node: dict[str, Any], layout: dict[str, Any]) -> str:
-    """One node's config: the single broker's (`broker._server_properties`) with the cluster's
+    """One node's config: the single broker's (`properties.server_properties`) with the cluster's
     listeners, quorum and replication on top (later keys win in java.util.Properties)."""
-    h = local.HOST
+    h = HOST
     brokers = len(layout["nodes"])
     rf = min(3, brokers)
     min_isr = 2 if brokers >= 3 else 1
@@ -189,8 +226,8 @@ def server_properties(node_dir: Path, node: dict[str, Any], layout: dict[str, An
         "num.replica.fetchers": "1",
         "background.threads": "4",
     }
-    base = local._server_properties(node_dir, node["client_port"], node["controller_port"])
-    return (base.replace("processor/local.py", "processor/local/cluster.py")
+    base = node_properties(node_dir, node["client_port"], node["controller_port"])
+    return (base.replace("processor/local/properties.py", "processor/local/cluster.py")
             + "# cluster overrides\n" + "".join(f"{k}={v}\n" for k, v in props.items()))
 
 
@@ -203,12 +240,10 @@ def _format_all(java: str, libs: Path, data: Path, layout: dict[str, Any]) -> No
     running: list[tuple[subprocess.Popen[bytes], Path, int]] = []
     for node in layout["nodes"]:
         node_dir = _node_dir(data, node["id"])
-        if (node_dir / "logs" / "meta.properties").exists():
+        if is_formatted(node_dir):
             continue
-        log_path = node_dir / local.LOG_FILE
-        cmd = [java, "-Xmx256m", "-XX:-UsePerfData", *local.LOG_OPTS, "-cp", f"{libs}/*",
-               "kafka.tools.StorageTool", "format", "-t", layout["cluster_id"], "-c",
-               str(node_dir / local.PROPERTIES_FILE)]
+        log_path = node_dir / LOG_FILE
+        cmd = format_command(java, libs, node_dir, layout["cluster_id"])
         with log_path.open("ab") as log:
             offset = log.tell()
             running.append((subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=node_dir),
@@ -221,27 +256,27 @@ def _format_all(java: str, libs: Path, data: Path, layout: dict[str, Any]) -> No
             raise LocalKafkaError(f"formatting Kafka storage for {log_path.parent} timed out") from None
         if rc != 0:
             raise LocalKafkaError(f"formatting Kafka storage in {log_path.parent} failed (exit {rc}):\n"
-                                  f"{local._tail(log_path, 30, offset)}")
+                                  f"{tail_log(log_path, 30, offset)}")
 
 
 def _launch(java: str, libs: Path, data: Path, node: dict[str, Any], layout: dict[str, Any]) -> tuple[
         subprocess.Popen[bytes], int]:
     node_dir = _node_dir(data, node["id"])
-    (node_dir / local.PROPERTIES_FILE).write_text(server_properties(node_dir, node, layout))
-    log_path = node_dir / local.LOG_FILE
-    local._rotate_log(log_path)
-    cmd = [java, *local.JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(node_dir / local.PROPERTIES_FILE)]
+    (node_dir / PROPERTIES_FILE).write_text(server_properties(node_dir, node, layout))
+    log_path = node_dir / LOG_FILE
+    rotate_log(log_path)
+    cmd = [java, *JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(node_dir / PROPERTIES_FILE)]
     with log_path.open("ab") as log:
         offset = log.tell()
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=node_dir,
                                 start_new_session=True)
-    local._children[proc.pid] = proc
+    children[proc.pid] = proc
     # `port` + `controller_port` are what `broker.stop(node_dir)` waits to be released.
-    local._write_state(node_dir, {
-        "host": local.HOST, "port": node["client_port"], "controller_port": node["controller_port"],
+    write_state(node_dir / STATE_FILE, {
+        "host": HOST, "port": node["client_port"], "controller_port": node["controller_port"],
         "advertised_port": node["advertised_port"], "direct_port": node["direct_port"],
         "internal_port": node["internal_port"], "node_id": node["id"], "pid": proc.pid,
-        "start_ticks": local._start_ticks(proc.pid), "kafka_version": local.KAFKA_VERSION,
+        "start_ticks": start_ticks(proc.pid), "kafka_version": KAFKA_VERSION,
         "started_at": time.time(),
     })
     return proc, offset
@@ -251,7 +286,7 @@ def registered_brokers(direct_bootstrap: str, timeout: float = 2.0) -> set[int]:
     """Ids of the brokers the cluster's metadata lists (registered and unfenced), asked unproxied."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": direct_bootstrap, "log_level": 0, "socket.timeout.ms": 5000})
+    admin = AdminClient(clients.probe_conf(direct_bootstrap))
     try:
         metadata = admin.list_topics(timeout=timeout)
     except Exception:
@@ -260,7 +295,7 @@ def registered_brokers(direct_bootstrap: str, timeout: float = 2.0) -> set[int]:
 
 
 def _wait_registered(data: Path, launched: dict[int, tuple[subprocess.Popen[bytes], int]], layout: dict[str, Any],
-                     want: Iterable[int], timeout: float, say: local.Progress) -> None:
+                     want: Iterable[int], timeout: float, say: Progress) -> None:
     """Until every node in `want` is listed by the metadata of each launched node; fail early with the
     log tail of a JVM that exits."""
     wanted = set(want)
@@ -271,13 +306,13 @@ def _wait_registered(data: Path, launched: dict[int, tuple[subprocess.Popen[byte
         for node_id, (proc, offset) in launched.items():
             rc = proc.poll()
             if rc is not None:
-                log_path = _node_dir(data, node_id) / local.LOG_FILE
+                log_path = _node_dir(data, node_id) / LOG_FILE
                 raise LocalKafkaError(f"Kafka node {node_id} exited during start-up (exit {rc}); last lines of "
-                                      f"{log_path}:\n{local._tail(log_path, 40, offset)}")
-        if all(wanted <= registered_brokers(f"{local.HOST}:{by_id[i]['direct_port']}") for i in launched):
+                                      f"{log_path}:\n{tail_log(log_path, 40, offset)}")
+        if all(wanted <= registered_brokers(f"{HOST}:{by_id[i]['direct_port']}") for i in launched):
             return
         if time.monotonic() > deadline:
-            tails = "\n".join(f"--- node {i}:\n{local._tail(_node_dir(data, i) / local.LOG_FILE, 15, off)}"
+            tails = "\n".join(f"--- node {i}:\n{tail_log(_node_dir(data, i) / LOG_FILE, 15, off)}"
                               for i, (_, off) in launched.items())
             raise LocalKafkaError(f"the Kafka cluster did not list nodes {sorted(wanted)} within {timeout:.0f} s:\n"
                                   f"{tails}")
@@ -298,18 +333,18 @@ def _read_layout(data: Path) -> dict[str, Any] | None:
 def _info(data: Path, layout: dict[str, Any]) -> ClusterInfo:
     nodes = []
     for n in layout["nodes"]:
-        state = local._live_state(_node_dir(data, n["id"]))
+        state = live_state(_node_dir(data, n["id"]) / STATE_FILE)
         nodes.append(NodeInfo(n["id"], n["client_port"], n["advertised_port"], n["direct_port"], n["internal_port"],
                               n["controller_port"], int(state["pid"]) if state else None,
                               _node_dir(data, n["id"])))
-    proxy_state = local._live_state(_proxy_dir(data)) if layout.get("proxy_api_port") else None
+    proxy_state = faultproxy.server_state(_proxy_dir(data)) if layout.get("proxy_api_port") else None
     return ClusterInfo(data, nodes, layout.get("proxy_api_port") if proxy_state else None,
                        int(proxy_state["pid"]) if proxy_state else None)
 
 
 def _start_proxy(data: Path, layout: dict[str, Any]) -> None:
     api_port = int(layout["proxy_api_port"])
-    if local._live_state(_proxy_dir(data)) is None:
+    if faultproxy.server_state(_proxy_dir(data)) is None:
         faultproxy.start_server(_proxy_dir(data), api_port)
     api = faultproxy.Toxiproxy(api_port)
     for n in layout["nodes"]:
@@ -317,24 +352,24 @@ def _start_proxy(data: Path, layout: dict[str, Any]) -> None:
 
 
 def start(
-    port: int | None = local.DEFAULT_PORT,
+    port: int | None = DEFAULT_PORT,
     data_dir: Path | None = None,
     *,
     brokers: int = 3,
     proxy: bool = False,
-    timeout: float = local.START_TIMEOUT_S * 2,
-    progress: local.Progress | None = None,
+    timeout: float = START_TIMEOUT_S,
+    progress: Progress | None = None,
 ) -> ClusterInfo:
     """Start a detached `brokers`-node cluster (or find the one running from `data_dir`); with `proxy`,
     a Toxiproxy in front of every node's client listener. Clients use ``ClusterInfo.bootstrap``:
     ports `port` .. `port + brokers - 1` (any free ones when `port` is None)."""
-    say = progress or local._stderr
+    say = progress or say_stderr
     if brokers < 2:
         raise LocalKafkaError("a cluster needs --brokers 2 or more (also with --proxy)")
-    data = local._resolve_data_dir(data_dir)
+    data = resolve_data_dir(data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    with local._locked(data / ".lock"):
-        if local._live_state(data) is not None:
+    with locked(data / ".lock"):
+        if live_state(data / STATE_FILE) is not None:
             raise LocalKafkaError(f"a single-node broker is running from {data}: `access-eval local stop` it first")
         previous = _read_layout(data)
         if previous is not None:
@@ -349,8 +384,8 @@ def start(
                 return info
         elif (data / "logs").exists():
             raise LocalKafkaError(f"{data} holds a single-node broker's data: use another --data-dir for a cluster")
-        java = local._check_java()
-        libs = local.fetch_jars(progress=say)
+        java = check_java()
+        libs = fetch_jars(progress=say)
         layout = _layout(port, brokers, proxy, previous)
         if previous is not None and layout is not previous:  # new ports: the old logs name the old quorum
             layout["cluster_id"] = previous["cluster_id"]
@@ -360,7 +395,7 @@ def start(
         for n in layout["nodes"]:
             node_dir = _node_dir(data, n["id"])
             node_dir.mkdir(parents=True, exist_ok=True)
-            (node_dir / local.PROPERTIES_FILE).write_text(server_properties(node_dir, n, layout))
+            (node_dir / PROPERTIES_FILE).write_text(server_properties(node_dir, n, layout))
         (data / CLUSTER_FILE).write_text(json.dumps(layout, indent=2) + "\n")
         started = time.monotonic()
         if proxy:
@@ -373,32 +408,29 @@ def start(
             _stop_locked(data, layout)
             raise
         info = _info(data, layout)
-        say(f"Kafka {local.KAFKA_VERSION} cluster of {brokers} nodes ready in {time.monotonic() - started:.1f} s; "
+        say(f"Kafka {KAFKA_VERSION} cluster of {brokers} nodes ready in {time.monotonic() - started:.1f} s; "
             f"bootstrap {info.bootstrap}" + (" (through Toxiproxy)" if proxy else ""))
         return info
 
 
 def _start_node_locked(data: Path, layout: dict[str, Any], node_id: int, timeout: float,
-                       say: local.Progress) -> None:
+                       say: Progress) -> None:
     node = next(n for n in layout["nodes"] if n["id"] == node_id)
-    if local._live_state(_node_dir(data, node_id)) is not None:
+    if live_state(_node_dir(data, node_id) / STATE_FILE) is not None:
         return
     for p in _listening_ports(node):
-        deadline = time.monotonic() + local.PORT_RELEASE_TIMEOUT_S
-        while not local._port_free(p):
-            if time.monotonic() > deadline:
-                raise local._port_taken_error(p, "port")
-            time.sleep(0.1)
-    java = local._check_java()
-    libs = local.fetch_jars(progress=say)
+        if not wait_ports_free([p]):
+            raise port_taken_error(p, "port")
+    java = check_java()
+    libs = fetch_jars(progress=say)
     launched = {node_id: _launch(java, libs, data, node, layout)}
     _wait_registered(data, launched, layout, [node_id], timeout, say)
 
 
-def start_node(data_dir: Path, node_id: int, *, timeout: float = local.START_TIMEOUT_S) -> None:
+def start_node(data_dir: Path, node_id: int, *, timeout: float = NODE_START_TIMEOUT_S) -> None:
     """(Re)start one node of a cluster (same data, same ports); returns once the cluster lists it."""
-    data = local._resolve_data_dir(data_dir)
-    with local._locked(data / ".lock"):
+    data = resolve_data_dir(data_dir)
+    with locked(data / ".lock"):
         layout = _read_layout(data)
         if layout is None:
             raise LocalKafkaError(f"no cluster in {data}")
@@ -407,58 +439,54 @@ def start_node(data_dir: Path, node_id: int, *, timeout: float = local.START_TIM
 
 def kill_node(data_dir: Path, node_id: int, sig: signal.Signals = signal.SIGKILL) -> None:
     """Send `sig` to one node (SIGKILL: a crash) and wait until its process is gone."""
-    node_dir = _node_dir(local._resolve_data_dir(data_dir), node_id)
-    state = local._live_state(node_dir)
+    node_dir = _node_dir(resolve_data_dir(data_dir), node_id)
+    state = live_state(node_dir / STATE_FILE)
     if state is None:
         return
     pid = int(state["pid"])
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    deadline = time.monotonic() + local.STOP_TIMEOUT_S
-    while local._alive(pid):
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while alive(pid):
         if time.monotonic() > deadline:
             raise LocalKafkaError(f"node {node_id} (pid {pid}) did not exit after {sig.name}")
         time.sleep(0.05)
-    (node_dir / local.STATE_FILE).unlink(missing_ok=True)
+    (node_dir / STATE_FILE).unlink(missing_ok=True)
 
 
 def _stop_locked(data: Path, layout: dict[str, Any]) -> bool:
     """SIGTERM every node at once (a node shutting down alone waits for the others' controller), then
     SIGKILL what is left; then the proxy. True if anything was running."""
-    states = {n["id"]: local._live_state(_node_dir(data, n["id"])) for n in layout["nodes"]}
+    states = {n["id"]: live_state(_node_dir(data, n["id"]) / STATE_FILE) for n in layout["nodes"]}
     pids = [int(s["pid"]) for s in states.values() if s]
-    for sig, wait_s in ((signal.SIGTERM, local.STOP_TIMEOUT_S), (signal.SIGKILL, local.KILL_TIMEOUT_S)):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while any(local._alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    if any(local._alive(p) for p in pids):
-        raise LocalKafkaError(f"Kafka nodes {[p for p in pids if local._alive(p)]} did not exit after SIGKILL")
+    left = stop_processes(pids, STOP_TIMEOUT_S)
+    for pid in pids:
+        children.pop(pid, None)
+    if left:
+        raise LocalKafkaError(f"Kafka nodes {left} did not exit after SIGKILL")
     for n in layout["nodes"]:
-        (_node_dir(data, n["id"]) / local.STATE_FILE).unlink(missing_ok=True)
-    proxy_stopped = local.stop(_proxy_dir(data)) if _proxy_dir(data).is_dir() else False
+        (_node_dir(data, n["id"]) / STATE_FILE).unlink(missing_ok=True)
+    proxy_stopped = faultproxy.stop_server(_proxy_dir(data))
     return bool(pids) or proxy_stopped
 
 
 def stop(data_dir: Path | None = None) -> bool:
     """Stop every node (and the proxy) of the cluster in `data_dir`; True if any was running."""
-    data = local._resolve_data_dir(data_dir)
+    data = resolve_data_dir(data_dir)
     layout = _read_layout(data)
     if layout is None:
         return False
-    with local._locked(data / ".lock"):
+    with locked(data / ".lock"):
         return _stop_locked(data, layout)
 
 
 def status(data_dir: Path | None = None) -> ClusterInfo | None:
     """The cluster in `data_dir` with every node (pid None: not running), or None if there is none."""
-    data = local._resolve_data_dir(data_dir)
+    data = resolve_data_dir(data_dir)
     layout = _read_layout(data)
     if layout is None:
         return None
-    with local._locked(data / ".lock"):
+    with locked(data / ".lock"):
         return _info(data, layout)
 
 
@@ -467,39 +495,10 @@ def describe(info: ClusterInfo) -> list[str]:
     lines = [f"cluster of {len(info.nodes)} nodes ({len(info.running)} running), data dir {info.data_dir}"]
     for n in info.nodes:
         state = f"running pid {n.pid}" if n.pid is not None else "STOPPED"
-        lines.append(f"node {n.node_id}: {state}; client {local.HOST}:{n.advertised_port}"
+        lines.append(f"node {n.node_id}: {state}; client {HOST}:{n.advertised_port}"
                      + (f" (proxied to {n.client_port})" if n.advertised_port != n.client_port else "")
                      + f", direct {n.direct_port}, internal {n.internal_port}, controller {n.controller_port}")
     if info.proxy_api_port is not None:
-        lines.append(f"toxiproxy: pid {info.proxy_pid}, API http://{local.HOST}:{info.proxy_api_port}")
+        lines.append(f"toxiproxy: pid {info.proxy_pid}, API http://{HOST}:{info.proxy_api_port}")
     lines.append(f"bootstrap: {info.bootstrap}")
     return lines
-
-
-# --------------------------------------------------------------------------------------------------
-# Command line (hooked into `access-eval local start|status` by broker.add_local_parser)
-
-
-def cmd_start(args: Any) -> int:
-    import sys
-
-    try:
-        info = start(args.port, args.data_dir, brokers=args.brokers, proxy=args.proxy)
-    except LocalKafkaError as exc:
-        print(f"access-eval local start: error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print("access-eval local start: interrupted", file=sys.stderr)
-        return 130
-    print("\n".join(describe(info)), flush=True)
-    return 0
-
-
-def cmd_status(args: Any) -> int:
-    info = status(args.data_dir)
-    if info is None or not info.running:
-        print("stopped", flush=True)
-        return 1
-    print("running" if len(info.running) == len(info.nodes) else "degraded")
-    print("\n".join(describe(info)), flush=True)
-    return 0

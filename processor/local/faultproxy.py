@@ -23,9 +23,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from processor.local import broker as local
+from processor.errors import LocalKafkaError
+from processor.local.paths import STATE_FILE, repo_root, tail_log
+from processor.local.process import children, live_state, start_ticks, terminate, wait_ports_free, write_state
+from processor.local.properties import HOST
 
-__all__ = ["TOXIPROXY_VERSION", "Toxiproxy", "find_server", "start_server"]
+__all__ = ["TOXIPROXY_VERSION", "Toxiproxy", "find_server", "server_state", "start_server", "stop_server"]
 
 TOXIPROXY_VERSION = "v2.5.0"
 SERVER_BINARY = "toxiproxy-server"
@@ -35,7 +38,7 @@ LOG_FILE = "toxiproxy.log"
 def find_server() -> str:
     """The toxiproxy-server executable: PATH, then ``<repo>/.cache/bin``; else a LocalKafkaError."""
     found = shutil.which(SERVER_BINARY)
-    root = local._repo_root()
+    root = repo_root()
     if found is None and root is not None:
         candidate = root / ".cache" / "bin" / SERVER_BINARY
         if candidate.is_file() and os.access(candidate, os.X_OK):
@@ -49,13 +52,10 @@ def find_server() -> str:
     return found
 
 
-LocalKafkaError = local.LocalKafkaError
-
-
 class Toxiproxy:
     """A client of one Toxiproxy server's HTTP API (``http://127.0.0.1:<api_port>``)."""
 
-    def __init__(self, api_port: int, host: str = local.HOST) -> None:
+    def __init__(self, api_port: int, host: str = HOST) -> None:
         self.url = f"http://{host}:{api_port}"
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -85,7 +85,7 @@ class Toxiproxy:
         result: dict[str, Any] = self._call("GET", "/proxies")
         return result
 
-    def create(self, name: str, listen_port: int, upstream_port: int, host: str = local.HOST) -> None:
+    def create(self, name: str, listen_port: int, upstream_port: int, host: str = HOST) -> None:
         """A proxy `name` listening on `listen_port`, forwarding to `upstream_port` (replaced if present)."""
         if name in self.proxies():
             self._call("DELETE", f"/proxies/{name}")
@@ -115,24 +115,43 @@ def start_server(state_dir: Path, api_port: int, timeout: float = 30.0) -> int:
     """Start a detached toxiproxy-server with its API on `api_port`; returns its pid.
 
     Its state file (``state_dir/broker.json``) has the broker state format (pid, start ticks, the
-    port it listens on), so `broker.stop(state_dir)` and the test watchdog stop it like a broker."""
+    port it listens on); `stop_server(state_dir)` stops it."""
     binary = find_server()
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / LOG_FILE
     with log_path.open("ab") as log:
         offset = log.tell()
-        proc = subprocess.Popen([binary, "-host", local.HOST, "-port", str(api_port)], stdout=log, stderr=log,
+        proc = subprocess.Popen([binary, "-host", HOST, "-port", str(api_port)], stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, cwd=state_dir, start_new_session=True)
-    local._children[proc.pid] = proc
-    local._write_state(state_dir, {"host": local.HOST, "port": api_port, "pid": proc.pid,
-                                   "start_ticks": local._start_ticks(proc.pid), "kind": "toxiproxy",
-                                   "started_at": time.time()})
+    children[proc.pid] = proc
+    write_state(state_dir / STATE_FILE, {"host": HOST, "port": api_port, "pid": proc.pid,
+                                         "start_ticks": start_ticks(proc.pid), "kind": "toxiproxy",
+                                         "started_at": time.time()})
     api = Toxiproxy(api_port)
     deadline = time.monotonic() + timeout
     while not api.alive():
         if proc.poll() is not None or time.monotonic() > deadline:
-            local.stop(state_dir)
+            stop_server(state_dir)
             raise LocalKafkaError(f"toxiproxy-server did not start on port {api_port}:\n"
-                                  f"{local._tail(log_path, 20, offset)}")
+                                  f"{tail_log(log_path, 20, offset)}")
         time.sleep(0.1)  # polling a condition with a deadline
     return proc.pid
+
+
+def server_state(state_dir: Path) -> dict[str, Any] | None:
+    """The state of the toxiproxy-server running from `state_dir` (pid, API port), or None."""
+    return live_state(state_dir / STATE_FILE)
+
+
+def stop_server(state_dir: Path, timeout: float = 30.0) -> bool:
+    """Stop the toxiproxy-server of `state_dir` (True if one ran); returns once its API port is free."""
+    state = server_state(state_dir)
+    if state is None:
+        return False
+    pid = int(state["pid"])
+    terminate(pid, timeout, what="toxiproxy-server")
+    children.pop(pid, None)
+    if not wait_ports_free([int(state["port"])]):
+        raise LocalKafkaError(f"toxiproxy-server {pid} exited but port {state['port']} is still taken")
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return True
