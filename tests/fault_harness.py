@@ -27,7 +27,7 @@ from processor.local import broker as local_broker
 from processor.local.fetch import KAFKA_VERSION, fetch_jars
 from processor.local.java import JVM_OPTS, check_java
 from processor.local.paths import tail_log
-from processor.local.process import children, start_ticks
+from processor.local.process import children, start_ticks, write_state
 from processor.local.properties import HOST, PROPERTIES_FILE, format_storage, server_properties
 from processor.tools.simulate import simulate
 
@@ -105,7 +105,7 @@ class OwnBroker:
         state = {"host": HOST, "port": self.port, "controller_port": self.controller_port, "pid": proc.pid,
                  "start_ticks": start_ticks(proc.pid), "kafka_version": KAFKA_VERSION,
                  "started_at": time.time()}
-        local_broker.write_state(data, state)
+        write_state(data / local_broker.STATE_FILE, state)
         info = local_broker.BrokerInfo(HOST, self.port, proc.pid, data)
         # Stops this JVM if pytest dies without running teardown (it exits by itself after a stop()).
         self.watchdog = start_watchdog(os.getpid(), data)

@@ -201,7 +201,8 @@ def _watchdog(owner_pid: int, data_dir: Path) -> int:
     from processor.local.broker import STATE_FILE, stop
 
     while _owner_alive(owner_pid):
-        if not (data_dir / STATE_FILE).exists():  # stopped normally: nothing left to guard
+        # stopped normally: nothing left to guard (a cluster's dir has cluster.json, its nodes their own state)
+        if not (data_dir / STATE_FILE).exists() and not (data_dir / "cluster.json").exists():
             return 0
         time.sleep(0.5)
     stop(data_dir)

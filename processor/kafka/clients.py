@@ -86,7 +86,7 @@ def processor_producer_conf(
         conf["error_cb"] = error_cb
     if transactional_id is not None:
         conf["transactional.id"] = transactional_id
-        conf["transaction.timeout.ms"] = 60_000
+        conf.setdefault("transaction.timeout.ms", 60_000)  # ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS overrides
     return conf
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from processor.core.settings import SettingsHistory
 from processor.kafka import clients
@@ -19,6 +19,14 @@ from processor.logs import kv
 
 log = logging.getLogger("access_eval.settings")
 
+
+#: Errors of an end-offsets query that mean the client's idea of the partition's leader is stale.
+STALE_LEADER_ERRORS = {
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._DESTROY_BROKER,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+}
 
 class SettingsTable:
     def __init__(self, props: dict[str, Any], topic: str, history: SettingsHistory, metrics: Any = None) -> None:
@@ -51,7 +59,16 @@ class SettingsTable:
         observed_at = time.monotonic()
         self._add_new_partitions(timeout_s)
         for p in self.partitions:
-            _low, high = self.offsets_client.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout_s)
+            tp = TopicPartition(self.topic, p)
+            try:
+                _low, high = self.offsets_client.get_watermark_offsets(tp, timeout=timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() not in STALE_LEADER_ERRORS:
+                    raise
+                # This client never assigns the topic, so nothing refreshes its metadata when the
+                # partition's leader moves (broker failover): "Unknown partition" forever. Ask once.
+                self.offsets_client.list_topics(self.topic, timeout=timeout_s)
+                _low, high = self.offsets_client.get_watermark_offsets(tp, timeout=timeout_s)
             self.targets[p] = high
         self.targets_at = observed_at
 

