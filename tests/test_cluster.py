@@ -373,9 +373,6 @@ def test_slow_link_latency_and_bandwidth(cluster: ClusterInfo, topics: Topics, t
 # 4. SIGTERM while no broker is reachable
 
 
-@pytest.mark.xfail(strict=True, reason="processor/stream: shutdown during an outage overruns --shutdown-timeout-s "
-                   "(a commit retried to the deadline, then abort and producer replacement, each bounded "
-                   "separately); see docs/guarantees.md")
 def test_sigterm_during_broker_outage(cluster: ClusterInfo, topics: Topics, tmp_path: Path) -> None:
     """Every broker unreachable (proxies disabled) with a transaction open, then SIGTERM: the processor
     exits within --shutdown-timeout-s (+5 s); after the outage a new instance finishes the work exactly once."""
