@@ -76,11 +76,23 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:
 _START_ATTEMPTS = 3  # a randomly picked free port can be taken by someone else before the JVM binds it
 
 
+#: Run order by the services a test needs: none first (fast feedback), the slow system tests last.
+_SLOW_MARKERS = ("faults", "cluster", "image", "k8s", "wheel")
+
+
+def _stage(item: pytest.Item) -> int:
+    if any(item.get_closest_marker(m) for m in _SLOW_MARKERS):
+        return 2
+    return 1 if item.get_closest_marker("kafka") or item.get_closest_marker("prometheus") else 0
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs the broker, so `-m kafka` / `-m "not kafka"` select correctly."""
+    """Mark every test that needs the broker, so `-m kafka` / `-m "not kafka"` select correctly, then
+    order the run: tests that need no service first, then the broker's, then the slow system tests."""
     for item in items:
         if "kafka" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kafka)
+    items.sort(key=_stage)  # stable: the file order stays within each stage
 
 
 @pytest.fixture(scope="session")
