@@ -23,8 +23,8 @@ def test_big_settings_topic_readyz_503_until_bootstrapped_and_last_record_govern
                                                                                    tmp_path: Path) -> None:
     topics.create(partitions=1)
     # Small records, fast: bootstrap takes seconds. The governing record comes last.
-    filler = ((f"f{i:06d}".encode(), b'{"account_id":"f%06d","external_account_identity_interaction":null}' % i)
-              for i in range(BIG))
+    body = b'{"account_id":"f%06d","external_account_identity_interaction":{"identity_types":{}}}'
+    filler = ((f"f{i:06d}".encode(), body % i) for i in range(BIG))
     fast_produce(topics.bootstrap, topics.settings, filler)
     produce(topics.bootstrap, topics.settings, [settings_record(doc("acct-a", "limited", []))])
     produce(topics.bootstrap, topics.attempts, [attempt(1, "acct-a", "ext-1", T0)])

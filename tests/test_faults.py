@@ -363,21 +363,21 @@ def fully_compacted(bootstrap: str, topic: str) -> list[tuple[bytes, bytes | Non
     """Roll the active segment (a sentinel record), then the log if every key appears once, else None.
     Past that point the cleaner can only drop tombstones, which changes no evaluation."""
     produce_tracked(bootstrap, topic, [(SENTINEL, json.dumps({"account_id": SENTINEL.decode(),
-                                        "external_account_identity_interaction": None}).encode())])
+                                        "external_account_identity_interaction": {"identity_types": {}}}).encode())])
     log = settings_log(bootstrap, topic)
     keys = Counter(k for k, _, _ in log if k != SENTINEL)
     return log if all(n == 1 for n in keys.values()) else None
 
 
 def simulate_lines(log: list[tuple[bytes, bytes | None, int]]) -> list[bytes]:
-    """A settings topic as `simulate` input: a tombstone becomes a null document taking effect at its
+    """A settings topic as `simulate` input: a tombstone becomes a tombstone line taking effect at its
     timestamp; a record whose account_id is not its key (rejected by the processor) is left out."""
     lines = []
     for key, value, ts in log:
         if key == SENTINEL:
             continue
         if value is None:
-            lines.append(json.dumps({"account_id": key.decode(), "external_account_identity_interaction": None,
+            lines.append(json.dumps({"account_id": key.decode(), "tombstone": True,
                                      "updated_at": rfc3339_millis(ts)}).encode())
             continue
         with contextlib.suppress(ValueError):
@@ -440,7 +440,7 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
             if r == 3:
                 records.append((tombstoned.encode(), None, t_r))
                 full_history.append(json.dumps({"account_id": tombstoned, "updated_at": rfc3339_millis(t_r),
-                                                "external_account_identity_interaction": None}).encode())
+                                                "tombstone": True}).encode())
             # An invalid record: the previous version stays in force; a valid one follows next round.
             # In the last round it hits the hazard account and stays its last record.
             pending_fix = hazard if r == rounds - 1 else rng.choice(accounts[2:])

@@ -49,7 +49,7 @@ def build(seed: int, n_accounts: int = 12, n_attempts: int = 3000) -> Scenario:
     for account in pool:
         for m in rng.sample(range(6 * 60), rng.randint(0, 4)):  # 0-4 versions, any publication order
             eff = BASE_MS + m * MINUTE + rng.randint(0, 999)
-            types = None if rng.random() < 0.1 else {
+            types = {} if rng.random() < 0.1 else {  # {}: every type back to enabled
                 t: {"state": rng.choice(STATES),
                     "external_allowed_accounts": [messy(rng, a) for a in rng.sample(externals, rng.randint(0, 4))]}
                 for t in IDENTITY_TYPES if rng.random() < 0.8
