@@ -41,6 +41,12 @@ class RunConfig(BaseSettings):
     topic_partitions: int = Field(
         default=12, ge=1, le=10_000, description="partitions of topics created by --create-topics"
     )
+    eval_retention_ms: int = Field(
+        default=35 * 24 * 3600 * 1000,
+        ge=-1,
+        description="retention.ms of the eval topic when --create-topics creates it (-1 = unlimited); "
+        "keep it above the 30 days `report` reads, ms",
+    )
     kafka_config: Path | None = Field(
         default=None, description="librdkafka properties file (key=value), e.g. SASL/SSL settings"
     )
@@ -67,6 +73,13 @@ class RunConfig(BaseSettings):
         default=0.0, ge=0, description="give up reaching Kafka after this many seconds, 0 = never"
     )
     transactional_id: str | None = Field(default=None, description="default <group-id>-<hostname>")
+
+    @field_validator("eval_retention_ms")
+    @classmethod
+    def _retention(cls, v: int) -> int:
+        if 0 <= v < 3_600_000:
+            raise ValueError("must be -1 (unlimited) or at least 3600000 (1 h)")
+        return v
 
     @field_validator("log_level", mode="before")
     @classmethod
