@@ -21,6 +21,7 @@ from processor.kafka.settings_log import Current, DocumentView, Entry, publish, 
 from processor.tools.common import (
     account_id,
     account_list,
+    confirm,
     connect,
     format_table,
     kafka_props,
@@ -322,16 +323,6 @@ def cmd_put(args: argparse.Namespace) -> int:
 # --- delete ---------------------------------------------------------------------------------------
 
 
-def _confirm(prompt: str) -> bool:
-    sys.stderr.write(prompt)
-    sys.stderr.flush()
-    try:
-        answer = input()
-    except EOFError:
-        return False
-    return answer.strip().lower() in ("y", "yes")
-
-
 def cmd_delete(args: argparse.Namespace) -> int:
     account = account_id(args.account)
     if not args.yes and not sys.stdin.isatty():
@@ -345,7 +336,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.yes:
         sys.stderr.write(render_current(cur) + "\n")
-        if not _confirm(
+        if not confirm(
             f"Delete the settings of {account}? Every identity type reverts to enabled (nothing evaluated or "
             "reported). [y/N] "
         ):
