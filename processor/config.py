@@ -41,6 +41,12 @@ class RunConfig(BaseSettings):
     topic_partitions: int = Field(
         default=12, ge=1, le=10_000, description="partitions of topics created by --create-topics"
     )
+    eval_retention_ms: int = Field(
+        default=35 * 24 * 3600 * 1000,
+        ge=-1,
+        description="retention.ms of the eval topic when --create-topics creates it (-1 = unlimited); "
+        "keep it above the 30 days `report` reads, ms",
+    )
     kafka_config: Path | None = Field(
         default=None, description="librdkafka properties file (key=value), e.g. SASL/SSL settings"
     )
@@ -70,6 +76,13 @@ class RunConfig(BaseSettings):
     liveness_bound_s: float = Field(
         default=60.0, gt=0, description="/livez fails after this many seconds without progress in any loop or wait"
     )
+
+    @field_validator("eval_retention_ms")
+    @classmethod
+    def _retention(cls, v: int) -> int:
+        if 0 <= v < 3_600_000:
+            raise ValueError("must be -1 (unlimited) or at least 3600000 (1 h)")
+        return v
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
 """The `access-eval` command line (SPEC §10): the top-level parser, built from one module per command.
 
-Importing the command modules imports `processor.tools.common`, which routes librdkafka's own log lines
-to a silent logger (unless ACCESS_EVAL_LOG_LEVEL=DEBUG in a tool) for every command, `run` included.
+librdkafka's own log lines go to the logger `access_eval.librdkafka` (`processor.kafka.clients`): in `run`
+they are JSON log records at their own level; the tools and the demo drop them unless
+ACCESS_EVAL_LOG_LEVEL=DEBUG (`clients.quiet_librdkafka`).
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ def _show(name: str, value: Any) -> str:
         return f"{value:g}"
     if isinstance(value, int) and value > 0 and name.endswith("_ms") and value % 60_000 == 0:
         minutes = value // 60_000
+        if minutes % 1440 == 0 and minutes >= 2 * 1440:
+            return f"{value} = {minutes // 1440}d"
         return f"{value} = {minutes // 60}h" if minutes % 60 == 0 else f"{value} = {minutes}min"
     if isinstance(value, int) and value > 0 and name.endswith("_bytes") and value % 1024 == 0:
         return f"{value} = {value // 1024} KiB"

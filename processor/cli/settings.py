@@ -24,6 +24,8 @@ SETTINGS_EXAMPLES = """examples:
       --file settings.json
   access-eval settings get --bootstrap-servers 127.0.0.1:9092 --account a3f1c0d2e4b5968778695a4b3c2d1e0f
   access-eval settings list --bootstrap-servers 127.0.0.1:9092 --format json
+  # accounts whose latest record was rejected (runbook of the AccessEvalSettingsInvalidLatest alert)
+  access-eval settings list --bootstrap-servers 127.0.0.1:9092 --invalid
   access-eval settings delete --bootstrap-servers 127.0.0.1:9092 --account a3f1c0d2e4b5968778695a4b3c2d1e0f --yes
 
 exit status: 0 ok, 1 Kafka failure, 2 invalid input or missing confirmation
@@ -105,10 +107,17 @@ def add_parser(sub: SubParsers) -> None:
         "list",
         "list every account with settings",
         "Read the settings topic fully and list every account with settings in force now "
-        "(deleted accounts are not listed).",
+        "(deleted accounts are not listed). With --invalid, list the accounts whose latest settings record "
+        "was rejected (the AccessEvalSettingsInvalidLatest alert): each needs a valid record published.",
         SETTINGS_EXAMPLES,
     )
     add_kafka_flags(lst)
     add_settings_topic(lst)
+    lst.add_argument(
+        "--invalid",
+        action="store_true",
+        help="list instead the accounts whose latest settings record was rejected (reason, detail, "
+        "partition/offset, whether a valid version is still in force); exit status 0 either way",
+    )
     add_format(lst)
     lst.set_defaults(func=lambda a: run_tool("settings list", cmd_list, a))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
@@ -86,8 +86,10 @@ def ensure_topics(
     create: bool,
     partitions: int,
     replication_factor: int = -1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """Check (or create) topics; `(name, compacted)`. A missing topic without --create-topics fails fast."""
+    """Check (or create) topics; `(name, compacted)`. A missing topic without --create-topics fails fast.
+    `configs`: topic configs by name, set on topics this creates (e.g. the eval topic's retention.ms)."""
     wanted = list(topics)
     metadata = client.list_topics(timeout=10)
     existing = metadata.topics
@@ -104,14 +106,15 @@ def ensure_topics(
                 n,
                 num_partitions=1 if compacted else partitions,
                 replication_factor=rf,
-                config={**durability, **({"cleanup.policy": "compact"} if compacted else {})},
+                config={**durability, **({"cleanup.policy": "compact"} if compacted else {}),
+                        **(configs or {}).get(n, {})},
             )
             for n, compacted in missing
         ]
         for name, fut in client.create_topics(new, operation_timeout=30).items():
             try:
                 fut.result()
-                log.info("topic created", extra=kv(topic=name))
+                log.info("topic created", extra=kv(topic=name, config=dict((configs or {}).get(name, {}))))
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise ConfigError(f"cannot create topic {name}: {exc.args[0].str()}") from None

@@ -18,6 +18,19 @@ LIBRDKAFKA_LOGGER = "access_eval.librdkafka"
 TABLE_GROUP = "access-eval-settings-table"
 
 
+def quiet_librdkafka(debug: bool = False) -> None:
+    """For the operator tools and the demo: librdkafka's own lines (a refused connection to one of
+    several bootstrap servers, a coordinator still loading...) are dropped, unless `debug`
+    (ACCESS_EVAL_LOG_LEVEL=DEBUG); the tools report real failures themselves, in one line.
+    `run` does not call this: there they reach the JSON log at their own level."""
+    log = logging.getLogger(LIBRDKAFKA_LOGGER)
+    log.propagate = debug
+    if not debug and not log.handlers:
+        log.addHandler(logging.NullHandler())
+    if debug:
+        log.setLevel(logging.DEBUG)
+
+
 def _base(props: Mapping[str, Any]) -> dict[str, Any]:
     return {**props, "logger": logging.getLogger(LIBRDKAFKA_LOGGER)}
 

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from processor.codec.avro import DecodeError, EvalCodec
+from processor.codec.avro import CONFLUENT_MAGIC, DecodeError, EvalCodec
+from processor.core.ids import normalize_account
 from processor.kafka import clients
 
 #: librdkafka needs a group id to build a consumer; the reader never joins it (assign only).
@@ -37,8 +38,9 @@ class EvalReader:
         self.partitions = partitions
         self.codec = EvalCodec()
         self.has_registry = bool(registry_url)
-        # Without a registry, Confluent-framed events are read with the current schema (warned once).
-        self.resolve_id: Callable[[int], dict[str, Any]] = lambda _sid: self.codec.schema_json
+        # Without a registry, Confluent-framed events are refused per message (`decode`): decoding them
+        # with a guessed schema would silently misread another schema version.
+        self.resolve_id: Callable[[int], dict[str, Any]] | None = None
         if registry_url:
             from processor.kafka.registry import resolver
 
@@ -46,8 +48,10 @@ class EvalReader:
         self.consumer = Consumer(clients.log_reader_conf(props, READER_GROUP, fetch_wait_ms=100))
         self.targets: dict[int, int] = {}
         self.done: set[int] = set()
+        #: Messages decoded, and skipped as undecodable (of which: Confluent-framed without a registry).
+        self.decoded = 0
         self.undecodable = 0
-        self._warned_no_registry = False
+        self.needs_registry = 0
 
     def start(self, start: int | str, timeout_s: float = 10.0) -> None:
         """`start`: "beginning", "end", or a timestamp (ms): the first record written at or after it."""
@@ -102,22 +106,38 @@ class EvalReader:
         value = m.value()
         if value is None:
             return None
-        if value[:1] == b"\x00" and not self.has_registry and not self._warned_no_registry:
-            self._warned_no_registry = True
-            print(
-                "access-eval: warning: Confluent-framed events and no --schema-registry-url: decoding them with "
-                "the current schema",
-                file=sys.stderr,
-            )
-        try:
-            return self.codec.decode(value, self.resolve_id)
-        except (DecodeError, LookupError) as exc:
+        where = f"{self.topic} [{m.partition()}] @ {m.offset()}"
+        if value[:1] == CONFLUENT_MAGIC and len(value) >= 5 and self.resolve_id is None:
             self.undecodable += 1
+            self.needs_registry += 1
             print(
-                f"access-eval: skipping undecodable event at {self.topic} [{m.partition()}] @ {m.offset()}: {exc}",
+                f"access-eval: skipping Confluent-framed event at {where} (schema id "
+                f"{int.from_bytes(value[1:5], 'big')}): pass --schema-registry-url to decode it",
                 file=sys.stderr,
             )
             return None
+        try:
+            event = self.codec.decode(value, self.resolve_id)
+        except (DecodeError, LookupError) as exc:
+            self.undecodable += 1
+            print(f"access-eval: skipping undecodable event at {where}: {exc}", file=sys.stderr)
+            return None
+        self.decoded += 1
+        return event
+
+    @property
+    def nothing_decodable(self) -> bool:
+        """Every message read was undecodable (and there was at least one)."""
+        return self.undecodable > 0 and self.decoded == 0
+
+    def summary(self) -> str | None:
+        """One line on the skipped messages, or None when none was skipped."""
+        if not self.undecodable:
+            return None
+        text = f"{self.undecodable} of {self.undecodable + self.decoded} events read could not be decoded"
+        if self.needs_registry:
+            text += f" ({self.needs_registry} Confluent-framed: pass --schema-registry-url)"
+        return text
 
     def events(self, *, stop_at_end: bool, key: str | None = None) -> Iterator[dict[str, Any]]:
         """Decoded events; `key` skips (without decoding) records keyed with another account."""
@@ -125,7 +145,7 @@ class EvalReader:
         for m in self.messages(stop_at_end=stop_at_end):
             if wanted is not None:
                 k = m.key()
-                if k is not None and k != wanted and k.strip().lower() != wanted:
+                if k is not None and k != wanted and _normalized_key(k) != key:
                     continue
             event = self.decode(m)
             if event is not None:
@@ -133,3 +153,11 @@ class EvalReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def _normalized_key(key: bytes) -> str | None:
+    """A record key as an account id (the one normaliser), None when it is not UTF-8."""
+    try:
+        return normalize_account(key.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None

@@ -20,7 +20,7 @@ from processor.codec.avro import DecodeError, EvalCodec
 from processor.config import RunConfig
 from processor.core.events import to_json_obj
 from processor.core.policy import OUTCOMES
-from processor.errors import EXIT_FAIL, EXIT_OK, LocalKafkaError
+from processor.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, LocalKafkaError
 from processor.health import Health, serve
 from processor.kafka import clients
 from processor.kafka.admin import ensure_topics, wait_for_cluster
@@ -28,6 +28,7 @@ from processor.local import broker
 from processor.local.workload import Mix, Workload
 from processor.metrics import Metrics
 from processor.stream.loop import Processor
+from processor.tools.common import confirm, debug_logging
 
 DEMO_GROUP = "access-eval-demo"
 
@@ -55,9 +56,60 @@ def _generate(producer: Producer, topic: str, workload: Workload, rate: float, s
     producer.flush(10)
 
 
-def main(bootstrap: str | None, duration: float | None, rate: float, metrics_port: int) -> int:
+#: Topic names of the demo on a cluster it did not start: never the production defaults.
+DEMO_TOPIC_PREFIX = "access-eval-demo."
+TOPIC_FIELDS = ("settings_topic", "attempts_topic", "eval_topic", "dlq_topic")
+
+
+def demo_topics(foreign: bool, given: dict[str, str | None]) -> dict[str, str]:
+    """The four topic names: as given, else the defaults of `run` on the local broker the demo
+    started itself, else demo-prefixed defaults (`access-eval-demo.iam.account-settings`)."""
+    out = {}
+    for name in TOPIC_FIELDS:
+        default: str = RunConfig.model_fields[name].default
+        value = given.get(name)
+        out[name] = value if value else (DEMO_TOPIC_PREFIX + default if foreign else default)
+    return out
+
+
+def _confirmed(bootstrap: str, topics: dict[str, str], yes: bool) -> int | None:
+    """None to go on; else the exit status (2 without a terminal and without --yes, 1 when declined)."""
+    if yes:
+        return None
+    what = (
+        f"made-up settings (some accounts limited) to {topics['settings_topic']} and sample traffic to "
+        f"{topics['attempts_topic']} on {bootstrap}"
+    )
+    if not sys.stdin.isatty():
+        print(
+            f"access-eval demo: refusing to write {what} without confirmation: stdin is not a terminal; pass --yes",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if confirm(f"The demo writes {what} (missing topics are created). Continue? [y/N] "):
+        return None
+    print("access-eval demo: not started", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def main(
+    bootstrap: str | None,
+    duration: float | None,
+    rate: float,
+    metrics_port: int,
+    *,
+    topic_names: dict[str, str | None] | None = None,
+    yes: bool = False,
+) -> int:
     out = sys.stdout
-    if bootstrap is None:
+    clients.quiet_librdkafka(debug=debug_logging())
+    foreign = bootstrap is not None
+    topics = demo_topics(foreign, topic_names or {})
+    if bootstrap is not None:
+        refused = _confirmed(bootstrap, topics, yes)
+        if refused is not None:
+            return refused
+    else:
         print("Starting the local Kafka broker (first run downloads it from Maven Central)...", file=out)
         try:
             info = broker.start()
@@ -73,12 +125,19 @@ def main(bootstrap: str | None, duration: float | None, rate: float, metrics_por
         topic_partitions=3,
         metrics_port=metrics_port,
         log_level="WARNING",
+        settings_topic=topics["settings_topic"],
+        attempts_topic=topics["attempts_topic"],
+        eval_topic=topics["eval_topic"],
+        dlq_topic=topics["dlq_topic"],
     )
     props = cfg.kafka_properties()
     admin = wait_for_cluster(props, 60)
     topic_list = [(cfg.settings_topic, True), (cfg.attempts_topic, False), (cfg.eval_topic, False),
                   (cfg.dlq_topic, False)]
-    ensure_topics(admin, topic_list, create=True, partitions=3)
+    ensure_topics(
+        admin, topic_list, create=True, partitions=3,
+        configs={cfg.eval_topic: {"retention.ms": str(cfg.eval_retention_ms)}},
+    )
 
     workload = Workload(seed=int(time.time()) % 1000, accounts=9, allowlist_max=3, mix=Mix(invalid=0.02))
     producer = Producer(clients.publisher_conf(props))
@@ -140,7 +199,8 @@ def main(bootstrap: str | None, duration: float | None, rate: float, metrics_por
     print("\nSummary (committed):", json.dumps({o: int(outcomes.get(o, 0)) for o in OUTCOMES}), file=out)
     print(f"Topics: settings={cfg.settings_topic} attempts={cfg.attempts_topic} evals={cfg.eval_topic} "
           f"dlq={cfg.dlq_topic}", file=out)
-    print(f"Read the eval events:  access-eval tail --bootstrap-servers {bootstrap} --from-beginning --limit 10",
-          file=out)
-    print("Stop the local broker: access-eval local stop", file=out)
+    print(f"Read the eval events:  access-eval tail --bootstrap-servers {bootstrap} --eval-topic {cfg.eval_topic} "
+          "--from-beginning --limit 10", file=out)
+    if not foreign:
+        print("Stop the local broker: access-eval local stop", file=out)
     return EXIT_OK

@@ -96,6 +96,7 @@ def run(flags: dict[str, Any]) -> int:
             ],
             create=cfg.create_topics,
             partitions=cfg.topic_partitions,
+            configs={cfg.eval_topic: {"retention.ms": str(cfg.eval_retention_ms)}},
         )
         return processor.run()
     except ConfigError as exc:

@@ -25,12 +25,6 @@ from processor.kafka import clients
 
 MAX_ACCOUNT_LEN = 256
 
-#: librdkafka's own log lines (connection refused, ...) go here, silent unless ACCESS_EVAL_LOG_LEVEL=DEBUG;
-#: the tools report failures themselves in one line. (Set up on import: the command line imports this
-#: module for every command.)
-rdkafka_log = logging.getLogger(clients.LIBRDKAFKA_LOGGER)
-rdkafka_log.propagate = False
-rdkafka_log.addHandler(logging.NullHandler())
 
 
 # --- identifiers and time -------------------------------------------------------------------------
@@ -146,6 +140,7 @@ def connect(props: dict[str, Any], timeout_s: float) -> Any:
         admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         err: KafkaError = exc.args[0]
+        admin.poll(0)  # serves error_cb (a failed SASL handshake only shows there) and librdkafka's log lines
         codes = {e.code() for e in errors} | {err.code()}
         if codes & AUTH_ERRORS:
             raise OpsError(
@@ -178,6 +173,22 @@ def topic_exists(admin: Any, topic: str) -> bool:
     return md is not None and md.error is None and bool(md.partitions)
 
 
+def debug_logging() -> bool:
+    """ACCESS_EVAL_LOG_LEVEL=DEBUG: the tools and the demo show librdkafka's own log lines too."""
+    return os.environ.get("ACCESS_EVAL_LOG_LEVEL", "").upper() == "DEBUG"
+
+
+def confirm(prompt: str) -> bool:
+    """Ask on stderr, read the answer from stdin (a terminal): yes only for y/yes."""
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    try:
+        answer = input()
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def quiet_processor_logs() -> None:
     """The settings table logs rejected records; the tools report them in their own output."""
     logging.getLogger("access_eval.settings").setLevel(logging.CRITICAL)
@@ -190,8 +201,7 @@ def run_tool(name: str, func: Callable[[argparse.Namespace], int], args: argpars
     """Run a tool; every anticipated failure becomes one line on stderr and an exit status."""
     from confluent_kafka import KafkaException
 
-    if os.environ.get("ACCESS_EVAL_LOG_LEVEL", "").upper() == "DEBUG":
-        rdkafka_log.propagate = True
+    clients.quiet_librdkafka(debug=debug_logging())
     try:
         return func(args)
     except OpsError as exc:

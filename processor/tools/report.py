@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from processor.core.ids import normalize_account, to_millis
+from processor.core.ids import normalize_account, rfc3339_millis, to_millis
 from processor.core.readiness import DenyAggregator
 from processor.errors import EXIT_OK, OpsError
 from processor.kafka.eval_reader import EvalReader
@@ -42,12 +42,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     props = kafka_props(args)
     admin = connect(props, args.timeout)
     partitions = topic_partitions(admin, args.eval_topic, "--eval-topic")
+    retention_ms, retention_problem = eval_topic_retention(admin, args.eval_topic, args.timeout)
     current = _current_settings(admin, props, args, account)
 
     agg = DenyAggregator(per_identity=True)
     reader = EvalReader(
         props, args.eval_topic, partitions, registry_url=args.schema_registry_url, raw_props=raw_properties(args)
     )
+    # Event ids are deterministic (UUIDv5 of the attempt id): a copy of an event (at-least-once
+    # delivery, a producer retry, a replay) has the same id and is counted once.
+    seen: set[str] = set()
+    duplicates = 0
+    first_ms: int | None = None
+    last_ms: int | None = None
     try:
         reader.start(start_ms - SEEK_MARGIN_MS, timeout_s=args.timeout)
         for event in reader.events(stop_at_end=True, key=account):
@@ -57,6 +64,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             event_ms = _ms(event["eventTime"])
             if event_ms < start_ms:
                 continue
+            if event["id"] in seen:
+                duplicates += 1
+                continue
+            seen.add(event["id"])
+            first_ms = event_ms if first_ms is None else min(first_ms, event_ms)
+            last_ms = event_ms if last_ms is None else max(last_ms, event_ms)
             rd = event["responseData"]
             if rd["state"] == "monitor":
                 if rd["decision"] == "Deny":
@@ -77,16 +90,69 @@ def cmd_report(args: argparse.Namespace) -> int:
                 agg.count("enforced_deny")
     finally:
         reader.close()
+    if reader.nothing_decodable:
+        raise OpsError(
+            f"none of the {reader.undecodable} events of {account} read from {args.eval_topic} could be decoded"
+            + (": pass --schema-registry-url" if reader.needs_registry else "")
+        )
 
     report = agg.account_report(account, start_ms, now, window, current=current)
-    report["verdict"] = verdict(report)
     report["undecodable_events"] = reader.undecodable
+    report["duplicate_events"] = duplicates
+    report["covered_from"] = rfc3339_millis(first_ms) if first_ms is not None else None
+    report["covered_to"] = rfc3339_millis(last_ms) if last_ms is not None else None
+    report["eval_topic_retention_ms"] = retention_ms
+    warnings: list[str] = []
+    short = retention_ms is not None and 0 <= retention_ms < now - start_ms
+    if short:
+        assert retention_ms is not None
+        warnings.append(
+            f"the eval topic {args.eval_topic} keeps events for {span_words(retention_ms)} (retention.ms="
+            f"{retention_ms}), less than the window asked for ({window}): attempts older than that are not counted"
+        )
+    if retention_problem is not None:
+        warnings.append(f"cannot read retention.ms of {args.eval_topic} ({retention_problem}): the window may "
+                        "reach back further than the topic keeps events")
+    summary = reader.summary()
+    if summary is not None:
+        warnings.append(summary)
+    report["warnings"] = warnings
+    report["verdict"] = verdict(report)
+    if short:
+        assert retention_ms is not None
+        report["verdict"] += (
+            f"; but the eval topic keeps only {span_words(retention_ms)} of events, so this covers at most the "
+            f"last {span_words(retention_ms)}"
+        )
     if args.format == "json":
         write_json(report)
     else:
         sys.stdout.write(render_report_table(report))
         sys.stdout.flush()
     return EXIT_OK
+
+
+def eval_topic_retention(admin: Any, topic: str, timeout_s: float) -> tuple[int | None, str | None]:
+    """The topic's effective retention.ms (-1: unlimited), or None and why it could not be read."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
+
+    try:
+        res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        configs = admin.describe_configs([res])[res].result(timeout=timeout_s)
+        return int(configs["retention.ms"].value), None
+    except Exception as exc:  # describe may be denied by ACLs: the report still runs, with a warning
+        err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else exc
+        return None, err.str() if hasattr(err, "str") else str(err)
+
+
+def span_words(ms: int) -> str:
+    """`172800000` -> `2 days`, `129600000` -> `36 hours`, `5400000` -> `90 minutes`."""
+    for unit, size in (("day", 86_400_000), ("hour", 3_600_000), ("minute", 60_000), ("second", 1000)):
+        if ms >= size and ms % size == 0:
+            n = ms // size
+            return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+    return f"{ms} ms"
 
 
 def _ms(value: Any) -> int:
@@ -148,7 +214,15 @@ def render_report_table(report: dict[str, Any]) -> str:
     """The human-readable `report`."""
     acct = report["account_id"]
     w = report["window"]
-    out = [f"account {acct}: would-be denies {w['text']} ({w['since']} .. {w['until']})", ""]
+    out = [f"account {acct}: would-be denies {w['text']} ({w['since']} .. {w['until']})"]
+    if report["covered_from"] is not None:
+        out.append(f"data covers {report['covered_from']} .. {report['covered_to']} (first and last event read)")
+    else:
+        out.append("data covers: no events of this account in the window")
+    if report["duplicate_events"]:
+        out.append(f"{_n(report['duplicate_events'], 'duplicate event')} (same id) counted once")
+    out += [f"warning: {w_}" for w_ in report["warnings"]]
+    out.append("")
     current = report.get("current_settings")
     if current is not None:
         states = ", ".join(

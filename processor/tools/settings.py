@@ -21,6 +21,7 @@ from processor.kafka.settings_log import Current, DocumentView, Entry, publish, 
 from processor.tools.common import (
     account_id,
     account_list,
+    confirm,
     connect,
     format_table,
     kafka_props,
@@ -98,8 +99,53 @@ def _state_cell(v: dict[str, Any]) -> str:
     return v["state"] if v["state"] == "enabled" and n == 0 else f"{v['state']} ({n} allowed)"
 
 
+def invalid_latest_json(view: DocumentView) -> list[dict[str, Any]]:
+    return [
+        {
+            "account_id": r.account,
+            "reason": r.reason,
+            "detail": r.detail,
+            "topic": r.topic,
+            "partition": r.partition,
+            "offset": r.offset,
+            "has_valid_version": r.has_valid_version,
+        }
+        for r in view.invalid_latest()
+    ]
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def cmd_list_invalid(args: argparse.Namespace, view: DocumentView) -> int:
+    """`settings list --invalid`: the accounts whose latest record was rejected (exit 0 either way)."""
+    rows = invalid_latest_json(view)
+    if args.format == "json":
+        write_json(rows)
+        return EXIT_OK
+    if not rows:
+        print(f"no account whose latest settings record was rejected in {args.settings_topic} "
+              f"({view.records} records read)")
+        return EXIT_OK
+    print(format_table(
+        ["account", "reason", "detail", "partition", "offset", "valid version"],
+        [[r["account_id"] or "(no key)", r["reason"], _short(r["detail"]), r["partition"], r["offset"],
+          "in force" if r["has_valid_version"] else "NONE (treated as enabled)"] for r in rows],
+    ))
+    lost = sum(1 for r in rows if not r["has_valid_version"])
+    print(
+        f"\n{len(rows)} account(s) in {args.settings_topic} whose latest record was rejected; {lost} without any "
+        "valid version. Publish a valid record for each (`settings put --account ID ...`) before compaction "
+        "removes the version still in force."
+    )
+    return EXIT_OK
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     _props, view = _open(args)
+    if args.invalid:
+        return cmd_list_invalid(args, view)
     at = now_ms()
     currents = [view.current(a, at) for a in sorted(view.entries)]
     currents = [c for c in currents if c.exists or c.scheduled]
@@ -124,7 +170,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(format_table(["account", *IDENTITY_TYPES, "in force since", "offset"], rows))
     rejected = sum(len(r) for r in view.rejections.values())
     if rejected:
-        print(f"\nwarning: {rejected} record(s) in the topic were rejected; `settings get --account ID` shows them")
+        print(
+            f"\nwarning: {rejected} record(s) in the topic were rejected; `settings get --account ID` shows them, "
+            "`settings list --invalid` the accounts whose latest record was rejected"
+        )
     return EXIT_OK
 
 
@@ -274,16 +323,6 @@ def cmd_put(args: argparse.Namespace) -> int:
 # --- delete ---------------------------------------------------------------------------------------
 
 
-def _confirm(prompt: str) -> bool:
-    sys.stderr.write(prompt)
-    sys.stderr.flush()
-    try:
-        answer = input()
-    except EOFError:
-        return False
-    return answer.strip().lower() in ("y", "yes")
-
-
 def cmd_delete(args: argparse.Namespace) -> int:
     account = account_id(args.account)
     if not args.yes and not sys.stdin.isatty():
@@ -297,7 +336,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.yes:
         sys.stderr.write(render_current(cur) + "\n")
-        if not _confirm(
+        if not confirm(
             f"Delete the settings of {account}? Every identity type reverts to enabled (nothing evaluated or "
             "reported). [y/N] "
         ):

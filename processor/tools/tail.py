@@ -11,7 +11,7 @@ from typing import Any
 
 from processor.core.events import to_json_obj
 from processor.core.ids import normalize_account, rfc3339_millis, to_millis
-from processor.errors import EXIT_OK, usage_error
+from processor.errors import EXIT_FAIL, EXIT_OK, usage_error
 from processor.kafka.eval_reader import EvalReader
 from processor.tools.common import (
     account_id,
@@ -130,6 +130,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
         pass  # Ctrl-C is how `tail` without a limit ends
     finally:
         _close_quietly(reader)
+    summary = reader.summary()
+    if summary is not None:
+        print(f"access-eval tail: {summary}", file=sys.stderr)
+    if reader.nothing_decodable:
+        print("access-eval tail: no event could be decoded", file=sys.stderr)
+        return EXIT_FAIL
     return EXIT_OK
 
 
