@@ -132,7 +132,10 @@ class RunningProcessor:
                 raise AssertionError(f"processor exited {self.proc.returncode}:\n{self.log()}")
             return self.ready()
 
-        wait_until(check, timeout, "processor /readyz to turn 200", interval=0.1)
+        try:
+            wait_until(check, timeout, "processor /readyz to turn 200", interval=0.1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; /readyz says {self.get('/readyz')[1]}\n{self.log()}") from None
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples matching the labels, from /metrics."""

@@ -645,3 +645,28 @@ def test_poison_record_dead_lettered_with_internal_error() -> None:
     h = dict(rec.headers)
     assert rec.topic == "dlq" and h["error.reason"] == b"internal_error" and h["error.detail"] == b"Poison"
     assert a.p.metrics.registry.get_sample_value("access_eval_invalid_total", {"reason": "internal_error"}) == 1
+
+
+class FlakyStartTable(FakeTable):
+    """The settings topic's metadata times out once at start-up, then everything works."""
+
+    failed = False
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        if not FlakyStartTable.failed:
+            FlakyStartTable.failed = True
+            raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION, "not leader"))
+        super().start()
+
+
+def test_a_retried_start_up_call_leaves_no_stale_problem() -> None:
+    """A start-up call that failed once and then succeeded must not keep the instance unready: with no
+    traffic there is no commit to clear the reason (seen right after --create-topics)."""
+    clock = Clock()
+    health = Health(idle_deadline_s=5.0, clock=clock.monotonic)
+    with patched(clock):
+        p = _processor(clock, Cluster(random.Random(0), clock), health, FlakyStartTable)
+        p.bootstrap()
+    health.set_assigned(2)
+    assert FlakyStartTable.failed
+    assert health.readiness() == (True, {"ready": True, "assigned_partitions": 2})

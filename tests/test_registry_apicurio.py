@@ -135,6 +135,7 @@ def expected_event(a: dict[str, Any], settings_topic: str, updated_ms: int) -> d
         "severity": "normal",
         "reason": {"reasonCode": 200 if allowlisted else 403},
         "observer": {"name": "access-eval", "version": package_version("access-eval")},
+        "truncated": False,  # no optional field of these attempts is too long (contract §4)
     }
 
 

@@ -146,11 +146,15 @@ class Processor:
         """Run a start-up broker call, retrying a Kafka error with backoff (the broker may be slow or
         restarting); False if asked to stop meanwhile. Waiting is progress (liveness), not readiness."""
         backoff = 0.5
+        failed = False
         while not self.stopping:
             try:
                 fn()
+                if failed:
+                    self.health.set_problem(None)  # the reason `_waiting` gave no longer holds
                 return True
             except KafkaException as exc:
+                failed = True
                 err = exc.args[0]
                 if err.code() in AUTH_ERRORS:
                     raise ConfigError(f"Kafka authorization failed reading the {what}: {err.str()}: check "
@@ -166,14 +170,22 @@ class Processor:
 
     def open_clients(self) -> Transaction:
         """The transactional producer, the group consumer, and the transaction and batch over them."""
+        retried: list[str] = []
+
+        def waiting(problem: str) -> None:
+            retried.append(problem)
+            self._waiting(problem)
+
         producer = TxnProducer(
             self.props,
             self.cfg.txn_id() if self.eos else None,
             error_cb=self._on_error,
-            on_retry=self._waiting,
+            on_retry=waiting,
             factory=self._producer_factory,
             stop=lambda: self.stopping,
         )
+        if retried and not self.stopping:
+            self.health.set_problem(None)  # init_transactions succeeded after retries: that reason is gone
         self.consumer = self._consumer_factory(
             clients.processor_consumer_conf(
                 self.props, self.cfg.group_id, stats_cb=self.metrics.update_from_stats, error_cb=self._on_error
@@ -298,10 +310,15 @@ class Processor:
         """Bounded staleness. While the settings topic's end cannot be observed (broker outage) the batch
         waits, the instance is unready, and the check is retried; False if asked to stop meanwhile."""
         backoff = 0.2
+        failed = False
         while True:
             try:
-                return bool(self.table.ensure_fresh(staleness_s, lambda: self.stopping, self.health.mark_progress))
+                fresh = bool(self.table.ensure_fresh(staleness_s, lambda: self.stopping, self.health.mark_progress))
+                if failed:
+                    self.health.set_problem(None)
+                return fresh
             except KafkaException as exc:
+                failed = True
                 if self.stopping or self.fatal is not None:
                     return False
                 err = exc.args[0]
