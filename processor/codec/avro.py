@@ -4,6 +4,7 @@
 once from the schema (so they follow the .avsc, never a hand copy of it). `compile_encoder` encodes a
 record dict and is checked byte for byte against fastavro; `compile_source_encoder` encodes straight
 from the evaluation (field sources in events.EVENT_SOURCES) and is checked against the former.
+Size (over 400 lines): the code generator and the framings share the schema walk; kept together.
 """
 
 from __future__ import annotations

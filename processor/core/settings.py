@@ -2,6 +2,10 @@
 
 The history answers "which settings version was in force for account A at time t", which is what
 makes replays deterministic (SPEC §5 "Time").
+
+Size (over 400 lines): the record model, its validation and `SettingsHistory` (versions, tombstones,
+stream time per partition, pruning, invalid-latest tracking) are one concept whose rules refer to
+each other; split, a reader would chase the rejection and pruning rules across files.
 """
 
 from __future__ import annotations

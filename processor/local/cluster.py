@@ -23,6 +23,9 @@ single broker's layout, so `broker.stop(node_dir)` stops one node), and ``proxy/
 
 `broker.stop` of the cluster's data dir stops it all; `access-eval local start --brokers N|--proxy` and
 `status` print what `processor.local.commands` makes of `start`, `status` and `describe`.
+
+Size (over 400 lines): node layout, start/stop/status of every node and the proxy wiring are one
+lifecycle; the proxy itself is faultproxy.py.
 """
 
 from __future__ import annotations

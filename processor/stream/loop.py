@@ -5,6 +5,8 @@ bootstrap the settings table -> loop: consume a batch -> make sure the settings 
 (offsets + records + counters together). Rebalances commit (revoke) or abort (lost) the open
 transaction. Signals, clients and the watchdog live here; the per-attempt work in batch.py, the
 commit/abort/rewind policy in transaction.py, the hung-call guard in producer.py.
+Size (about 400 lines): the lifecycle's waits (bootstrap, staleness, start-up retries) each honour
+stop and mark liveness; they stay beside the loop they guard.
 """
 
 from __future__ import annotations
