@@ -59,6 +59,8 @@ ENV_VALUES: dict[str, tuple[str, Any]] = {
     "shutdown_timeout_s": ("3.5", 3.5),
     "startup_timeout_s": ("4.5", 4.5),
     "transactional_id": ("env-txn", "env-txn"),
+    "liveness_bound_s": ("30", 30.0),
+    "eval_retention_ms": ("7200000", 7_200_000),
 }
 
 #: The same fields given as flags (other values), to check that flags win.
@@ -86,6 +88,8 @@ FLAG_VALUES: dict[str, tuple[str, Any]] = {
     "shutdown_timeout_s": ("1.5", 1.5),
     "startup_timeout_s": ("2.5", 2.5),
     "transactional_id": ("flag-txn", "flag-txn"),
+    "liveness_bound_s": ("45", 45.0),
+    "eval_retention_ms": ("10800000", 10_800_000),
 }
 
 
