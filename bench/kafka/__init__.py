@@ -1,0 +1,1 @@
+"""Sections of `bench/bench_kafka.py`, the Kafka benchmark (one module per section)."""
