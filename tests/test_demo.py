@@ -25,7 +25,9 @@ def test_demo_runs_for_its_duration_produces_every_outcome_and_exits_0(kafka: Br
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESS_EVAL_")}
     r = subprocess.run(
         [str(CONSOLE_SCRIPT), "demo", "--bootstrap-servers", kafka.bootstrap, "--duration", str(DURATION_S),
-         "--metrics-port", str(free_port())],
+         "--metrics-port", str(free_port()), "--yes",  # a cluster it did not start: confirmation needed
+         *(arg for name in ("settings", "attempts", "eval", "dlq")
+           for arg in (f"--{name}-topic", f"test-demo-{tmp_path.name}.{name}"))],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=DURATION_S + 120,
     )
     assert r.returncode == 0, f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}"
