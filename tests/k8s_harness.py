@@ -19,7 +19,6 @@ package, ``kube-apiserver`` built from ``tools/kube-apiserver`` into
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kafka_harness import free_port
+from kafka_harness import die_with_parent, free_port
 from required import missing, require_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +43,6 @@ CRD_DIR = REPO / ".cache" / "crds"
 HOW = "run `scripts/bootstrap --all`"
 # Only written into the `kubernetes` Endpoints; must not be a loopback address (TEST-NET-1, never routed).
 ADVERTISE_ADDRESS = "192.0.2.10"
-_PR_SET_PDEATHSIG = 1
 _START_ATTEMPTS = 3  # a free port picked by the OS can be taken before etcd / kube-apiserver binds it
 
 
@@ -59,22 +57,9 @@ def kube_version() -> str:
     return match.group(1)
 
 
-def _load_prctl() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGKILL the child when the test process dies (Linux; best effort elsewhere). Not
-    SIGTERM: kube-apiserver's graceful shutdown keeps it alive for a long time once etcd is gone,
-    and a throwaway test server has nothing to save."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+#: SIGKILL, not SIGTERM: kube-apiserver's graceful shutdown keeps it alive for a long time once etcd is
+#: gone, and a throwaway test server has nothing to save.
+_die_with_parent = die_with_parent(signal.SIGKILL)
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:

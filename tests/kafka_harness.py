@@ -8,6 +8,7 @@ process died without running its fixture teardown (SIGKILL, pytest-timeout's thr
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import socket
@@ -53,6 +54,29 @@ def wait_until(
             detail = f" (last: {last_error})" if last_error else ""
             raise AssertionError(f"timed out after {timeout:g} s waiting for: {message}{detail}")
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+# Resolved in the parent: after fork() the child only makes one foreign call, no dlopen/dlsym.
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets `signum` when the test process dies (Linux; best effort elsewhere),
+    so a server started by a test never outlives it."""
+
+    def preexec() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, int(signum))
+
+    return preexec
 
 
 def free_port(exclude: Iterable[int] = ()) -> int:

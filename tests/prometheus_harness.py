@@ -16,10 +16,8 @@ that is killed outright. The binaries come from Debian's ``prometheus`` package 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -32,6 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kafka_harness import die_with_parent, free_port
 from required import require_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,33 +41,8 @@ RULE_TESTS_DIR = REPO / "tests" / "rules"
 JOB = "access-eval"
 
 _START_ATTEMPTS = 3  # a free port picked by the OS can be taken before Prometheus binds it
-_PR_SET_PDEATHSIG = 1
 
 
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _load_prctl() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux
-        return None
-
-
-# Resolved in the parent: after fork() the child only makes one foreign call, no dlopen/dlsym.
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM the child when the test process dies (Linux; best effort elsewhere)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 class PrometheusError(AssertionError):
@@ -124,7 +98,7 @@ class PrometheusServer:
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         last_error = ""
         for attempt in range(1, _START_ATTEMPTS + 1):
-            port = _free_port()
+            port = free_port()
             data_dir = workdir / f"data-{attempt}"
             log_file = workdir / f"prometheus-{attempt}.log"
             with log_file.open("wb") as log:
@@ -141,7 +115,7 @@ class PrometheusServer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=workdir,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent(signal.SIGTERM),
                 )
             server = cls(process, port, workdir, config_file, log_file)
             try:
