@@ -468,7 +468,7 @@ class FakeTable:
 
     ACCOUNTS = ("acct-a", "acct-b")
 
-    def __init__(self, props: Any, topic: str, history: Any, metrics: Any = None) -> None:
+    def __init__(self, props: Any, topic: str, history: Any, metrics: Any = None, group_id: str = "") -> None:
         self.history = history
         self.topic = topic
 

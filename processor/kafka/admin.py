@@ -24,6 +24,11 @@ AUTH_ERRORS = {
     KafkaError.CLUSTER_AUTHORIZATION_FAILED,
     KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
 }
+#: What an authorization failure asks the operator to fix: the ACLs `run` needs (docs/configuration.md).
+ACL_HINT = (
+    "check the ACLs of the Kafka principal (sasl.username / ACCESS_EVAL_KAFKA_SASL_USERNAME): READ on "
+    "--settings-topic, --attempts-topic and --group-id, WRITE on --eval-topic, --dlq-topic and --transactional-id"
+)
 
 
 class StartupCancelled(Exception):

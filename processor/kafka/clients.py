@@ -103,11 +103,13 @@ def processor_producer_conf(
     return conf
 
 
-def table_reader_conf(props: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings table's reader: every partition by assign(), from the beginning, committed records only."""
+def table_reader_conf(props: Mapping[str, Any], group_id: str = TABLE_GROUP) -> dict[str, Any]:
+    """The settings table's reader: every partition by assign(), from the beginning, committed records only.
+    `run` passes its own --group-id: librdkafka looks up the group's coordinator even for assign(), and
+    the processor's group ACL then covers it (no ACL for a second, fixed group name)."""
     return {
         **_base(props),
-        "group.id": TABLE_GROUP,
+        "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,

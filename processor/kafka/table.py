@@ -29,12 +29,13 @@ STALE_LEADER_ERRORS = {
 }
 
 class SettingsTable:
-    def __init__(self, props: dict[str, Any], topic: str, history: SettingsHistory, metrics: Any = None) -> None:
+    def __init__(self, props: dict[str, Any], topic: str, history: SettingsHistory, metrics: Any = None,
+                 group_id: str = clients.TABLE_GROUP) -> None:
         self.topic = topic
         self.history = history
         self.metrics = metrics
-        self.consumer = Consumer(clients.table_reader_conf(props))
-        self.offsets_client = Consumer(clients.offsets_reader_conf(props))  # see offsets_reader_conf
+        self.consumer = Consumer(clients.table_reader_conf(props, group_id))
+        self.offsets_client = Consumer(clients.offsets_reader_conf(props, group_id))  # see offsets_reader_conf
         self.partitions: list[int] = []
         self.position: dict[int, int] = {}
         self.targets: dict[int, int] = {}

@@ -43,7 +43,7 @@ log = logging.getLogger("access_eval.pipeline")
 EXIT_GRACE_S = 1.0
 
 ConsumerFactory = Callable[[dict[str, Any]], Any]
-TableFactory = Callable[[dict[str, Any], str, SettingsHistory, Metrics], Any]
+TableFactory = Callable[[dict[str, Any], str, SettingsHistory, Metrics, str], Any]
 
 
 class Processor:
@@ -66,7 +66,7 @@ class Processor:
         self.codec = codec or EvalCodec()
         self.props = cfg.kafka_properties()
         self.history = SettingsHistory(retention_ms=cfg.settings_retention_ms)
-        self.table = table_factory(self.props, cfg.settings_topic, self.history, metrics)
+        self.table = table_factory(self.props, cfg.settings_topic, self.history, metrics, cfg.group_id)
         self.eos = cfg.delivery == "exactly-once"
         self.stopping = False
         self.stop_deadline = float("inf")
@@ -339,11 +339,14 @@ class Processor:
             if txn.open and self.fatal is None and clean:
                 txn.guarded(txn.commit, "commit", deadline=deadline)
             if txn.open:
-                txn.abort()
+                txn.abort(exiting=self.fatal is not None)
         if self.consumer is not None:
             self.consumer.close()  # leaves the group: partitions move to the others now, not after a timeout
         if txn is not None:
-            txn.producer.flush(max(0.0, deadline - time.monotonic()))
+            try:
+                txn.producer.flush(max(0.0, deadline - time.monotonic()))
+            except KafkaException as exc:  # a producer left in a fatal state (e.g. refused by an ACL)
+                log.warning("producer flush failed at stop", extra=kv(error=exc.args[0].str()))
         self.table.close()
         self.health.set_assigned(None)
         log.info("stopped", extra=kv(attempts_evaluated=self.batch.seen if self.batch else 0))

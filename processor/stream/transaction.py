@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from processor.config import ConfigError
 from processor.health import Health
-from processor.kafka.admin import AUTH_ERRORS
+from processor.kafka.admin import ACL_HINT, AUTH_ERRORS
 from processor.logs import kv
 from processor.metrics import Metrics, Tally
 from processor.stream.producer import TxnProducer
@@ -129,13 +129,22 @@ class Transaction:
         self.metrics.observe_commit(seconds)
         self.health.set_problem(None)
 
-    def abort(self) -> None:
+    def abort(self, *, exiting: bool = False) -> None:
+        """Abort the open transaction. `exiting` (a fatal stop): a failed abort is not retried through a
+        new producer; the broker aborts the transaction (transaction.timeout.ms, or the next instance's
+        init fences it), and the one error line stays the one naming what to fix."""
         if self.exactly_once:
             try:
                 self.producer.abort()
             except KafkaException as exc:
+                if exiting:
+                    log.warning("abort_transaction failed at a fatal stop; the broker aborts the transaction",
+                                extra=kv(error=exc.args[0].str()))
+                    self._discard()
+                    return
                 # Still open, or the producer is unusable: a new producer fences it and aborts the transaction.
-                log.error("abort_transaction failed; replacing the producer", extra=kv(error=exc.args[0].str()))
+                # A warning: this is handled here; error lines are for what the operator must fix.
+                log.warning("abort_transaction failed; replacing the producer", extra=kv(error=exc.args[0].str()))
                 self._replace_producer()
                 return
         self._discard()
@@ -229,7 +238,7 @@ class Transaction:
                 log.warning("transaction step failed", extra=kv(step=name, error=err.str(),
                                                                    retriable=err.retriable(), fatal=err.fatal()))
                 if err.code() in AUTH_ERRORS:
-                    self._on_fatal(ConfigError(f"Kafka authorization failed: {err.str()}"))
+                    self._on_fatal(ConfigError(f"Kafka authorization failed while running ({err.str()}): {ACL_HINT}"))
                     return
                 if name == "commit" and err.retriable() and not err.txn_requires_abort() and not err.fatal():
                     if time.monotonic() > min(deadline or float("inf"), self._stop_deadline()):
