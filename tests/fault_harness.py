@@ -243,11 +243,13 @@ class Delivery:
     unexpected: int = 0
     mismatched: int = 0
     examples: list[str] = field(default_factory=list)
+    content_examples: list[str] = field(default_factory=list)  # events that differ from the model
 
     def explain(self) -> str:
         return (f"events checked {self.events_checked}, dead letters {self.dead_letters_checked}: lost {self.lost}, "
                 f"duplicated {self.duplicated}, unexpected {self.unexpected}, content mismatches {self.mismatched}; "
-                f"e.g. {self.examples[:5]}")
+                f"e.g. {self.examples[:5]}" + (f"; differing from the model: {self.content_examples[:3]}"
+                                               if self.content_examples else ""))
 
     @property
     def ok(self) -> bool:
@@ -285,8 +287,8 @@ def check_exactly_once(bootstrap: str, evals_topic: str, dlq_topic: str, source_
         for aid in expected.keys() & got.keys():
             if got[aid] != expected[aid]:
                 result.mismatched += 1
-                if len(result.examples) < 10:
-                    result.examples.append(f"{aid}: {differences(got[aid], expected[aid])}")
+                if len(result.content_examples) < 10:
+                    result.content_examples.append(f"{aid}: {differences(got[aid], expected[aid])}")
     dead: Counter[tuple[int, int]] = Counter()
     for m in read_topic(bootstrap, dlq_topic, timeout=180):
         h = dict(m.headers() or [])

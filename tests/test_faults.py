@@ -382,6 +382,9 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
     (several versions per account over time, invalid ones for the model to reject, a tombstone), or
     over the log as read back after compaction.
 
+    From the second round on, a few attempts per account arrive late: their event time lies in the previous
+    round, so the version in force then is not the newest one read (the event-time lookup, §6.2).
+
     A: a live processor (restarted once, after compaction, at a point where all work was committed)
        gives exactly the model over the full settings history: it keeps what it read, and after a
        restart only attempts governed by the latest versions remain.
@@ -399,7 +402,9 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
     hazard, tombstoned = accounts[0], accounts[1]
     full_history: list[SettingsRecord] = []  # every settings record of the rounds, in publication order
     attempt_values: list[bytes] = []
-    published = invalid_published = rejected_by_first = 0
+    published = invalid_published = rejected_by_first = late_attempts = 0
+    changed_in: dict[int, set[str]] = {}  # round -> accounts given a new valid document in it
+    late_of: dict[str, tuple[int, str]] = {}  # late attempt id -> (round it arrived in, account)
     p = start_processor(topics, tmp_path, "--staleness-ms", "200", env=FAST_GROUP)
     try:
         p.wait_ready()
@@ -412,6 +417,7 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
             else:
                 changed = rng.sample([a for a in accounts[2:] if a != pending_fix], 3)
                 changed += [pending_fix] if pending_fix else []
+            changed_in[r] = set(changed)
             for a in changed:
                 doc = settings_doc(a, rng, externals, t_r, state="limited" if a == hazard else None)
                 records.append((a.encode(), json.dumps(doc).encode(), t_r))
@@ -428,11 +434,20 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
             published += len(records)
             wait_until(lambda p=p, n=target: settings_seen(p) >= n, 30, "the processor to read the settings")
             batch = []
+            # Late attempts: event times in the previous round, consumed after this round's versions were
+            # read, so the version in force at their event time is not the newest one (contract §6.2).
+            # Not in the first round after the restart: the compacted log that life started from may
+            # lack the version in force then (an account whose last record was invalid).
+            late = 3 if r >= 1 and r != restart_after + 1 else 0
+            late_attempts += late * len(accounts)
             for a in accounts:
-                for j in range(per_account):
+                times = [(f"r{r}-{a[:6]}-{j}", t_r + 1 + j * 1000) for j in range(per_account)]
+                times += [(f"late{r}-{a[:6]}-{j}", t_r - ROUND_MS + 20_500 + j * 1000) for j in range(late)]
+                late_of |= {aid: (r, a) for aid, _ in times[per_account:]}
+                for aid, t in times:
                     roll = rng.random()
                     ext = a if roll < 0.1 else rng.choice(externals) if roll < 0.7 else f"{rng.getrandbits(128):032x}"
-                    body = {"id": f"r{r}-{a[:6]}-{j}", "event_time": rfc3339_millis(t_r + 1 + j * 1000),
+                    body = {"id": aid, "event_time": rfc3339_millis(t),
                             "account_id": a, "action": "iam.policy.read",
                             "identity": {"iam_id": f"iam-{ext[:6]}", "type": rng.choice(IDENTITY_TYPES),
                                          "account_id": ext}}
@@ -459,6 +474,10 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
     kinds = spec_full.exercised()
     assert len(kinds) >= 3, f"too few kinds of decisions to compare: {kinds}"
     expected_full = spec_full.events
+    # Late events of accounts changed in the round they arrived in: the newest version read was not
+    # the one in force at their event time.
+    late_older = [aid for aid, (r, a) in late_of.items() if aid in expected_full and a in changed_in[r]]
+    assert late_older, "no late attempt is governed by a version older than the newest: the lookup is not tested"
     live = check_exactly_once(topics.bootstrap, topics.evals, topics.dlq, topics.attempts, expected_full, set())
     assert live.ok, "A (live, restarted after compaction): " + live.explain()
 
@@ -500,6 +519,7 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
                for a in older_than_kept if a in expected_compacted), "events older than every kept version say so"
     record_figures("settings_under_fire", settings_records=published, invalid_settings=invalid_published,
                    tombstones=1, records_after_compaction=len(versions(compacted)), attempts=len(attempt_values),
+                   late_attempts=late_attempts, late_events_governed_by_an_older_version=len(late_older),
                    expected_decisions_live=kinds, expected_decisions_replay=spec_compacted.exercised(),
                    events_checked_live=live.events_checked, events_checked_replay=replayed.events_checked,
                    replay_same=len(expected_full.keys() & expected_compacted.keys() - differ),
