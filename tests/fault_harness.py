@@ -1,12 +1,12 @@
-"""Helpers for the fault-injection tests (tests/test_faults.py): a broker of the test's own (that
-may be stopped, restarted, or given a SASL/PLAIN listener), tracked publishing, the expected output
-from `simulate`, and the exactly-once check that every fault test ends with.
+"""Helpers for the fault-injection tests (tests/test_faults.py, tests/test_cluster.py): a broker of
+the test's own (that may be stopped, restarted, or given a SASL/PLAIN listener), tracked publishing,
+the expected output from the contract's model (tests/spec_model.py, not `simulate`, which shares
+the evaluation core with the processor), and the exactly-once check that every fault test ends with.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import subprocess
@@ -19,17 +19,16 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from kafka_harness import free_port, start_watchdog, wait_until
-from processor_harness import comparable, end_offsets, read_topic
+from processor_harness import end_offsets, read_topic
+from spec_model import Expectation, SettingsRecord, differences, expect, project
 
 from processor.codec.avro import EvalCodec
-from processor.core.events import to_json_obj
 from processor.local import broker as local_broker
 from processor.local.fetch import KAFKA_VERSION, fetch_jars
 from processor.local.java import JVM_OPTS, check_java
 from processor.local.paths import tail_log
 from processor.local.process import children, start_ticks, write_state
 from processor.local.properties import HOST, PROPERTIES_FILE, format_storage, server_properties
-from processor.tools.simulate import simulate
 
 # --------------------------------------------------------------------------------------------------
 # A broker of the test's own
@@ -217,23 +216,20 @@ def count_uncommitted_visible(bootstrap: str, topic: str) -> int:
 # Expected output and the exactly-once check
 
 
-def simulate_by_attempt(tmp: Path, settings_lines: Iterable[bytes], attempt_values: Iterable[bytes | None],
-                        now_ms: int | None = None) -> dict[str, dict[str, Any]]:
-    """`simulate` on the same inputs (settings JSONL in publication order): attemptId -> comparable event."""
-    s, a = tmp / "sim-settings.jsonl", tmp / "sim-attempts.jsonl"
-    s.write_bytes(b"".join(line.replace(b"\n", b" ") + b"\n" for line in settings_lines))
-    with a.open("wb") as fh:
-        for v in attempt_values:
-            if v is not None:
-                fh.write(v.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n")
-    out, err = io.StringIO(), io.StringIO()
-    simulate(s, a, out, err, now_ms=now_ms)
-    expected: dict[str, dict[str, Any]] = {}
-    for line in out.getvalue().splitlines():
-        event = json.loads(line)
-        assert event["attemptId"] not in expected, f"workload has duplicate attempt id {event['attemptId']}"
-        expected[event["attemptId"]] = comparable(event)
-    return expected
+def expect_workload(settings: Iterable[SettingsRecord], attempts: list[tuple[bytes, bytes, str]]) -> Expectation:
+    """The contract model's expectation for a `processor.local.workload` stream (settings as published).
+
+    The workload labels each attempt with the outcome it was generated for; the model must agree
+    with every label (a check of the model, not of the processor), and the expected events must
+    cover monitor permits, would-be denies and enforced denies, so that decisions are compared."""
+    spec = expect(settings, [v for _, v, _ in attempts])
+    disagree = [(i, label, got) for i, ((_, _, label), got) in enumerate(zip(attempts, spec.outcomes, strict=True))
+                if label != got]
+    assert not disagree, f"the SPEC model and the workload's labels disagree (index, label, model): {disagree[:5]}"
+    kinds = spec.exercised()
+    assert all(kinds.get(k) for k in ("monitor/allowlisted", "monitor/not allowlisted", "limited/not allowlisted")), \
+        f"the workload exercises too few decisions: {kinds}"
+    return spec
 
 
 @dataclass
@@ -247,11 +243,13 @@ class Delivery:
     unexpected: int = 0
     mismatched: int = 0
     examples: list[str] = field(default_factory=list)
+    content_examples: list[str] = field(default_factory=list)  # events that differ from the model
 
     def explain(self) -> str:
         return (f"events checked {self.events_checked}, dead letters {self.dead_letters_checked}: lost {self.lost}, "
                 f"duplicated {self.duplicated}, unexpected {self.unexpected}, content mismatches {self.mismatched}; "
-                f"e.g. {self.examples[:5]}")
+                f"e.g. {self.examples[:5]}" + (f"; differing from the model: {self.content_examples[:3]}"
+                                               if self.content_examples else ""))
 
     @property
     def ok(self) -> bool:
@@ -261,21 +259,23 @@ class Delivery:
 def check_exactly_once(bootstrap: str, evals_topic: str, dlq_topic: str, source_topic: str,
                        expected: dict[str, dict[str, Any]], expected_dead: set[tuple[int, int]],
                        *, compare: bool = True) -> Delivery:
-    """Read both output topics read_committed: one eval event per expected attempt id (equal to
-    `simulate` when `compare`), nothing else; one DLQ record per expected (partition, offset)."""
+    """Read both output topics read_committed: one eval event per expected attempt id, nothing else;
+    one DLQ record per expected (partition, offset). With `compare`, each event's projection
+    (spec_model.project: decision fields, settings version, echoed attempt fields, record key) must
+    equal the contract model's (`expected`, from spec_model.expect)."""
     codec = EvalCodec()
     result = Delivery()
     got: dict[str, dict[str, Any]] = {}
     counts: Counter[str] = Counter()
     for m in read_topic(bootstrap, evals_topic, timeout=180):
-        event = to_json_obj(codec.decode(m.value()))
+        event = codec.decode(m.value())
         aid = event["attemptId"]
         counts[aid] += 1
         result.events_checked += 1
         if m.key() != event["target"]["accountId"].encode():
             result.mismatched += 1
             result.examples.append(f"key {m.key()!r} is not the target account of {aid}")
-        got[aid] = comparable(event)
+        got[aid] = project(event, m.key())
     result.duplicated = sum(n - 1 for n in counts.values() if n > 1)
     missing = expected.keys() - got.keys()
     extra = got.keys() - expected.keys()
@@ -287,9 +287,8 @@ def check_exactly_once(bootstrap: str, evals_topic: str, dlq_topic: str, source_
         for aid in expected.keys() & got.keys():
             if got[aid] != expected[aid]:
                 result.mismatched += 1
-                if len(result.examples) < 10:
-                    result.examples.append(f"{aid}: got {got[aid]['responseData']} "
-                                           f"expected {expected[aid]['responseData']}")
+                if len(result.content_examples) < 10:
+                    result.content_examples.append(f"{aid}: {differences(got[aid], expected[aid])}")
     dead: Counter[tuple[int, int]] = Counter()
     for m in read_topic(bootstrap, dlq_topic, timeout=180):
         h = dict(m.headers() or [])

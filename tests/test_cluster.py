@@ -4,7 +4,8 @@ Every broker advertises the proxy's address on its client listener, so every con
 processor under test crosses the proxy; the test's own publishing and checking use the unproxied
 DIRECT listener (`ClusterInfo.direct_bootstrap`), so injected faults hit only the processor.
 Every test ends with fault_harness.check_exactly_once (one eval event per expected attempt, equal
-to `simulate`; one dead letter per invalid attempt; nothing else) and counters equal to the output.
+to the contract model's event, tests/spec_model.py; one dead letter per invalid attempt; nothing
+else) and counters equal to the output.
 
 Knobs: ACCESS_EVAL_CLUSTER_ATTEMPTS (attempts per test, default 30000), ACCESS_EVAL_FAULT_SEED.
 """
@@ -29,9 +30,9 @@ from confluent_kafka.admin import AdminClient
 from fault_harness import (
     check_exactly_once,
     count_uncommitted_visible,
+    expect_workload,
     produce_tracked,
     record_figures,
-    simulate_by_attempt,
     stacks,
 )
 from kafka_harness import Topics, start_watchdog, wait_until
@@ -142,13 +143,11 @@ def set_proxies(info: ClusterInfo, enabled: bool) -> None:
         info.proxy().set_enabled(proxy_name(node.node_id), enabled)
 
 
-def inputs(topics: Topics, info: ClusterInfo, tmp: Path, seed: int, n: int = N,
+def inputs(topics: Topics, info: ClusterInfo, seed: int, n: int = N,
            accounts: int = 300) -> tuple[list[tuple[bytes, bytes]], dict[str, dict[str, Any]], list[int]]:
     _, settings, attempts = workload_inputs(seed=seed, n=n, accounts=accounts)
-    publish_settings(info.direct_bootstrap, topics.settings, settings)
-    expected = simulate_by_attempt(tmp, settings, [v for _, v, _ in attempts])
-    invalid = [i for i, (_, _, o) in enumerate(attempts) if o == "invalid"]
-    return [(k, v) for k, v, _ in attempts], expected, invalid
+    spec = expect_workload(publish_settings(info.direct_bootstrap, topics.settings, settings), attempts)
+    return [(k, v) for k, v, _ in attempts], spec.events, spec.invalid
 
 
 def committed_count(p: RunningProcessor) -> float:
@@ -202,7 +201,7 @@ def test_broker_failover_under_load(cluster: ClusterInfo, topics: Topics, tmp_pa
     info = cluster
     started = time.monotonic()
     topics.create(partitions=6)
-    attempts, expected, invalid = inputs(topics, info, tmp_path, seed=51)
+    attempts, expected, invalid = inputs(topics, info, seed=51)
     instance, node = "a", 0
     if victim == "coordinators":
         instance, node = pick_instance(info, topics.group)
@@ -256,7 +255,7 @@ def test_network_partition_zombie_fenced(cluster: ClusterInfo, topics: Topics, t
     env = {**FAST, "ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS": "8000"}
     started = time.monotonic()
     topics.create(partitions=6)
-    attempts, expected, invalid = inputs(topics, info, tmp_path, seed=61)
+    attempts, expected, invalid = inputs(topics, info, seed=61)
     a = start_processor(topics, tmp_path, "--batch-size", "500", instance="a", env=env)
     b = start_processor(dataclasses.replace(topics, bootstrap=info.direct_bootstrap), tmp_path,
                         "--batch-size", "500", instance="b", env=env)
@@ -327,7 +326,7 @@ def test_slow_link_latency_and_bandwidth(cluster: ClusterInfo, topics: Topics, t
     slow_s = 40.0
     started = time.monotonic()
     topics.create(partitions=3)
-    attempts, expected, invalid = inputs(topics, info, tmp_path, seed=71)
+    attempts, expected, invalid = inputs(topics, info, seed=71)
     p = start_processor(topics, tmp_path, "--batch-size", "500", env=FAST)
     coords: list[tuple[int, int]] = []
     livez: Counter[int] = Counter()
@@ -380,7 +379,7 @@ def test_sigterm_during_broker_outage(cluster: ClusterInfo, topics: Topics, tmp_
     shutdown_s = 10.0
     started = time.monotonic()
     topics.create(partitions=3)
-    attempts, expected, invalid = inputs(topics, info, tmp_path, seed=81)
+    attempts, expected, invalid = inputs(topics, info, seed=81)
     p = start_processor(topics, tmp_path, "--batch-size", "500", "--shutdown-timeout-s", str(shutdown_s),
                         env=FAST)
     coords: list[tuple[int, int]] = []
@@ -425,11 +424,11 @@ def test_sigterm_during_broker_outage(cluster: ClusterInfo, topics: Topics, tmp_
 def test_settings_leader_moves_during_bootstrap(cluster: ClusterInfo, topics: Topics, tmp_path: Path) -> None:
     """Many settings records read through a slow link; the settings partition's leader is SIGKILLed
     mid-bootstrap: bootstrap completes, /readyz is not 200 before it, and every attempt (published
-    before the start) is evaluated against the full settings (equal to `simulate`: nothing served early)."""
+    before the start) is evaluated against the full settings (equal to the contract's model: nothing served early)."""
     info = cluster
     started = time.monotonic()
     topics.create(partitions=3)
-    attempts, expected, invalid = inputs(topics, info, tmp_path, seed=91, n=5000, accounts=20000)
+    attempts, expected, invalid = inputs(topics, info, seed=91, n=5000, accounts=20000)
     coords = produce_tracked(info.direct_bootstrap, topics.attempts, attempts)
     api = info.proxy()
     for node in info.nodes:

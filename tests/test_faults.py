@@ -1,9 +1,11 @@
 """Reliability under faults (SPEC §7 bad input, §8 delivery), against the real broker.
 
 Every test ends with the same check (fault_harness.check_exactly_once): a read_committed reader
-finds exactly one eval event per expected attempt, equal to `simulate` on the same inputs, and
-exactly one dead letter per invalid attempt (by source partition/offset). Figures go to stdout and
-to $ACCESS_EVAL_FAULT_REPORT (docs/guarantees.md quotes them).
+finds exactly one eval event per expected attempt, and exactly one dead letter per invalid attempt
+(by source partition/offset). What is expected comes from the contract's model (tests/spec_model.py,
+no processor code): which attempts get an event, and each event's decision, settings version,
+echoed attempt fields and key; so a bug in the evaluation core fails these tests too. Figures go
+to stdout and to $ACCESS_EVAL_FAULT_REPORT (docs/guarantees.md quotes them).
 
 Knobs (environment): ACCESS_EVAL_FAULT_ATTEMPTS (crash loop size, default 200000),
 ACCESS_EVAL_FAULT_KILLS (default 12), ACCESS_EVAL_FAULT_SEED (random kill timing; printed).
@@ -11,7 +13,6 @@ ACCESS_EVAL_FAULT_KILLS (default 12), ACCESS_EVAL_FAULT_SEED (random kill timing
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -20,7 +21,6 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,10 @@ from fault_harness import (
     OwnBroker,
     check_exactly_once,
     count_uncommitted_visible,
+    expect_workload,
     produce_tracked,
     record_figures,
     rss_kb,
-    simulate_by_attempt,
     stacks,
 )
 from hypothesis import strategies as st
@@ -48,10 +48,10 @@ from processor_harness import (
     start_processor,
     wait_all_committed,
 )
+from spec_model import SettingsRecord, expect, parse_rfc3339
 
 from processor.core.attempts import MIN_EVENT_TIME_MS as MIN_EVENT_MS
-from processor.core.ids import IDENTITY_TYPES, rfc3339_millis, to_millis
-from processor.core.settings import InvalidSettings, parse_settings
+from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
 from processor.local.workload import Mix, Workload
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
@@ -77,8 +77,12 @@ def workload_inputs(seed: int, n: int, accounts: int = 300,
     return w, settings, attempts
 
 
-def publish_settings(bootstrap: str, topic: str, settings: list[bytes]) -> None:
-    produce_tracked(bootstrap, topic, [settings_record(json.loads(s)) for s in settings])
+def publish_settings(bootstrap: str, topic: str, settings: list[bytes]) -> list[SettingsRecord]:
+    """Publish settings documents keyed by their account; returns the records as published (key,
+    value, no timestamp: every document has `updated_at`) for spec_model.expect."""
+    records = [settings_record(json.loads(s)) for s in settings]
+    produce_tracked(bootstrap, topic, records)
+    return [(k, v, None) for k, v in records]
 
 
 def pending_work(bootstrap: str, group: str, topic: str) -> int:
@@ -108,9 +112,8 @@ def test_crash_loop_sigkill_exactly_once(topics: Topics, tmp_path: Path) -> None
     started = time.monotonic()
     topics.create(partitions=6)
     _, settings, attempts = workload_inputs(seed=21, n=n)
-    publish_settings(topics.bootstrap, topics.settings, settings)
-    expected = simulate_by_attempt(tmp_path, settings, [v for _, v, _ in attempts])
-    invalid = [i for i, (_, _, o) in enumerate(attempts) if o == "invalid"]
+    spec = expect_workload(publish_settings(topics.bootstrap, topics.settings, settings), attempts)
+    expected, invalid = spec.events, spec.invalid
 
     coords = produce_tracked(topics.bootstrap, topics.attempts, [(key, v) for key, v, _ in attempts])
     kill_log: list[str] = []
@@ -212,9 +215,8 @@ def test_broker_restart_mid_stream_recovers_by_itself(own: tuple[OwnBroker, Topi
     started = time.monotonic()
     topics.create(partitions=3)
     _, settings, attempts = workload_inputs(seed=31, n=60_000)
-    publish_settings(topics.bootstrap, topics.settings, settings)
-    expected = simulate_by_attempt(tmp_path, settings, [v for _, v, _ in attempts])
-    invalid = [i for i, (_, _, o) in enumerate(attempts) if o == "invalid"]
+    spec = expect_workload(publish_settings(topics.bootstrap, topics.settings, settings), attempts)
+    expected, invalid = spec.events, spec.invalid
     first, second = attempts[:40_000], attempts[40_000:]
     p = start_processor(topics, tmp_path, "--batch-size", "500", env=FAST_GROUP)
     try:
@@ -238,7 +240,7 @@ def test_broker_restart_mid_stream_recovers_by_itself(own: tuple[OwnBroker, Topi
         assert p.proc.poll() is None
         # SPEC §8: counters move only after commit. Whatever the outage aborted or retried, the counters
         # equal the committed output (checked exactly-once below) outcome by outcome.
-        want = Counter(o for _, _, o in attempts)
+        want = Counter(spec.outcomes)
         for o in ("same_account", "unrestricted", "permit", "would_be_deny", "enforced_deny", "invalid"):
             wait_until(lambda o=o: p.metric("access_eval_attempts_total", outcome=o) == want[o], 10,
                        f"counter {o} to equal the committed {want[o]}")
@@ -271,9 +273,8 @@ def test_rebalance_storm_three_instances_exactly_once(topics: Topics, tmp_path: 
     started = time.monotonic()
     topics.create(partitions=6)
     _, settings, attempts = workload_inputs(seed=41, n=60_000)
-    publish_settings(topics.bootstrap, topics.settings, settings)
-    expected = simulate_by_attempt(tmp_path, settings, [v for _, v, _ in attempts])
-    invalid = [i for i, (_, _, o) in enumerate(attempts) if o == "invalid"]
+    spec = expect_workload(publish_settings(topics.bootstrap, topics.settings, settings), attempts)
+    expected, invalid = spec.events, spec.invalid
     chunks = [attempts[i * len(attempts) // (rounds + 1):(i + 1) * len(attempts) // (rounds + 1)]
               for i in range(rounds + 1)]
 
@@ -369,32 +370,6 @@ def fully_compacted(bootstrap: str, topic: str) -> list[tuple[bytes, bytes | Non
     return log if all(n == 1 for n in keys.values()) else None
 
 
-def simulate_lines(log: list[tuple[bytes, bytes | None, int]]) -> list[bytes]:
-    """A settings topic as `simulate` input: a tombstone becomes a tombstone line taking effect at its
-    timestamp; a record whose account_id is not its key (rejected by the processor) is left out."""
-    lines = []
-    for key, value, ts in log:
-        if key == SENTINEL:
-            continue
-        if value is None:
-            lines.append(json.dumps({"account_id": key.decode(), "tombstone": True,
-                                     "updated_at": rfc3339_millis(ts)}).encode())
-            continue
-        with contextlib.suppress(ValueError):
-            if json.loads(value).get("account_id") != key.decode():
-                continue
-        lines.append(value)
-    return lines
-
-
-def _valid_settings(value: bytes | None) -> bool:
-    try:
-        parse_settings(value or b"")
-    except InvalidSettings:
-        return False
-    return True
-
-
 def settings_seen(p: RunningProcessor) -> float:
     return p.metric("access_eval_settings_records_total") + p.metric("access_eval_settings_rejected_total")
 
@@ -403,11 +378,18 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
     """Settings versions (with updated_at), invalid records and a tombstone published while attempts
     flow, each before the attempts it governs, on a settings topic the cleaner compacts meanwhile.
 
+    Expected events come from the contract's model (spec_model.expect) over the records as published
+    (several versions per account over time, invalid ones for the model to reject, a tombstone), or
+    over the log as read back after compaction.
+
+    From the second round on, a few attempts per account arrive late: their event time lies in the previous
+    round, so the version in force then is not the newest one read (the event-time lookup, §6.2).
+
     A: a live processor (restarted once, after compaction, at a point where all work was committed)
-       gives exactly `simulate` over the full settings history: it keeps what it read, and after a
+       gives exactly the model over the full settings history: it keeps what it read, and after a
        restart only attempts governed by the latest versions remain.
     B: a processor replaying all attempts after compaction sees only the latest version per key:
-       it gives exactly `simulate` over the compacted log, which differs from the full history only
+       it gives exactly the model over the compacted log, which differs from the full history only
        where the governing version was compacted away (the event says exact=false) or where an
        account's last record is invalid (its valid version is gone: documented hazard)."""
     _, topics = own
@@ -418,9 +400,11 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
     accounts = [hashlib.md5(f"acct-{i}".encode()).hexdigest() for i in range(12)]
     externals = [hashlib.md5(f"ext-{i}".encode()).hexdigest() for i in range(16)]
     hazard, tombstoned = accounts[0], accounts[1]
-    full_history: list[bytes] = []  # simulate input: the valid records and the tombstone, in publication order
+    full_history: list[SettingsRecord] = []  # every settings record of the rounds, in publication order
     attempt_values: list[bytes] = []
-    published = invalid_published = rejected_by_first = 0
+    published = invalid_published = rejected_by_first = late_attempts = 0
+    changed_in: dict[int, set[str]] = {}  # round -> accounts given a new valid document in it
+    late_of: dict[str, tuple[int, str]] = {}  # late attempt id -> (round it arrived in, account)
     p = start_processor(topics, tmp_path, "--staleness-ms", "200", env=FAST_GROUP)
     try:
         p.wait_ready()
@@ -433,14 +417,12 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
             else:
                 changed = rng.sample([a for a in accounts[2:] if a != pending_fix], 3)
                 changed += [pending_fix] if pending_fix else []
+            changed_in[r] = set(changed)
             for a in changed:
                 doc = settings_doc(a, rng, externals, t_r, state="limited" if a == hazard else None)
                 records.append((a.encode(), json.dumps(doc).encode(), t_r))
-                full_history.append(records[-1][1] or b"")
             if r == 3:
                 records.append((tombstoned.encode(), None, t_r))
-                full_history.append(json.dumps({"account_id": tombstoned, "updated_at": rfc3339_millis(t_r),
-                                                "tombstone": True}).encode())
             # An invalid record: the previous version stays in force; a valid one follows next round.
             # In the last round it hits the hazard account and stays its last record.
             pending_fix = hazard if r == rounds - 1 else rng.choice(accounts[2:])
@@ -448,14 +430,24 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
             invalid_published += 1
             target = settings_seen(p) + len(records)
             produce_tracked(topics.bootstrap, topics.settings, records)
+            full_history += records
             published += len(records)
             wait_until(lambda p=p, n=target: settings_seen(p) >= n, 30, "the processor to read the settings")
             batch = []
+            # Late attempts: event times in the previous round, consumed after this round's versions were
+            # read, so the version in force at their event time is not the newest one (contract §6.2).
+            # Not in the first round after the restart: the compacted log that life started from may
+            # lack the version in force then (an account whose last record was invalid).
+            late = 3 if r >= 1 and r != restart_after + 1 else 0
+            late_attempts += late * len(accounts)
             for a in accounts:
-                for j in range(per_account):
+                times = [(f"r{r}-{a[:6]}-{j}", t_r + 1 + j * 1000) for j in range(per_account)]
+                times += [(f"late{r}-{a[:6]}-{j}", t_r - ROUND_MS + 20_500 + j * 1000) for j in range(late)]
+                late_of |= {aid: (r, a) for aid, _ in times[per_account:]}
+                for aid, t in times:
                     roll = rng.random()
                     ext = a if roll < 0.1 else rng.choice(externals) if roll < 0.7 else f"{rng.getrandbits(128):032x}"
-                    body = {"id": f"r{r}-{a[:6]}-{j}", "event_time": rfc3339_millis(t_r + 1 + j * 1000),
+                    body = {"id": aid, "event_time": rfc3339_millis(t),
                             "account_id": a, "action": "iam.policy.read",
                             "identity": {"iam_id": f"iam-{ext[:6]}", "type": rng.choice(IDENTITY_TYPES),
                                          "account_id": ext}}
@@ -476,7 +468,16 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
     finally:
         p.kill()
     assert rejected_by_first == restart_after + 1, "each invalid record read live must be rejected once"
-    expected_full = simulate_by_attempt(tmp_path, full_history, attempt_values)
+    spec_full = expect(full_history, attempt_values)
+    assert len(spec_full.settings.rejected) == invalid_published and not spec_full.invalid, \
+        f"the model rejects {spec_full.settings.rejected}, not the {invalid_published} invalid records"
+    kinds = spec_full.exercised()
+    assert len(kinds) >= 3, f"too few kinds of decisions to compare: {kinds}"
+    expected_full = spec_full.events
+    # Late events of accounts changed in the round they arrived in: the newest version read was not
+    # the one in force at their event time.
+    late_older = [aid for aid, (r, a) in late_of.items() if aid in expected_full and a in changed_in[r]]
+    assert late_older, "no late attempt is governed by a version older than the newest: the lookup is not tested"
     live = check_exactly_once(topics.bootstrap, topics.evals, topics.dlq, topics.attempts, expected_full, set())
     assert live.ok, "A (live, restarted after compaction): " + live.explain()
 
@@ -499,7 +500,8 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
 
     assert versions(settings_log(topics.bootstrap, topics.settings)) == versions(compacted), \
         "the compacted log changed during the replay"
-    expected_compacted = simulate_by_attempt(tmp_path, simulate_lines(compacted), attempt_values)
+    spec_compacted = expect(compacted, attempt_values)
+    expected_compacted = spec_compacted.events
     replayed = check_exactly_once(replay.bootstrap, replay.evals, replay.dlq, replay.attempts, expected_compacted,
                                   set())
     assert replayed.ok, "B (replay after compaction): " + replayed.explain()
@@ -507,17 +509,18 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
               if expected_full.get(a) != expected_compacted.get(a)}
     # Why may a replayed attempt differ? Its event time precedes the one version of its account left
     # in the compacted log (or none is left): the version in force then was compacted away.
-    kept_from = {k.decode(): to_millis(parse_settings(v).updated_at)  # type: ignore[arg-type]
-                 for k, v, _ in versions(compacted) if _valid_settings(v)}
-    attempt_info = {a["id"]: (a["account_id"], to_millis(datetime.fromisoformat(a["event_time"])))
+    kept_from = {a: vs[0].effective_ms for a, vs in spec_compacted.settings.versions.items()}
+    attempt_info = {a["id"]: (a["account_id"], parse_rfc3339(a["event_time"]))
                     for a in map(json.loads, attempt_values)}
     hazard_ids = {a for a in differ if attempt_info[a][0] == hazard}
     older_than_kept = {a for a in differ - hazard_ids
                        if attempt_info[a][1] < kept_from.get(attempt_info[a][0], 2**62)}
-    assert all(not expected_compacted[a]["responseData"]["settingsVersion"]["exact"]
+    assert all(not expected_compacted[a]["responseData.settingsVersion.exact"]
                for a in older_than_kept if a in expected_compacted), "events older than every kept version say so"
     record_figures("settings_under_fire", settings_records=published, invalid_settings=invalid_published,
                    tombstones=1, records_after_compaction=len(versions(compacted)), attempts=len(attempt_values),
+                   late_attempts=late_attempts, late_events_governed_by_an_older_version=len(late_older),
+                   expected_decisions_live=kinds, expected_decisions_replay=spec_compacted.exercised(),
                    events_checked_live=live.events_checked, events_checked_replay=replayed.events_checked,
                    replay_same=len(expected_full.keys() & expected_compacted.keys() - differ),
                    replay_differs=len(differ), replay_differs_older_than_kept=len(older_than_kept),
@@ -697,8 +700,14 @@ def test_hostile_attempts_all_dead_lettered_processor_alive_rss_bounded(topics: 
         p.kill()
     sent = {coords[i]: (records[i], kind) for i, kind in enumerate(kinds) if kind is not None}
     valid_values = [v for (_, v), kind in zip(records, kinds, strict=True) if kind is None]
-    expected = simulate_by_attempt(tmp_path, [json.dumps(monitor_all).encode()],
-                                   [v for _, v in warmup] + valid_values, now_ms=now_ms)
+    # The contract's model: the valid attempts are would-be denies of the monitor_all account, and
+    # every hostile input is invalid (the DLQ reasons are checked below).
+    good = [v for _, v in warmup] + valid_values
+    bad = [v for (_, v), kind in zip(records, kinds, strict=True) if kind is not None]
+    spec = expect([(*settings_record(monitor_all), None)], good + bad, now_ms=now_ms)
+    assert spec.invalid == list(range(len(good), len(good) + len(bad))), \
+        "the model must find exactly the hostile inputs invalid"
+    expected = spec.events
     assert "dup-last" in expected and "dup-first" not in expected
     result = check_exactly_once(topics.bootstrap, topics.evals, topics.dlq, topics.attempts, expected, set(sent))
     assert result.ok, result.explain()
