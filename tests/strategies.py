@@ -1,5 +1,5 @@
-"""Hypothesis strategies and an independent model of SPEC §3-§6 (decision, event-time lookup) that
-tests can reuse.
+"""Hypothesis strategies and an independent model of SPEC §3-§6 (decision, event-time lookup,
+retention) that tests can reuse.
 
 The `spec_*` functions are written from the SPEC text alone (no processor imports), so tests that
 compare the processor against them are checking the code against the contract, not against itself.
@@ -169,6 +169,57 @@ def spec_version_index(effective: list[int], t_ms: int) -> tuple[int | None, boo
     if best is None:
         return spec_oldest(effective), False
     return best, True
+
+
+def spec_is_reset(doc: dict[str, Any]) -> bool:
+    """A tombstone, or a document with every identity type `enabled` (SPEC §3.5)."""
+    return all(state == "enabled" for state, _ in spec_rules(doc).values())
+
+
+def spec_kept(effective: list[int], watermark: int | None) -> list[int]:
+    """SPEC §6.3: the versions (indices, publication order) kept once pruned at `watermark` (None: not
+    pruned): the version in force at the watermark and every later one, so the latest always stays. A
+    version replaced by a later one with the same effective time (SPEC §3.3) is not kept at all."""
+    live = [i for i, eff in enumerate(effective) if eff not in effective[i + 1 :]]
+    floor = None if watermark is None else spec_in_force(effective, watermark)
+    if floor is None:
+        return live
+    return [i for i in live if effective[i] >= effective[floor]]
+
+
+def spec_pruned_lookup(
+    effective: list[int], resets: list[bool], t_ms: int, watermark: int | None
+) -> tuple[int | None, bool]:
+    """SPEC §6.2 over what SPEC §6.3 keeps at `watermark`: (version index or None, exact).
+
+    An account whose only remaining version is a reset effective at or before the watermark is
+    forgotten (SPEC §3.5): it answers like an account without settings, (None, True).
+    """
+    kept = spec_kept(effective, watermark)
+    if not kept:
+        return None, True
+    latest = max(kept, key=lambda i: effective[i])
+    if watermark is not None and resets[latest] and effective[latest] <= watermark:
+        return None, True
+    j, exact = spec_version_index([effective[i] for i in kept], t_ms)
+    assert j is not None
+    return kept[j], exact
+
+
+def spec_retained_answers(
+    effective: list[int], resets: list[bool], t_ms: int, low: int | None, high: int | None
+) -> set[tuple[int | None, bool]]:
+    """Every answer `spec_pruned_lookup` gives for some watermark in [low, high] (None: never pruned).
+
+    Pruning runs now and then, not at every step: the versions held are those kept at the watermark
+    of the last pruning run, which lies between `low` and `high`. The answer only changes where a
+    version takes effect, so those watermarks and the two ends cover the range.
+    """
+    if high is None:
+        return {spec_pruned_lookup(effective, resets, t_ms, None)}
+    assert low is not None and low <= high
+    marks = {low, high} | {eff for eff in effective if low < eff <= high}
+    return {spec_pruned_lookup(effective, resets, t_ms, w) for w in marks}
 
 
 # --- strategies -----------------------------------------------------------------------------------
