@@ -55,6 +55,7 @@ ENV_OF_VALUE = {
     "processor.delivery": "ACCESS_EVAL_DELIVERY",
     "processor.stalenessMs": "ACCESS_EVAL_STALENESS_MS",
     "processor.settingsRetentionMs": "ACCESS_EVAL_SETTINGS_RETENTION_MS",
+    "processor.evalRetentionMs": "ACCESS_EVAL_EVAL_RETENTION_MS",
     "processor.batchSize": "ACCESS_EVAL_BATCH_SIZE",
     "processor.commitIntervalMs": "ACCESS_EVAL_COMMIT_INTERVAL_MS",
     "processor.maxFutureMs": "ACCESS_EVAL_MAX_FUTURE_MS",
@@ -64,6 +65,7 @@ ENV_OF_VALUE = {
     "processor.logLevel": "ACCESS_EVAL_LOG_LEVEL",
     "processor.startupTimeoutSeconds": "ACCESS_EVAL_STARTUP_TIMEOUT_S",
     "processor.shutdownTimeoutSeconds": "ACCESS_EVAL_SHUTDOWN_TIMEOUT_S",
+    "processor.livenessBoundSeconds": "ACCESS_EVAL_LIVENESS_BOUND_S",
     "processor.metricsPort": "ACCESS_EVAL_METRICS_PORT",
 }
 # Configuration values that reach the container another way, each checked by its own test.
@@ -383,6 +385,15 @@ SCHEMA_CASES = {
     "librdkafka property name": (["--set", "kafka.extraProperties.Client_Id=x"], "/kafka/extraProperties"),
     "registry url": (["--set", "processor.schemaRegistryUrl=registry:8081"], "/processor/schemaRegistryUrl"),
     "keda offset policy": (["--set", "keda.offsetResetPolicy=middle"], "/keda/offsetResetPolicy"),
+    # `run` accepts -1 (unlimited) or at least one hour (processor/config.py).
+    "eval retention negative": (["--set", "processor.evalRetentionMs=-2"], "/processor/evalRetentionMs"),
+    "eval retention zero": (["--set", "processor.evalRetentionMs=0"], "/processor/evalRetentionMs"),
+    "eval retention below an hour": (["--set", "processor.evalRetentionMs=3599999"], "/processor/evalRetentionMs"),
+    "eval retention type": (["--set-string", "processor.evalRetentionMs=3600000"], "/processor/evalRetentionMs"),
+    # `run` wants more than 0 s; the chart, like processor.shutdownTimeoutSeconds, whole seconds.
+    "liveness bound zero": (["--set", "processor.livenessBoundSeconds=0"], "/processor/livenessBoundSeconds"),
+    "liveness bound negative": (["--set", "processor.livenessBoundSeconds=-5"], "/processor/livenessBoundSeconds"),
+    "liveness bound fraction": (["--set", "processor.livenessBoundSeconds=0.5"], "/processor/livenessBoundSeconds"),
 }
 
 
@@ -574,6 +585,22 @@ def test_every_configuration_value_reaches_the_container_env(
             assert var not in env, var
             continue
         assert env.get(var) == as_env(value), f"{path} -> {var}"
+
+
+@pytest.mark.helm
+@pytest.mark.parametrize(("retention_ms", "bound_s"), [(-1, 1), (3_600_000, 60), (7_776_000_000, 600)])
+def test_eval_retention_and_liveness_bound_reach_the_configmap(helm: Helm, retention_ms: int, bound_s: int) -> None:
+    """processor.evalRetentionMs and processor.livenessBoundSeconds land in the ConfigMap as plain integers
+    (not 7.776e+09), which `access-eval run` accepts as they are."""
+    docs = helm.render("--set", f"processor.evalRetentionMs={retention_ms}",
+                       "--set", f"processor.livenessBoundSeconds={bound_s}")
+    data = one(docs, "ConfigMap")["data"]
+    assert data["ACCESS_EVAL_EVAL_RETENTION_MS"] == str(retention_ms)
+    assert data["ACCESS_EVAL_LIVENESS_BOUND_S"] == str(bound_s)
+    assert container_env(docs)["ACCESS_EVAL_EVAL_RETENTION_MS"] == str(retention_ms)
+    cfg = RunConfig(bootstrap_servers="kafka:9092", eval_retention_ms=data["ACCESS_EVAL_EVAL_RETENTION_MS"],
+                    liveness_bound_s=data["ACCESS_EVAL_LIVENESS_BOUND_S"])
+    assert (cfg.eval_retention_ms, cfg.liveness_bound_s) == (retention_ms, bound_s)
 
 
 def test_full_values_change_every_configuration_value() -> None:
