@@ -68,6 +68,15 @@ ENV_OF_VALUE = {
     "processor.livenessBoundSeconds": "ACCESS_EVAL_LIVENESS_BOUND_S",
     "processor.metricsPort": "ACCESS_EVAL_METRICS_PORT",
 }
+# `access-eval run` settings (RunConfig fields) the chart deliberately has no value for, and why; the
+# chart README says so too.
+NOT_IN_CHART = {
+    "metrics_host": "the probes, the Service and Prometheus reach the pod on its IP: it binds 0.0.0.0",
+    "transactional_id": "one value would be shared by every replica, which then fence each other; the "
+                        "default <group-id>-<hostname> differs per pod",
+    "kafka_config": "a file; the chart passes librdkafka properties as ACCESS_EVAL_KAFKA_* variables "
+                    "(kafka.extraProperties, kafka.existingSecret, kafka.caSecret)",
+}
 # Configuration values that reach the container another way, each checked by its own test.
 NOT_PLAIN_ENV = {"kafka.existingSecret", "kafka.caSecret.name", "kafka.caSecret.key", "kafka.extraProperties"}
 # Every variable named in the product brief, except ACCESS_EVAL_SCHEMA_DIR (set by the image) and
@@ -585,6 +594,36 @@ def test_every_configuration_value_reaches_the_container_env(
             assert var not in env, var
             continue
         assert env.get(var) == as_env(value), f"{path} -> {var}"
+
+
+def test_every_run_setting_has_a_chart_value_or_a_documented_reason() -> None:
+    """A new `access-eval run` setting gets a chart value (ENV_OF_VALUE) or a reason in NOT_IN_CHART
+    and the chart README; settings set only through `extraEnv` are easy to miss."""
+    fields = set(RunConfig.model_fields)
+    mapped = {var.removeprefix("ACCESS_EVAL_").lower() for var in ENV_OF_VALUE.values()}
+    unmapped = fields - mapped
+    assert unmapped == set(NOT_IN_CHART), (
+        f"without a chart value or a reason: {sorted(unmapped - set(NOT_IN_CHART))}; "
+        f"reasons for settings the chart now maps or that no longer exist: {sorted(set(NOT_IN_CHART) - unmapped)}"
+    )
+    readme = (CHART / "README.md").read_text()
+    for field in NOT_IN_CHART:
+        assert f"`--{field.replace('_', '-')}`" in readme, f"the chart README does not say why --{field} has no value"
+
+
+@pytest.mark.helm
+def test_chart_defaults_are_the_run_defaults(
+    default_docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default values configure `access-eval run` exactly like its own defaults (processor/config.py),
+    the required bootstrap servers aside: a default changed on one side only fails here."""
+    for var in list(os.environ):
+        if var.startswith("ACCESS_EVAL_"):
+            monkeypatch.delenv(var)  # RunConfig also reads the environment
+    env = container_env(default_docs)
+    given = {var.removeprefix("ACCESS_EVAL_").lower(): value for var, value in env.items()
+             if var.startswith("ACCESS_EVAL_") and not var.startswith("ACCESS_EVAL_KAFKA_")}
+    assert RunConfig(**given).model_dump() == RunConfig(bootstrap_servers=given["bootstrap_servers"]).model_dump()
 
 
 @pytest.mark.helm
