@@ -319,13 +319,19 @@ MAX_LATENESS_MS = 4 * HOUR
 _SPELLINGS = 3
 #: updated_at renderings of the same instant: UTC, +02:00, -05:30.
 _OFFSETS_MIN = (0, 0, 120, -330)
+#: A list of versions (attempts) ends where an element's first choice is 0, one in this many: a
+#: geometric length, mean 4 versions per account (60 attempts), cut at the maximum. An element is one
+#: draw, so the shrinker drops elements by deleting draws or ends the list by zeroing one.
+_VERSIONS_STOP = 8
+_ATTEMPTS_STOP = 200
 
 
 def _version(
-    draw: st.DrawFn, effs: list[int], spellings: list[str], allowable: list[str]
-) -> tuple[int, dict[str, Any]]:
-    """One settings version of an account whose earlier versions took effect at `effs`: its effective
-    time and its document (one time in ten a simulate tombstone line, SPEC §11.4), in one draw.
+    draw: st.DrawFn, effs: list[int], spellings: list[str], allowable: list[str], max_versions: int
+) -> tuple[int, int, dict[str, Any]] | None:
+    """The next settings version of an account whose versions so far took effect at `effs`, or None
+    (no more): its publication rank, effective time and document (one time in ten a simulate
+    tombstone line, SPEC §11.4), all from one draw.
 
     The time lies within six hours of BASE_MS; one in four shares the very millisecond of an earlier
     version (then the later published replaces the earlier, SPEC §3.3), one in four its minute. The
@@ -334,18 +340,20 @@ def _version(
     twice is one id), the list sometimes present though empty.
     """
     n = len(allowable)
-    kind, j, anywhen, second, spelling, offset, tomb, *types = _choices(
-        draw, 4, max(1, len(effs)), 6 * HOUR, MINUTE, len(spellings), len(_OFFSETS_MIN), 10,
+    more, rank, kind, j, anywhen, second, spelling, offset, tomb, *types = _choices(
+        draw, _VERSIONS_STOP, 1000, 4, max_versions, 6 * HOUR, MINUTE, len(spellings), len(_OFFSETS_MIN), 10,
         *[4, 4, 2, n, n, n] * len(IDENTITY_TYPES))
+    if not more:
+        return None
     if effs and kind == 2:  # the same instant as an earlier version
-        eff = effs[j]
+        eff = effs[j % len(effs)]
     elif effs and kind == 3:  # the same minute as an earlier version
-        eff = effs[j] // MINUTE * MINUTE + second
+        eff = effs[j % len(effs)] // MINUTE * MINUTE + second
     else:
         eff = BASE_MS + anywhen
     updated_at = iso(eff, _OFFSETS_MIN[offset])
     if tomb == 9:
-        return eff, {"account_id": spellings[spelling], "tombstone": True, "updated_at": updated_at}
+        return rank, eff, {"account_id": spellings[spelling], "tombstone": True, "updated_at": updated_at}
     doc_types: dict[str, Any] = {}
     for k, t in enumerate(IDENTITY_TYPES):
         state, size, listed, *ids = types[6 * k : 6 * k + 6]
@@ -355,7 +363,7 @@ def _version(
         if size or listed:
             cfg["external_allowed_accounts"] = [allowable[i] for i in ids[:size]]
         doc_types[t] = cfg
-    return eff, settings_obj(spellings[spelling], doc_types, updated_at)
+    return rank, eff, settings_obj(spellings[spelling], doc_types, updated_at)
 
 
 @st.composite
@@ -366,45 +374,45 @@ def scenarios(
 
     Up to `max_accounts` accounts with up to `max_versions` versions each (`_version`: equal minutes
     and equal instants included), published in a random order (accounts interleaved, not sorted by
-    time). Up to `max_attempts` attempts, arriving in random event-time order, or mostly in order with
-    one in four arriving late (up to MAX_LATENESS_MS behind); one in five at exactly one of its
-    target's effective times or 1 ms either side; one in twenty an invalid line. Ids are spelt as
-    `messy` variants, a few per account and scenario.
+    time). Up to `max_attempts` attempts (about 60 on average), arriving in random event-time order,
+    or mostly in order with one in four arriving late (up to MAX_LATENESS_MS behind); one in five at
+    exactly one of its target's effective times or 1 ms either side; one in twenty an invalid line.
+    Ids are spelt as `messy` variants, a few per account and scenario.
 
     One draw per version and per attempt (`_choices`), no nested strategies: cheap enough for 500
-    examples per CI run.
+    examples per CI run, and shrinkable element by element.
     """
-    accounts, attempts, in_order = _choices(draw, max_accounts, max_attempts, 2)
+    accounts, in_order = _choices(draw, max_accounts, 2)
     pool = ACCOUNTS[: 1 + accounts]
     externals = pool + ACCOUNTS[max_accounts : max_accounts + 2]
     spellings = {a: [a] + [_messy(draw, a) for _ in range(_SPELLINGS - 1)] for a in externals}
     allowable = [s for a in externals for s in spellings[a]]
-    versions: list[tuple[str, int, dict[str, Any]]] = []
+    ranked: list[tuple[int, int, tuple[str, int, dict[str, Any]]]] = []
     by_account: dict[str, list[int]] = {}
     for account in pool:
         effs = by_account[account] = []
-        for _ in range(_choices(draw, max_versions + 1)[0]):
-            eff, doc = _version(draw, effs, spellings[account], allowable)
+        while len(effs) < max_versions and (v := _version(draw, effs, spellings[account], allowable, max_versions)):
+            rank, eff, doc = v
             effs.append(eff)
-            versions.append((account, eff, doc))
+            ranked.append((rank, len(ranked), (account, eff, doc)))
     sc = Scenario()
-    sc.versions = [versions[i] for i in draw(st.permutations(range(len(versions))))]
+    sc.versions = [version for _, _, version in sorted(ranked)]  # publication order: by rank
 
     planned: list[tuple[int, int, str | None, list[int]]] = []  # (event time, lateness, target, who)
-    # Many medium scenarios and some large ones: 1 + u²/(max-1) for u uniform below max_attempts
-    # (mean about a third of the maximum, one in eight above three quarters of it).
-    for _ in range(1 + attempts * attempts // max(1, max_attempts - 1)):
+    while len(planned) < max_attempts:
         # kind 0-14: any time; 15-18: at or next to one of the target's effective times; 19: invalid line
-        kind, late, k, near, anywhen, lateness, *who = _choices(
-            draw, 20, 4, len(pool), 3 * max(1, max_versions), 8 * HOUR, MAX_LATENESS_MS + 1,
+        more, kind, late, k, near, anywhen, lateness, *who = _choices(
+            draw, _ATTEMPTS_STOP, 20, 4, max_accounts, 3 * max_versions, 8 * HOUR, MAX_LATENESS_MS + 1,
             _SPELLINGS, len(externals), _SPELLINGS, len(IDENTITY_TYPES), 4)
-        target: str | None = None if kind == 19 and invalid else pool[k]
-        effs = by_account[pool[k]]
+        if not more:
+            break
+        target = pool[k % len(pool)]
+        effs = by_account[target]
         if 15 <= kind <= 18 and effs:
             t = effs[near // 3 % len(effs)] + (0, -1, 1)[near % 3]
         else:
             t = BASE_MS - HOUR + anywhen
-        planned.append((t, lateness if late == 3 else 0, target, who))
+        planned.append((t, lateness if late == 3 else 0, None if kind == 19 and invalid else target, who))
     if in_order:  # mostly in event-time order, one in four arriving late
         planned.sort(key=lambda p: p[0])
         planned = [(t - lateness, 0, a, w) for t, lateness, a, w in planned]
