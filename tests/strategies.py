@@ -1,4 +1,5 @@
-"""Hypothesis strategies and an independent model of SPEC §3-§5 that tests can reuse.
+"""Hypothesis strategies and an independent model of SPEC §3-§6 (decision, event-time lookup,
+retention) that tests can reuse.
 
 The `spec_*` functions are written from the SPEC text alone (no processor imports), so tests that
 compare the processor against them are checking the code against the contract, not against itself.
@@ -12,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from math import prod
 from typing import Any
 
 from hypothesis import strategies as st
@@ -139,54 +141,133 @@ def spec_decide(doc: dict[str, Any] | None, target: str, ident_account: str, ity
     return SpecDecision(outcome, decision, enforced, state, allowed, emitted)
 
 
+def spec_in_force(effective: list[int], t_ms: int) -> int | None:
+    """SPEC §6.2: the index of the version in force at t, the newest with effective time <= t (None: t
+    precedes them all). `effective` is in publication order: of two versions with the same effective
+    time the later one replaced the earlier (SPEC §3.3), so the earlier is never the answer."""
+    best: int | None = None
+    for i, eff in enumerate(effective):
+        if eff <= t_ms and (best is None or eff >= effective[best]):
+            best = i
+    return best
+
+
+def spec_oldest(effective: list[int]) -> int | None:
+    """The oldest version (of equal oldest effective times, the one published later: SPEC §3.3)."""
+    best: int | None = None
+    for i, eff in enumerate(effective):
+        if best is None or eff <= effective[best]:
+            best = i
+    return best
+
+
 def spec_version_index(effective: list[int], t_ms: int) -> tuple[int | None, bool]:
-    """SPEC §5 Time: newest version with effective time <= t; older than all: the oldest, inexact."""
+    """SPEC §6.2: newest version with effective time <= t; older than all: the oldest, inexact."""
     if not effective:
         return None, True
-    order = sorted(range(len(effective)), key=lambda i: effective[i])
-    best = None
-    for i in order:
-        if effective[i] <= t_ms:
-            best = i
+    best = spec_in_force(effective, t_ms)
     if best is None:
-        return order[0], False
+        return spec_oldest(effective), False
     return best, True
+
+
+def spec_is_reset(doc: dict[str, Any]) -> bool:
+    """A tombstone, or a document with every identity type `enabled` (SPEC §3.5)."""
+    return all(state == "enabled" for state, _ in spec_rules(doc).values())
+
+
+def spec_kept(effective: list[int], watermark: int | None) -> list[int]:
+    """SPEC §6.3: the versions (indices, publication order) kept once pruned at `watermark` (None: not
+    pruned): the version in force at the watermark and every later one, so the latest always stays. A
+    version replaced by a later one with the same effective time (SPEC §3.3) is not kept at all."""
+    live = [i for i, eff in enumerate(effective) if eff not in effective[i + 1 :]]
+    floor = None if watermark is None else spec_in_force(effective, watermark)
+    if floor is None:
+        return live
+    return [i for i in live if effective[i] >= effective[floor]]
+
+
+def spec_pruned_lookup(
+    effective: list[int], resets: list[bool], t_ms: int, watermark: int | None
+) -> tuple[int | None, bool]:
+    """SPEC §6.2 over what SPEC §6.3 keeps at `watermark`: (version index or None, exact).
+
+    An account whose only remaining version is a reset effective at or before the watermark is
+    forgotten (SPEC §3.5): it answers like an account without settings, (None, True).
+    """
+    kept = spec_kept(effective, watermark)
+    if not kept:
+        return None, True
+    latest = max(kept, key=lambda i: effective[i])
+    if watermark is not None and resets[latest] and effective[latest] <= watermark:
+        return None, True
+    j, exact = spec_version_index([effective[i] for i in kept], t_ms)
+    assert j is not None
+    return kept[j], exact
+
+
+def spec_retained_answers(
+    effective: list[int], resets: list[bool], t_ms: int, low: int | None, high: int | None
+) -> set[tuple[int | None, bool]]:
+    """Every answer `spec_pruned_lookup` gives for some watermark in [low, high] (None: never pruned).
+
+    Pruning runs now and then, not at every step: the versions held are those kept at the watermark
+    of the last pruning run, which lies between `low` and `high`. The answer only changes where a
+    version takes effect, so those watermarks and the two ends cover the range.
+    """
+    if high is None:
+        return {spec_pruned_lookup(effective, resets, t_ms, None)}
+    assert low is not None and low <= high
+    marks = {low, high} | {eff for eff in effective if low < eff <= high}
+    return {spec_pruned_lookup(effective, resets, t_ms, w) for w in marks}
 
 
 # --- strategies -----------------------------------------------------------------------------------
 
 
+_BYTES: dict[int, st.SearchStrategy[bytes]] = {}
+
+
+def _choices(draw: st.DrawFn, *radix: int) -> list[int]:
+    """Several independent choices, choice i uniform in range(radix[i]), from ONE draw of random bytes
+    read as a mixed-radix number (the first choice most significant; all shrink towards 0 with the
+    bytes).
+
+    Hypothesis' cost is per draw (tens of microseconds each): a scenario of 200 attempts drawn field
+    by field took ~100 ms to generate, too slow for 500 examples per CI run. One draw per attempt and
+    per settings version keeps it to a few milliseconds.
+    """
+    total = prod(radix)
+    size = (total.bit_length() + 7) // 8 + 1  # a spare byte: each choice within 1/256 of uniform
+    if size not in _BYTES:
+        _BYTES[size] = st.binary(min_size=size, max_size=size)
+    n = int.from_bytes(draw(_BYTES[size]), "big") % total
+    out = []
+    for r in reversed(radix):
+        n, d = divmod(n, r)
+        out.append(d)
+    return out[::-1]
+
+
+_PADS = ("", " ", "  ", "\t")
+
+
+def _messy(draw: st.DrawFn, account: str) -> str:
+    left, right, mask = _choices(draw, len(_PADS), len(_PADS), 2 ** len(account))
+    chars = [c.upper() if c.isalpha() and mask >> i & 1 else c for i, c in enumerate(account)]
+    return _PADS[left] + "".join(chars) + _PADS[right]
+
+
 @st.composite
 def messy(draw: st.DrawFn, account: str) -> str:
     """The same account id with random case and surrounding whitespace (compares equal after norm)."""
-    chars = [c.upper() if c.isalpha() and draw(st.booleans()) else c for c in account]
-    pad = st.sampled_from(["", " ", "  ", "\t"])
-    return draw(pad) + "".join(chars) + draw(pad)
-
-
-@st.composite
-def identity_type_settings(draw: st.DrawFn, pool: list[str]) -> dict[str, Any]:
-    cfg: dict[str, Any] = {"state": draw(st.sampled_from(STATES))}
-    allowed = draw(st.lists(st.sampled_from(pool), max_size=3, unique=True))
-    if allowed or draw(st.booleans()):
-        cfg["external_allowed_accounts"] = [draw(messy(a)) for a in allowed]
-    return cfg
-
-
-@st.composite
-def settings_doc(draw: st.DrawFn, account: str, pool: list[str]) -> dict[str, Any]:
-    if draw(st.integers(0, 9)) == 0:  # a tombstone, in simulate's syntax (SPEC §10)
-        return {"account_id": draw(messy(account)), "tombstone": True}
-    types: dict[str, Any] = {}
-    for t in IDENTITY_TYPES:
-        if draw(st.booleans()):
-            types[t] = draw(identity_type_settings(pool))
-    return settings_obj(draw(messy(account)), types)
+    return _messy(draw, account)
 
 
 @dataclass
 class Scenario:
-    """Settings versions (account, effective ms, document incl. updated_at) and attempt lines."""
+    """Settings versions (account, effective ms, document incl. updated_at) in publication order, and
+    attempt lines in arrival order."""
 
     versions: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
     attempts: list[bytes] = field(default_factory=list)
@@ -196,6 +277,10 @@ class Scenario:
     def settings_lines(self) -> list[bytes]:
         return [dumps(doc) for _, _, doc in self.versions]
 
+    def versions_of(self, target: str) -> list[int]:
+        """Indices (in `versions`, so in publication order) of the versions of one normalised account."""
+        return [i for i, (acct, _, _) in enumerate(self.versions) if acct == target]
+
     def expected(self) -> list[tuple[SpecDecision, int | None, bool]]:
         """Per attempt line: the SPEC decision, the index (in `versions`) of the version used, exact."""
         out: list[tuple[SpecDecision, int | None, bool]] = []
@@ -203,8 +288,7 @@ class Scenario:
             if obj is None:
                 out.append((SpecDecision("invalid", None, False, None, False, False), None, True))
                 continue
-            target = norm(obj["account_id"])
-            mine = [i for i, (acct, _, _) in enumerate(self.versions) if acct == target]
+            mine = self.versions_of(norm(obj["account_id"]))
             t = parse_ms(obj["event_time"])
             j, exact = spec_version_index([self.versions[i][1] for i in mine], t)
             idx = mine[j] if j is not None else None
@@ -229,35 +313,122 @@ _INVALID_LINES = [
 ]
 
 
+#: How far behind the newest attempt a late one may arrive: beyond every retention tested.
+MAX_LATENESS_MS = 4 * HOUR
+#: Spellings per account in one scenario: the clean id and two `messy` ones.
+_SPELLINGS = 3
+#: updated_at renderings of the same instant: UTC, +02:00, -05:30.
+_OFFSETS_MIN = (0, 0, 120, -330)
+#: A list of versions (attempts) ends where an element's first choice is 0, one in this many: a
+#: geometric length, mean 4 versions per account (60 attempts), cut at the maximum. An element is one
+#: draw, so the shrinker drops elements by deleting draws or ends the list by zeroing one.
+_VERSIONS_STOP = 8
+_ATTEMPTS_STOP = 200
+
+
+def _version(
+    draw: st.DrawFn, effs: list[int], spellings: list[str], allowable: list[str], max_versions: int
+) -> tuple[int, int, dict[str, Any]] | None:
+    """The next settings version of an account whose versions so far took effect at `effs`, or None
+    (no more): its publication rank, effective time and document (one time in ten a simulate
+    tombstone line, SPEC §11.4), all from one draw.
+
+    The time lies within six hours of BASE_MS; one in four shares the very millisecond of an earlier
+    version (then the later published replaces the earlier, SPEC §3.3), one in four its minute. The
+    account id is one of `spellings`, updated_at one of the renderings `_OFFSETS_MIN`. Each identity
+    type is left out or has a state and up to three ids of `allowable` (repeats allowed: the same id
+    twice is one id), the list sometimes present though empty.
+    """
+    n = len(allowable)
+    more, rank, kind, j, anywhen, second, spelling, offset, tomb, *types = _choices(
+        draw, _VERSIONS_STOP, 1000, 4, max_versions, 6 * HOUR, MINUTE, len(spellings), len(_OFFSETS_MIN), 10,
+        *[4, 4, 2, n, n, n] * len(IDENTITY_TYPES))
+    if not more:
+        return None
+    if effs and kind == 2:  # the same instant as an earlier version
+        eff = effs[j % len(effs)]
+    elif effs and kind == 3:  # the same minute as an earlier version
+        eff = effs[j % len(effs)] // MINUTE * MINUTE + second
+    else:
+        eff = BASE_MS + anywhen
+    updated_at = iso(eff, _OFFSETS_MIN[offset])
+    if tomb == 9:
+        return rank, eff, {"account_id": spellings[spelling], "tombstone": True, "updated_at": updated_at}
+    doc_types: dict[str, Any] = {}
+    for k, t in enumerate(IDENTITY_TYPES):
+        state, size, listed, *ids = types[6 * k : 6 * k + 6]
+        if state == 0:  # left out
+            continue
+        cfg: dict[str, Any] = {"state": STATES[state - 1]}
+        if size or listed:
+            cfg["external_allowed_accounts"] = [allowable[i] for i in ids[:size]]
+        doc_types[t] = cfg
+    return rank, eff, settings_obj(spellings[spelling], doc_types, updated_at)
+
+
 @st.composite
-def scenarios(draw: st.DrawFn, n_accounts: int = 4, max_attempts: int = 30, invalid: bool = True) -> Scenario:
-    """Random settings histories (distinct updated_at per account) and attempts around them."""
-    pool = ACCOUNTS[:n_accounts]
-    externals = pool + ACCOUNTS[n_accounts : n_accounts + 2]
-    sc = Scenario()
+def scenarios(
+    draw: st.DrawFn, max_accounts: int = 8, max_versions: int = 8, max_attempts: int = 200, invalid: bool = True
+) -> Scenario:
+    """Random settings histories and attempts around them.
+
+    Up to `max_accounts` accounts with up to `max_versions` versions each (`_version`: equal minutes
+    and equal instants included), published in a random order (accounts interleaved, not sorted by
+    time). Up to `max_attempts` attempts (about 60 on average), arriving in random event-time order,
+    or mostly in order with one in four arriving late (up to MAX_LATENESS_MS behind); one in five at
+    exactly one of its target's effective times or 1 ms either side; one in twenty an invalid line.
+    Ids are spelt as `messy` variants, a few per account and scenario.
+
+    One draw per version and per attempt (`_choices`), no nested strategies: cheap enough for 500
+    examples per CI run, and shrinkable element by element.
+    """
+    accounts, in_order = _choices(draw, max_accounts, 2)
+    pool = ACCOUNTS[: 1 + accounts]
+    externals = pool + ACCOUNTS[max_accounts : max_accounts + 2]
+    spellings = {a: [a] + [_messy(draw, a) for _ in range(_SPELLINGS - 1)] for a in externals}
+    allowable = [s for a in externals for s in spellings[a]]
+    ranked: list[tuple[int, int, tuple[str, int, dict[str, Any]]]] = []
+    by_account: dict[str, list[int]] = {}
     for account in pool:
-        minutes = draw(st.lists(st.integers(0, 6 * 60), max_size=3, unique=True))
-        for m in minutes:
-            eff = BASE_MS + m * MINUTE + draw(st.integers(0, 999))
-            doc = draw(settings_doc(account, pool))
-            doc["updated_at"] = iso(eff, draw(st.sampled_from([0, 0, 120, -330])))
-            sc.versions.append((account, eff, doc))
-    n = draw(st.integers(1, max_attempts))
-    for i in range(n):
-        if invalid and draw(st.integers(0, 14)) == 0:
-            sc.attempts.append(draw(st.sampled_from(_INVALID_LINES)))
+        effs = by_account[account] = []
+        while len(effs) < max_versions and (v := _version(draw, effs, spellings[account], allowable, max_versions)):
+            rank, eff, doc = v
+            effs.append(eff)
+            ranked.append((rank, len(ranked), (account, eff, doc)))
+    sc = Scenario()
+    sc.versions = [version for _, _, version in sorted(ranked)]  # publication order: by rank
+
+    planned: list[tuple[int, int, str | None, list[int]]] = []  # (event time, lateness, target, who)
+    while len(planned) < max_attempts:
+        # kind 0-14: any time; 15-18: at or next to one of the target's effective times; 19: invalid line
+        more, kind, late, k, near, anywhen, lateness, *who = _choices(
+            draw, _ATTEMPTS_STOP, 20, 4, max_accounts, 3 * max_versions, 8 * HOUR, MAX_LATENESS_MS + 1,
+            _SPELLINGS, len(externals), _SPELLINGS, len(IDENTITY_TYPES), 4)
+        if not more:
+            break
+        target = pool[k % len(pool)]
+        effs = by_account[target]
+        if 15 <= kind <= 18 and effs:
+            t = effs[near // 3 % len(effs)] + (0, -1, 1)[near % 3]
+        else:
+            t = BASE_MS - HOUR + anywhen
+        planned.append((t, lateness if late == 3 else 0, None if kind == 19 and invalid else target, who))
+    if in_order:  # mostly in event-time order, one in four arriving late
+        planned.sort(key=lambda p: p[0])
+        planned = [(t - lateness, 0, a, w) for t, lateness, a, w in planned]
+
+    for i, (t, _, target, (spelt, ident, ident_spelt, itype, iam)) in enumerate(planned):
+        if target is None:
+            sc.attempts.append(_INVALID_LINES[(ident * 4 + iam) % len(_INVALID_LINES)])
             sc.attempt_objs.append(None)
             continue
-        target = draw(st.sampled_from(pool))
-        ident = draw(st.sampled_from(externals))
-        t = BASE_MS + draw(st.integers(-60, 7 * 60)) * MINUTE + draw(st.integers(0, 999))
         obj = attempt_obj(
-            draw(messy(target)),
-            draw(messy(ident)),
-            draw(st.sampled_from(IDENTITY_TYPES)),
+            spellings[target][spelt],
+            spellings[externals[ident]][ident_spelt],
+            IDENTITY_TYPES[itype],
             t,
             attempt_id=f"att-{i}",
-            iam_id=f"iam-{draw(st.integers(0, 3))}",
+            iam_id=f"iam-{iam}",
         )
         sc.attempts.append(dumps(obj))
         sc.attempt_objs.append(obj)

@@ -55,6 +55,7 @@ ENV_OF_VALUE = {
     "processor.delivery": "ACCESS_EVAL_DELIVERY",
     "processor.stalenessMs": "ACCESS_EVAL_STALENESS_MS",
     "processor.settingsRetentionMs": "ACCESS_EVAL_SETTINGS_RETENTION_MS",
+    "processor.evalRetentionMs": "ACCESS_EVAL_EVAL_RETENTION_MS",
     "processor.batchSize": "ACCESS_EVAL_BATCH_SIZE",
     "processor.commitIntervalMs": "ACCESS_EVAL_COMMIT_INTERVAL_MS",
     "processor.maxFutureMs": "ACCESS_EVAL_MAX_FUTURE_MS",
@@ -64,7 +65,17 @@ ENV_OF_VALUE = {
     "processor.logLevel": "ACCESS_EVAL_LOG_LEVEL",
     "processor.startupTimeoutSeconds": "ACCESS_EVAL_STARTUP_TIMEOUT_S",
     "processor.shutdownTimeoutSeconds": "ACCESS_EVAL_SHUTDOWN_TIMEOUT_S",
+    "processor.livenessBoundSeconds": "ACCESS_EVAL_LIVENESS_BOUND_S",
     "processor.metricsPort": "ACCESS_EVAL_METRICS_PORT",
+}
+# `access-eval run` settings (RunConfig fields) the chart deliberately has no value for, and why; the
+# chart README says so too.
+NOT_IN_CHART = {
+    "metrics_host": "the probes, the Service and Prometheus reach the pod on its IP: it binds 0.0.0.0",
+    "transactional_id": "one value would be shared by every replica, which then fence each other; the "
+                        "default <group-id>-<hostname> differs per pod",
+    "kafka_config": "a file; the chart passes librdkafka properties as ACCESS_EVAL_KAFKA_* variables "
+                    "(kafka.extraProperties, kafka.existingSecret, kafka.caSecret)",
 }
 # Configuration values that reach the container another way, each checked by its own test.
 NOT_PLAIN_ENV = {"kafka.existingSecret", "kafka.caSecret.name", "kafka.caSecret.key", "kafka.extraProperties"}
@@ -383,6 +394,15 @@ SCHEMA_CASES = {
     "librdkafka property name": (["--set", "kafka.extraProperties.Client_Id=x"], "/kafka/extraProperties"),
     "registry url": (["--set", "processor.schemaRegistryUrl=registry:8081"], "/processor/schemaRegistryUrl"),
     "keda offset policy": (["--set", "keda.offsetResetPolicy=middle"], "/keda/offsetResetPolicy"),
+    # `run` accepts -1 (unlimited) or at least one hour (processor/config.py).
+    "eval retention negative": (["--set", "processor.evalRetentionMs=-2"], "/processor/evalRetentionMs"),
+    "eval retention zero": (["--set", "processor.evalRetentionMs=0"], "/processor/evalRetentionMs"),
+    "eval retention below an hour": (["--set", "processor.evalRetentionMs=3599999"], "/processor/evalRetentionMs"),
+    "eval retention type": (["--set-string", "processor.evalRetentionMs=3600000"], "/processor/evalRetentionMs"),
+    # `run` wants more than 0 s; the chart, like processor.shutdownTimeoutSeconds, whole seconds.
+    "liveness bound zero": (["--set", "processor.livenessBoundSeconds=0"], "/processor/livenessBoundSeconds"),
+    "liveness bound negative": (["--set", "processor.livenessBoundSeconds=-5"], "/processor/livenessBoundSeconds"),
+    "liveness bound fraction": (["--set", "processor.livenessBoundSeconds=0.5"], "/processor/livenessBoundSeconds"),
 }
 
 
@@ -574,6 +594,52 @@ def test_every_configuration_value_reaches_the_container_env(
             assert var not in env, var
             continue
         assert env.get(var) == as_env(value), f"{path} -> {var}"
+
+
+def test_every_run_setting_has_a_chart_value_or_a_documented_reason() -> None:
+    """A new `access-eval run` setting gets a chart value (ENV_OF_VALUE) or a reason in NOT_IN_CHART
+    and the chart README; settings set only through `extraEnv` are easy to miss."""
+    fields = set(RunConfig.model_fields)
+    mapped = {var.removeprefix("ACCESS_EVAL_").lower() for var in ENV_OF_VALUE.values()}
+    unmapped = fields - mapped
+    assert unmapped == set(NOT_IN_CHART), (
+        f"without a chart value or a reason: {sorted(unmapped - set(NOT_IN_CHART))}; "
+        f"reasons for settings the chart now maps or that no longer exist: {sorted(set(NOT_IN_CHART) - unmapped)}"
+    )
+    readme = (CHART / "README.md").read_text()
+    for field in NOT_IN_CHART:
+        assert f"`--{field.replace('_', '-')}`" in readme, f"the chart README does not say why --{field} has no value"
+
+
+@pytest.mark.helm
+def test_chart_defaults_are_the_run_defaults(
+    default_docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default values configure `access-eval run` exactly like its own defaults (processor/config.py),
+    the required bootstrap servers aside: a default changed on one side only fails here."""
+    for var in list(os.environ):
+        if var.startswith("ACCESS_EVAL_"):
+            monkeypatch.delenv(var)  # RunConfig also reads the environment
+    env = container_env(default_docs)
+    given = {var.removeprefix("ACCESS_EVAL_").lower(): value for var, value in env.items()
+             if var.startswith("ACCESS_EVAL_") and not var.startswith("ACCESS_EVAL_KAFKA_")}
+    assert RunConfig(**given).model_dump() == RunConfig(bootstrap_servers=given["bootstrap_servers"]).model_dump()
+
+
+@pytest.mark.helm
+@pytest.mark.parametrize(("retention_ms", "bound_s"), [(-1, 1), (3_600_000, 60), (7_776_000_000, 600)])
+def test_eval_retention_and_liveness_bound_reach_the_configmap(helm: Helm, retention_ms: int, bound_s: int) -> None:
+    """processor.evalRetentionMs and processor.livenessBoundSeconds land in the ConfigMap as plain integers
+    (not 7.776e+09), which `access-eval run` accepts as they are."""
+    docs = helm.render("--set", f"processor.evalRetentionMs={retention_ms}",
+                       "--set", f"processor.livenessBoundSeconds={bound_s}")
+    data = one(docs, "ConfigMap")["data"]
+    assert data["ACCESS_EVAL_EVAL_RETENTION_MS"] == str(retention_ms)
+    assert data["ACCESS_EVAL_LIVENESS_BOUND_S"] == str(bound_s)
+    assert container_env(docs)["ACCESS_EVAL_EVAL_RETENTION_MS"] == str(retention_ms)
+    cfg = RunConfig(bootstrap_servers="kafka:9092", eval_retention_ms=data["ACCESS_EVAL_EVAL_RETENTION_MS"],
+                    liveness_bound_s=data["ACCESS_EVAL_LIVENESS_BOUND_S"])
+    assert (cfg.eval_retention_ms, cfg.liveness_bound_s) == (retention_ms, bound_s)
 
 
 def test_full_values_change_every_configuration_value() -> None:

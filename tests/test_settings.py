@@ -4,15 +4,37 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Hashable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from strategies import ACCOUNTS, BASE_MS, HOUR, IDENTITY_TYPES, MINUTE, NOW_MS, attempt_obj, dumps, iso, settings_obj
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from strategies import (
+    ACCOUNTS,
+    BASE_MS,
+    HOUR,
+    IDENTITY_TYPES,
+    MINUTE,
+    NOW_MS,
+    Scenario,
+    attempt_obj,
+    dumps,
+    iso,
+    norm,
+    parse_ms,
+    scenarios,
+    settings_obj,
+    spec_decide,
+    spec_is_reset,
+    spec_retained_answers,
+    spec_version_index,
+)
 
 from processor.codec.avro import EvalCodec
 from processor.core.attempts import parse_attempt
-from processor.core.evaluator import assess
+from processor.core.evaluator import assess, assess_at
 from processor.core.events import build_event
 from processor.core.ids import from_millis, to_millis
 from processor.core.settings import (
@@ -522,6 +544,153 @@ def test_without_assignment_every_observed_partition_counts() -> None:
     assert h.versions == 2
     h.observe("b", T2 + HOUR)
     assert h.versions == 1
+
+
+# --- the retention property: out-of-order arrival against an independent model -------------------------
+
+
+def _stream_times(sc: Scenario, mode: str, partitions: int, assigned: bool, batches: list[int]
+                  ) -> list[tuple[int | None, int]]:
+    """The model's stream time (SPEC §6.3) in force at each attempt's lookup, and its partition.
+
+    `assess` (one implicit partition) moves stream time to the attempt's own event time before its
+    lookup. The stream loop evaluates a batch against the stream time before it, then moves each
+    partition's stream time to its newest event time in the batch; stream time is the minimum over
+    the partitions that count (all assigned ones, unknown while one of them has not been seen; without
+    assignment, every one seen), and never moves backwards. Attempts go to a partition by account,
+    like keyed records. None: no stream time yet.
+    """
+    times = [parse_ms(o["event_time"]) for o in sc.attempt_objs if o is not None]
+    parts = [ACCOUNTS.index(norm(o["account_id"])) % partitions for o in sc.attempt_objs if o is not None]
+    out: list[tuple[int | None, int]] = []
+    stream: int | None = None
+    if mode == "assess":
+        for t, p in zip(times, parts, strict=True):
+            stream = t if stream is None else max(stream, t)
+            out.append((stream, p))
+        return out
+    newest: dict[int, int] = {}
+    start = 0
+    for size in batches:
+        chunk = list(zip(times[start : start + size], parts[start : start + size], strict=True))
+        start += size
+        out.extend((stream, p) for _, p in chunk)
+        for t, p in chunk:
+            newest[p] = max(newest.get(p, t), t)
+        counted = range(partitions) if assigned else newest.keys()
+        if all(p in newest for p in counted):
+            low = min(newest[p] for p in counted)
+            stream = low if stream is None else max(stream, low)
+    return out
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sc=scenarios(invalid=False),
+    retention=st.sampled_from([MINUTE, 10 * MINUTE, HOUR, 3 * HOUR]),
+    prune_every=st.sampled_from([1, MINUTE, 10 * MINUTE]),
+    partitions=st.integers(0, 3),  # 0: through `assess`, one implicit partition
+    assigned=st.booleans(),
+    sizes=st.lists(st.integers(1, 40), min_size=1, max_size=8),
+)
+def test_retention_with_out_of_order_arrival_keeps_what_the_contract_promises(
+    sc: Scenario, retention: int, prune_every: int, partitions: int, assigned: bool, sizes: list[int]
+) -> None:
+    """SPEC §6.2-§6.3 (and §3.5's forgotten resets) on `SettingsHistory`, attempts out of event-time
+    order: through `assess` (one input, like simulate) or in batches over 1-3 partitions, `assess_at`
+    within a batch and `observe_batch` after it (like the stream loop), with or without `assign`.
+
+    W = stream time - retention is the contract's watermark (`_stream_times`). Pruning is lazy: it
+    runs when stream time has moved `prune_every_ms` since the last run, so what is held is what the
+    contract keeps at some watermark in [W - prune_every_ms, W] (`spec_retained_answers`). Asserted
+    per attempt (expectations from tests/strategies.py, no processor code):
+
+    - at or after W: the unpruned answer (`spec_version_index` over every version), exact as it is;
+    - before W: the unpruned answer, or a version newer than the attempt with exact = false (the
+      oldest kept one);
+    - precisely: one of the answers `spec_retained_answers` allows for [W - prune_every_ms, W];
+    - pruned stays pruned: no answer uses a version older than an earlier answer's oldest kept one;
+    - the decision is SPEC §5's (`spec_decide`) for the version answered.
+
+    An account whose only remaining version is a reset at or before the watermark may be forgotten
+    (no version, exact): it decides like the reset did.
+    """
+    mode = "assess" if partitions == 0 else "batches"
+    partitions = max(1, partitions)
+    assigned = assigned and mode == "batches"
+    batches = list(itertools.islice(itertools.cycle(sizes), len(sc.attempts)))  # batch sizes, repeating
+    event(f"{mode}: {partitions} partition(s), assigned: {assigned}")
+
+    history = SettingsHistory(retention_ms=retention, prune_every_ms=prune_every)
+    if assigned:
+        history.assign(range(partitions))
+    for idx, (_, eff, doc) in enumerate(sc.versions):  # published in this order; offset = index
+        key = doc["account_id"].encode()
+        value = None if doc.get("tombstone") is True else dumps(doc)
+        assert history.apply_record(key, value, eff, "settings", 0, idx) is None
+
+    streams = _stream_times(sc, mode, partitions, assigned, batches)
+    model: dict[str, tuple[list[int], list[int], list[bool]]] = {}  # account -> its versions, times, resets
+    floor: dict[str, int] = {}  # account -> effective time of the oldest kept version an answer showed
+    pruned = before_watermark = 0
+    pending: dict[Hashable, int] = {}  # partition -> newest event time in the batch
+    start = 0
+    for size in batches:
+        for i in range(start, min(start + size, len(sc.attempts))):
+            obj = sc.attempt_objs[i]
+            assert obj is not None
+            attempt = parse_attempt(sc.attempts[i], NOW_MS)
+            verdict, version, exact = (assess if mode == "assess" else assess_at)(history, attempt)
+            stream, part = streams[i]
+            t = attempt.event_ms
+            if mode == "batches":
+                pending[part] = max(pending.get(part, t), t)
+            target, ident = norm(obj["account_id"]), obj["identity"]
+            if norm(ident["account_id"]) == target:
+                assert (verdict.outcome, version, exact) == ("same_account", None, True)
+                continue
+            if target not in model:
+                mine = sc.versions_of(target)
+                model[target] = (mine, [sc.versions[j][1] for j in mine],
+                                 [spec_is_reset(sc.versions[j][2]) for j in mine])
+            mine, effs, resets = model[target]
+            got = (None if version is None else mine.index(version.offset), exact)  # type: ignore[arg-type]
+            high = None if stream is None else stream - retention
+            low = None if high is None else high - prune_every
+            unpruned = spec_version_index(effs, t)
+            latest = max(range(len(effs)), key=lambda j: (effs[j], j), default=None)
+            forgotten = (latest is not None and high is not None and resets[latest] and effs[latest] <= high
+                         and got == (None, True))
+
+            def where(i: int = i, t: int = t, stream: int | None = stream, high: int | None = high) -> str:
+                return (f"attempt {i} at {iso(t)}, stream time {stream and iso(stream)}, "
+                        f"watermark {high and iso(high)}")
+
+            if high is None or t >= high:
+                assert got == unpruned or forgotten, where()
+            else:
+                before_watermark += 1
+                older = got[0] is not None and not got[1] and effs[got[0]] > t
+                assert got == unpruned or older or forgotten, where()
+            assert got in spec_retained_answers(effs, resets, t, low, high), where()
+            if got != unpruned:
+                pruned += 1
+            if got[0] is not None:
+                assert effs[got[0]] >= floor.get(target, effs[got[0]]), f"{where()}: a pruned version came back"
+                if not got[1]:
+                    floor[target] = max(floor.get(target, effs[got[0]]), effs[got[0]])
+            elif forgotten:
+                floor[target] = effs[latest] + 1  # type: ignore[index]
+            used = sc.versions[mine[got[0]]][2] if got[0] is not None else None
+            want = spec_decide(used, obj["account_id"], ident["account_id"], ident["type"])
+            assert (verdict.outcome, verdict.decision, verdict.is_enforced, verdict.allowlisted) == (
+                want.outcome, want.decision, want.is_enforced, want.allowlisted), where()
+        if mode == "batches" and pending:
+            history.observe_batch(pending)
+            pending = {}
+        start += size
+    event(f"attempts before the watermark: {'some' if before_watermark else 'none'}")
+    event(f"answers changed by pruning: {'some' if pruned else 'none'}")
 
 
 # --- memory: reset accounts are forgotten once their reset is older than retention -----------------------
