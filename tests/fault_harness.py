@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from kafka_harness import free_port, start_watchdog, wait_until
-from processor_harness import end_offsets, read_topic
+from processor_harness import RunningProcessor, end_offsets, read_topic
 from spec_model import Expectation, SettingsRecord, differences, expect, project
 
 from processor.codec.avro import EvalCodec
@@ -306,6 +306,22 @@ def check_exactly_once(bootstrap: str, evals_topic: str, dlq_topic: str, source_
 
 # --------------------------------------------------------------------------------------------------
 # Processes
+
+
+def run_to_exit(p: RunningProcessor, timeout: float) -> tuple[int, list[str]]:
+    try:
+        rc = p.proc.wait(timeout)
+    except Exception:
+        raise AssertionError(f"the processor did not exit within {timeout:g} s:\n{p.log()}") from None
+    return rc, p.log_path.read_text(errors="replace").splitlines()
+
+
+def problem_lines(lines: list[str]) -> list[str]:
+    """The processor's own error lines (JSON logs at level error, or plain stderr), without librdkafka's
+    (its own log lines come through the JSON logger as `access_eval.librdkafka`, at librdkafka's level)."""
+    return [line for line in lines
+            if ('"level": "error"' in line and '"logger": "access_eval.librdkafka"' not in line)
+            or (line and not line.startswith(("{", "%")))]
 
 
 def stacks(pid: int) -> str:

@@ -27,10 +27,9 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
-from fault_harness import OwnBroker
+from fault_harness import OwnBroker, problem_lines, run_to_exit
 from kafka_harness import Topics
 from processor_harness import (
-    RunningProcessor,
     committed_offsets,
     produce,
     read_evals,
@@ -96,23 +95,6 @@ def attempts(first: int, n: int) -> list[tuple[bytes, bytes]]:
             for i in range(first, first + n)]
 
 
-def run_to_exit(p: RunningProcessor, timeout: float) -> tuple[int, list[str]]:
-    try:
-        rc = p.proc.wait(timeout)
-    except Exception:
-        raise AssertionError(f"the processor did not exit within {timeout:g} s:\n{p.log()}") from None
-    return rc, p.log_path.read_text(errors="replace").splitlines()
-
-
-def own_errors(lines: list[str]) -> list[str]:
-    """The processor's own error lines (not librdkafka's, which come through logger access_eval.librdkafka)."""
-    return [line for line in lines
-            if ('"level": "error"' in line and '"logger": "access_eval.librdkafka"' not in line)
-            or (line and not line.startswith(("{", "%")))]
-
-
-@pytest.mark.parametrize(("revoked", "refusal"), [("eval-topic-write", "Topic authorization failed"),
-                                                  ("group-read", "Group authorization failed")])
 def test_acl_revoked_while_running_exits_3_and_loses_nothing(acl_broker: OwnBroker, tmp_path: Path, revoked: str,
                                                              refusal: str) -> None:
     topics = Topics.for_test(acl_broker.bootstrap, f"acl-{revoked}")
@@ -151,7 +133,7 @@ def test_acl_revoked_while_running_exits_3_and_loses_nothing(acl_broker: OwnBrok
         took = time.monotonic() - started
     finally:
         p.kill()
-    errors = own_errors(lines)
+    errors = problem_lines(lines)
     assert rc == 3, "\n".join(lines[-40:])
     assert len(errors) == 1, errors
     assert "authorization failed" in errors[0] and refusal in errors[0], errors

@@ -32,9 +32,11 @@ from fault_harness import (
     check_exactly_once,
     count_uncommitted_visible,
     expect_workload,
+    problem_lines,
     produce_tracked,
     record_figures,
     rss_kb,
+    run_to_exit,
     stacks,
 )
 from hypothesis import strategies as st
@@ -731,22 +733,6 @@ def test_hostile_attempts_all_dead_lettered_processor_alive_rss_bounded(topics: 
 
 # --------------------------------------------------------------------------------------------------
 # 6. Misconfiguration
-
-
-def run_to_exit(p: RunningProcessor, timeout: float) -> tuple[int, list[str]]:
-    try:
-        rc = p.proc.wait(timeout)
-    except Exception:
-        raise AssertionError(f"the processor did not exit within {timeout:g} s:\n{p.log()}") from None
-    return rc, p.log_path.read_text(errors="replace").splitlines()
-
-
-def problem_lines(lines: list[str]) -> list[str]:
-    """The processor's own error lines (JSON logs at level error, or plain stderr), without librdkafka's
-    (its own log lines come through the JSON logger as `access_eval.librdkafka`, at librdkafka's level)."""
-    return [line for line in lines
-            if ('"level": "error"' in line and '"logger": "access_eval.librdkafka"' not in line)
-            or (line and not line.startswith(("{", "%")))]
 
 
 def test_unreachable_bootstrap_with_startup_timeout_exits_2_naming_the_flag(tmp_path: Path) -> None:
