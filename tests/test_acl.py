@@ -95,6 +95,8 @@ def attempts(first: int, n: int) -> list[tuple[bytes, bytes]]:
             for i in range(first, first + n)]
 
 
+@pytest.mark.parametrize(("revoked", "refusal"), [("eval-topic-write", "Topic authorization failed"),
+                                                  ("group-read", "Group authorization failed")])
 def test_acl_revoked_while_running_exits_3_and_loses_nothing(acl_broker: OwnBroker, tmp_path: Path, revoked: str,
                                                              refusal: str) -> None:
     topics = Topics.for_test(acl_broker.bootstrap, f"acl-{revoked}")
