@@ -10,7 +10,12 @@ only for what the local registry does not cover: basic-auth credentials reaching
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -161,7 +166,7 @@ def test_registry_conf_from_properties_and_environment() -> None:
     }
     conf = registry.registry_conf("https://sr:8081", props, env={})
     assert conf == {"url": "https://sr:8081", "basic.auth.user.info": "file-user:file-pw",
-                    "ssl.ca.location": "/etc/ca.pem"}
+                    "ssl.ca.location": "/etc/ca.pem", "timeout": registry.DEFAULT_TIMEOUT_S}
     env = {"ACCESS_EVAL_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "env-user:env-pw",
            "ACCESS_EVAL_SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION": "/etc/cert.pem",
            "ACCESS_EVAL_SCHEMA_REGISTRY_TIMEOUT": "5",
@@ -173,7 +178,7 @@ def test_registry_conf_from_properties_and_environment() -> None:
     # Java-client style un-prefixed key
     conf = registry.registry_conf("http://sr", {"basic.auth.user.info": "u:p",
                                                 "basic.auth.credentials.source": "USER_INFO"}, env={})
-    assert conf == {"url": "http://sr", "basic.auth.user.info": "u:p"}
+    assert conf == {"url": "http://sr", "basic.auth.user.info": "u:p", "timeout": registry.DEFAULT_TIMEOUT_S}
     # registry keys never reach librdkafka
     assert kafka_only({**props, "basic.auth.user.info": "u:p"}) == {
         "bootstrap.servers": "k:9092", "sasl.password": "kafka-secret"}
@@ -275,3 +280,42 @@ def test_wrong_credentials_are_a_config_error_and_unreachable_is_retryable(
     monkeypatch.setenv("ACCESS_EVAL_SCHEMA_REGISTRY_MAX_RETRIES", "0")
     with pytest.raises(registry.RegistryUnavailable, match="cannot register"):  # retried by `run`
         registry.codec_for_topic(f"http://127.0.0.1:{free_port()}", "evals", {})
+
+
+def test_run_gives_up_on_a_registry_that_never_answers() -> None:
+    """A registry that accepts connections and never answers: each request times out
+    (`DEFAULT_TIMEOUT_S`, since confluent-kafka's client would wait forever) and --startup-timeout-s
+    applies, exit 2. Before the default timeout this start-up hung."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(server.accept()[0])  # never read, never answered
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "processor", "run", "--bootstrap-servers", "127.0.0.1:1", "--metrics-port", "0",
+             "--schema-registry-url", url, "--startup-timeout-s", "2"],
+            cwd=REPO, capture_output=True, text=True, timeout=90,
+            env={**os.environ, "ACCESS_EVAL_SCHEMA_REGISTRY_MAX_RETRIES": "0"},
+        )
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        for conn in held:
+            conn.close()
+        server.close()
+    assert held, "the processor never connected to the silent registry"
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot register the eval event schema" in proc.stderr and "gave up after 2s" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    print(f"exit 2 after {took:.1f} s")

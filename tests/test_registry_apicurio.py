@@ -43,6 +43,9 @@ from processor.local.registry import RegistryInfo
 __all__ = ["apicurio"]
 
 REPO = Path(__file__).resolve().parent.parent
+#: Seconds per request of the tests' own registry clients: confluent-kafka's client waits forever by
+#: default, and one request left unanswered once hung a CI run; with a timeout it is retried instead.
+SR_TIMEOUT_S = 10
 SCHEMA_FILE = REPO / "schemas" / "eval_event.avsc"
 EVENT_NS = uuid.uuid5(uuid.NAMESPACE_URL, "urn:access-eval:eval-event")  # docs/contract.md, event ids
 MONITOR, FRIEND = "a3f1c0d2e4b5968778695a4b3c2d1e0f", "0b1c2d3e4f5a69788796a5b4c3d2e1f0"
@@ -142,7 +145,7 @@ def expected_event(a: dict[str, Any], settings_topic: str, updated_ms: int) -> d
 def consume_with_registry(bootstrap: str, topic: str, url: str, reader_schema: str | None = None
                           ) -> list[tuple[bytes, dict[str, Any]]]:
     """A downstream consumer made of confluent-kafka only: (raw value, AvroDeserializer's record)."""
-    deserialize = AvroDeserializer(SchemaRegistryClient({"url": url}), reader_schema)
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": url, "timeout": SR_TIMEOUT_S}), reader_schema)
     ends = end_offsets(bootstrap, topic)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"downstream-{time.time_ns()}",
                   "isolation.level": "read_committed", "auto.offset.reset": "earliest",
@@ -208,7 +211,7 @@ def test_run_registers_and_a_plain_confluent_consumer_decodes_every_event(
     finally:
         assert proc.terminate() == 0, proc.log()
 
-    client = SchemaRegistryClient({"url": apicurio.url})
+    client = SchemaRegistryClient({"url": apicurio.url, "timeout": SR_TIMEOUT_S})
     subject = f"{topics.evals}-value"
     assert subject in client.get_subjects()
     latest = client.get_latest_version(subject)
@@ -259,7 +262,7 @@ def test_tail_and_report_resolve_ids_of_older_current_and_newer_versions(
     apicurio: RegistryInfo, topics: Topics, tmp_path: Path
 ) -> None:
     topics.create(partitions=1)
-    client = SchemaRegistryClient({"url": apicurio.url})
+    client = SchemaRegistryClient({"url": apicurio.url, "timeout": SR_TIMEOUT_S})
     subject = f"{topics.evals}-value"
     old_id = client.register_schema(subject, Schema(json.dumps(older_schema()), "AVRO"))
     now = int(time.time() * 1000)
@@ -318,7 +321,7 @@ def test_schema_evolution_registry_and_evolution_guard_agree(
     apicurio: RegistryInfo, topics: Topics, tmp_path: Path
 ) -> None:
     topics.create(partitions=1, only=[topics.evals])
-    client = SchemaRegistryClient({"url": apicurio.url})
+    client = SchemaRegistryClient({"url": apicurio.url, "timeout": SR_TIMEOUT_S})
     subject = f"{topics.evals}-value"
     current_id = client.register_schema(subject, Schema(SCHEMA_FILE.read_text(), "AVRO"))
     now = int(time.time() * 1000)
@@ -385,7 +388,8 @@ def test_registry_unreachable_at_start_up_then_gone_mid_stream_loses_nothing(
         proc.wait_ready(timeout=90)
         wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
         [schema_id] = registered_ids(proc.log())
-        latest = SchemaRegistryClient({"url": info.url}).get_latest_version(f"{topics.evals}-value")
+        client = SchemaRegistryClient({"url": info.url, "timeout": SR_TIMEOUT_S})
+        latest = client.get_latest_version(f"{topics.evals}-value")
         assert latest.schema_id == schema_id
 
         local_registry.stop(data_dir)  # gone mid-stream: the id is known, processing goes on
@@ -459,7 +463,7 @@ def test_two_instances_registering_concurrently_get_the_same_id(
         assert a.terminate() == 0, a.log()
         assert b.terminate() == 0, b.log()
     subject = f"{topics.evals}-value"
-    client = SchemaRegistryClient({"url": apicurio.url})
+    client = SchemaRegistryClient({"url": apicurio.url, "timeout": SR_TIMEOUT_S})
     assert registered_ids(a.log()) == registered_ids(b.log()) == [client.get_latest_version(subject).schema_id]
     assert client.get_versions(subject) == [1]
 
@@ -468,7 +472,7 @@ def test_two_instances_registering_concurrently_get_the_same_id(
     barrier = threading.Barrier(8)
 
     def register() -> None:
-        c = SchemaRegistryClient({"url": apicurio.url})
+        c = SchemaRegistryClient({"url": apicurio.url, "timeout": SR_TIMEOUT_S})
         barrier.wait()
         ids.append(c.register_schema(f"{topics.evals}-race-value", Schema(SCHEMA_FILE.read_text(), "AVRO")))
 
@@ -505,6 +509,7 @@ def test_local_registry_status_prints_the_url(apicurio: RegistryInfo, capsys: py
     assert cli_main(["local", "registry", "status", "--data-dir", str(apicurio.data_dir)]) == 0
     out = capsys.readouterr().out
     assert f"url: {apicurio.url}" in out and apicurio.url.endswith("/apis/ccompat/v7")
-    with SchemaRegistryClient({"url": apicurio.url}) as c:  # loopback only, BACKWARD by default
+    # loopback only, BACKWARD by default
+    with SchemaRegistryClient({"url": apicurio.url, "timeout": SR_TIMEOUT_S}) as c:
         assert c.get_compatibility() == "BACKWARD" or str(getattr(c.get_compatibility(), "value", "")) == "BACKWARD"
     assert apicurio.host == "127.0.0.1"

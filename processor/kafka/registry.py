@@ -51,6 +51,9 @@ CLIENT_OPTIONS = (
     "max.retries",
 )
 _NUMERIC = ("timeout", "max.retries")
+#: Seconds per registry request unless `timeout` is set: confluent-kafka's client waits forever by
+#: default, and a registry that accepts the connection but never answers would hang start-up and the tools.
+DEFAULT_TIMEOUT_S = 10
 
 _clients: dict[tuple[tuple[str, str], ...], Any] = {}
 _lock = threading.Lock()
@@ -91,6 +94,7 @@ def registry_conf(
                 raise ConfigError(f"schema registry option {key} must be an integer, got {value!r}") from None
         else:
             conf[key] = value
+    conf.setdefault("timeout", DEFAULT_TIMEOUT_S)
     return conf
 
 
