@@ -5,8 +5,11 @@ Shared by the pipeline, reliability, Prometheus and operator-tool tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -197,3 +200,31 @@ def comparable(event: dict[str, Any]) -> dict[str, Any]:
     for k in ("topic", "partition", "offset"):
         sv.pop(k, None)
     return e
+
+
+def answer_on_a_terminal(args: list[str], answer: str, env: dict[str, str] | None = None,
+                         timeout: float = 60) -> tuple[int, str, str]:
+    """Run `python -m processor ARGS` with a pseudo-terminal as stdin, wait for its `[y/N]` prompt and
+    type `answer`: (exit code, stderr up to the prompt, the output after it)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "processor", *args], cwd=REPO, stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    os.close(slave)
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        deadline = time.monotonic() + timeout
+        while "[y/N]" not in seen:
+            assert time.monotonic() < deadline and proc.poll() is None, f"no prompt; stderr so far: {seen!r}"
+            if select.select([proc.stderr], [], [], 1.0)[0]:
+                chunk = os.read(proc.stderr.fileno(), 4096).decode()
+                assert chunk, f"stderr closed before the prompt: {seen!r}"
+                seen += chunk
+        os.write(master, answer.encode() + b"\n")
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, seen, err + out
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()

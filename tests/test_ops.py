@@ -4,11 +4,8 @@ operator would run them (real exit codes, real stderr)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import pty
-import select
 import subprocess
 import sys
 import time
@@ -20,7 +17,14 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 from kafka_harness import Topics, free_port
-from processor_harness import end_offsets, produce, read_topic, start_processor, wait_all_committed
+from processor_harness import (
+    answer_on_a_terminal,
+    end_offsets,
+    produce,
+    read_topic,
+    start_processor,
+    wait_all_committed,
+)
 
 from processor.cli.main import build_parser
 from processor.codec.avro import EvalCodec
@@ -384,32 +388,10 @@ def test_get_reports_a_rejected_newer_record_and_put_merges_into_the_version_in_
 
 def _delete_on_a_terminal(topics: Topics, answer: str) -> tuple[int, str]:
     """Run `settings delete` with a pseudo-terminal as stdin and type `answer` at the prompt."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processor", "settings", "delete", "--bootstrap-servers", topics.bootstrap,
-         "--settings-topic", topics.settings, "--account", "acct1"],
-        cwd=REPO, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    os.close(slave)
-    try:
-        assert proc.stderr is not None
-        seen = ""
-        deadline = time.monotonic() + 60
-        while "[y/N]" not in seen:
-            assert time.monotonic() < deadline, f"no prompt; stderr so far: {seen!r}"
-            ready, _, _ = select.select([proc.stderr], [], [], 1.0)
-            if ready:
-                chunk = os.read(proc.stderr.fileno(), 4096).decode()
-                assert chunk, f"stderr closed before the prompt: {seen!r}"
-                seen += chunk
-        os.write(master, answer.encode() + b"\n")
-        out, err = proc.communicate(timeout=60)
-        return proc.returncode, seen + err + out
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(master)
-        if proc.poll() is None:
-            proc.kill()
+    code, prompt, rest = answer_on_a_terminal(
+        ["settings", "delete", "--bootstrap-servers", topics.bootstrap, "--settings-topic", topics.settings,
+         "--account", "acct1"], answer)
+    return code, prompt + rest
 
 
 def test_delete_asks_for_confirmation_on_a_terminal(topics: Topics) -> None:

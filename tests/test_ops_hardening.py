@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 from kafka_harness import Topics, free_port, wait_until
-from processor_harness import end_offsets, produce, start_processor
+from processor_harness import answer_on_a_terminal, end_offsets, produce, start_processor
 from test_ops import DAY, HOUR, REPO, ae, make_event, ok, one_line_error, produce_events, sput
 
 from processor.codec.avro import EvalCodec
@@ -283,32 +283,11 @@ def test_librdkafka_lines_are_json_in_run_and_never_raw_on_a_terminal(topics: To
 
 
 def test_demo_refuses_on_a_terminal_answer_other_than_yes(kafka: Any) -> None:
-    import pty
-
-    master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESS_EVAL_")}
-    proc = subprocess.Popen([sys.executable, "-m", "processor", "demo", "--bootstrap-servers", kafka.bootstrap,
-                             "--duration", "1", "--metrics-port", "0"], cwd=REPO, stdin=slave,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    os.close(slave)
-    try:
-        assert proc.stderr is not None
-        seen = ""
-        deadline = time.monotonic() + 60
-        while "[y/N]" not in seen:
-            assert time.monotonic() < deadline and proc.poll() is None, f"no prompt: {seen!r}"
-            import select
-
-            if select.select([proc.stderr], [], [], 1.0)[0]:
-                seen += os.read(proc.stderr.fileno(), 4096).decode()
-        assert "access-eval-demo.iam.account-settings" in seen and kafka.bootstrap in seen
-        os.write(master, b"n\n")
-        _out, _err = proc.communicate(timeout=60)
-        assert proc.returncode == 1
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
+    code, prompt, _rest = answer_on_a_terminal(
+        ["demo", "--bootstrap-servers", kafka.bootstrap, "--duration", "1", "--metrics-port", "0"], "n", env=env)
+    assert "access-eval-demo.iam.account-settings" in prompt and kafka.bootstrap in prompt
+    assert code == 1
     assert not existing_topics(kafka.bootstrap) & {*DEMO_TOPICS, *PRODUCTION_TOPICS}
 
 
