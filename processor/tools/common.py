@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.config import KAFKA_ENV_PREFIX, ConfigError, kafka_only, read_properties
+from processor.core.display import fit, pad, printable, width
 from processor.core.ids import normalize_account, rfc3339_millis, to_millis
 from processor.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OpsError, usage_error
 from processor.kafka import clients
@@ -238,10 +239,14 @@ def write_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def format_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A plain aligned text table for terminals."""
-    cells = [headers, *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+def format_table(headers: list[str], rows: list[list[Any]], max_width: int = 80) -> str:
+    """A plain aligned text table for terminals.
+
+    Every cell goes through `display.printable` (one record is one row; no control, bidi or
+    invisible character reaches the terminal) and is cut to `max_width` display columns.
+    """
+    cells = [[fit(printable(str(c)), max_width) for c in r] for r in [headers, *rows]]
+    widths = [max(width(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(pad(c, w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
