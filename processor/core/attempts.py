@@ -11,7 +11,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, normalize_account, to_millis
+from processor.core.ids import IDENTITY_TYPES, AccountId, Rfc3339, is_valid_account, normalize_account, to_millis
 
 #: Attempts before this instant are invalid (SPEC §4).
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -228,13 +228,14 @@ def parse_attempt(
     except _FAST_ERRORS:
         return _parse_with_model(raw, now_ms, max_future_ms)
     ident = data["identity"]
-    account = normalize_account(data["account_id"])
-    ident_account = normalize_account(ident["account_id"])
+    raw_account, raw_ident_account = data["account_id"], ident["account_id"]
+    account = normalize_account(raw_account)
+    ident_account = normalize_account(raw_ident_account)
     if not (
-        0 < len(account) <= 256
-        and 0 < len(ident_account) <= 256
-        and account.isascii()
-        and ident_account.isascii()
+        raw_account.isascii()  # lower() maps a few non-ASCII letters (U+212A) into ASCII: the model decides
+        and raw_ident_account.isascii()
+        and is_valid_account(account)
+        and is_valid_account(ident_account)
         and event_time.tzinfo is not None
         and (len(ts) < 27 or not _LONG_FRACTION(ts))
     ):

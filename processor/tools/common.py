@@ -20,30 +20,24 @@ from typing import Any
 
 from processor.config import KAFKA_ENV_PREFIX, ConfigError, kafka_only, read_properties
 from processor.core.display import fit, pad, printable, width
-from processor.core.ids import normalize_account, rfc3339_millis, to_millis
+from processor.core.ids import account_problem, normalize_account, rfc3339_millis, to_millis
 from processor.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OpsError, usage_error
 from processor.kafka import clients
 
-MAX_ACCOUNT_LEN = 256
-
-
-
 # --- identifiers and time -------------------------------------------------------------------------
-
-_BAD_ID_CHARS = re.compile(r"[\s,\"'\\\x00-\x1f\x7f]")
 
 
 def account_id(raw: str, flag: str = "--account") -> str:
-    """A normalised account id, or a usage error naming the flag (empty, too long, spaces, commas...)."""
-    acct = normalize_account(raw)
-    if not acct:
+    """A normalised account id, or a usage error naming the flag and what is wrong (contract §3.2).
+
+    The rule is the processor's own (`ids.account_problem`): what a flag accepts, a settings record and
+    an attempt may hold, and the other way round. The input is echoed only escaped (`printable`)."""
+    if not normalize_account(raw):
         usage_error(f"{flag}: account id is empty")
-    if len(acct) > MAX_ACCOUNT_LEN:
-        usage_error(f"{flag}: account id longer than {MAX_ACCOUNT_LEN} characters")
-    bad = _BAD_ID_CHARS.search(acct)
-    if bad:
-        usage_error(f"{flag}: invalid account id {raw!r}: contains {bad.group()!r}")
-    return acct
+    problem = account_problem(raw)
+    if problem is not None:
+        usage_error(f"{flag}: invalid account id {fit(printable(raw.strip()), 80)}: {problem}")
+    return normalize_account(raw)
 
 
 def account_list(values: list[str] | None, flag: str) -> list[str]:
