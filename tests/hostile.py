@@ -52,7 +52,26 @@ SHELL: dict[str, str] = {
     "option_lookalike": "--clear-allow",
 }
 
+#: Markup: harmless on a terminal (printable), escaped by HTML output.
+MARKUP: dict[str, str] = {
+    "script_tag": "<script>alert(1)</script>",
+    "attribute_break": "\"><img src=x onerror=alert(1)>",
+}
+
+#: Account ids an attacker would want proposed for an allowlist or pasted into a shell: each is invalid
+#: (contract §3.2), so the processor dead-letters an attempt carrying one; an eval event holding one
+#: (written before the rule, or by another producer) is shown escaped and never proposed.
+HOSTILE_IDS: dict[str, str] = {
+    "id_command_substitution": "$(touch pwned)",
+    "id_backticks": "`touch pwned`",
+    "id_semicolon": "a;touch pwned",
+    "id_zero_width_partner": PARTNER + "\u200b",
+    "id_bidi_partner": "\u202e" + PARTNER[::-1],
+    "id_option": "--clear-allow",
+    "id_escape": "x\x1b[2J",
+}
+
 #: Longer than any column: cut on display width, marked with an ellipsis, never wrapped into a row.
 OVERSIZED = {"oversized_wide": "\u5bbd" * 700, "oversized_ascii": "A" * 1000 + "\x1b[2J"}
 
-ALL: dict[str, str] = {**ESCAPED, **SHELL, **OVERSIZED}
+ALL: dict[str, str] = {**ESCAPED, **SHELL, **MARKUP, **OVERSIZED}
