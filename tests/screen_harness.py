@@ -82,6 +82,7 @@ exec {python} -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@" >> "$A
 def paste(line: str, tmp: Path) -> tuple[list[list[str]], list[str]]:
     """Run `line` as pasted into bash, in an empty directory, against a stub `access-eval`:
     (the argv of every stub call, the files the line created besides the log)."""
+    tmp.mkdir(parents=True, exist_ok=True)
     bin_dir, work = tmp / "bin", tmp / "work"
     shutil.rmtree(work, ignore_errors=True)
     bin_dir.mkdir(exist_ok=True)
