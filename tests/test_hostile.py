@@ -186,6 +186,9 @@ def test_hostile_corpus_end_to_end(topics: Topics, tmp_path: Path) -> None:
     finally:
         proc.terminate()
 
+    # run: its log lines are JSON, ASCII-only (what they echo of the input is escaped by the encoder)
+    log_lines = proc.log_path.read_text().splitlines()
+    assert log_lines and all(check_json(line, "processor log") is not None for line in log_lines)
     # run: every hostile account id was dead-lettered with a reason naming the field
     dlq = read_topic(b, topics.dlq)
     assert len(dlq) == len(dead)
@@ -222,8 +225,10 @@ def test_hostile_corpus_end_to_end(topics: Topics, tmp_path: Path) -> None:
     assert any("rejected" in ln for ln in got)
     for cmd in (["get", "--account", "k-rejected"], ["list"], ["list", "--invalid"]):
         check_json(ok(ae("settings", *cmd, *base, "--format", "json")), f"settings {cmd} json")
-    print(f"hostile corpus end to end: {figures['tried']} strings tried in 6 fields each, {figures['escaped']} "
-          f"shown escaped in tail; {len(dead)} attempts with hostile account ids dead-lettered")
+    print(f"hostile corpus end to end: {len(ALL)} hostile strings tried, each in the 8 string fields of an "
+          f"attempt; {figures['escaped']} shown escaped in the tail table (the others, shell metacharacters, markup "
+          f"and wide text, are printable and shown as they are); {len(dead)} attempts with "
+          f"{len(HOSTILE_IDS)} hostile account ids dead-lettered")
 
 
 def check_report(topics: Topics, corpus: dict[str, str], tmp_path: Path) -> None:
