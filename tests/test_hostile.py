@@ -250,6 +250,8 @@ def check_report(topics: Topics, corpus: dict[str, str], tmp_path: Path) -> None
         words = calls[0]
         assert EXT in words and not set(HOSTILE_IDS.values()) & set(words), f"proposed: {words}"
         assert all(w.isascii() and w.isprintable() for w in words)
+    print(f"report: {len(pasted)} pasted line(s) run in the sandbox, {len(HOSTILE_IDS)} hostile ids shown escaped, "
+          "none proposed")
     report = check_json(ok(ae(*args, "--format", "json")), "report json")
     assert report["would_be_denies"] >= len(corpus) - 1
     assert {f"u{n:02d}-{t}" for n, t in enumerate(ALL.values())} <= strings_in(report)
@@ -260,3 +262,28 @@ def check_report(topics: Topics, corpus: dict[str, str], tmp_path: Path) -> None
         assert not any(forbidden(c) for c in html.stdout.replace("\n", ""))
     else:
         assert html.returncode == 2, html.stderr
+
+
+# --- settings put refuses what the contract rejects (before any Kafka contact) --------------------
+
+#: The ids of the issue and the corpus; not `--clear-allow`: on a command line argparse reads it as the option.
+PUT_REFUSED = {**{k: v for k, v in HOSTILE_IDS.items() if not v.startswith("-")}, "c1_csi": "ab\x9bcd",
+               "bidi": "ab\u202ecd", "zero_width": "ab\u200bcd", "a_id_b": "a$(id)b", "a_semicolon_b": "a;b"}
+
+
+@pytest.mark.parametrize("name", sorted(PUT_REFUSED))
+def test_settings_put_refuses_ids_the_contract_rejects(name: str, tmp_path: Path) -> None:
+    bad = PUT_REFUSED[name]
+    doc = {"account_id": TARGET, "external_account_identity_interaction": {
+        "identity_types": {"user": {"state": "limited", "external_allowed_accounts": [EXT, bad]}}}}
+    (tmp_path / "doc.json").write_text(json.dumps(doc))
+    for args in (["--identity-type", "user", "--state", "limited", "--allow", bad],
+                 ["--identity-type", "user", "--state", "limited", "--add-allow", EXT, bad],
+                 ["--file", str(tmp_path / "doc.json"), "--dry-run"]):
+        proc = ae("settings", "put", "--bootstrap-servers", "127.0.0.1:1", "--account", TARGET, *args)
+        assert proc.returncode == 2 and proc.stdout == "", (args, proc.stdout, proc.stderr)
+        err = proc.stderr.rstrip("\n")
+        assert "\n" not in err and err.isprintable() and "account id" in err, err
+    proc = ae("settings", "put", "--bootstrap-servers", "127.0.0.1:1", "--account", bad, "--file",
+              str(tmp_path / "doc.json"), "--dry-run")
+    assert proc.returncode == 2 and "invalid account id" in proc.stderr and proc.stderr.rstrip("\n").isprintable()
