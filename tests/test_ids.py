@@ -201,3 +201,16 @@ def test_the_published_json_schemas_state_the_same_account_id_rule() -> None:
         doc = settings_obj(raw, {"user": {"state": "monitor", "external_allowed_accounts": [raw]}})
         model_ok = SettingsHistory().apply_record(raw.encode(), dumps(doc), BASE_MS) is None
         assert validator.is_valid(doc) == model_ok, raw
+
+
+@pytest.mark.parametrize("name", ["command_substitution", "zero_width_space", "escape", "inner_space"])
+def test_run_refuses_an_unsafe_account_id_in_account_labels(name: str) -> None:
+    """`--account-labels` is a flag holding account ids too: misconfiguration, one line naming it."""
+    from processor.config import ConfigError, load
+
+    with pytest.raises(ConfigError) as info:
+        load({"bootstrap_servers": "localhost:9092", "account_labels": f"{ACC},{BAD_IDS[name]}"})
+    msg = str(info.value)
+    assert "--account-labels" in msg and "account id" in msg and msg.isprintable()
+    assert load({"bootstrap_servers": "localhost:9092", "account_labels": f" {ACC.upper()} ,acct-alias"}
+                ).account_label_set == {ACC, "acct-alias"}
