@@ -287,3 +287,20 @@ def test_settings_put_refuses_ids_the_contract_rejects(name: str, tmp_path: Path
     proc = ae("settings", "put", "--bootstrap-servers", "127.0.0.1:1", "--account", bad, "--file",
               str(tmp_path / "doc.json"), "--dry-run")
     assert proc.returncode == 2 and "invalid account id" in proc.stderr and proc.stderr.rstrip("\n").isprintable()
+
+
+# --- error lines that echo a flag's value ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(ESCAPED))
+def test_error_lines_echo_flag_values_escaped(name: str) -> None:
+    from processor.errors import OpsError
+    from processor.tools.common import account_id, parse_duration_ms, parse_since
+
+    text = ESCAPED[name]
+    for call in (lambda: account_id(f"a{text}b"), lambda: parse_duration_ms(f"3{text}d"),
+                 lambda: parse_since(f"2026-11-01T{text}", 0)):
+        with pytest.raises(OpsError) as info:
+            call()
+        msg = str(info.value)
+        assert not any(forbidden(c) for c in msg), msg

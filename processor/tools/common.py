@@ -61,11 +61,11 @@ def parse_duration_ms(text: str, flag: str = "--since") -> int:
     while pos < len(compact):
         m = _DURATION_PART.match(compact, pos)
         if m is None:
-            usage_error(f"{flag}: invalid duration {text!r}: use e.g. 30d, 12h, 15m, 90s, 1d12h")
+            usage_error(f"{flag}: invalid duration '{printable(text)}': use e.g. 30d, 12h, 15m, 90s, 1d12h")
         total += float(m.group(1)) * _UNIT_MS[m.group(2)]
         pos = m.end()
     if pos == 0 or total <= 0:
-        usage_error(f"{flag}: invalid duration {text!r}: use e.g. 30d, 12h, 15m, 90s, 1d12h")
+        usage_error(f"{flag}: invalid duration '{printable(text)}': use e.g. 30d, 12h, 15m, 90s, 1d12h")
     return int(total)
 
 
@@ -75,9 +75,11 @@ def parse_since(text: str, now_ms: int, flag: str = "--since") -> tuple[int, str
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            usage_error(f"{flag}: invalid time {text!r}: use a duration (30d) or RFC 3339 (2026-11-01T00:00:00Z)")
+            usage_error(
+                f"{flag}: invalid time '{printable(text)}': use a duration (30d) or RFC 3339 (2026-11-01T00:00:00Z)"
+            )
         if dt.tzinfo is None:
-            usage_error(f"{flag}: {text!r} has no UTC offset: add Z or +HH:MM")
+            usage_error(f"{flag}: '{printable(text)}' has no UTC offset: add Z or +HH:MM")
         start = to_millis(dt)
         return start, f"since {rfc3339_millis(start)}"
     ms = parse_duration_ms(text, flag)
