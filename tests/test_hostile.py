@@ -304,3 +304,20 @@ def test_error_lines_echo_flag_values_escaped(name: str) -> None:
             call()
         msg = str(info.value)
         assert not any(forbidden(c) for c in msg), msg
+
+
+def test_simulate_summary_and_rejection_lines_render_literally(tmp_path: Path) -> None:
+    now = int(time.time() * 1000)
+    settings = tmp_path / "settings.jsonl"
+    settings.write_text("\n".join(v.decode() for _k, v in settings_records() if v is not None) + "\n")
+    attempts = tmp_path / "attempts.jsonl"
+    lines = [attempt(n, text, now) for n, text in enumerate(ALL.values())]
+    lines += [attempt(90, "bad", now, ident_account=bad) for bad in HOSTILE_IDS.values()]
+    attempts.write_bytes(b"\n".join(lines) + b"\n")
+    proc = ae("simulate", "--settings", str(settings), "--attempts", str(attempts), "--summary")
+    assert proc.returncode == 0, proc.stderr
+    summary = check_literal(proc.stdout, "simulate --summary")
+    assert any(EXT in ln for ln in summary)
+    rejected = check_literal(proc.stderr, "simulate stderr")
+    assert sum("attempt rejected: invalid_field" in ln for ln in rejected) == len(HOSTILE_IDS)
+    assert sum("settings rejected" in ln for ln in rejected) >= 3  # k-rejected, k-lookalike, the hostile key
