@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyte
-from wcwidth import wcswidth
 
 #: DerivedCoreProperties.txt, Default_Ignorable_Code_Point=yes (Unicode 15.1).
 _IGNORABLE = [
@@ -65,8 +64,8 @@ class Screen:
 
 def screen(text: str) -> Screen:
     raw_lines = [ln.rstrip() for ln in text.rstrip("\n").split("\n")]
-    columns = max([wcswidth(ln) if wcswidth(ln) >= 0 else len(ln) for ln in raw_lines] + [len(ln) for ln in raw_lines])
-    scr = pyte.Screen(columns + 8, len(raw_lines) + 4)
+    columns = 2 * max(len(ln) for ln in raw_lines) + 8  # no character takes more than 2 columns: nothing wraps
+    scr = pyte.Screen(columns, len(raw_lines) + 4)
     pyte.Stream(scr).feed(text.replace("\n", "\r\n"))
     lines = [ln.rstrip() for ln in scr.display]
     while lines and not lines[-1]:
