@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from processor.core.ids import normalize_account
+from processor.core.ids import account_problem, normalize_account
 from processor.errors import ConfigError as ConfigError  # re-exported: raised by load() and read_properties()
 
 ENV_PREFIX = "ACCESS_EVAL_"
@@ -88,6 +88,16 @@ class RunConfig(BaseSettings):
     @classmethod
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v
+
+    @field_validator("account_labels")
+    @classmethod
+    def _label_ids(cls, v: str) -> str:
+        """Each entry is an account id by the contract's rule (§3.2), like every other account-id flag."""
+        for part in v.split(","):
+            problem = account_problem(part) if normalize_account(part) else None
+            if problem is not None:
+                raise ValueError(problem)
+        return v
 
     @property
     def account_label_set(self) -> frozenset[str]:

@@ -20,6 +20,9 @@ What is modelled (contract section in brackets):
   1970..9999, key/`account_id` mismatch); a rejected record changes nothing; effective time =
   `updated_at`, else the record's timestamp; a tombstone (null value) is a reset version from its
   timestamp; equal effective times: the record read later replaces the earlier;
+- account ids [§3.2]: after trimming White_Space, 1-256 of `A-Z a-z 0-9 . _ : @ / -`, the first
+  a letter or digit; anything else invalidates the record key, the document, the allowlist or the
+  attempt that holds it;
 - the event-time lookup [§6.2]: the newest version at or before `event_time`; older than every
   version: the oldest one, `exact = false`; no version: `enabled`;
 - attempt validation [§4.2, §4.4]: size, strict UTF-8 JSON (no NaN/Infinity, nesting <= 200,
@@ -32,8 +35,7 @@ What is modelled (contract section in brackets):
 Not modelled: stream-time retention and pruning [§6.3] (the tests' streams span minutes, the window
 is 24 h) and forgetting old resets; what compaction removes (a test passes the log it read back);
 the settings version's topic/partition/offset; `observer.version`, `observer.evaluatedAt` and the
-`reason.reasonType` text; account ids whose ends carry U+001C..U+001F (strategies.norm strips them,
-the contract keeps them).
+`reason.reasonType` text.
 """
 
 from __future__ import annotations
@@ -134,13 +136,23 @@ def strict_json(raw: bytes | None) -> Any:
     return value
 
 
+#: §3.2: Unicode's White_Space (PropList.txt) is trimmed; what remains must match this.
+_WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+)
+_ID_SYNTAX = re.compile(r"[A-Za-z0-9][-A-Za-z0-9._:@/]{0,255}")
+
+
+def valid_account(raw: str) -> bool:
+    return _ID_SYNTAX.fullmatch(raw.strip(_WHITE_SPACE)) is not None
+
+
 def _account(value: Any, what: str, reason: str) -> str:
     if not isinstance(value, str):
         raise Invalid("wrong_type" if reason == "invalid_field" else reason, f"{what} is not a string")
-    acct = norm(value)
-    if not 1 <= len(acct) <= 256:
-        raise Invalid(reason, f"{what} is empty or longer than 256 characters")
-    return acct
+    if not valid_account(value):
+        raise Invalid(reason, f"{what} is not 1-256 of A-Z a-z 0-9 . _ : @ / - after trimming")
+    return norm(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,8 +177,8 @@ def settings_version(index: int, key: bytes | None, value: bytes | None, timesta
         key_account = norm(key.decode("utf-8"))
     except UnicodeDecodeError:
         raise Invalid("missing_key", "key is not UTF-8") from None
-    if not 1 <= len(key_account) <= 256:
-        raise Invalid("missing_key", "key empty or longer than 256 characters")
+    if not valid_account(key.decode("utf-8")):
+        raise Invalid("missing_key", "key is not an account id (§3.2)")
     if value is None:  # a tombstone: a reset from its timestamp
         if timestamp_ms is None:
             raise ValueError(f"settings record {index}: a tombstone needs its record timestamp")

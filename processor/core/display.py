@@ -17,6 +17,14 @@ from collections.abc import Iterable
 #: surrogates, private use and unassigned code points.
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
+#: Default_Ignorable_Code_Point characters (DerivedCoreProperties.txt) outside those categories: they
+#: show nothing either, yet are letters or marks (Hangul fillers, variation selectors, the combining
+#: grapheme joiner, Mongolian free variation selectors), so `ab` and `a\u3164b` would look alike.
+_INVISIBLE_RANGES = (
+    (0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xE0100, 0xE01EF),
+)
+
 
 def _escape_char(ch: str) -> str:
     cp = ord(ch)
@@ -36,6 +44,9 @@ def needs_escape(ch: str) -> bool:
     if ch == " ":
         return False
     if unicodedata.category(ch) in _ESCAPED_CATEGORIES:
+        return True
+    cp = ord(ch)
+    if any(lo <= cp <= hi for lo, hi in _INVISIBLE_RANGES):
         return True
     # Other White_Space than the plain space (U+00A0, U+2000..U+200A, U+3000, ...): invisible or
     # look-alike spacing inside an id.

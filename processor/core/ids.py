@@ -25,18 +25,49 @@ def normalize_account(raw: str) -> str:
     return raw.strip(WHITE_SPACE).lower()
 
 
+#: What an account id may hold after trimming (contract §3.2): ASCII letters, digits and `. _ : @ / -`,
+#: starting with a letter or digit. Real IBM Cloud ids are 32 hex digits; the rest admits aliases and
+#: CRN-like ids. Nothing else, so an id looks the same on every screen (no controls, invisible, bidi or
+#: look-alike letters), needs no quoting in a shell and can never be read as a command-line option.
+ACCOUNT_ID_SYNTAX = "ASCII letters, digits and . _ : @ / -, starting with a letter or digit"
+_VALID_TRIMMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]*").fullmatch
+_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@/-")
+
+
+def is_valid_account(account: str) -> bool:
+    """True for a normalised account id within the contract's length and characters (the hot path)."""
+    return len(account) <= ACCOUNT_ID_MAX and _VALID_TRIMMED(account) is not None
+
+
+def account_problem(raw: str) -> str | None:
+    """Why `raw` is not an account id (one sentence, input characters named by code point), or None."""
+    trimmed = raw.strip(WHITE_SPACE)
+    if not 0 < len(trimmed) <= ACCOUNT_ID_MAX:
+        return f"an account id must have 1 to {ACCOUNT_ID_MAX} characters after trimming"
+    if _VALID_TRIMMED(trimmed):
+        return None
+    bad = next((c for c in trimmed if c not in _ALLOWED), trimmed[0])
+    shown = f"U+{ord(bad):04X} ({bad})" if " " < bad < "\x7f" and bad != "\\" else f"U+{ord(bad):04X}"
+    return f"an account id may hold only {ACCOUNT_ID_SYNTAX}; found {shown} at position {trimmed.index(bad) + 1}"
+
+
 def _account_id(raw: str) -> str:
-    account = normalize_account(raw)
-    if not 0 < len(account) <= ACCOUNT_ID_MAX:
-        raise ValueError(f"an account id must have 1 to {ACCOUNT_ID_MAX} characters after trimming")
-    return account
+    problem = account_problem(raw)
+    if problem is not None:
+        raise ValueError(problem)
+    return normalize_account(raw)
 
 
-#: Account ids are compared after trimming and lower-casing (SPEC §3), by `normalize_account`.
+#: The JSON Schema of a raw account id: the syntax above, optionally surrounded by White_Space.
+_PADDING = "[" + "".join(f"\\u{ord(c):04x}" for c in WHITE_SPACE) + "]*"
+ACCOUNT_ID_PATTERN = f"^{_PADDING}[A-Za-z0-9][A-Za-z0-9._:@/-]*{_PADDING}$"
+
+#: Account ids are compared after trimming and lower-casing (SPEC §3), by `normalize_account`, and hold
+#: only the characters above (a ValueError naming the first other one otherwise).
 AccountId = Annotated[
     str,
     AfterValidator(_account_id),
-    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": ACCOUNT_ID_MAX}),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": ACCOUNT_ID_MAX, "pattern": ACCOUNT_ID_PATTERN}),
 ]
 
 _RFC3339_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}").match

@@ -20,11 +20,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.json_schema import SkipJsonSchema
 
 from processor.core.ids import (
-    ACCOUNT_ID_MAX,
     IDENTITY_TYPES,
     MAX_TIME_MS,
     AccountId,
     Rfc3339,
+    account_problem,
     normalize_account,
     rfc3339_millis,
     to_millis,
@@ -217,10 +217,10 @@ def _key_account(key: bytes | None) -> str | None:
     if not key:
         return None
     try:
-        account = normalize_account(key.decode("utf-8"))
+        text = key.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return account if 0 < len(account) <= ACCOUNT_ID_MAX else None
+    return normalize_account(text) if account_problem(text) is None else None
 
 
 class InvalidSettings(Exception):
@@ -422,13 +422,15 @@ class SettingsHistory:
             self.rejected += 1
             return InvalidSettings("missing_key", "record has no key; the key must be the account id")
         try:
-            account = normalize_account(key.decode("utf-8"))
+            key_text = key.decode("utf-8")
         except UnicodeDecodeError:
             self.rejected += 1
             return InvalidSettings("missing_key", "record key is not UTF-8")
-        if not 0 < len(account) <= ACCOUNT_ID_MAX:
+        key_problem = account_problem(key_text)
+        if key_problem is not None:
             self.rejected += 1
-            return InvalidSettings("missing_key", f"record key is not an account id (1 to {ACCOUNT_ID_MAX} characters)")
+            return InvalidSettings("missing_key", f"record key is not an account id: {key_problem}")
+        account = normalize_account(key_text)
         if value is None:
             if timestamp_ms > MAX_TIME_MS:
                 self.rejected += 1

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Producer
 
 from processor.codec.avro import DecodeError, EvalCodec
 from processor.config import RunConfig
+from processor.core.display import printable
 from processor.core.events import to_json_obj
 from processor.core.policy import OUTCOMES
 from processor.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, LocalKafkaError
@@ -184,7 +185,8 @@ def main(
                     rd = ev["responseData"]
                     print(f"   {ev['eventTime']} {rd['decision']:6} enforced={rd['isEnforced']!s:5} "
                           f"state={rd['state']:7} {ev['initiator']['typeURI']:10} "
-                          f"{ev['initiator']['authnAccountId'][:8]}.. -> {ev['target']['accountId'][:8]}..", file=out)
+                          f"{printable(ev['initiator']['authnAccountId'][:8])}.. -> "
+                          f"{printable(ev['target']['accountId'][:8])}..", file=out)
                 out.flush()
                 last_print, last_total = now, total
     except KeyboardInterrupt:

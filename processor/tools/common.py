@@ -20,30 +20,24 @@ from typing import Any
 
 from processor.config import KAFKA_ENV_PREFIX, ConfigError, kafka_only, read_properties
 from processor.core.display import fit, pad, printable, width
-from processor.core.ids import normalize_account, rfc3339_millis, to_millis
+from processor.core.ids import account_problem, normalize_account, rfc3339_millis, to_millis
 from processor.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OpsError, usage_error
 from processor.kafka import clients
 
-MAX_ACCOUNT_LEN = 256
-
-
-
 # --- identifiers and time -------------------------------------------------------------------------
-
-_BAD_ID_CHARS = re.compile(r"[\s,\"'\\\x00-\x1f\x7f]")
 
 
 def account_id(raw: str, flag: str = "--account") -> str:
-    """A normalised account id, or a usage error naming the flag (empty, too long, spaces, commas...)."""
-    acct = normalize_account(raw)
-    if not acct:
+    """A normalised account id, or a usage error naming the flag and what is wrong (contract §3.2).
+
+    The rule is the processor's own (`ids.account_problem`): what a flag accepts, a settings record and
+    an attempt may hold, and the other way round. The input is echoed only escaped (`printable`)."""
+    if not normalize_account(raw):
         usage_error(f"{flag}: account id is empty")
-    if len(acct) > MAX_ACCOUNT_LEN:
-        usage_error(f"{flag}: account id longer than {MAX_ACCOUNT_LEN} characters")
-    bad = _BAD_ID_CHARS.search(acct)
-    if bad:
-        usage_error(f"{flag}: invalid account id {raw!r}: contains {bad.group()!r}")
-    return acct
+    problem = account_problem(raw)
+    if problem is not None:
+        usage_error(f"{flag}: invalid account id {fit(printable(raw.strip()), 80)}: {problem}")
+    return normalize_account(raw)
 
 
 def account_list(values: list[str] | None, flag: str) -> list[str]:
@@ -67,11 +61,11 @@ def parse_duration_ms(text: str, flag: str = "--since") -> int:
     while pos < len(compact):
         m = _DURATION_PART.match(compact, pos)
         if m is None:
-            usage_error(f"{flag}: invalid duration {text!r}: use e.g. 30d, 12h, 15m, 90s, 1d12h")
+            usage_error(f"{flag}: invalid duration '{printable(text)}': use e.g. 30d, 12h, 15m, 90s, 1d12h")
         total += float(m.group(1)) * _UNIT_MS[m.group(2)]
         pos = m.end()
     if pos == 0 or total <= 0:
-        usage_error(f"{flag}: invalid duration {text!r}: use e.g. 30d, 12h, 15m, 90s, 1d12h")
+        usage_error(f"{flag}: invalid duration '{printable(text)}': use e.g. 30d, 12h, 15m, 90s, 1d12h")
     return int(total)
 
 
@@ -81,9 +75,11 @@ def parse_since(text: str, now_ms: int, flag: str = "--since") -> tuple[int, str
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            usage_error(f"{flag}: invalid time {text!r}: use a duration (30d) or RFC 3339 (2026-11-01T00:00:00Z)")
+            usage_error(
+                f"{flag}: invalid time '{printable(text)}': use a duration (30d) or RFC 3339 (2026-11-01T00:00:00Z)"
+            )
         if dt.tzinfo is None:
-            usage_error(f"{flag}: {text!r} has no UTC offset: add Z or +HH:MM")
+            usage_error(f"{flag}: '{printable(text)}' has no UTC offset: add Z or +HH:MM")
         start = to_millis(dt)
         return start, f"since {rfc3339_millis(start)}"
     ms = parse_duration_ms(text, flag)

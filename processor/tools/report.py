@@ -11,7 +11,8 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from processor.core.ids import normalize_account, rfc3339_millis, to_millis
+from processor.core.display import printable, shell_command
+from processor.core.ids import is_valid_account, normalize_account, rfc3339_millis, to_millis
 from processor.core.readiness import DenyAggregator
 from processor.errors import EXIT_OK, OpsError
 from processor.kafka.eval_reader import EvalReader
@@ -210,6 +211,22 @@ def verdict(report: dict[str, Any]) -> str:
     return text
 
 
+def suggestion(account: str, itype: str, state: str, externals: list[str]) -> list[str]:
+    """The additions of one identity type and the command to paste for them, every word shell-quoted.
+    Ids that are not valid account ids (contract §3.2; events written before that rule, or by another
+    producer) are shown escaped and marked, never proposed."""
+    valid = [e for e in externals if is_valid_account(e)]
+    odd = [e for e in externals if not is_valid_account(e)]
+    lines = [f"  {itype}: {', '.join(valid) or '-'}"]
+    if valid:
+        argv = ["access-eval", "settings", "put", "--account", account, "--identity-type", itype, "--state", state]
+        lines.append("    " + shell_command([*argv, "--add-allow", *valid]))
+    if odd:
+        shown = ", ".join(printable(e) for e in odd)
+        lines.append(f"    not proposed, not valid account ids (shown escaped): {shown}")
+    return lines
+
+
 def render_report_table(report: dict[str, Any]) -> str:
     """The human-readable `report`."""
     acct = report["account_id"]
@@ -221,7 +238,7 @@ def render_report_table(report: dict[str, Any]) -> str:
         out.append("data covers: no events of this account in the window")
     if report["duplicate_events"]:
         out.append(f"{_n(report['duplicate_events'], 'duplicate event')} (same id) counted once")
-    out += [f"warning: {w_}" for w_ in report["warnings"]]
+    out += [f"warning: {printable(w_)}" for w_ in report["warnings"]]
     out.append("")
     current = report.get("current_settings")
     if current is not None:
@@ -265,15 +282,11 @@ def render_report_table(report: dict[str, Any]) -> str:
         for itype, exts in additions.items():
             state = current["identity_types"][itype]["state"] if current is not None else "monitor"
             state = "monitor" if state == "enabled" else state
-            out.append(f"  {itype}: {', '.join(exts)}")
-            out.append(
-                f"    access-eval settings put --account {acct} --identity-type {itype} --state {state} "
-                f"--add-allow {' '.join(exts)}"
-            )
+            out += suggestion(acct, itype, state, exts)
         out.append("")
     already = report.get("already_allowlisted") or {}
     for itype, exts in already.items():
-        out.append(f"already on the {itype} allowlist now: {', '.join(exts)}")
+        out.append(f"already on the {itype} allowlist now: {', '.join(printable(e) for e in exts)}")
     if already:
         out.append("")
     out.append(f"verdict: {report['verdict']}")

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from processor.core.display import printable
 from processor.core.ids import IDENTITY_TYPES, STATES, normalize_account, rfc3339_millis, to_millis
 from processor.core.settings import InvalidSettings, parse_settings
 from processor.errors import EXIT_FAIL, EXIT_OK, usage_error
@@ -72,13 +73,13 @@ def render_current(cur: Current) -> str:
     lines.append(format_table(["identity type", "state", "external_allowed_accounts"], rows))
     doc = cur.document()
     if doc is not None and doc.unknown_identity_types:
-        lines.append(f"\nignored unknown identity types: {', '.join(doc.unknown_identity_types)}")
+        lines.append(f"\nignored unknown identity types: {', '.join(map(printable, doc.unknown_identity_types))}")
     for s in cur.scheduled:
         lines.append(f"\nnote: a version at offset {s.offset} takes effect at {rfc3339_millis(s.effective_ms)}")
     for r in cur.rejected:
         lines.append(
             f"\nwarning: newer record at [{r.partition}] @ {r.offset} was rejected by the processor "
-            f"({r.reason}: {r.detail}); the version above stays in force"
+            f"({r.reason}: {printable(r.detail)}); the version above stays in force"
         )
     return "\n".join(lines) + "\n"
 

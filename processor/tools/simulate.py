@@ -11,6 +11,7 @@ from typing import IO
 
 from processor.codec.avro import EvalCodec
 from processor.core.attempts import InvalidAttempt, parse_attempt
+from processor.core.display import printable
 from processor.core.evaluator import assess
 from processor.core.events import build_event, to_json_obj
 from processor.core.ids import to_millis
@@ -46,7 +47,7 @@ def load_settings(path: Path, history: SettingsHistory, err: IO[str]) -> int:
             doc = parse_settings_line(line)
         except InvalidSettings as exc:
             bad += 1
-            print(f"{path}:{n}: settings rejected: {exc.reason}: {exc.detail}", file=err)
+            print(f"{path}:{n}: settings rejected: {exc.reason}: {printable(exc.detail)}", file=err)
             continue
         effective = to_millis(doc.updated_at) if doc.updated_at is not None else BEGINNING_OF_TIME
         if isinstance(doc, TombstoneLine):  # SPEC §10: stands for a null record value
@@ -77,7 +78,7 @@ def simulate(
             attempt = parse_attempt(line.rstrip(b"\r\n"), clock)
         except InvalidAttempt as exc:
             agg.count(INVALID)
-            print(f"{attempts_path}:{n}: attempt rejected: {exc.reason}: {exc.detail}", file=err)
+            print(f"{attempts_path}:{n}: attempt rejected: {exc.reason}: {printable(exc.detail)}", file=err)
             continue
         verdict, version, exact = assess(history, attempt)
         agg.count(verdict.outcome)

@@ -9,6 +9,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from processor.core.display import fit, pad, printable
 from processor.core.events import to_json_obj
 from processor.core.ids import normalize_account, rfc3339_millis, to_millis
 from processor.errors import EXIT_FAIL, EXIT_OK, usage_error
@@ -47,7 +48,7 @@ class Filter:
         return self.identity_type is None or e["initiator"]["typeURI"] == self.identity_type
 
 
-#: (header, width) of the streaming table; the last column is not padded.
+#: (header, display width) of the streaming table; the last column is not padded, only cut.
 COLUMNS = (
     ("EVENT TIME", 24),
     ("TARGET ACCOUNT", 32),
@@ -56,18 +57,24 @@ COLUMNS = (
     ("TYPE", 10),
     ("FROM ACCOUNT", 32),
     ("IDENTITY", 28),
-    ("ACTION", 0),
+    ("ACTION", 64),
 )
 
 
-def _cell(text: str, width: int) -> str:
-    if width == 0:
-        return text
-    return text.ljust(width) if len(text) <= width else text[: width - 1] + "~"
+def _cell(text: str, columns: int, last: bool = False) -> str:
+    """One cell: input text escaped (`printable`: one event is one row, nothing a terminal obeys),
+    cut to `columns` display columns (marked `…`), padded unless it is the last."""
+    cut = fit(printable(text), columns)
+    return cut if last else pad(cut, columns)
+
+
+def _line(cells: tuple[object, ...]) -> str:
+    last = len(COLUMNS) - 1
+    return "  ".join(_cell(str(c), w, i == last) for i, (c, (_h, w)) in enumerate(zip(cells, COLUMNS, strict=True)))
 
 
 def table_header() -> str:
-    return "  ".join(_cell(h, w) for h, w in COLUMNS).rstrip()
+    return _line(tuple(h for h, _w in COLUMNS)).rstrip()
 
 
 def table_row(e: dict[str, Any]) -> str:
@@ -84,7 +91,7 @@ def table_row(e: dict[str, Any]) -> str:
         e["initiator"]["id"],
         e["target"]["action"],
     )
-    return "  ".join(_cell(str(c), w) for c, (_h, w) in zip(cells, COLUMNS, strict=True)).rstrip()
+    return _line(cells).rstrip()
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
