@@ -19,7 +19,8 @@ What is modelled (contract section in brackets):
   document's required fields and their types, states, allowlists, `updated_at` with an offset in
   1970..9999, key/`account_id` mismatch); a rejected record changes nothing; effective time =
   `updated_at`, else the record's timestamp; a tombstone (null value) is a reset version from its
-  timestamp; equal effective times: the record read later replaces the earlier;
+  timestamp; an accepted record supersedes every version of its account whose effective time is at
+  or after its own (equal times: the record read later wins);
 - the event-time lookup [§6.2]: the newest version at or before `event_time`; older than every
   version: the oldest one, `exact = false`; no version: `enabled`;
 - attempt validation [§4.2, §4.4]: size, strict UTF-8 JSON (no NaN/Infinity, nesting <= 200,
@@ -216,7 +217,6 @@ class SettingsLog:
 
     @classmethod
     def read(cls, records: Iterable[SettingsRecord]) -> SettingsLog:
-        by_time: dict[str, dict[int, Version]] = {}
         log = cls()
         for i, (key, value, ts) in enumerate(records):
             try:
@@ -224,8 +224,9 @@ class SettingsLog:
             except Invalid as exc:
                 log.rejected.append((i, exc.reason))
                 continue
-            by_time.setdefault(v.account, {})[v.effective_ms] = v  # equal times: read later replaces
-        log.versions = {a: [vs[t] for t in sorted(vs)] for a, vs in by_time.items()}
+            # §3: it supersedes every version of its account in force from its own time on (equal: too)
+            mine = log.versions.setdefault(v.account, [])
+            mine[:] = [old for old in mine if old.effective_ms < v.effective_ms] + [v]
         return log
 
     def at(self, account: str, t_ms: int) -> tuple[Version | None, bool]:

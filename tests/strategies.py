@@ -141,24 +141,27 @@ def spec_decide(doc: dict[str, Any] | None, target: str, ident_account: str, ity
     return SpecDecision(outcome, decision, enforced, state, allowed, emitted)
 
 
+def spec_standing(effective: list[int]) -> list[int]:
+    """SPEC §3: the versions (indices, publication order) not superseded. A version is superseded by
+    every later-published one whose effective time is at or before its own (so of two equal times the
+    later published stands); what stands is in increasing effective time."""
+    return [i for i, eff in enumerate(effective) if all(later > eff for later in effective[i + 1 :])]
+
+
 def spec_in_force(effective: list[int], t_ms: int) -> int | None:
-    """SPEC §6.2: the index of the version in force at t, the newest with effective time <= t (None: t
-    precedes them all). `effective` is in publication order: of two versions with the same effective
-    time the later one replaced the earlier (SPEC §3.3), so the earlier is never the answer."""
+    """SPEC §6.2: the index of the version in force at t, the newest standing one (`spec_standing`)
+    with effective time <= t (None: t precedes them all). `effective` is in publication order."""
     best: int | None = None
-    for i, eff in enumerate(effective):
-        if eff <= t_ms and (best is None or eff >= effective[best]):
+    for i in spec_standing(effective):
+        if effective[i] <= t_ms:
             best = i
     return best
 
 
 def spec_oldest(effective: list[int]) -> int | None:
-    """The oldest version (of equal oldest effective times, the one published later: SPEC §3.3)."""
-    best: int | None = None
-    for i, eff in enumerate(effective):
-        if best is None or eff <= effective[best]:
-            best = i
-    return best
+    """The oldest standing version (`spec_standing`)."""
+    standing = spec_standing(effective)
+    return standing[0] if standing else None
 
 
 def spec_version_index(effective: list[int], t_ms: int) -> tuple[int | None, bool]:
@@ -179,8 +182,8 @@ def spec_is_reset(doc: dict[str, Any]) -> bool:
 def spec_kept(effective: list[int], watermark: int | None) -> list[int]:
     """SPEC §6.3: the versions (indices, publication order) kept once pruned at `watermark` (None: not
     pruned): the version in force at the watermark and every later one, so the latest always stays. A
-    version replaced by a later one with the same effective time (SPEC §3.3) is not kept at all."""
-    live = [i for i, eff in enumerate(effective) if eff not in effective[i + 1 :]]
+    superseded version (SPEC §3, `spec_standing`) is not kept at all."""
+    live = spec_standing(effective)
     floor = None if watermark is None else spec_in_force(effective, watermark)
     if floor is None:
         return live

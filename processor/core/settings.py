@@ -154,7 +154,9 @@ class SettingsHistory:
     # -- writing -------------------------------------------------------------------------------
 
     def put(self, account_id: str, version: SettingsVersion) -> None:
-        """Insert a version; one with the same effective time as an existing one replaces it."""
+        """Insert a version read after every one held: it supersedes each version of the account whose
+        effective time is at or after its own (SPEC §3), so the newest record by offset governs from its
+        effective time on, which is what survives compaction (the last record of a key)."""
         current = self._accounts.get(account_id)
         if current is None:
             self._accounts[account_id] = version
@@ -162,18 +164,17 @@ class SettingsHistory:
             self._note_latest(account_id, version)
             return
         versions = current if isinstance(current, list) else [current]
-        i = bisect_right(versions, version.effective_ms, key=_effective)
-        if i > 0 and versions[i - 1].effective_ms == version.effective_ms:
-            versions[i - 1] = version
-        else:
-            versions.insert(i, version)
-            self.versions += 1
+        i = bisect_left(versions, version.effective_ms, key=_effective)
+        self.versions += 1 - (len(versions) - i)
+        del versions[i:]
+        versions.append(version)
         if len(versions) == 1:
             self._accounts[account_id] = versions[0]
+            self._multi.discard(account_id)
         else:
             self._accounts[account_id] = versions
             self._multi.add(account_id)
-        self._note_latest(account_id, versions[-1])
+        self._note_latest(account_id, version)
 
     def _note_latest(self, account_id: str, latest: SettingsVersion) -> None:
         if latest.rules == DEFAULT_RULES:

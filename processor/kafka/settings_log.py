@@ -91,10 +91,9 @@ class DocumentView(SettingsHistory):
 
     def _add(self, entry: Entry) -> None:
         entries = self.entries.setdefault(entry.account, [])
-        # Same effective time replaces (as SettingsHistory.put does); keep effective-time order.
-        entries[:] = [e for e in entries if e.effective_ms != entry.effective_ms]
+        # It supersedes every entry in force from its own time on, as SettingsHistory.put does (SPEC §3).
+        entries[:] = [e for e in entries if e.effective_ms < entry.effective_ms]
         entries.append(entry)
-        entries.sort(key=lambda e: e.effective_ms)
 
     def current(self, account: str, at_ms: int) -> Current:
         """The entry the processor would use for an attempt at `at_ms`, plus what follows it."""
