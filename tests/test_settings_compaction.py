@@ -9,13 +9,21 @@ tests/spec_model.py (the contract's model), not from the processor.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from pathlib import Path
 from typing import Any
 
+from fault_harness import check_exactly_once, produce_tracked
 from hypothesis import event, given
 from hypothesis import strategies as st
-from spec_model import SettingsLog, SettingsRecord, settings_version
-from strategies import ACCOUNTS, BASE_MS, MINUTE, STATES, dumps, iso, norm, settings_obj, spec_rules
+from kafka_harness import Topics, wait_until
+from processor_harness import start_processor, wait_all_committed
+from spec_model import SettingsLog, SettingsRecord, expect, settings_version
+from strategies import ACCOUNTS, BASE_MS, MINUTE, STATES, attempt_obj, dumps, iso, norm, settings_obj, spec_rules
+from test_faults import COMPACTING, fully_compacted, settings_seen
 
+from processor.core.ids import rfc3339_millis
 from processor.core.settings import DEFAULT_RULES, TYPE_INDEX, SettingsHistory
 
 POOL = ACCOUNTS[:3]
@@ -105,3 +113,68 @@ def test_full_and_compacted_logs_agree_from_the_last_records_effective_time(
             want = spec_state_at(spec, account, t)
             assert state_at(full, account, t) == want, (account, t, "full log")
             assert state_at(small, account, t) == want, (account, t, "compacted log")
+
+
+# --- end to end: a real compaction on a real broker -------------------------------------------------
+
+
+def _doc(account: str, state: str, updated_ms: int) -> bytes:
+    return dumps(settings_obj(account, {"user": {"state": state, "external_allowed_accounts": [ALLOWED]}},
+                              rfc3339_millis(updated_ms)))
+
+
+ALLOWED = ACCOUNTS[20]
+
+
+def test_a_live_processor_and_one_started_after_compaction_agree(topics: Topics, tmp_path: Path) -> None:
+    """The issue's cases on a compacted settings topic: a version published later but dated earlier
+    (A), a tombstone after a scheduled version (B), equal effective times (C), a rejected record in
+    the middle (D). Processor `live` reads the full log; after the cleaner compacted it, processor
+    `late` starts and reads what is left. Attempts after every record's effective time then get the
+    same events from both, exactly those of the contract's model over the full log (spec_model)."""
+    t0 = (time.time_ns() // 1_000_000 // MINUTE - 120) * MINUTE
+    a, b, c, d = ACCOUNTS[30:34]
+    log: list[SettingsRecord] = [
+        (a.encode(), _doc(a, "limited", t0 + 20 * MINUTE), t0),
+        (a.encode(), _doc(a, "monitor", t0 + 10 * MINUTE), t0 + MINUTE),  # later, dated earlier
+        (b.encode(), _doc(b, "monitor", t0), t0),
+        (b.encode(), _doc(b, "limited", t0 + 30 * MINUTE), t0),  # scheduled ...
+        (b.encode(), None, t0 + 15 * MINUTE),  # ... and cancelled by a tombstone dated before it
+        (c.encode(), _doc(c, "limited", t0 + 5 * MINUTE), t0),
+        (c.encode(), _doc(c, "monitor", t0 + 5 * MINUTE), t0),  # equal times: the later wins
+        (d.encode(), _doc(d, "limited", t0), t0),
+        (d.encode(), b"{not json", t0 + MINUTE),
+        (d.encode(), _doc(d, "monitor", t0 + 12 * MINUTE), t0 + 2 * MINUTE),
+    ]
+    topics.create(partitions=1, settings_config=COMPACTING)
+    late = dataclasses.replace(topics, evals=topics.evals + ".late", dlq=topics.dlq + ".late",
+                               group=topics.group + ".late", created=[])
+    live = start_processor(topics, tmp_path, instance="live")
+    second = None
+    try:
+        live.wait_ready()
+        produce_tracked(topics.bootstrap, topics.settings, log)
+        wait_until(lambda: settings_seen(live) >= len(log), 30, "the live processor to read the settings")
+        compacted = wait_until(lambda: fully_compacted(topics.bootstrap, topics.settings), 120,
+                               "the cleaner to compact the settings topic", interval=0.5)
+        assert len(compacted) < len(log), "the cleaner removed nothing"
+        late.create(partitions=1, only=[late.evals, late.dlq])
+        second = start_processor(late, tmp_path, instance="late")
+        second.wait_ready()
+        attempts = [dumps(attempt_obj(acct, ext, "user", t0 + 40 * MINUTE + j * 1000, attempt_id=f"{acct[:6]}-{j}"))
+                    for acct in (a, b, c, d) for j, ext in enumerate([ACCOUNTS[40], ALLOWED, ACCOUNTS[41]])]
+        produce_tracked(topics.bootstrap, topics.attempts, [(None, v) for v in attempts])
+        for names in (topics, late):
+            wait_all_committed(names.bootstrap, names.group, names.attempts)
+        assert live.terminate() == 0 and second.terminate() == 0
+    finally:
+        live.kill()
+        if second is not None:
+            second.kill()
+    want = expect(log, attempts).events
+    assert {e["target.accountId"] for e in want.values()} == {a, c, d}, "B is unrestricted after its tombstone"
+    assert {e["responseData.state"] for e in want.values()} == {"monitor"}
+    for names, who in ((topics, "live"), (late, "started after compaction")):
+        got = check_exactly_once(names.bootstrap, names.evals, names.dlq, names.attempts, want, set())
+        assert got.ok, f"{who}: {got.explain()}"
+    late.delete()
