@@ -148,6 +148,26 @@ def _account(value: Any, what: str, reason: str) -> str:
 # Settings (§3)
 
 
+MAX_SETTINGS_BYTES = 1_048_576  # §3 cap on a settings record's value
+MAX_ALLOWLIST = 50_000  # §3 cap on the ids of one identity type
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance, the textbook table."""
+    table = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            table[i][j] = min(table[i - 1][j] + 1, table[i][j - 1] + 1, table[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+    return table[-1][-1]
+
+
+def _resembles_a_known_type(key: str) -> bool:
+    """§3 near miss: ignoring case, separators, whitespace and invisible characters (only letters and
+    digits count), within two edits of a known identity type."""
+    letters = "".join(ch for ch in key.casefold() if ch.isalnum())
+    return any(_edit_distance(letters, t.replace("_", "")) <= 2 for t in IDENTITY_TYPES)
+
+
 @dataclass(frozen=True)
 class Version:
     """One accepted settings record: its account, effective time and document (None: a reset)."""
@@ -174,6 +194,8 @@ def settings_version(index: int, key: bytes | None, value: bytes | None, timesta
         if timestamp_ms > MAX_EFFECTIVE_MS:
             raise Invalid("invalid_value", "timestamp after 9999")
         return Version(key_account, timestamp_ms, None, index)
+    if len(value) > MAX_SETTINGS_BYTES:
+        raise Invalid("record_too_large", f"{len(value)} bytes")
     doc = strict_json(value)
     if not isinstance(doc, dict):
         raise Invalid("invalid_value", "not an object")
@@ -195,12 +217,16 @@ def settings_version(index: int, key: bytes | None, value: bytes | None, timesta
         raise Invalid("invalid_value", "external_account_identity_interaction.identity_types is not an object")
     for itype, cfg in interaction["identity_types"].items():
         if itype not in IDENTITY_TYPES:
+            if _resembles_a_known_type(itype):
+                raise Invalid("near_miss_identity_type", repr(itype))
             continue  # unknown identity types are ignored
         if not isinstance(cfg, dict) or cfg.get("state") not in STATES:
             raise Invalid("invalid_value", f"{itype}: no valid state")
         allowed = cfg.get("external_allowed_accounts", [])
         if not isinstance(allowed, list):
             raise Invalid("invalid_value", f"{itype}: external_allowed_accounts is not a list")
+        if len(allowed) > MAX_ALLOWLIST:
+            raise Invalid("allowlist_too_large", f"{itype}: {len(allowed)} ids")
         for a in allowed:
             _account(a, f"{itype} allowlist entry", "invalid_value")
     if account != key_account:

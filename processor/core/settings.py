@@ -10,9 +10,12 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 
-from processor.core.ids import ACCOUNT_ID_MAX, MAX_TIME_MS, normalize_account, to_millis
+from processor.core.ids import ACCOUNT_ID_MAX, IDENTITY_TYPES, MAX_TIME_MS, normalize_account, to_millis
 from processor.core.settings_doc import (
     DEFAULT_RULES,
+    GUARD_REASONS,
+    MAX_ALLOWLIST_IDS,
+    MAX_RECORD_BYTES,
     RECENT_IDS_MAX,
     SMALL_ALLOWLIST,
     TYPE_INDEX,
@@ -36,6 +39,8 @@ __all__ = [
     "BEGINNING_OF_TIME",
     "DEFAULT_RETENTION_MS",
     "DEFAULT_RULES",
+    "MAX_ALLOWLIST_IDS",
+    "MAX_RECORD_BYTES",
     "RECENT_IDS_MAX",
     "REJECT_REASONS",
     "SMALL_ALLOWLIST",
@@ -63,7 +68,9 @@ DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 #: Effective time of a version that is in force "from the beginning of time" (simulate lines without updated_at).
 BEGINNING_OF_TIME = -(2**62)
 #: Settings rejection reasons: a closed set, used as a metric label.
-REJECT_REASONS: tuple[str, ...] = ("bad_json", "invalid_value", "key_mismatch", "missing_key")
+REJECT_REASONS: tuple[str, ...] = (
+    "bad_json", "invalid_value", "key_mismatch", "missing_key", *GUARD_REASONS,
+)
 
 
 class SettingsVersion:
@@ -92,12 +99,15 @@ class SettingsVersion:
 class RejectedRecord:
     """The latest settings record of an account, rejected: where it is and why."""
 
-    __slots__ = ("account", "detail", "has_valid_version", "offset", "partition", "reason", "topic")
+    __slots__ = ("account", "detail", "has_valid_version", "offset", "partition", "reason", "timestamp_ms", "topic")
 
     def __init__(
-        self, account: str, reason: str, detail: str, topic: str | None, partition: int | None, offset: int | None
+        self, account: str, reason: str, detail: str, topic: str | None, partition: int | None, offset: int | None,
+        timestamp_ms: int = BEGINNING_OF_TIME,
     ) -> None:
         self.account = account
+        #: The record's timestamp: pruning forgets it like a reset (see `SettingsHistory.prune`).
+        self.timestamp_ms = timestamp_ms
         self.reason = reason
         self.detail = detail
         self.topic = topic
@@ -150,6 +160,9 @@ class SettingsHistory:
         self.applied = 0
         self.rejected = 0
         self.unknown_identity_types = 0
+        #: (account, identity types) the last record applied turned from restricted to unrestricted
+        #: (`enabled`): downgrades are what an auditor asks about, so the table logs and counts them.
+        self.last_downgrade: tuple[str, list[str]] | None = None
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -164,6 +177,7 @@ class SettingsHistory:
             self._note_latest(account_id, version)
             return
         versions = current if isinstance(current, list) else [current]
+        self._note_downgrade(account_id, versions[-1].rules, version.rules)
         i = bisect_left(versions, version.effective_ms, key=_effective)
         self.versions += 1 - (len(versions) - i)
         del versions[i:]
@@ -175,6 +189,10 @@ class SettingsHistory:
             self._accounts[account_id] = versions
             self._multi.add(account_id)
         self._note_latest(account_id, version)
+
+    def _note_downgrade(self, account_id: str, before: Rules, after: Rules) -> None:
+        types = [t for t, b, a in zip(IDENTITY_TYPES, before, after, strict=True) if b is not None and a is None]
+        self.last_downgrade = (account_id, types) if types else None
 
     def _note_latest(self, account_id: str, latest: SettingsVersion) -> None:
         if latest.rules == DEFAULT_RULES:
@@ -194,8 +212,9 @@ class SettingsHistory:
         """Apply one settings-topic record; a rejected record leaves the account as it was.
 
         Whether each account's latest record (by reading order) was rejected is remembered: see
-        `invalid_latest`.
+        `invalid_latest`. `last_downgrade` says which identity types this record made unrestricted.
         """
+        self.last_downgrade = None
         problem = self._apply_record(key, value, timestamp_ms, topic, partition, offset)
         account = _key_account(key)
         if account is not None:
@@ -203,7 +222,7 @@ class SettingsHistory:
                 self._invalid_latest.pop(account, None)
             else:
                 self._invalid_latest[account] = RejectedRecord(
-                    account, problem.reason, problem.detail, topic, partition, offset
+                    account, problem.reason, problem.detail, topic, partition, offset, timestamp_ms
                 )
         return problem
 
@@ -410,7 +429,17 @@ class SettingsHistory:
                 self._resets.discard(account)
                 dropped += 1
         self.versions -= dropped
+        self._prune_rejected(watermark)
         return dropped
+
+    def _prune_rejected(self, watermark: int) -> None:
+        """A rejected latest record of an account without any valid version, older than retention, is
+        forgotten like a reset: the account decides as if unconfigured either way, and rejected records
+        with ever new keys must not hold memory forever. One with a valid version stays (the alert)."""
+        accounts = self._accounts
+        stale = [a for a, r in self._invalid_latest.items() if r.timestamp_ms <= watermark and a not in accounts]
+        for account in stale:
+            del self._invalid_latest[account]
 
 
 def _late_timestamp(timestamp_ms: int) -> InvalidSettings:

@@ -8,8 +8,9 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from processor.core.ids import (
     IDENTITY_TYPES,
@@ -19,6 +20,14 @@ from processor.core.ids import (
     rfc3339_millis,
     to_millis,
 )
+
+#: Caps (contract §3), so that no record can exhaust a replica: every replica reads the whole topic.
+#: An allowlist may hold 10,000+ ids; 50,000 per identity type leaves room and bounds one record's
+#: rules to about 6 MB in memory. 1 MiB is the broker's default `max.message.bytes`, too.
+MAX_ALLOWLIST_IDS = 50_000
+MAX_RECORD_BYTES = 1_048_576
+#: Rejection reasons of these guards (the settings history adds the others).
+GUARD_REASONS: tuple[str, ...] = ("near_miss_identity_type", "record_too_large", "allowlist_too_large")
 
 
 def _effective_range(value: datetime) -> datetime:
@@ -38,6 +47,56 @@ class IdentityTypeSettings(BaseModel):
 
     state: Literal["enabled", "monitor", "limited"]
     external_allowed_accounts: list[AccountId] = Field(default_factory=list)
+
+    @field_validator("external_allowed_accounts", mode="before")
+    @classmethod
+    def _capped(cls, value: Any) -> Any:
+        """Checked before the ids are: an oversized list costs no per-id validation."""
+        if isinstance(value, list) and len(value) > MAX_ALLOWLIST_IDS:
+            raise PydanticCustomError(
+                "allowlist_too_large", f"{len(value)} ids, more than the cap of {MAX_ALLOWLIST_IDS} per identity type"
+            )
+        return value
+
+
+def _skeleton(name: str) -> str:
+    """A key's letters and digits, case-folded: what case, separator, whitespace and invisible-character
+    variants of an identity type have in common."""
+    return "".join(c for c in name.casefold() if c.isalnum())
+
+
+_KNOWN_SKELETONS = {_skeleton(t): t for t in IDENTITY_TYPES}
+
+
+def _within_two_edits(a: str, b: str) -> bool:
+    """Levenshtein distance <= 2 (insertions, deletions, substitutions), without the full table."""
+    if abs(len(a) - len(b)) > 2:
+        return False
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        if min(current) > 2:
+            return False
+        previous = current
+    return previous[-1] <= 2
+
+
+def near_miss(key: str) -> str | None:
+    """The known identity type an unknown key was probably meant as (contract §3), or None.
+
+    Plural, case, separator and invisible-character variants reduce to a known type's skeleton or
+    within two edits of it (`users`, `Service_ID`, `service-id`, `servce`); a genuinely new type
+    (`trusted_profile`) is farther from every known one and stays ignored.
+    """
+    if key in IDENTITY_TYPES:
+        return None
+    skeleton = _skeleton(key)
+    for known_skeleton, known in _KNOWN_SKELETONS.items():
+        if _within_two_edits(skeleton, known_skeleton):
+            return known
+    return None
 
 
 def _absent(schema: dict[str, Any]) -> None:
@@ -65,6 +124,19 @@ class IdentityTypes(BaseModel):
         if value is None:
             raise ValueError("must be an object, not null (a missing identity type is enabled)")
         return value
+
+    @model_validator(mode="after")
+    def _no_near_miss(self) -> IdentityTypes:
+        """Ignoring a misspelt type would silently leave the type it meant at its default (`enabled`)."""
+        for key in self.model_extra or {}:
+            meant = near_miss(key)
+            if meant is not None:
+                raise PydanticCustomError(
+                    "near_miss_identity_type",
+                    f"identity type key {key!r} is a near miss of {meant!r}; spell it {meant!r} (an unknown "
+                    f"key would be ignored, leaving {meant!r} at its default)",
+                )
+        return self
 
 
 class ExternalInteraction(BaseModel):
@@ -161,6 +233,9 @@ class InvalidSettings(Exception):
 
 def parse_settings(raw: bytes | str) -> SettingsDocument:
     """Validate a settings JSON document, or raise InvalidSettings naming the field."""
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_RECORD_BYTES:
+        raise InvalidSettings("record_too_large", f"{size} bytes, more than the cap of {MAX_RECORD_BYTES}")
     try:
         doc = SettingsDocument.model_validate_json(raw)
     except ValidationError as exc:
@@ -208,6 +283,8 @@ def _invalid(exc: ValidationError) -> InvalidSettings:
         return InvalidSettings("bad_json", f"malformed JSON: {err['msg']}")
     if err["type"] == "missing":
         return InvalidSettings("invalid_value", f"{loc}: field required")
+    if err["type"] in GUARD_REASONS:
+        return InvalidSettings(err["type"], f"{loc}: {err['msg']}")
     return InvalidSettings("invalid_value", f"{loc}: {err['msg']}")
 
 
