@@ -312,6 +312,10 @@ class SettingsHistory:
             out.append(r)
         return out
 
+    def has_invalid_latest(self, account_id: str) -> bool:
+        """Whether this account's latest record was rejected (one of `invalid_latest`)."""
+        return account_id in self._invalid_latest
+
     def invalid_latest_count(self) -> int:
         """How many accounts have a rejected latest record (gauge)."""
         return len(self._invalid_latest)
