@@ -59,6 +59,7 @@ __all__ = [
     "TombstoneLine",
     "allowed_ids",
     "document_from_json",
+    "key_in_normal_form",
     "parse_settings",
     "parse_settings_line",
     "rules_of",
@@ -118,6 +119,17 @@ class RejectedRecord:
 
     def __repr__(self) -> str:
         return f"RejectedRecord({self.account!r}, {self.reason!r}, partition={self.partition}, offset={self.offset})"
+
+
+def key_in_normal_form(key: bytes) -> bool:
+    """Whether a record key is spelt as its account's normal form (trimmed, lower-case). The log
+    cleaner compacts raw key bytes, so another spelling is only replaced or deleted by a write under
+    that same spelling (contract §3.2)."""
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return normalize_account(text) == text
 
 
 def _key_account(key: bytes | None) -> str | None:

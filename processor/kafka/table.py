@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from processor.core.display import printable
-from processor.core.settings import SettingsHistory
+from processor.core.settings import SettingsHistory, key_in_normal_form
 from processor.kafka import clients
 from processor.logs import kv
 
@@ -143,7 +143,15 @@ class SettingsTable:
                 "settings record rejected; the previous version stays in force",
                 extra=kv(topic=self.topic, partition=p, offset=off, reason=problem.reason, detail=problem.detail),
             )
-        elif self.history.last_downgrade is not None:
+            return
+        key = m.key()
+        if key and not key_in_normal_form(key):
+            log.warning(
+                "settings record key is not in normal form (trimmed, lower-case); accepted, but only a record "
+                "under this exact key replaces or deletes it on compaction (settings put/delete write under it)",
+                extra=kv(key=printable(key.decode("utf-8", "replace")), topic=self.topic, partition=p, offset=off),
+            )
+        if self.history.last_downgrade is not None:
             account, types = self.history.last_downgrade
             log_downgrade(self.metrics, account, types, self.topic, p, off)
 
