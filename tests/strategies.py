@@ -25,6 +25,27 @@ OUTCOMES = ("same_account", "unrestricted", "permit", "would_be_deny", "enforced
 #: Deterministic 32-hex account ids, like real IBM Cloud account ids.
 ACCOUNTS: list[str] = [hashlib.md5(f"account-{i}".encode()).hexdigest() for i in range(64)]
 
+#: Other forms the contract allows (§3.2: any 1-256 characters after trimming, compared after
+#: lower-casing), of varied lengths, related so that only equality tells them apart: prefixes and
+#: suffixes of one another, a substring, one character more, and `straße`/`strasse` (equal under
+#: case-folding, different under the contract's lower-casing). A scenario drawn from these catches an
+#: allowlist matched by prefix, substring or case-folding instead of equality.
+ACCOUNT_FAMILY: list[str] = [
+    "a3f1",
+    ACCOUNTS[5],
+    ACCOUNTS[5] + "0",
+    ACCOUNTS[5][:31],
+    "a3f1c0",
+    ACCOUNTS[5][4:12],
+    ACCOUNTS[5][-6:],
+    "strasse",
+    "straße",
+    "acct-alias",
+    "alias",
+    "z" * 256,
+    "z" * 255,
+]
+
 #: 2026-06-01T00:00:00Z; scenarios happen within a few days of it.
 BASE_MS = 1_780_272_000_000
 #: A clock comfortably after every generated event time (no "future" rejections).
@@ -256,8 +277,9 @@ _PADS = ("", " ", "  ", "\t")
 
 
 def _messy(draw: st.DrawFn, account: str) -> str:
-    left, right, mask = _choices(draw, len(_PADS), len(_PADS), 2 ** len(account))
-    chars = [c.upper() if c.isalpha() and mask >> i & 1 else c for i, c in enumerate(account)]
+    left, right, mask = _choices(draw, len(_PADS), len(_PADS), 2 ** min(len(account), 64))
+    # only letters whose upper case lower-cases back (`ß`.upper() is `SS`, another id)
+    chars = [c.upper() if c.upper().lower() == c and mask >> i & 1 else c for i, c in enumerate(account)]
     return _PADS[left] + "".join(chars) + _PADS[right]
 
 
@@ -369,6 +391,16 @@ def _version(
     return rank, eff, settings_obj(spellings[spelling], doc_types, updated_at)
 
 
+def _family_order(draw: st.DrawFn) -> list[str]:
+    """ACCOUNT_FAMILY in a drawn order (so any of them may be a target, an allowlisted id or an
+    identity), padded with hex ids."""
+    order = list(ACCOUNT_FAMILY)
+    for i in range(len(order) - 1, 0, -1):  # Fisher-Yates from one draw per step
+        (j,) = _choices(draw, i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order + [a for a in ACCOUNTS if a not in order]
+
+
 @st.composite
 def scenarios(
     draw: st.DrawFn, max_accounts: int = 8, max_versions: int = 8, max_attempts: int = 200, invalid: bool = True
@@ -380,14 +412,17 @@ def scenarios(
     time). Up to `max_attempts` attempts (about 60 on average), arriving in random event-time order,
     or mostly in order with one in four arriving late (up to MAX_LATENESS_MS behind); one in five at
     exactly one of its target's effective times or 1 ms either side; one in twenty an invalid line.
-    Ids are spelt as `messy` variants, a few per account and scenario.
+    Ids are spelt as `messy` variants, a few per account and scenario. Half the scenarios take their
+    ids from ACCOUNT_FAMILY (prefixes, suffixes, a substring, case-folding look-alikes, lengths 4 to
+    256) instead of 32-hex ids, so only an equality match of allowlists passes.
 
     One draw per version and per attempt (`_choices`), no nested strategies: cheap enough for 500
     examples per CI run, and shrinkable element by element.
     """
-    accounts, in_order = _choices(draw, max_accounts, 2)
-    pool = ACCOUNTS[: 1 + accounts]
-    externals = pool + ACCOUNTS[max_accounts : max_accounts + 2]
+    accounts, in_order, family = _choices(draw, max_accounts, 2, 2)
+    ids = _family_order(draw) if family else ACCOUNTS
+    pool = ids[: 1 + accounts]
+    externals = pool + ids[max_accounts : max_accounts + 2]
     spellings = {a: [a] + [_messy(draw, a) for _ in range(_SPELLINGS - 1)] for a in externals}
     allowable = [s for a in externals for s in spellings[a]]
     ranked: list[tuple[int, int, tuple[str, int, dict[str, Any]]]] = []

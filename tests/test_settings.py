@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import zlib
 from collections.abc import Hashable
 from datetime import UTC, datetime
 from typing import Any
@@ -585,7 +586,7 @@ def _stream_times(sc: Scenario, mode: str, partitions: int, assigned: bool, batc
     like keyed records. None: no stream time yet.
     """
     times = [parse_ms(o["event_time"]) for o in sc.attempt_objs if o is not None]
-    parts = [ACCOUNTS.index(norm(o["account_id"])) % partitions for o in sc.attempt_objs if o is not None]
+    parts = [zlib.crc32(norm(o["account_id"]).encode()) % partitions for o in sc.attempt_objs if o is not None]
     out: list[tuple[int | None, int]] = []
     stream: int | None = None
     if mode == "assess":
