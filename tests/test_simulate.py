@@ -254,6 +254,18 @@ def test_settings_replay_follows_event_time(tmp_path: Path) -> None:
     assert {e["responseData"]["state"] for e in events} == {"monitor"}
 
 
+def test_a_line_without_updated_at_replaces_every_earlier_line_of_its_account(tmp_path: Path) -> None:
+    """It is in force from the beginning, so it supersedes every earlier-dated line (contract §3.3)."""
+    lines = [
+        settings_obj(ACC, {"user": {"state": "limited"}}, iso(BASE_MS + 2 * HOUR)),
+        settings_obj(ACC, {"user": {"state": "monitor"}}),
+    ]
+    attempts = [attempt_obj(ACC, EXT, "user", BASE_MS + t, attempt_id=str(t)) for t in (HOUR, 3 * HOUR)]
+    events, _, _ = run(tmp_path, lines, attempts)
+    assert [(e["responseData"]["state"], e["responseData"]["settingsVersion"]["offset"]) for e in events] == [
+        ("monitor", 2), ("monitor", 2)]
+
+
 # --- bad lines ---------------------------------------------------------------------------------------
 
 
