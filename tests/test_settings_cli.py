@@ -9,11 +9,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kafka_harness import Topics, wait_until
 from processor_harness import end_offsets, produce, read_topic
+from pydantic import TypeAdapter, ValidationError
 from test_faults import COMPACTING, SENTINEL
 from test_ops import ae, ok, one_line_error, sget, sput, unreachable
 
+from processor.core.ids import AccountId
 from processor.core.settings import MAX_ALLOWLIST_IDS
 
 
@@ -150,3 +153,31 @@ def test_put_refuses_an_allowlist_over_the_cap(tmp_path: Path) -> None:
         "user": {"state": "limited", "external_allowed_accounts": ids}}}}))
     one_line_error(ae("settings", "put", "--bootstrap-servers", unreachable(), "--account", "acct1",
                       "--file", str(f), "--dry-run"), 2, "invalid settings document", f"{MAX_ALLOWLIST_IDS}")
+
+
+HOSTILE_IDS = ["a\u200bb", "a\u202eb", "a\u009bb", "a$(id)b", "a;b", "   ", "x" * 257, "a\x1bb", "ok-id"]
+
+
+@pytest.mark.parametrize("entry", HOSTILE_IDS, ids=[repr(x)[:20] for x in HOSTILE_IDS])
+def test_put_refuses_every_id_the_contract_rejects(entry: str, tmp_path: Path) -> None:
+    """Whatever the contract's AccountId rule rejects, `put` refuses before publishing: it validates the
+    exact bytes it would publish with the processor's model (no second rule to drift)."""
+    try:
+        TypeAdapter(AccountId).validate_python(entry)
+        contract_rejects = False
+    except ValidationError:
+        contract_rejects = True
+    f = tmp_path / "ids.json"
+    f.write_text(json.dumps({"external_account_identity_interaction": {"identity_types": {
+        "user": {"state": "limited", "external_allowed_accounts": [entry]}}}}))
+    proc = ae("settings", "put", "--bootstrap-servers", unreachable(), "--account", "acct1", "--file", str(f),
+              "--dry-run")
+    if contract_rejects:
+        one_line_error(proc, 2, "external_allowed_accounts")
+    elif proc.returncode == 0:  # accepted: exactly this one id is what would be published
+        published = json.loads(proc.stdout)["external_account_identity_interaction"]["identity_types"]["user"]
+        assert published["external_allowed_accounts"] == [entry]
+    else:  # the tools' own stricter rule (e.g. no control characters in a flag): one line, exit 2
+        one_line_error(proc, 2, "external_allowed_accounts")
+    if entry == "ok-id":
+        assert proc.returncode == 0, proc.stderr
