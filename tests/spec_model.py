@@ -17,7 +17,8 @@ What is modelled (contract section in brackets):
 
 - settings records [§3]: acceptance and rejection (missing/undecodable key, strict JSON, the
   document's required fields and their types, states, allowlists, `updated_at` with an offset in
-  1970..9999, key/`account_id` mismatch); a rejected record changes nothing; effective time =
+  1970..9999, key/`account_id` mismatch, near misses of an identity type, the caps of 1 MiB per
+  value and 50,000 ids per allowlist); a rejected record changes nothing; effective time =
   `updated_at`, else the record's timestamp; a tombstone (null value) is a reset version from its
   timestamp; an accepted record supersedes every version of its account whose effective time is at
   or after its own (equal times: the record read later wins);
