@@ -306,6 +306,14 @@ class Metrics:
             "Unknown identity-type keys seen in settings records (ignored for forward compatibility).",
             registry=r,
         )
+        self.settings_downgrades = Counter(
+            "access_eval_settings_downgrades_total",
+            "Settings records that turned an identity type of an account from monitor/limited to enabled.",
+            ["identity_type"],
+            registry=r,
+        )
+        for itype in IDENTITY_TYPES:
+            self.settings_downgrades.labels(identity_type=itype)
 
         # --- Kafka client and health ---------------------------------------------------------
         self.consumer_lag = Gauge(
@@ -432,6 +440,11 @@ class Metrics:
         """``n`` unknown identity-type keys were ignored in a settings record."""
         if n > 0:
             self.settings_unknown_types.inc(n)
+
+    def settings_downgraded(self, identity_types: list[str]) -> None:
+        """One record made these identity types of an account unrestricted (a downgrade)."""
+        for itype in identity_types:
+            self.settings_downgrades.labels(identity_type=itype).inc()
 
     def set_bootstrap_complete(self, done: bool) -> None:
         """Whether the settings view has caught up to the end offsets seen at start-up."""

@@ -17,9 +17,11 @@ What is modelled (contract section in brackets):
 
 - settings records [§3]: acceptance and rejection (missing/undecodable key, strict JSON, the
   document's required fields and their types, states, allowlists, `updated_at` with an offset in
-  1970..9999, key/`account_id` mismatch); a rejected record changes nothing; effective time =
+  1970..9999, key/`account_id` mismatch, near misses of an identity type, the caps of 1 MiB per
+  value and 50,000 ids per allowlist); a rejected record changes nothing; effective time =
   `updated_at`, else the record's timestamp; a tombstone (null value) is a reset version from its
-  timestamp; equal effective times: the record read later replaces the earlier;
+  timestamp; an accepted record supersedes every version of its account whose effective time is at
+  or after its own (equal times: the record read later wins);
 - account ids [§3.2]: after trimming White_Space, 1-256 of `A-Z a-z 0-9 . _ : @ / -`, the first
   a letter or digit; anything else invalidates the record key, the document, the allowlist or the
   attempt that holds it;
@@ -159,6 +161,26 @@ def _account(value: Any, what: str, reason: str) -> str:
 # Settings (§3)
 
 
+MAX_SETTINGS_BYTES = 1_048_576  # §3 cap on a settings record's value
+MAX_ALLOWLIST = 50_000  # §3 cap on the ids of one identity type
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance, the textbook table."""
+    table = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            table[i][j] = min(table[i - 1][j] + 1, table[i][j - 1] + 1, table[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+    return table[-1][-1]
+
+
+def _resembles_a_known_type(key: str) -> bool:
+    """§3 near miss: ignoring case, separators, whitespace and invisible characters (only letters and
+    digits count), within two edits of a known identity type."""
+    letters = "".join(ch for ch in key.casefold() if ch.isalnum())
+    return any(_edit_distance(letters, t.replace("_", "")) <= 2 for t in IDENTITY_TYPES)
+
+
 @dataclass(frozen=True)
 class Version:
     """One accepted settings record: its account, effective time and document (None: a reset)."""
@@ -185,6 +207,8 @@ def settings_version(index: int, key: bytes | None, value: bytes | None, timesta
         if timestamp_ms > MAX_EFFECTIVE_MS:
             raise Invalid("invalid_value", "timestamp after 9999")
         return Version(key_account, timestamp_ms, None, index)
+    if len(value) > MAX_SETTINGS_BYTES:
+        raise Invalid("record_too_large", f"{len(value)} bytes")
     doc = strict_json(value)
     if not isinstance(doc, dict):
         raise Invalid("invalid_value", "not an object")
@@ -206,12 +230,16 @@ def settings_version(index: int, key: bytes | None, value: bytes | None, timesta
         raise Invalid("invalid_value", "external_account_identity_interaction.identity_types is not an object")
     for itype, cfg in interaction["identity_types"].items():
         if itype not in IDENTITY_TYPES:
+            if _resembles_a_known_type(itype):
+                raise Invalid("near_miss_identity_type", repr(itype))
             continue  # unknown identity types are ignored
         if not isinstance(cfg, dict) or cfg.get("state") not in STATES:
             raise Invalid("invalid_value", f"{itype}: no valid state")
         allowed = cfg.get("external_allowed_accounts", [])
         if not isinstance(allowed, list):
             raise Invalid("invalid_value", f"{itype}: external_allowed_accounts is not a list")
+        if len(allowed) > MAX_ALLOWLIST:
+            raise Invalid("allowlist_too_large", f"{itype}: {len(allowed)} ids")
         for a in allowed:
             _account(a, f"{itype} allowlist entry", "invalid_value")
     if account != key_account:
@@ -228,7 +256,6 @@ class SettingsLog:
 
     @classmethod
     def read(cls, records: Iterable[SettingsRecord]) -> SettingsLog:
-        by_time: dict[str, dict[int, Version]] = {}
         log = cls()
         for i, (key, value, ts) in enumerate(records):
             try:
@@ -236,8 +263,9 @@ class SettingsLog:
             except Invalid as exc:
                 log.rejected.append((i, exc.reason))
                 continue
-            by_time.setdefault(v.account, {})[v.effective_ms] = v  # equal times: read later replaces
-        log.versions = {a: [vs[t] for t in sorted(vs)] for a, vs in by_time.items()}
+            # §3: it supersedes every version of its account in force from its own time on (equal: too)
+            mine = log.versions.setdefault(v.account, [])
+            mine[:] = [old for old in mine if old.effective_ms < v.effective_ms] + [v]
         return log
 
     def at(self, account: str, t_ms: int) -> tuple[Version | None, bool]:

@@ -25,6 +25,27 @@ OUTCOMES = ("same_account", "unrestricted", "permit", "would_be_deny", "enforced
 #: Deterministic 32-hex account ids, like real IBM Cloud account ids.
 ACCOUNTS: list[str] = [hashlib.md5(f"account-{i}".encode()).hexdigest() for i in range(64)]
 
+#: Other forms the contract allows (§3.2: any 1-256 characters after trimming, compared after
+#: lower-casing), of varied lengths, related so that only equality tells them apart: prefixes and
+#: suffixes of one another, a substring, one character more, and `straße`/`strasse` (equal under
+#: case-folding, different under the contract's lower-casing). A scenario drawn from these catches an
+#: allowlist matched by prefix, substring or case-folding instead of equality.
+ACCOUNT_FAMILY: list[str] = [
+    "a3f1",
+    ACCOUNTS[5],
+    ACCOUNTS[5] + "0",
+    ACCOUNTS[5][:31],
+    "a3f1c0",
+    ACCOUNTS[5][4:12],
+    ACCOUNTS[5][-6:],
+    "strasse",
+    "straße",
+    "acct-alias",
+    "alias",
+    "z" * 256,
+    "z" * 255,
+]
+
 #: 2026-06-01T00:00:00Z; scenarios happen within a few days of it.
 BASE_MS = 1_780_272_000_000
 #: A clock comfortably after every generated event time (no "future" rejections).
@@ -141,24 +162,27 @@ def spec_decide(doc: dict[str, Any] | None, target: str, ident_account: str, ity
     return SpecDecision(outcome, decision, enforced, state, allowed, emitted)
 
 
+def spec_standing(effective: list[int]) -> list[int]:
+    """SPEC §3: the versions (indices, publication order) not superseded. A version is superseded by
+    every later-published one whose effective time is at or before its own (so of two equal times the
+    later published stands); what stands is in increasing effective time."""
+    return [i for i, eff in enumerate(effective) if all(later > eff for later in effective[i + 1 :])]
+
+
 def spec_in_force(effective: list[int], t_ms: int) -> int | None:
-    """SPEC §6.2: the index of the version in force at t, the newest with effective time <= t (None: t
-    precedes them all). `effective` is in publication order: of two versions with the same effective
-    time the later one replaced the earlier (SPEC §3.3), so the earlier is never the answer."""
+    """SPEC §6.2: the index of the version in force at t, the newest standing one (`spec_standing`)
+    with effective time <= t (None: t precedes them all). `effective` is in publication order."""
     best: int | None = None
-    for i, eff in enumerate(effective):
-        if eff <= t_ms and (best is None or eff >= effective[best]):
+    for i in spec_standing(effective):
+        if effective[i] <= t_ms:
             best = i
     return best
 
 
 def spec_oldest(effective: list[int]) -> int | None:
-    """The oldest version (of equal oldest effective times, the one published later: SPEC §3.3)."""
-    best: int | None = None
-    for i, eff in enumerate(effective):
-        if best is None or eff <= effective[best]:
-            best = i
-    return best
+    """The oldest standing version (`spec_standing`)."""
+    standing = spec_standing(effective)
+    return standing[0] if standing else None
 
 
 def spec_version_index(effective: list[int], t_ms: int) -> tuple[int | None, bool]:
@@ -179,8 +203,8 @@ def spec_is_reset(doc: dict[str, Any]) -> bool:
 def spec_kept(effective: list[int], watermark: int | None) -> list[int]:
     """SPEC §6.3: the versions (indices, publication order) kept once pruned at `watermark` (None: not
     pruned): the version in force at the watermark and every later one, so the latest always stays. A
-    version replaced by a later one with the same effective time (SPEC §3.3) is not kept at all."""
-    live = [i for i, eff in enumerate(effective) if eff not in effective[i + 1 :]]
+    superseded version (SPEC §3, `spec_standing`) is not kept at all."""
+    live = spec_standing(effective)
     floor = None if watermark is None else spec_in_force(effective, watermark)
     if floor is None:
         return live
@@ -253,8 +277,9 @@ _PADS = ("", " ", "  ", "\t")
 
 
 def _messy(draw: st.DrawFn, account: str) -> str:
-    left, right, mask = _choices(draw, len(_PADS), len(_PADS), 2 ** len(account))
-    chars = [c.upper() if c.isalpha() and mask >> i & 1 else c for i, c in enumerate(account)]
+    left, right, mask = _choices(draw, len(_PADS), len(_PADS), 2 ** min(len(account), 64))
+    # only letters whose upper case lower-cases back (`ß`.upper() is `SS`, another id)
+    chars = [c.upper() if c.upper().lower() == c and mask >> i & 1 else c for i, c in enumerate(account)]
     return _PADS[left] + "".join(chars) + _PADS[right]
 
 
@@ -366,6 +391,16 @@ def _version(
     return rank, eff, settings_obj(spellings[spelling], doc_types, updated_at)
 
 
+def _family_order(draw: st.DrawFn) -> list[str]:
+    """ACCOUNT_FAMILY in a drawn order (so any of them may be a target, an allowlisted id or an
+    identity), padded with hex ids."""
+    order = list(ACCOUNT_FAMILY)
+    for i in range(len(order) - 1, 0, -1):  # Fisher-Yates from one draw per step
+        (j,) = _choices(draw, i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order + [a for a in ACCOUNTS if a not in order]
+
+
 @st.composite
 def scenarios(
     draw: st.DrawFn, max_accounts: int = 8, max_versions: int = 8, max_attempts: int = 200, invalid: bool = True
@@ -377,14 +412,17 @@ def scenarios(
     time). Up to `max_attempts` attempts (about 60 on average), arriving in random event-time order,
     or mostly in order with one in four arriving late (up to MAX_LATENESS_MS behind); one in five at
     exactly one of its target's effective times or 1 ms either side; one in twenty an invalid line.
-    Ids are spelt as `messy` variants, a few per account and scenario.
+    Ids are spelt as `messy` variants, a few per account and scenario. Half the scenarios take their
+    ids from ACCOUNT_FAMILY (prefixes, suffixes, a substring, case-folding look-alikes, lengths 4 to
+    256) instead of 32-hex ids, so only an equality match of allowlists passes.
 
     One draw per version and per attempt (`_choices`), no nested strategies: cheap enough for 500
     examples per CI run, and shrinkable element by element.
     """
-    accounts, in_order = _choices(draw, max_accounts, 2)
-    pool = ACCOUNTS[: 1 + accounts]
-    externals = pool + ACCOUNTS[max_accounts : max_accounts + 2]
+    accounts, in_order, family = _choices(draw, max_accounts, 2, 2)
+    ids = _family_order(draw) if family else ACCOUNTS
+    pool = ids[: 1 + accounts]
+    externals = pool + ids[max_accounts : max_accounts + 2]
     spellings = {a: [a] + [_messy(draw, a) for _ in range(_SPELLINGS - 1)] for a in externals}
     allowable = [s for a in externals for s in spellings[a]]
     ranked: list[tuple[int, int, tuple[str, int, dict[str, Any]]]] = []

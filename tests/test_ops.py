@@ -202,7 +202,7 @@ def test_invalid_input_is_rejected_before_any_kafka_contact(tmp_path: Path) -> N
     typo = tmp_path / "typo.json"
     typo.write_text(json.dumps({"account_id": "acct1", "external_account_identity_interaction": {
         "identity_types": {"servce": {"state": "limited"}}}}))
-    one_line_error(ae(*put, "--account", "acct1", "--file", str(typo)), 2, "unknown identity type", "servce")
+    one_line_error(ae(*put, "--account", "acct1", "--file", str(typo)), 2, "near miss", "'servce'", "'service'")
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     one_line_error(ae(*put, "--account", "acct1", "--file", str(broken)), 2, "malformed JSON")

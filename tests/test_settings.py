@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import zlib
 from collections.abc import Hashable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,7 @@ from strategies import (
     spec_decide,
     spec_is_reset,
     spec_retained_answers,
+    spec_standing,
     spec_version_index,
 )
 
@@ -86,18 +88,21 @@ def decide(h: SettingsHistory, t_ms: int, account: str = ACC) -> tuple[str, int 
 @pytest.mark.parametrize("via", ["updated_at", "timestamp"])
 @pytest.mark.parametrize("order", list(itertools.permutations([(T1, "monitor"), (T2, "limited"), (T3, "enabled")])))
 def test_event_time_lookup_any_arrival_order(order: tuple[tuple[int, str], ...], via: str) -> None:
+    """Any publication order: the version the contract's model (tests/strategies.py) puts in force,
+    exact or not; a record supersedes the versions published before it from its effective time on."""
     h = SettingsHistory()
     for t, state in order:
         put(h, state, t, via=via)
-    assert h.versions == 3
-    # before t1: the oldest kept version, flagged inexact
-    assert decide(h, T1 - 1) == ("would_be_deny", T1, False)
-    # exactly at t1: the t1 version, exact
-    assert decide(h, T1) == ("would_be_deny", T1, True)
-    assert decide(h, T2 - 1) == ("would_be_deny", T1, True)
-    assert decide(h, T2) == ("enforced_deny", T2, True)
-    assert decide(h, T3 - 1) == ("enforced_deny", T2, True)
-    assert decide(h, T3 + HOUR) == ("unrestricted", T3, True)
+    effs = [t for t, _ in order]
+    assert h.versions == len(spec_standing(effs))
+    for t in (T1 - 1, T1, T2 - 1, T2, T3 - 1, T3, T3 + HOUR):
+        j, exact = spec_version_index(effs, t)
+        assert j is not None
+        assert decide(h, t) == (OUTCOME_OF[order[j][1]], order[j][0], exact), iso(t)
+    if [t for t, _ in order] == [T1, T2, T3]:  # published in effective-time order: all three stand
+        assert decide(h, T1 - 1) == ("would_be_deny", T1, False)
+        assert decide(h, T2) == ("enforced_deny", T2, True)
+        assert decide(h, T3 + HOUR) == ("unrestricted", T3, True)
 
 
 def test_single_version_account_before_its_time_is_inexact() -> None:
@@ -125,12 +130,31 @@ def test_same_effective_time_replaces() -> None:
     h = SettingsHistory()
     put(h, "monitor", T1, offset=1)
     put(h, "limited", T2, offset=2)
-    put(h, "enabled", T1, offset=3)  # replaces the t1 version
+    put(h, "enabled", T2, offset=3)  # replaces the t2 version
     assert h.versions == 2
-    assert decide(h, T1) == ("unrestricted", T1, True)
-    assert decide(h, T2) == ("enforced_deny", T2, True)
-    v = h.lookup(ACC, T1)[0]
+    assert decide(h, T1) == ("would_be_deny", T1, True)
+    assert decide(h, T2) == ("unrestricted", T2, True)
+    v = h.lookup(ACC, T2)[0]
     assert v is not None and v.offset == 3
+
+
+def test_a_record_supersedes_every_version_from_its_effective_time_on() -> None:
+    """Contract §3: a record dated before a scheduled version cancels it (out-of-order updated_at)."""
+    h = SettingsHistory()
+    put(h, "limited", T2, offset=1)
+    put(h, "monitor", T1, offset=2)  # published later, dated earlier
+    assert h.versions == 1
+    assert decide(h, T2 + HOUR) == ("would_be_deny", T1, True)
+
+
+def test_a_tombstone_cancels_a_scheduled_version() -> None:
+    """`settings delete` now cancels a version scheduled for later, on a running processor too."""
+    h = SettingsHistory()
+    put(h, "monitor", T1, offset=1)
+    put(h, "limited", T3, offset=2)  # scheduled
+    assert h.apply_record(ACC.encode(), None, T2, "s", 0, 3) is None
+    assert decide(h, T3 + HOUR) == ("unrestricted", T2, True)
+    assert decide(h, T1) == ("would_be_deny", T1, True)
 
 
 def test_replacing_a_single_version() -> None:
@@ -458,7 +482,8 @@ def test_record_timestamp_beyond_year_9999_is_rejected(timestamp_ms: int, ok: bo
         assert (err is None) == ok
         if not ok:
             assert err is not None and err.reason == "invalid_value"
-    assert (h.versions == 1) == (not ok)
+    latest = h.latest(ACC)
+    assert latest is not None and latest.effective_ms == (timestamp_ms if ok else T1)
 
 
 def test_simulate_tombstone_line_updated_at_range() -> None:
@@ -561,7 +586,7 @@ def _stream_times(sc: Scenario, mode: str, partitions: int, assigned: bool, batc
     like keyed records. None: no stream time yet.
     """
     times = [parse_ms(o["event_time"]) for o in sc.attempt_objs if o is not None]
-    parts = [ACCOUNTS.index(norm(o["account_id"])) % partitions for o in sc.attempt_objs if o is not None]
+    parts = [zlib.crc32(norm(o["account_id"]).encode()) % partitions for o in sc.attempt_objs if o is not None]
     out: list[tuple[int | None, int]] = []
     stream: int | None = None
     if mode == "assess":
@@ -658,7 +683,7 @@ def test_retention_with_out_of_order_arrival_keeps_what_the_contract_promises(
             high = None if stream is None else stream - retention
             low = None if high is None else high - prune_every
             unpruned = spec_version_index(effs, t)
-            latest = max(range(len(effs)), key=lambda j: (effs[j], j), default=None)
+            latest = spec_standing(effs)[-1] if effs else None
             forgotten = (latest is not None and high is not None and resets[latest] and effs[latest] <= high
                          and got == (None, True))
 

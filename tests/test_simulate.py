@@ -241,14 +241,29 @@ def test_tombstone_lines_reset_from_their_time_and_null_documents_are_rejected(t
 
 def test_settings_replay_follows_event_time(tmp_path: Path) -> None:
     lines = [
-        settings_obj(ACC, {"user": {"state": "limited"}}, iso(BASE_MS + 2 * HOUR)),
         settings_obj(ACC, {"user": {"state": "monitor"}}, iso(BASE_MS)),
+        settings_obj(ACC, {"user": {"state": "limited"}}, iso(BASE_MS + 2 * HOUR)),
     ]
     attempts = [attempt_obj(ACC, EXT, "user", BASE_MS + t, attempt_id=str(t)) for t in (HOUR, 3 * HOUR, 30 * MINUTE)]
     events, _, _ = run(tmp_path, lines, attempts)
     assert [(e["attemptId"], e["responseData"]["state"], e["responseData"]["settingsVersion"]["offset"])
-            for e in events] == [(str(HOUR), "monitor", 2), (str(3 * HOUR), "limited", 1),
-                                 (str(30 * MINUTE), "monitor", 2)]
+            for e in events] == [(str(HOUR), "monitor", 1), (str(3 * HOUR), "limited", 2),
+                                 (str(30 * MINUTE), "monitor", 1)]
+    # Published the other way round, the earlier-dated line supersedes the later-dated one (§3).
+    events, _, _ = run(tmp_path, lines[::-1], attempts)
+    assert {e["responseData"]["state"] for e in events} == {"monitor"}
+
+
+def test_a_line_without_updated_at_replaces_every_earlier_line_of_its_account(tmp_path: Path) -> None:
+    """It is in force from the beginning, so it supersedes every earlier-dated line (contract §3.3)."""
+    lines = [
+        settings_obj(ACC, {"user": {"state": "limited"}}, iso(BASE_MS + 2 * HOUR)),
+        settings_obj(ACC, {"user": {"state": "monitor"}}),
+    ]
+    attempts = [attempt_obj(ACC, EXT, "user", BASE_MS + t, attempt_id=str(t)) for t in (HOUR, 3 * HOUR)]
+    events, _, _ = run(tmp_path, lines, attempts)
+    assert [(e["responseData"]["state"], e["responseData"]["settingsVersion"]["offset"]) for e in events] == [
+        ("monitor", 2), ("monitor", 2)]
 
 
 # --- bad lines ---------------------------------------------------------------------------------------
@@ -519,14 +534,15 @@ def _check_against_spec(sc: Scenario, events: list[dict[str, Any]], agg: DenyAgg
         assert rd["settingsVersion"]["effectiveTime"] == iso(sc.versions[idx][1])
 
 
-def _tie_order_kept(sc: Scenario, order: list[int]) -> list[int]:
-    """`order` with the versions of one account sharing an effective time put back in their own order:
-    of those the later published wins (SPEC §3.3), so only they must keep their relative order."""
+def _account_order_kept(sc: Scenario, order: list[int]) -> list[int]:
+    """`order` with the versions of each account put back in their own order: a record supersedes the
+    versions of its account from its effective time on (contract §3), so only the order across
+    accounts is free."""
     out = list(order)
-    groups: dict[tuple[str, int], list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for pos, idx in enumerate(order):
-        acct, eff, _ = sc.versions[idx]
-        groups.setdefault((acct, eff), []).append(pos)
+        acct, _eff, _ = sc.versions[idx]
+        groups.setdefault(acct, []).append(pos)
     for positions in groups.values():
         for pos, idx in zip(positions, sorted(order[p] for p in positions), strict=True):
             out[pos] = idx
@@ -535,14 +551,17 @@ def _tie_order_kept(sc: Scenario, order: list[int]) -> list[int]:
 
 @PROPS
 @given(sc=scenarios(), data=st.data())
-def test_simulate_matches_spec_and_ignores_settings_line_order(sc: Scenario, data: st.DataObject) -> None:
+def test_simulate_matches_spec_and_ignores_settings_line_order_across_accounts(
+    sc: Scenario, data: st.DataObject
+) -> None:
     """Up to 8 accounts x 8 versions (equal minutes and instants, any publication order), up to 200
     attempts in any event-time order: each event is SPEC's decision with the version in force at its
-    event time. Reordering the settings lines changes nothing, except among versions of one account
-    with the same effective time (there the later line wins, which the first run checks)."""
+    event time. Interleaving the accounts' settings lines differently changes nothing; within one
+    account the order matters (a line supersedes the account's versions from its effective time on,
+    which the first run checks)."""
     events, agg = _simulate_scenario(sc, list(range(len(sc.versions))))
     _check_against_spec(sc, events, agg)
-    shuffled = _tie_order_kept(sc, list(data.draw(st.permutations(range(len(sc.versions))))))
+    shuffled = _account_order_kept(sc, list(data.draw(st.permutations(range(len(sc.versions))))))
     events2, agg2 = _simulate_scenario(sc, shuffled)
     assert events2 == events
     assert agg2.outcomes == agg.outcomes
@@ -587,10 +606,10 @@ def test_incremental_settings_application_gives_the_same_output(sc: Scenario, da
         for idx in indices:
             if idx not in pending:
                 continue
-            # Of versions with equal effective times the later published wins (SPEC §3.3): apply the
-            # earlier ones first.
-            acct, eff, _ = sc.versions[idx]
-            apply([v for v in pending if v < idx and sc.versions[v][:2] == (acct, eff)])
+            # A version supersedes its account's versions from its effective time on (contract §3):
+            # apply the account's earlier-published ones first.
+            acct = sc.versions[idx][0]
+            apply([v for v in pending if v < idx and sc.versions[v][0] == acct])
             _, eff, doc = sc.versions[idx]
             if doc.get("tombstone") is True:
                 history.apply_tombstone(doc["account_id"], eff, offset=idx)

@@ -78,3 +78,36 @@ def test_partitions_added_later_are_read_from_the_beginning(kafka: Any, topics: 
         assert sorted(t.partitions) == [0, 1, 2]
     finally:
         t.close()
+
+
+def test_the_table_reports_downgrades_and_keys_not_in_normal_form(
+    kafka: Any, topics: Topics, caplog: Any
+) -> None:
+    """A downgrade (limited -> `{}`, then a tombstone after monitor) is one info line and the labelled
+    counter per record; a key spelt otherwise than its normal form is accepted with a warning naming
+    the exact key (escaped), since only writes under that exact key replace or delete it (§3.2)."""
+    import logging
+
+    topics.create(only=[topics.settings])
+    other = ACCOUNTS[5]
+    produce(kafka.bootstrap, topics.settings, [
+        (ACC, settings_obj(ACC, {"user": {"state": "limited"}, "service": {"state": "monitor"}}, iso(BASE_MS))),
+        (ACC, settings_obj(ACC, {}, iso(BASE_MS + HOUR))),
+        (other.upper(), settings_obj(other, {"service_id": {"state": "monitor"}}, iso(BASE_MS))),
+        (other, None),
+    ])
+    m = Metrics()
+    t = table(topics, SettingsHistory(), m)
+    try:
+        with caplog.at_level(logging.INFO, logger="access_eval.settings"):
+            assert t.catch_up(30)
+    finally:
+        t.close()
+    downgrades = [r.fields for r in caplog.records if r.getMessage().startswith("settings downgrade")]
+    assert [(d["account"], d["identity_types"], d["offset"]) for d in downgrades] == [
+        (ACC, "user,service", 1), (other, "service_id", 3)]
+    for itype, n in (("user", 1), ("service", 1), ("service_id", 1)):
+        assert m.registry.get_sample_value("access_eval_settings_downgrades_total", {"identity_type": itype}) == n
+    spelt = [r for r in caplog.records if "normal form" in r.getMessage()]
+    assert [(r.levelno, r.fields["key"], r.fields["offset"]) for r in spelt] == [  # type: ignore[attr-defined]
+        (logging.WARNING, other.upper(), 2)]

@@ -52,6 +52,8 @@ def add_parser(sub: SubParsers) -> None:
         "omitted; if present it must match --account). With --identity-type/--state, that identity type is "
         "set and merged into the account's current document read from the topic: other identity types are "
         "kept, and so is the type's allowlist unless --allow/--add-allow/--remove-allow/--clear-allow change it. "
+        "Unknown identity types are kept; a near miss of a known one (e.g. 'users') is refused. The record is "
+        "written under every key spelling of the account in use (compaction works on exact key bytes). "
         "The producer is idempotent and the command waits for the broker's acknowledgement.",
         SETTINGS_EXAMPLES,
     )
@@ -92,8 +94,9 @@ def add_parser(sub: SubParsers) -> None:
         "delete",
         "publish a tombstone: the account reverts to defaults (all enabled)",
         "Publish a tombstone (null value) for the account: from its timestamp every identity type of the "
-        "account is enabled (nothing is evaluated or reported). Asks for confirmation on a terminal; "
-        "without a terminal --yes is required.",
+        "account is enabled (nothing is evaluated or reported). A tombstone goes under every key spelling of the "
+        "account in use, and also clears a rejected latest record (the AccessEvalSettingsInvalidLatest runbook). "
+        "Asks for confirmation on a terminal; without a terminal --yes is required.",
         SETTINGS_EXAMPLES,
     )
     add_kafka_flags(delete)

@@ -1,171 +1,77 @@
-"""Account settings (SPEC §3): the record model and the per-account versioned history.
+"""Account settings (SPEC §3): the per-account versioned history built from settings records.
 
 The history answers "which settings version was in force for account A at time t", which is what
-makes replays deterministic (SPEC §5 "Time").
-
-Size (over 400 lines): the record model, its validation and `SettingsHistory` (versions, tombstones,
-stream time per partition, pruning, invalid-latest tracking) are one concept whose rules refer to
-each other; split, a reader would chase the rejection and pruning rules across files.
+makes replays deterministic (SPEC §5 "Time"). What one record says (the document model, its
+validation, the rules) is `settings_doc`; its names are re-exported here, so callers import one module.
 """
 
 from __future__ import annotations
 
-import json
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Iterator, Mapping
-from datetime import datetime
-from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic.json_schema import SkipJsonSchema
-
-from processor.core.ids import (
-    IDENTITY_TYPES,
-    MAX_TIME_MS,
-    AccountId,
-    Rfc3339,
-    account_problem,
-    normalize_account,
-    rfc3339_millis,
-    to_millis,
+from processor.core.ids import IDENTITY_TYPES, MAX_TIME_MS, account_problem, normalize_account, to_millis
+from processor.core.settings_doc import (
+    DEFAULT_RULES,
+    GUARD_REASONS,
+    MAX_ALLOWLIST_IDS,
+    MAX_RECORD_BYTES,
+    RECENT_IDS_MAX,
+    SMALL_ALLOWLIST,
+    TYPE_INDEX,
+    ExternalInteraction,
+    IdentityTypes,
+    IdentityTypeSettings,
+    InvalidSettings,
+    Rule,
+    Rules,
+    SettingsDocument,
+    SmallSet,
+    TombstoneLine,
+    allowed_ids,
+    document_from_json,
+    parse_settings,
+    parse_settings_line,
+    rules_of,
 )
+
+__all__ = [
+    "BEGINNING_OF_TIME",
+    "DEFAULT_RETENTION_MS",
+    "DEFAULT_RULES",
+    "MAX_ALLOWLIST_IDS",
+    "MAX_RECORD_BYTES",
+    "RECENT_IDS_MAX",
+    "REJECT_REASONS",
+    "SMALL_ALLOWLIST",
+    "TYPE_INDEX",
+    "ExternalInteraction",
+    "IdentityTypeSettings",
+    "IdentityTypes",
+    "InvalidSettings",
+    "RejectedRecord",
+    "Rule",
+    "Rules",
+    "SettingsDocument",
+    "SettingsHistory",
+    "SettingsVersion",
+    "SmallSet",
+    "TombstoneLine",
+    "allowed_ids",
+    "document_from_json",
+    "key_in_normal_form",
+    "parse_settings",
+    "parse_settings_line",
+    "rules_of",
+]
 
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 #: Effective time of a version that is in force "from the beginning of time" (simulate lines without updated_at).
 BEGINNING_OF_TIME = -(2**62)
 #: Settings rejection reasons: a closed set, used as a metric label.
-REJECT_REASONS: tuple[str, ...] = ("bad_json", "invalid_value", "key_mismatch", "missing_key")
-
-
-def _effective_range(value: datetime) -> datetime:
-    """SPEC §3: 1970-01-01 .. 9999-12-31 UTC, so every accepted time is a timestamp-millis any reader
-    decodes (an offset can push 9999-12-31 into year 10000, or 0001-01-01 into year 0)."""
-    if not 0 <= to_millis(value) <= MAX_TIME_MS:
-        raise ValueError(f"must lie within 1970-01-01T00:00:00Z .. {rfc3339_millis(MAX_TIME_MS)} (UTC)")
-    return value
-
-
-#: `updated_at`: RFC 3339 with an offset, within the range above.
-UpdatedAt = Annotated[Rfc3339, AfterValidator(_effective_range)]
-
-
-class IdentityTypeSettings(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    state: Literal["enabled", "monitor", "limited"]
-    external_allowed_accounts: list[AccountId] = Field(default_factory=list)
-
-
-def _absent(schema: dict[str, Any]) -> None:
-    """JSON Schema of an optional object that may be absent but not null: no `"default": null`."""
-    schema.pop("default", None)
-
-
-class IdentityTypes(BaseModel):
-    """Known identity types; unknown keys are kept aside (forward compatibility) and only counted.
-
-    A missing type is `enabled`; a type given as `null` is a wrong type and rejects the record
-    (SPEC §3: a document never resets anything by `null`).
-    """
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    # SkipJsonSchema: the published schema says what producers may send (an object, or nothing).
-    user: IdentityTypeSettings | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_absent)
-    service_id: IdentityTypeSettings | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_absent)
-    service: IdentityTypeSettings | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_absent)
-
-    @field_validator("user", "service_id", "service", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("must be an object, not null (a missing identity type is enabled)")
-        return value
-
-
-class ExternalInteraction(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    identity_types: IdentityTypes
-
-
-class SettingsDocument(BaseModel):
-    """The settings JSON of SPEC §3. `null` is a wrong type wherever an object, list or string is
-    required; only a tombstone (a null record value) resets an account."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    account_id: AccountId
-    external_account_identity_interaction: ExternalInteraction
-    updated_at: UpdatedAt | None = None
-
-    @property
-    def unknown_identity_types(self) -> list[str]:
-        return sorted((self.external_account_identity_interaction.identity_types.model_extra or {}).keys())
-
-
-class TombstoneLine(BaseModel):
-    """`simulate`'s stand-in for a null record value (SPEC §10): `{"account_id": A, "tombstone": true}`."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    account_id: AccountId
-    tombstone: Literal[True]
-    updated_at: UpdatedAt | None = None
-
-
-#: Allowlists up to this many ids are kept as a SmallSet: scanning a few ids is about as fast as a
-#: set lookup and takes a quarter of a small frozenset's memory. Larger ones are frozensets.
-SMALL_ALLOWLIST = 8
-
-
-class SmallSet(tuple[str, ...]):
-    """A few unique ids: a tuple (`in` scans it) that compares equal to a set with the same ids."""
-
-    __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, SmallSet | set | frozenset):
-            return len(self) == len(other) and all(x in other for x in self)
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self))
-
-    def __repr__(self) -> str:
-        return f"SmallSet({tuple(self)!r})"
-
-
-class Rule:
-    """The restriction for one identity type of one account (`enabled` types have no Rule).
-
-    `allowed` is a frozenset, or a SmallSet (a tuple comparing like a set) for a few ids.
-    """
-
-    __slots__ = ("allowed", "state")
-
-    def __init__(self, state: str, allowed: frozenset[str] | SmallSet) -> None:
-        self.state = state
-        self.allowed = allowed
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Rule) and self.state == other.state and self.allowed == other.allowed
-
-    def __hash__(self) -> int:
-        return hash((self.state, self.allowed))
-
-    def __repr__(self) -> str:
-        return f"Rule({self.state!r}, {len(self.allowed)} allowed)"
-
-
-#: Rules indexed like IDENTITY_TYPES; None means `enabled`.
-Rules = tuple[Rule | None, Rule | None, Rule | None]
-DEFAULT_RULES: Rules = (None, None, None)
-TYPE_INDEX: dict[str, int] = {t: i for i, t in enumerate(IDENTITY_TYPES)}
+REJECT_REASONS: tuple[str, ...] = (
+    "bad_json", "invalid_value", "key_mismatch", "missing_key", *GUARD_REASONS,
+)
 
 
 class SettingsVersion:
@@ -194,12 +100,15 @@ class SettingsVersion:
 class RejectedRecord:
     """The latest settings record of an account, rejected: where it is and why."""
 
-    __slots__ = ("account", "detail", "has_valid_version", "offset", "partition", "reason", "topic")
+    __slots__ = ("account", "detail", "has_valid_version", "offset", "partition", "reason", "timestamp_ms", "topic")
 
     def __init__(
-        self, account: str, reason: str, detail: str, topic: str | None, partition: int | None, offset: int | None
+        self, account: str, reason: str, detail: str, topic: str | None, partition: int | None, offset: int | None,
+        timestamp_ms: int = BEGINNING_OF_TIME,
     ) -> None:
         self.account = account
+        #: The record's timestamp: pruning forgets it like a reset (see `SettingsHistory.prune`).
+        self.timestamp_ms = timestamp_ms
         self.reason = reason
         self.detail = detail
         self.topic = topic
@@ -212,6 +121,17 @@ class RejectedRecord:
         return f"RejectedRecord({self.account!r}, {self.reason!r}, partition={self.partition}, offset={self.offset})"
 
 
+def key_in_normal_form(key: bytes) -> bool:
+    """Whether a record key is spelt as its account's normal form (trimmed, lower-case). The log
+    cleaner compacts raw key bytes, so another spelling is only replaced or deleted by a write under
+    that same spelling (contract §3.2)."""
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return normalize_account(text) == text
+
+
 def _key_account(key: bytes | None) -> str | None:
     """The account a record key names (None: no usable key)."""
     if not key:
@@ -221,107 +141,6 @@ def _key_account(key: bytes | None) -> str | None:
     except UnicodeDecodeError:
         return None
     return normalize_account(text) if account_problem(text) is None else None
-
-
-class InvalidSettings(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-def parse_settings(raw: bytes | str) -> SettingsDocument:
-    """Validate a settings JSON document, or raise InvalidSettings naming the field."""
-    try:
-        doc = SettingsDocument.model_validate_json(raw)
-    except ValidationError as exc:
-        raise _invalid(exc) from None
-    if (b"NaN" in raw or b"Infinity" in raw) if isinstance(raw, bytes) else ("NaN" in raw or "Infinity" in raw):
-        _reject_non_json_numbers(raw)
-    return doc
-
-
-class _NonJsonNumber(Exception):
-    pass
-
-
-def _non_json_constant(name: str) -> object:
-    raise _NonJsonNumber(name)
-
-
-def _reject_non_json_numbers(raw: bytes | str) -> None:
-    """pydantic's parser accepts NaN/Infinity (SPEC §3: malformed JSON); a value that mentions them is
-    re-read strictly, wherever they are, even in an ignored field."""
-    try:
-        json.loads(raw, parse_constant=_non_json_constant)
-    except _NonJsonNumber as exc:
-        raise InvalidSettings("bad_json", f"malformed JSON: {exc} is not a JSON number (RFC 8259)") from None
-
-
-def parse_settings_line(raw: bytes | str) -> SettingsDocument | TombstoneLine:
-    """A `simulate` settings line: a settings document, or a tombstone line (`"tombstone": true`)."""
-    if (b'"tombstone"' in raw) if isinstance(raw, bytes) else ('"tombstone"' in raw):
-        try:
-            return TombstoneLine.model_validate_json(raw)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False, include_input=False)
-            if not any(e["loc"][:1] == ("tombstone",) or e["type"] == "json_invalid" for e in errors):
-                raise _invalid(exc) from None  # a tombstone line with a bad account_id or updated_at
-            # not a tombstone line: the document model decides and names the problem
-    return parse_settings(raw)
-
-
-def _invalid(exc: ValidationError) -> InvalidSettings:
-    """pydantic's first error as a bounded reason and a message naming the field."""
-    err = exc.errors(include_url=False, include_input=False)[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-    if err["type"] == "json_invalid":
-        return InvalidSettings("bad_json", f"malformed JSON: {err['msg']}")
-    if err["type"] == "missing":
-        return InvalidSettings("invalid_value", f"{loc}: field required")
-    return InvalidSettings("invalid_value", f"{loc}: {err['msg']}")
-
-
-#: Recently stored allowlist ids, so that an id many accounts allowlist (a partner account) is stored
-#: once. Bounded, unlike sys.intern: unique ids (most of them) cost no ever-growing global table.
-_RECENT_IDS: dict[str, str] = {}
-RECENT_IDS_MAX = 65_536
-
-
-def allowed_ids(ids: list[str]) -> frozenset[str] | SmallSet:
-    """An allowlist as stored: unique ids, recurring ones shared; a SmallSet when small."""
-    recent = _RECENT_IDS
-    unique: dict[str, None] = {}
-    for a in ids:
-        shared = recent.get(a)
-        if shared is None:
-            if len(recent) >= RECENT_IDS_MAX:
-                recent.clear()
-            recent[a] = shared = a
-        unique[shared] = None
-    return SmallSet(unique) if len(unique) <= SMALL_ALLOWLIST else frozenset(unique)
-
-
-def rules_of(doc: SettingsDocument) -> Rules:
-    """Plain, shareable rules from a validated document.
-
-    Identity types configured identically share one Rule (the common case: memory per account is
-    what bounds how many accounts an instance holds).
-    """
-    types = doc.external_account_identity_interaction.identity_types
-    out: list[Rule | None] = []
-    made: dict[tuple[str, tuple[str, ...]], Rule] = {}
-    for name in IDENTITY_TYPES:
-        cfg: IdentityTypeSettings | None = getattr(types, name)
-        if cfg is None or cfg.state == "enabled":
-            out.append(None)
-            continue
-        key = (cfg.state, tuple(cfg.external_allowed_accounts))
-        rule = made.get(key)
-        if rule is None:
-            rule = made[key] = Rule(cfg.state, allowed_ids(cfg.external_allowed_accounts))
-        out.append(rule)
-    return (out[0], out[1], out[2])
 
 
 class SettingsHistory:
@@ -353,11 +172,16 @@ class SettingsHistory:
         self.applied = 0
         self.rejected = 0
         self.unknown_identity_types = 0
+        #: (account, identity types) the last record applied turned from restricted to unrestricted
+        #: (`enabled`): downgrades are what an auditor asks about, so the table logs and counts them.
+        self.last_downgrade: tuple[str, list[str]] | None = None
 
     # -- writing -------------------------------------------------------------------------------
 
     def put(self, account_id: str, version: SettingsVersion) -> None:
-        """Insert a version; one with the same effective time as an existing one replaces it."""
+        """Insert a version read after every one held: it supersedes each version of the account whose
+        effective time is at or after its own (SPEC §3), so the newest record by offset governs from its
+        effective time on, which is what survives compaction (the last record of a key)."""
         current = self._accounts.get(account_id)
         if current is None:
             self._accounts[account_id] = version
@@ -365,18 +189,22 @@ class SettingsHistory:
             self._note_latest(account_id, version)
             return
         versions = current if isinstance(current, list) else [current]
-        i = bisect_right(versions, version.effective_ms, key=_effective)
-        if i > 0 and versions[i - 1].effective_ms == version.effective_ms:
-            versions[i - 1] = version
-        else:
-            versions.insert(i, version)
-            self.versions += 1
+        self._note_downgrade(account_id, versions[-1].rules, version.rules)
+        i = bisect_left(versions, version.effective_ms, key=_effective)
+        self.versions += 1 - (len(versions) - i)
+        del versions[i:]
+        versions.append(version)
         if len(versions) == 1:
             self._accounts[account_id] = versions[0]
+            self._multi.discard(account_id)
         else:
             self._accounts[account_id] = versions
             self._multi.add(account_id)
-        self._note_latest(account_id, versions[-1])
+        self._note_latest(account_id, version)
+
+    def _note_downgrade(self, account_id: str, before: Rules, after: Rules) -> None:
+        types = [t for t, b, a in zip(IDENTITY_TYPES, before, after, strict=True) if b is not None and a is None]
+        self.last_downgrade = (account_id, types) if types else None
 
     def _note_latest(self, account_id: str, latest: SettingsVersion) -> None:
         if latest.rules == DEFAULT_RULES:
@@ -396,8 +224,9 @@ class SettingsHistory:
         """Apply one settings-topic record; a rejected record leaves the account as it was.
 
         Whether each account's latest record (by reading order) was rejected is remembered: see
-        `invalid_latest`.
+        `invalid_latest`. `last_downgrade` says which identity types this record made unrestricted.
         """
+        self.last_downgrade = None
         problem = self._apply_record(key, value, timestamp_ms, topic, partition, offset)
         account = _key_account(key)
         if account is not None:
@@ -405,7 +234,7 @@ class SettingsHistory:
                 self._invalid_latest.pop(account, None)
             else:
                 self._invalid_latest[account] = RejectedRecord(
-                    account, problem.reason, problem.detail, topic, partition, offset
+                    account, problem.reason, problem.detail, topic, partition, offset, timestamp_ms
                 )
         return problem
 
@@ -496,6 +325,10 @@ class SettingsHistory:
             r.has_valid_version = account in self._accounts
             out.append(r)
         return out
+
+    def has_invalid_latest(self, account_id: str) -> bool:
+        """Whether this account's latest record was rejected (one of `invalid_latest`)."""
+        return account_id in self._invalid_latest
 
     def invalid_latest_count(self) -> int:
         """How many accounts have a rejected latest record (gauge)."""
@@ -614,7 +447,17 @@ class SettingsHistory:
                 self._resets.discard(account)
                 dropped += 1
         self.versions -= dropped
+        self._prune_rejected(watermark)
         return dropped
+
+    def _prune_rejected(self, watermark: int) -> None:
+        """A rejected latest record of an account without any valid version, older than retention, is
+        forgotten like a reset: the account decides as if unconfigured either way, and rejected records
+        with ever new keys must not hold memory forever. One with a valid version stays (the alert)."""
+        accounts = self._accounts
+        stale = [a for a, r in self._invalid_latest.items() if r.timestamp_ms <= watermark and a not in accounts]
+        for account in stale:
+            del self._invalid_latest[account]
 
 
 def _late_timestamp(timestamp_ms: int) -> InvalidSettings:
@@ -624,11 +467,3 @@ def _late_timestamp(timestamp_ms: int) -> InvalidSettings:
 
 def _effective(v: SettingsVersion) -> int:
     return v.effective_ms
-
-
-def document_from_json(obj: Any) -> SettingsDocument:
-    """Validate an already-parsed JSON object (used by tools that build documents from flags)."""
-    try:
-        return SettingsDocument.model_validate(obj)
-    except ValidationError as exc:
-        raise _invalid(exc) from None

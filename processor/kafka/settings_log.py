@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from processor.core.display import printable
 from processor.core.ids import IDENTITY_TYPES, normalize_account, rfc3339_millis
 from processor.core.settings import InvalidSettings, SettingsDocument, SettingsHistory, document_from_json
 from processor.errors import OpsError
@@ -47,6 +48,10 @@ class DocumentView(SettingsHistory):
         super().__init__(retention_ms=2**62)
         self.entries: dict[str, list[Entry]] = {}
         self.rejections: dict[str, list[Rejection]] = {}
+        #: account -> every record key spelling it (exact bytes) -> whether that key's last record is
+        #: an accepted tombstone. The log cleaner compacts raw key bytes, so a write meant to replace or
+        #: delete what a key holds must use that key (contract §3).
+        self.keys: dict[str, dict[bytes, bool]] = {}
         self.records = 0
         self._pending: tuple[Any, ...] | None = None
 
@@ -67,6 +72,8 @@ class DocumentView(SettingsHistory):
             account = normalize_account(key.decode("utf-8")) if key else ""
         except UnicodeDecodeError:
             account = ""
+        if account and key is not None:
+            self.keys.setdefault(account, {})[key] = problem is None and value is None
         if problem is not None:
             self.rejections.setdefault(account, []).append(
                 Rejection(account, partition, offset, problem.reason, problem.detail)
@@ -91,10 +98,15 @@ class DocumentView(SettingsHistory):
 
     def _add(self, entry: Entry) -> None:
         entries = self.entries.setdefault(entry.account, [])
-        # Same effective time replaces (as SettingsHistory.put does); keep effective-time order.
-        entries[:] = [e for e in entries if e.effective_ms != entry.effective_ms]
+        # It supersedes every entry in force from its own time on, as SettingsHistory.put does (SPEC §3).
+        entries[:] = [e for e in entries if e.effective_ms < entry.effective_ms]
         entries.append(entry)
-        entries.sort(key=lambda e: e.effective_ms)
+
+    def live_keys(self, account: str) -> list[bytes]:
+        """The exact keys of the account whose last record is not a tombstone (a document, valid or
+        rejected): what a tombstone must be written under so that nothing of the account survives
+        compaction, and what a new document must replace."""
+        return [k for k, deleted in self.keys.get(account, {}).items() if not deleted]
 
     def current(self, account: str, at_ms: int) -> Current:
         """The entry the processor would use for an attempt at `at_ms`, plus what follows it."""
@@ -188,7 +200,9 @@ def read_view(props: dict[str, Any], topic: str, timeout_s: float) -> DocumentVi
     return view
 
 
-def publish(props: dict[str, Any], topic: str, key: str, value: bytes | None, timeout_s: float) -> tuple[int, int]:
+def publish(
+    props: dict[str, Any], topic: str, key: str | bytes, value: bytes | None, timeout_s: float
+) -> tuple[int, int]:
     """Produce one record idempotently and wait for the acknowledgement -> (partition, offset)."""
     from confluent_kafka import Producer
 
@@ -199,11 +213,13 @@ def publish(props: dict[str, Any], topic: str, key: str, value: bytes | None, ti
         result["err"] = err
         result["msg"] = msg
 
-    producer.produce(topic, value, key.encode(), on_delivery=on_delivery)
+    raw_key = key.encode() if isinstance(key, str) else key
+    producer.produce(topic, value, raw_key, on_delivery=on_delivery)
     producer.flush(max(timeout_s, 1.0) + 5)
     if "msg" not in result:
         raise OpsError(
-            f"record for {key} not acknowledged by Kafka within {timeout_s:g}s; it may or may not be written"
+            f"record for {printable(raw_key.decode('utf-8', 'replace'))} not acknowledged by Kafka within "
+            f"{timeout_s:g}s; it may or may not be written"
         )
     if result["err"] is not None:
         raise OpsError(f"publishing to {topic} failed: {result['err'].str()}")

@@ -13,7 +13,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from processor.core.settings import SettingsHistory
+from processor.core.display import printable
+from processor.core.settings import SettingsHistory, key_in_normal_form
 from processor.kafka import clients
 from processor.logs import kv
 
@@ -27,6 +28,18 @@ STALE_LEADER_ERRORS = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
 }
+
+def log_downgrade(metrics: Any, account: str, types: list[str], topic: str, partition: int, offset: int) -> None:
+    """A record made identity types of an account unrestricted: one info line and the labelled counter
+    (an owner's explicit choice, but the change an auditor asks about). The account is shown escaped."""
+    log.info(
+        "settings downgrade: identity types of an account are now unrestricted (enabled)",
+        extra=kv(account=printable(account), identity_types=",".join(types), topic=topic, partition=partition,
+                 offset=offset),
+    )
+    if metrics is not None:
+        metrics.settings_downgraded(types)
+
 
 class SettingsTable:
     def __init__(self, props: dict[str, Any], topic: str, history: SettingsHistory, metrics: Any = None,
@@ -130,6 +143,17 @@ class SettingsTable:
                 "settings record rejected; the previous version stays in force",
                 extra=kv(topic=self.topic, partition=p, offset=off, reason=problem.reason, detail=problem.detail),
             )
+            return
+        key = m.key()
+        if key and not key_in_normal_form(key):
+            log.warning(
+                "settings record key is not in normal form (trimmed, lower-case); accepted, but only a record "
+                "under this exact key replaces or deletes it on compaction (settings put/delete write under it)",
+                extra=kv(key=printable(key.decode("utf-8", "replace")), topic=self.topic, partition=p, offset=off),
+            )
+        if self.history.last_downgrade is not None:
+            account, types = self.history.last_downgrade
+            log_downgrade(self.metrics, account, types, self.topic, p, off)
 
     def catch_up(self, deadline_s: float | None = None, *, refresh: bool = True) -> bool:
         """Read until the observed end offsets are reached (False if the deadline passed first)."""

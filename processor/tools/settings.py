@@ -257,7 +257,11 @@ def _check_put_flags(args: argparse.Namespace) -> None:
 
 
 def validate_document(obj: dict[str, Any], account: str) -> bytes:
-    """The exact bytes to publish, accepted by the processor's parser, or a usage error."""
+    """The exact bytes to publish, accepted by the processor's parser (its AccountId rule for every
+    id, the caps, near misses of an identity type refused), or a usage error.
+
+    Unknown identity types are kept (forward compatibility: a type added upstream must survive a
+    merge by an older tool) and said on stderr."""
     value = json.dumps(obj, separators=(",", ":")).encode()
     try:
         doc = parse_settings(value)
@@ -266,15 +270,15 @@ def validate_document(obj: dict[str, Any], account: str) -> bytes:
     if doc.account_id != account:
         usage_error(f"account_id {doc.account_id!r} differs from --account {account!r}")
     if doc.unknown_identity_types:
-        usage_error(
-            f"unknown identity type(s) {', '.join(doc.unknown_identity_types)}: the processor would ignore them; "
-            f"use {', '.join(IDENTITY_TYPES)}"
+        print(
+            f"note: keeping unknown identity type(s) {', '.join(map(repr, doc.unknown_identity_types))}: this "
+            f"processor ignores them (known: {', '.join(IDENTITY_TYPES)})",
+            file=sys.stderr,
         )
     for t in IDENTITY_TYPES:
-        interaction = doc.external_account_identity_interaction
-        cfg = getattr(interaction.identity_types, t) if interaction is not None else None
-        if cfg is not None:
-            account_list(cfg.external_allowed_accounts, f"{t}.external_allowed_accounts")
+        cfg = getattr(doc.external_account_identity_interaction.identity_types, t)
+        for entry in cfg.external_allowed_accounts if cfg is not None else []:
+            account_id(entry, f"{t}.external_allowed_accounts")  # each entry is one id, as published
     return value
 
 
@@ -290,8 +294,7 @@ def cmd_put(args: argparse.Namespace) -> int:
         if args.dry_run:
             write_json(obj)
             return EXIT_OK
-        props = kafka_props(args)
-        topic_partitions(connect(props, args.timeout), args.settings_topic, "--settings-topic")
+        props, view = _open(args)
     else:
         props, view = _open(args)
         cur = view.current(account, now_ms())
@@ -308,8 +311,10 @@ def cmd_put(args: argparse.Namespace) -> int:
         if args.dry_run:
             write_json(obj)
             return EXIT_OK
-    partition, offset = publish(props, args.settings_topic, account, value, args.timeout)
-    print(f"published settings of {account} to {args.settings_topic} [{partition}] @ {offset}")
+    for key in _keys_in_use(view, account):
+        partition, offset = publish(props, args.settings_topic, key, value, args.timeout)
+        print(f"published settings of {account}{_spelt(key, account)} to {args.settings_topic} "
+              f"[{partition}] @ {offset}")
     doc = parse_settings(value)
     cur = Current(
         account, Entry(account, now_ms(), now_ms(), args.settings_topic, partition, offset, json.loads(value))
@@ -332,7 +337,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
         )
     props, view = _open(args)
     cur = view.current(account, now_ms())
-    if not cur.exists and not cur.scheduled:
+    keys = view.live_keys(account)
+    if not cur.exists and not cur.scheduled and not keys and not view.has_invalid_latest(account):
         print(f"no settings in force for {account}: nothing to delete")
         return EXIT_OK
     if not args.yes:
@@ -343,6 +349,19 @@ def cmd_delete(args: argparse.Namespace) -> int:
         ):
             print("not deleted", file=sys.stderr)
             return EXIT_FAIL
-    partition, offset = publish(props, args.settings_topic, account, None, args.timeout)
-    print(f"deleted settings of {account}: tombstone at {args.settings_topic} [{partition}] @ {offset}")
+    for key in keys or [account.encode()]:
+        partition, offset = publish(props, args.settings_topic, key, None, args.timeout)
+        print(f"deleted settings of {account}{_spelt(key, account)}: tombstone at {args.settings_topic} "
+              f"[{partition}] @ {offset}")
     return EXIT_OK
+
+
+def _keys_in_use(view: DocumentView, account: str) -> list[bytes]:
+    """Where a new document of the account goes: every key spelling whose last record is a document
+    (the log cleaner compacts exact key bytes, so each must be replaced), else the normal form."""
+    return view.live_keys(account) or [account.encode()]
+
+
+def _spelt(key: bytes, account: str) -> str:
+    """` (key 'ACCT-A')` when the record key is spelt otherwise than the normal form."""
+    return "" if key == account.encode() else f" (key {printable(key.decode('utf-8', 'replace'))!r})"
