@@ -25,11 +25,11 @@ OUTCOMES = ("same_account", "unrestricted", "permit", "would_be_deny", "enforced
 #: Deterministic 32-hex account ids, like real IBM Cloud account ids.
 ACCOUNTS: list[str] = [hashlib.md5(f"account-{i}".encode()).hexdigest() for i in range(64)]
 
-#: Other forms the contract allows (§3.2: any 1-256 characters after trimming, compared after
-#: lower-casing), of varied lengths, related so that only equality tells them apart: prefixes and
-#: suffixes of one another, a substring, one character more, and `straße`/`strasse` (equal under
-#: case-folding, different under the contract's lower-casing). A scenario drawn from these catches an
-#: allowlist matched by prefix, substring or case-folding instead of equality.
+#: Other forms the contract allows (§3.2: 1-256 of ASCII letters, digits and `. _ : @ / -` after
+#: trimming, compared after lower-casing), of varied lengths, related so that only equality tells
+#: them apart: prefixes and suffixes of one another, a substring, one character more, an alias, a
+#: CRN-like and an e-mail-like id sharing a tail. A scenario drawn from these catches an allowlist
+#: matched by prefix, suffix or substring instead of equality.
 ACCOUNT_FAMILY: list[str] = [
     "a3f1",
     ACCOUNTS[5],
@@ -39,7 +39,8 @@ ACCOUNT_FAMILY: list[str] = [
     ACCOUNTS[5][4:12],
     ACCOUNTS[5][-6:],
     "strasse",
-    "straße",
+    "crn:v1:a/strasse",
+    "ops@strasse",
     "acct-alias",
     "alias",
     "z" * 256,
@@ -413,7 +414,7 @@ def scenarios(
     or mostly in order with one in four arriving late (up to MAX_LATENESS_MS behind); one in five at
     exactly one of its target's effective times or 1 ms either side; one in twenty an invalid line.
     Ids are spelt as `messy` variants, a few per account and scenario. Half the scenarios take their
-    ids from ACCOUNT_FAMILY (prefixes, suffixes, a substring, case-folding look-alikes, lengths 4 to
+    ids from ACCOUNT_FAMILY (prefixes, suffixes, substrings, CRN- and e-mail-like ids, lengths 4 to
     256) instead of 32-hex ids, so only an equality match of allowlists passes.
 
     One draw per version and per attempt (`_choices`), no nested strategies: cheap enough for 500
