@@ -108,10 +108,11 @@ class Txn:
 
 
 class FakeMessage:
-    __slots__ = ("_k", "_o", "_p", "_t", "_v")
+    __slots__ = ("_h", "_k", "_o", "_p", "_t", "_v")
 
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
-        self._t, self._p, self._o, self._k, self._v = topic, partition, offset, key, value
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        self._t, self._p, self._o, self._k, self._v, self._h = topic, partition, offset, key, value, headers
 
     def topic(self) -> str:
         return self._t
@@ -129,7 +130,7 @@ class FakeMessage:
         return self._v
 
     def headers(self) -> list[tuple[str, bytes]] | None:
-        return None
+        return self._h
 
     def error(self) -> None:
         return None
@@ -147,6 +148,7 @@ class Cluster:
         self.clock = clock
         self.partitions = list(range(partitions))
         self.input: dict[int, list[tuple[bytes | None, bytes]]] = {p: [] for p in self.partitions}
+        self.input_headers: dict[tuple[int, int], list[tuple[str, bytes]]] = {}
         self.outputs: list[Record] = []
         self.committed: dict[int, int] = {}
         self.owner: dict[int, FakeConsumer | None] = dict.fromkeys(self.partitions)
@@ -160,9 +162,13 @@ class Cluster:
 
     # -- input -------------------------------------------------------------------------------------
 
-    def append(self, partition: int, key: bytes | None, value: bytes) -> int:
+    def append(self, partition: int, key: bytes | None, value: bytes,
+               headers: list[tuple[str, bytes]] | None = None) -> int:
         self.input[partition].append((key, value))
-        return len(self.input[partition]) - 1
+        offset = len(self.input[partition]) - 1
+        if headers is not None:
+            self.input_headers[partition, offset] = headers
+        return offset
 
     # -- the read_committed view -------------------------------------------------------------------
 
@@ -248,7 +254,7 @@ class FakeConsumer:
             pos = self.assigned[p]
             for o in range(pos, len(cl.input[p])):
                 k, v = cl.input[p][o]
-                avail.append(FakeMessage(ATTEMPTS, p, o, k, v))
+                avail.append(FakeMessage(ATTEMPTS, p, o, k, v, cl.input_headers.get((p, o))))
         if not avail:  # waits out the timeout (real time also moves on by a little: no float stand-still)
             cl.clock.advance(max(timeout, 0.0005))
             return []
@@ -331,6 +337,7 @@ class FakeProducer:
         self.queue: list[Record] = []  # at-least-once: produced, not yet delivered
         self.faults: dict[str, list[str]] = {}
         self.live = True
+        self.max_bytes = int(conf.get("message.max.bytes", 1_000_000)) - 100  # framing (librdkafka: ~60+ bytes)
         cluster.producers.append(self)
 
     def _fault(self, name: str) -> str | None:
@@ -370,8 +377,16 @@ class FakeProducer:
 
     def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
                 headers: Any = None, **_kw: Any) -> None:
-        if self._fault("produce") == "bug":
+        kind = self._fault("produce")
+        if kind == "bug":
             raise RuntimeError("injected bug in produce")
+        if kind == "invalid":  # librdkafka refuses a record it cannot send (e.g. an unknown partition)
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "produce: invalid argument"))
+        # librdkafka refuses in produce() a record larger than message.max.bytes (key + value + headers
+        # + framing); the attempts topic's broker limit (max.message.bytes) is larger, so such input exists.
+        size = len(key or b"") + len(value or b"") + sum(len(n) + len(v or b"") for n, v in headers or [])
+        if size > self.max_bytes:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large"))
         rec = Record(topic, key, value, list(headers or []))
         if self.txn_id is None:
             self.queue.append(rec)

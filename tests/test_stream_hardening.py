@@ -1,0 +1,160 @@
+"""Issue 23 (stream and lifecycle), on the fake clients of tests/fake_kafka.py driving the real `Processor`:
+no record can stall a partition (a dead letter always fits; a produce() error that repeats for one record
+is bounded), and start-up misconfigurations that would make every transaction time out or read dead
+letters back as input are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from fake_kafka import DLQ, EVALS, FakeProducer
+from test_eos_explorer import World, patched
+
+from processor.stream.batch import MAX_PRODUCE_FAILURES
+
+
+def _valid(w: World, p: int, o: int) -> bytes:
+    return json.dumps({
+        "id": f"{p}:{o}", "event_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(w.clock.time() - 5)),
+        "account_id": "acct-a", "action": "iam.read",
+        "identity": {"iam_id": "i", "type": "user", "account_id": "other"},
+    }).encode()
+
+
+def _serve(w: World, turns: int = 200) -> Any:
+    """One process owning both partitions, turned `turns` times; the process."""
+    a = w.start()
+    for p in w.cluster.partitions:
+        w.cluster.owner[p] = a.consumer
+    a.consumer.events.append(("assign", list(w.cluster.partitions)))
+    w.cluster.fire_probability = 1.0
+    for _ in range(turns):
+        w.turn(a)
+        w.clock.advance(0.05)
+        if all(w.cluster.committed.get(p, 0) >= len(w.cluster.input[p]) for p in w.cluster.partitions):
+            break
+    return a
+
+
+def _world_with(records: list[tuple[int, bytes | None, bytes, list[tuple[str, bytes]] | None]]) -> World:
+    w = World(0, frozenset())
+    for p, key, value, headers in records:
+        w.cluster.append(p, key, value, headers)
+    return w
+
+
+@pytest.mark.parametrize("case", ["key", "headers", "key-headers-value"])
+def test_an_oversized_invalid_attempt_is_dead_lettered_and_every_partition_moves_on(case: str) -> None:
+    """Issue 23, poison pill: an invalid attempt whose key (or headers) is ~1 MB. The broker took it on the
+    attempts topic; its dead letter as it is would exceed message.max.bytes. It must still be sent, fitted
+    (key hashed, headers dropped, value truncated, each recorded in a header), and both partitions commit."""
+    big = b"k" * 1_000_000
+    key = big if "key" in case else b"acct"
+    headers = [(f"h{i}", b"v" * 20_000) for i in range(60)] if "headers" in case else [("trace", b"t-1")]
+    value = b"{not json" + (b" " * 900_000 if "value" in case else b"")
+    w = World(0, frozenset())
+    with patched(w.clock):
+        w.cluster.append(0, key, value, headers)
+        w.cluster.append(1, b"acct", _valid(w, 1, 0))
+        w.cluster.append(0, b"acct", _valid(w, 0, 1))
+        a = _serve(w)
+        w.check()
+    assert w.cluster.committed == {0: 2, 1: 1}, f"stalled: committed {w.cluster.committed}, rewinds {a.p.txn.rewinds}"
+    [dead] = [r for r in w.cluster.committed_outputs() if r.topic == DLQ]
+    h = dict(dead.headers)
+    assert h["error.reason"] == (b"oversize" if "value" in case else b"bad_json") and h["source.offset"] == b"0"
+    assert len(dead.key or b"") + len(dead.value or b"") + sum(len(n) + len(v) for n, v in dead.headers) < 1_000_000
+    if "key" in case:
+        assert dead.key == hashlib.sha256(big).hexdigest().encode()
+        assert h["error.key.hashed"] == b"1000000"
+    else:
+        assert dead.key == b"acct" and "error.key.hashed" not in h
+    if "headers" in case:
+        assert int(h["error.headers.dropped"]) > 0
+        kept = [n for n, _ in dead.headers if n.startswith("h")]
+        assert kept == [f"h{i}" for i in range(len(kept))]  # a prefix of the originals, in order
+    else:
+        assert h["trace"] == b"t-1" and "error.headers.dropped" not in h
+    assert ("error.value.truncated" in h) == ("value" in case)
+
+
+def test_a_produce_error_repeating_for_one_record_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: any produce() error that keeps failing one record (here librdkafka refusing its eval
+    event) must not rewind that record forever: after MAX_PRODUCE_FAILURES identical failures it is
+    dead-lettered as internal_error (the detail names the error) and the partition moves on."""
+    real = FakeProducer.produce
+    refused: list[int] = []
+
+    def produce(self: FakeProducer, topic: str, value: bytes | None = None, key: bytes | None = None,
+                headers: Any = None, **kw: Any) -> None:
+        if topic == EVALS and value == b"0:1":
+            refused.append(1)
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "produce: invalid argument"))
+        real(self, topic, value, key, headers, **kw)
+
+    monkeypatch.setattr(FakeProducer, "produce", produce)
+    w = World(0, frozenset())
+    with patched(w.clock):
+        for o in range(3):
+            w.cluster.append(0, b"acct", _valid(w, 0, o))
+        w.cluster.append(1, b"acct", _valid(w, 1, 0))
+        a = _serve(w)
+        w.check()
+    assert w.cluster.committed == {0: 3, 1: 1}, f"stalled: committed {w.cluster.committed}, rewinds {a.p.txn.rewinds}"
+    assert len(refused) == MAX_PRODUCE_FAILURES
+    [dead] = [r for r in w.cluster.committed_outputs() if r.topic == DLQ]
+    h = dict(dead.headers)
+    assert h["error.reason"] == b"internal_error" and h["source.offset"] == b"1"
+    assert b"invalid argument" in h["error.detail"]
+    assert sorted(r.value or b"" for r in w.cluster.committed_outputs() if r.topic == EVALS) == [b"0:0", b"0:2", b"1:0"]
+
+
+def test_transient_produce_errors_are_not_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound counts identical failures of one record: a failure that does not repeat is retried by
+    abort + rewind as before, and the record gets its eval event."""
+    real = FakeProducer.produce
+    failures = iter([True] * (MAX_PRODUCE_FAILURES - 1))
+
+    def produce(self: FakeProducer, topic: str, value: bytes | None = None, key: bytes | None = None,
+                headers: Any = None, **kw: Any) -> None:
+        if topic == EVALS and value == b"0:0" and next(failures, False):
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "produce: too large"))
+        real(self, topic, value, key, headers, **kw)
+
+    monkeypatch.setattr(FakeProducer, "produce", produce)
+    w = World(0, frozenset())
+    with patched(w.clock):
+        w.cluster.append(0, b"acct", _valid(w, 0, 0))
+        _serve(w)
+        w.check()
+    assert [r.topic for r in w.cluster.committed_outputs()] == [EVALS]
+
+
+def test_a_dead_letter_refused_repeatedly_is_sent_minimal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the dead letter itself keeps being refused (here: because of an original header), the bound
+    sends a minimal one (hashed key, no original headers or value; reason internal_error) and moves on."""
+    real = FakeProducer.produce
+
+    def produce(self: FakeProducer, topic: str, value: bytes | None = None, key: bytes | None = None,
+                headers: Any = None, **kw: Any) -> None:
+        if topic == DLQ and any(n == "bad" for n, _ in headers or []):
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "produce: invalid header"))
+        real(self, topic, value, key, headers, **kw)
+
+    monkeypatch.setattr(FakeProducer, "produce", produce)
+    w = World(0, frozenset())
+    with patched(w.clock):
+        w.cluster.append(0, b"acct", b"{not json", [("bad", b"x")])
+        w.cluster.append(0, b"acct", _valid(w, 0, 1))
+        _serve(w)
+        w.check()
+    assert w.cluster.committed.get(0) == 2
+    [dead] = [r for r in w.cluster.committed_outputs() if r.topic == DLQ]
+    h = dict(dead.headers)
+    assert h["error.reason"] == b"internal_error" and b"invalid header" in h["error.detail"]
+    assert dead.value is None and dead.key == hashlib.sha256(b"acct").hexdigest().encode() and "bad" not in h
