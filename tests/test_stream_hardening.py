@@ -7,14 +7,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import random
+import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from fake_kafka import DLQ, EVALS, FakeProducer
+from fake_kafka import DLQ, EVALS, Clock, Cluster, FakeConsumer, FakeProducer, FakeTable
 from test_eos_explorer import World, patched
 
+from processor.cli.main import main
+from processor.config import RunConfig
+from processor.health import Health
+from processor.metrics import Metrics
+from processor.stream import app
+from processor.stream.loop import Processor
 from processor.stream.batch import MAX_PRODUCE_FAILURES
 
 
@@ -158,3 +168,54 @@ def test_a_dead_letter_refused_repeatedly_is_sent_minimal(monkeypatch: pytest.Mo
     h = dict(dead.headers)
     assert h["error.reason"] == b"internal_error" and b"invalid header" in h["error.detail"]
     assert dead.value is None and dead.key == hashlib.sha256(b"acct").hexdigest().encode() and "bad" not in h
+
+
+# -- start-up, through `access-eval run` (processor.cli.main.main) on the fake clients -------------------
+
+
+@pytest.fixture
+def fake_run(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    """`main(["run", ...])` with the fake clients: the broker checks pass, the Processor gets fake
+    factories. Signal handlers are restored afterwards; the exit-deadline guard (which ends the whole
+    process after --shutdown-timeout-s) is a no-op, as the test process must outlive the `run`."""
+    cluster = Cluster(random.Random(0), Clock())
+    monkeypatch.setattr(app, "wait_for_cluster", lambda *a, **k: object())
+    monkeypatch.setattr(app, "ensure_topics", lambda *a, **k: None)
+
+    class FakeProcessor(Processor):
+        def __init__(self, cfg: RunConfig, metrics: Metrics, health: Health, codec: Any = None) -> None:
+            super().__init__(cfg, metrics, health, codec,
+                             consumer_factory=lambda conf: FakeConsumer(cluster, conf),
+                             producer_factory=lambda conf: FakeProducer(cluster, conf), table_factory=FakeTable)
+
+        def _exit_at_deadline(self) -> None:
+            pass
+
+    monkeypatch.setattr(app, "Processor", FakeProcessor)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield cluster
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def test_sigterm_while_init_transactions_retries_exits_0(fake_run: Cluster, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Contract §8: SIGTERM while still waiting for the broker exits 0, also in init_transactions'
+    retries (the transaction coordinator not available yet), with no traceback."""
+    tries: list[int] = []
+
+    def init_transactions(self: FakeProducer, timeout: float = -1) -> None:
+        tries.append(1)
+        if len(tries) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise KafkaException(KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE, "coordinator not available",
+                                        retriable=True))
+
+    monkeypatch.setattr(FakeProducer, "init_transactions", init_transactions)
+    rc = main(["run", "--bootstrap-servers", "fake:1", "--metrics-port", "0", "--metrics-host", "127.0.0.1",
+               "--transactional-id", "tx-start"])
+    assert rc == 0
+    assert len(tries) >= 2
+    assert "Traceback" not in caplog.text and "StopRequested" not in caplog.text

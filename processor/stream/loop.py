@@ -213,7 +213,12 @@ class Processor:
         if self.stopping:
             self.table.close()
             return EXIT_OK
-        self.open_clients()
+        try:
+            self.open_clients()
+        except StopRequested:  # SIGTERM while init_transactions still retried: a clean stop (contract §8)
+            log.info("stopped before the transactional producer was ready")
+            self.table.close()
+            return EXIT_OK
         threading.Thread(target=self._watch_blocked, name="access-eval-txn-watch", daemon=True).start()
         self.subscribe()
         try:
