@@ -105,6 +105,7 @@ class Txn:
     records: list[Record] = field(default_factory=list)
     offsets: dict[int, int] = field(default_factory=dict)
     owner: Any = None  # the FakeConsumer the offsets were sent for
+    started: float = 0.0  # begin_transaction, on the cluster's clock (transaction.timeout.ms runs from here)
 
 
 class FakeMessage:
@@ -159,6 +160,7 @@ class Cluster:
         self.consumers: list[FakeConsumer] = []
         self.producers: list[FakeProducer] = []
         self.fire_probability = 0.5
+        self.timeouts = 0  # transactions the coordinator aborted for transaction.timeout.ms
 
     # -- input -------------------------------------------------------------------------------------
 
@@ -189,6 +191,15 @@ class Cluster:
             if other is not producer and other.txn_id == tid and other.epoch == epoch - 1 and other.live:
                 self.fence_events += 1
         return epoch
+
+    def time_out(self, tid: str) -> None:
+        """The coordinator aborts a transaction open past transaction.timeout.ms and bumps the epoch: the
+        producer's next call fails as fenced, although no other instance exists."""
+        old = self.pending.pop(tid, None)
+        if old is not None:
+            self._abort(old)
+        self.epochs[tid] = self.epochs.get(tid, 0) + 1
+        self.timeouts += 1
 
     def _abort(self, txn: Txn) -> None:
         for r in txn.records:
@@ -337,6 +348,7 @@ class FakeProducer:
         self.queue: list[Record] = []  # at-least-once: produced, not yet delivered
         self.faults: dict[str, list[str]] = {}
         self.live = True
+        self.timeout_s = int(conf.get("transaction.timeout.ms", 60_000)) / 1000
         self.max_bytes = int(conf.get("message.max.bytes", 1_000_000)) - 100  # framing (librdkafka: ~60+ bytes)
         cluster.producers.append(self)
 
@@ -354,6 +366,10 @@ class FakeProducer:
         return kind  # handled by the call (hung, landed, bug, ...)
 
     def _check_fenced(self, what: str) -> None:
+        txn, tid = self.txn, self.txn_id
+        if (tid is not None and txn is not None and self.cluster.pending.get(tid) is txn
+                and self.cluster.clock.now - txn.started > self.timeout_s):
+            self.cluster.time_out(tid)
         if self.state == "fatal":
             raise kerr("fatal", what)
         if self.txn_id is not None and self.epoch != self.cluster.epochs.get(self.txn_id):
@@ -371,7 +387,7 @@ class FakeProducer:
         if self.state != "ready":
             raise kerr("state", "begin_transaction")
         self.state = "in_txn"
-        self.txn = Txn()
+        self.txn = Txn(started=self.cluster.clock.now)
         assert self.txn_id is not None
         self.cluster.pending[self.txn_id] = self.txn
 

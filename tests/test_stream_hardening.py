@@ -219,3 +219,30 @@ def test_sigterm_while_init_transactions_retries_exits_0(fake_run: Cluster, monk
     assert rc == 0
     assert len(tries) >= 2
     assert "Traceback" not in caplog.text and "StopRequested" not in caplog.text
+
+
+def test_transaction_timeouts_of_a_single_instance_are_not_a_shared_transactional_id() -> None:
+    """Issue 23: the coordinator aborting a transaction open past transaction.timeout.ms bumps the epoch,
+    and the producer's next call fails as fenced. Twice within 10 minutes used to exit 2 blaming a
+    "shared transactional id" for a single instance; now only fencings inside the timeout count. Nothing
+    is lost or duplicated meanwhile."""
+    w = World(0, frozenset())
+    with patched(w.clock):
+        a = _serve(w, turns=1)
+        for round_ in range(3):
+            w.cluster.append(0, b"acct", _valid(w, 0, round_))
+            for _ in range(5):
+                w.turn(a)  # the batch is processed into an open transaction ...
+                if a.p.txn is not None and a.p.txn.open:
+                    break
+            w.clock.advance(61)  # ... then the process stalls (a long pause) past transaction.timeout.ms
+            for _ in range(50):
+                w.turn(a)
+                w.clock.advance(0.05)
+                w.check()
+                if w.cluster.committed.get(0) == round_ + 1:
+                    break
+        assert a.p.fatal is None, a.p.fatal
+        assert w.cluster.timeouts >= 2
+        assert w.cluster.committed.get(0) == 3
+        w.check()

@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from processor.config import ConfigError
+from processor.config import DEFAULT_TRANSACTION_TIMEOUT_MS, ConfigError
 from processor.kafka import clients
 from processor.logs import kv
 
@@ -57,6 +57,8 @@ class TxnProducer:
     ) -> None:
         self.conf = clients.processor_producer_conf(props, transactional_id, error_cb=error_cb)
         self.transactional = transactional_id is not None
+        #: the broker aborts a transaction open longer than this (transaction.timeout.ms)
+        self.timeout_s = int(self.conf.get("transaction.timeout.ms", DEFAULT_TRANSACTION_TIMEOUT_MS)) / 1000
         self.transactional_id = transactional_id
         #: at-least-once: deliveries that failed for good since the transaction began (reset by it)
         self.failed_deliveries = 0

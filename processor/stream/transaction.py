@@ -249,7 +249,7 @@ class Transaction:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 self.health.set_problem("transaction aborted: " + err.str())
-                if err.code() in FENCED_ERRORS and self._fenced_again():
+                if err.code() in FENCED_ERRORS and not self._timed_out(err) and self._fenced_again():
                     self._discard()
                     self._on_fatal(SharedTransactionalId(
                         f"the producer was fenced {len(self._fenced_at)} times within {FENCED_WINDOW_S:g}s: another "
@@ -262,6 +262,17 @@ class Transaction:
                     self.abort()
                 self.rewind()
                 return
+
+    def _timed_out(self, err: KafkaError) -> bool:
+        """A fencing of a transaction open longer than transaction.timeout.ms: the coordinator aborted it
+        and bumped the epoch itself (the same errors as a second owner's init_transactions). That is not
+        evidence of a second owner and does not count toward the shared-id rule; the open work is redone."""
+        age = time.monotonic() - self.started
+        if not self.open or age < self.producer.timeout_s:
+            return False
+        log.warning("transaction aborted by the broker after transaction.timeout.ms; redoing its work",
+                    extra=kv(open_s=round(age, 1), transaction_timeout_s=self.producer.timeout_s, error=err.str()))
+        return True
 
     def _fenced_again(self) -> bool:
         """Record a fencing; True when it is not the first within the window (a replacement would fence back)."""
