@@ -337,7 +337,8 @@ def test_commit_interval_must_fit_the_transaction_timeout(clean_env: pytest.Monk
     id"). Refused at start-up (exit 2) naming both settings; at-least-once has no transactions."""
     if timeout_ms is not None:
         clean_env.setenv("ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS", timeout_ms)
-    flags = run_flags(["--bootstrap-servers", "127.0.0.1:1", "--startup-timeout-s", "1", "--commit-interval-ms", str(interval_ms)])
+    flags = run_flags(["--bootstrap-servers", "127.0.0.1:1", "--startup-timeout-s", "1",
+                       "--commit-interval-ms", str(interval_ms)])
     if ok:
         assert load(flags).commit_interval_ms == interval_ms
         return

@@ -24,8 +24,8 @@ from processor.config import RunConfig
 from processor.health import Health
 from processor.metrics import Metrics
 from processor.stream import app
-from processor.stream.loop import Processor
 from processor.stream.batch import MAX_PRODUCE_FAILURES
+from processor.stream.loop import Processor
 
 
 def _valid(w: World, p: int, o: int) -> bytes:
