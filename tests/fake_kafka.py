@@ -160,6 +160,8 @@ class Cluster:
         self.consumers: list[FakeConsumer] = []
         self.producers: list[FakeProducer] = []
         self.fire_probability = 0.5
+        #: of the consume calls that serve callbacks, the share that serves them mid-collection
+        self.mid_fetch_probability = 0.5
         self.timeouts = 0  # transactions the coordinator aborted for transaction.timeout.ms
 
     # -- input -------------------------------------------------------------------------------------
@@ -256,34 +258,37 @@ class FakeConsumer:
                 for p in parts:
                     self.assigned.pop(p, None)
 
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+    def _take(self, k: int) -> list[FakeMessage]:
+        """Up to `k` next messages of the assigned partitions (a prefix of each, in partition order),
+        advancing the positions."""
         cl = self.cluster
-        if self.events and cl.rng.random() < cl.fire_probability:
-            self.fire_events()
-        avail: list[FakeMessage] = []
-        for p in sorted(self.assigned):
-            pos = self.assigned[p]
-            for o in range(pos, len(cl.input[p])):
-                k, v = cl.input[p][o]
-                avail.append(FakeMessage(ATTEMPTS, p, o, k, v, cl.input_headers.get((p, o))))
-        if not avail:  # waits out the timeout (real time also moves on by a little: no float stand-still)
-            cl.clock.advance(max(timeout, 0.0005))
-            return []
-        # what a fetch returns: a per-partition prefix, interleaved, of a random size (0 without waiting)
-        lo = 1 if timeout > 0 else 0
-        n = cl.rng.randint(lo, min(num_messages, len(avail)))
         out: list[FakeMessage] = []
-        positions = dict(self.assigned)
-        for m in avail:
-            if len(out) >= n:
-                break
-            if m.offset() == positions[m.partition()]:
-                out.append(m)
-                positions[m.partition()] += 1
-        for m in out:
-            self.assigned[m.partition()] = m.offset() + 1
-        if not out and timeout > 0:
-            cl.clock.advance(timeout)
+        for p in sorted(self.assigned):
+            while len(out) < k and self.assigned[p] < len(cl.input[p]):
+                o = self.assigned[p]
+                key, value = cl.input[p][o]
+                out.append(FakeMessage(ATTEMPTS, p, o, key, value, cl.input_headers.get((p, o))))
+                self.assigned[p] = o + 1
+        return out
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        """What librdkafka's consume() may do: serve pending rebalance callbacks before collecting, or in
+        the middle of collecting (its queue serving calls them inline and goes on), and return what it
+        collected before them too, also messages of a partition the callback just revoked or lost."""
+        cl = self.cluster
+        fire_at: int | None = None
+        if self.events and cl.rng.random() < cl.fire_probability:
+            fire_at = cl.rng.randint(0, num_messages) if cl.rng.random() < cl.mid_fetch_probability else 0
+        avail = sum(len(cl.input[p]) - pos for p, pos in self.assigned.items())
+        lo = 1 if timeout > 0 else 0  # what a fetch returns: a random size (0 possible without waiting)
+        n = cl.rng.randint(lo, max(lo, min(num_messages, avail)))
+        out: list[FakeMessage] = []
+        if fire_at is not None:
+            out = self._take(min(fire_at, n))
+            self.fire_events()
+        out += self._take(n - len(out))
+        if not out:  # waits out the timeout (real time also moves on by a little: no float stand-still)
+            cl.clock.advance(max(timeout, 0.0005))
         return out
 
     def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
