@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from test_eos_explorer import World, patched
 from processor.cli.main import main
 from processor.config import RunConfig
 from processor.health import Health
+from processor.kafka import admin as admin_mod
 from processor.metrics import Metrics
 from processor.stream import app
 from processor.stream.batch import MAX_PRODUCE_FAILURES
@@ -246,3 +248,79 @@ def test_transaction_timeouts_of_a_single_instance_are_not_a_shared_transactiona
         assert w.cluster.timeouts >= 2
         assert w.cluster.committed.get(0) == 3
         w.check()
+
+
+# -- start-up errors are retried, not a traceback (issue 23) ---------------------------------------------
+
+
+class _Md:
+    """Just enough of confluent-kafka's ClusterMetadata / TopicMetadata for the start-up code."""
+
+    def __init__(self, topics: dict[str, Any], error: KafkaError | None = None, partitions: int = 1) -> None:
+        self.topics = topics
+        self.brokers = {1: object()}
+        self.error = error
+        self.partitions = {p: types.SimpleNamespace(leader=1) for p in range(partitions)}
+
+
+def test_ensure_topics_retries_a_failing_list_topics() -> None:
+    """A metadata request that times out (a broker restarting) during the topic check is retried with
+    backoff, marking progress; it used to escape as a traceback and exit 1."""
+    calls: list[int] = []
+    progress: list[int] = []
+
+    class Admin:
+        def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+            calls.append(1)
+            if len(calls) <= 2:
+                raise KafkaException(KafkaError(KafkaError._TRANSPORT, "broker transport failure"))
+            return _Md({"t": _Md({}, partitions=1)})
+
+    admin_mod.ensure_topics(Admin(), [("t", False)], create=False, partitions=1)  # type: ignore[arg-type]
+    assert len(calls) == 3
+    calls.clear()
+    admin_mod.ensure_topics(Admin(), [("t", False)], create=False, partitions=1,  # type: ignore[arg-type]
+                            progress=lambda: progress.append(1))
+    assert progress
+
+
+def test_ensure_topics_retry_honours_stop() -> None:
+    class Admin:
+        def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "broker transport failure"))
+
+    stop = iter([False, False, True])
+    with pytest.raises(admin_mod.StartupCancelled):
+        admin_mod.ensure_topics(Admin(), [("t", False)], create=False, partitions=1,  # type: ignore[arg-type]
+                                stop=lambda: next(stop, True))
+
+
+def test_settings_topic_leader_not_available_at_start_is_retried() -> None:
+    """Right after --create-topics the settings topic's metadata can carry LEADER_NOT_AVAILABLE:
+    SettingsTable.start raised a RuntimeError (traceback, exit 1); now the bootstrap retries it."""
+    from processor.kafka.table import SettingsTable
+
+    answers = [_Md({"settings": _Md({}, KafkaError(KafkaError.LEADER_NOT_AVAILABLE), partitions=0)}),
+               _Md({"settings": _Md({}, partitions=1)})]
+
+    class Reader:
+        def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+            return answers.pop(0)
+
+        def assign(self, partitions: Any) -> None:
+            self.assigned = partitions
+
+    def table(props: Any, topic: str, history: Any, metrics: Any, group: str) -> Any:
+        t = SettingsTable.__new__(SettingsTable)
+        t.topic, t.history, t.consumer, t.position = topic, history, Reader(), {}
+        t.refresh_targets = lambda timeout_s=10.0: None  # type: ignore[method-assign]
+        t.caught_up = lambda: True  # type: ignore[method-assign]
+        return t
+
+    clock = Clock()
+    with patched(clock):
+        p = Processor(RunConfig(bootstrap_servers="fake:1", settings_topic="settings"), Metrics(),
+                      Health(clock=clock.monotonic), table_factory=table)
+        p.bootstrap()
+    assert not answers and p.table.partitions == [0]
+    assert p.metrics.registry.get_sample_value("access_eval_settings_bootstrap_complete") == 1

@@ -97,6 +97,8 @@ def run(flags: dict[str, Any]) -> int:
             create=cfg.create_topics,
             partitions=cfg.topic_partitions,
             configs={cfg.eval_topic: {"retention.ms": str(cfg.eval_retention_ms)}},
+            stop=lambda: processor.stopping,
+            progress=health.mark_progress,
         )
         return processor.run()
     except ConfigError as exc:
