@@ -5,6 +5,7 @@ letters back as input are refused."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from fake_kafka import DLQ, EVALS, Clock, Cluster, FakeConsumer, FakeProducer, FakeTable
+from fake_kafka import DLQ, EVALS, Clock, Cluster, FakeCaller, FakeConsumer, FakeProducer, FakeTable
 from test_eos_explorer import World, patched
 
 from processor.cli.main import main
@@ -26,6 +27,7 @@ from processor.health import Health
 from processor.kafka import admin as admin_mod
 from processor.metrics import Metrics
 from processor.stream import app
+from processor.stream import producer as producer_mod
 from processor.stream.batch import MAX_PRODUCE_FAILURES
 from processor.stream.loop import Processor
 
@@ -324,3 +326,73 @@ def test_settings_topic_leader_not_available_at_start_is_retried() -> None:
         p.bootstrap()
     assert not answers and p.table.partitions == [0]
     assert p.metrics.registry.get_sample_value("access_eval_settings_bootstrap_complete") == 1
+
+
+def test_a_chain_of_slow_successful_calls_keeps_liveness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: a commit that hangs (given up after TXN_CALL_HUNG_S = 20 s), the replacement producer's
+    init_transactions taking its whole 30 s, then two committed(timeout=10) reads (is the commit in doubt
+    landed? where to rewind?) each taking 10 s: all successful, about 70 s in all. /livez (60 s bound)
+    must stay 200 throughout: every long wait marks progress."""
+    w = World(0, frozenset())
+    health = Health(idle_deadline_s=60.0, clock=w.clock.monotonic)
+    gaps: list[str] = []
+
+    def check(what: str) -> None:
+        live, body = health.liveness()
+        if not live:
+            gaps.append(f"{what}: {body['reasons']}")
+
+    class SlowCaller(FakeCaller):
+        def call(self, fn: Any, limit_s: float) -> bool:
+            returned = super().call(fn, limit_s)
+            if not returned:
+                w.clock.advance(limit_s)  # the caller waited the whole hard limit
+                check("after the hung call")
+            return returned
+
+    real_init, real_committed = FakeProducer.init_transactions, FakeConsumer.committed
+    slow = {"on": False}
+
+    def init_transactions(self: FakeProducer, timeout: float = -1) -> None:
+        if slow["on"]:
+            w.clock.advance(timeout)
+            check("init_transactions")
+        real_init(self, timeout)
+
+    def committed(self: FakeConsumer, partitions: Any, timeout: float = -1) -> Any:
+        if slow["on"]:
+            w.clock.advance(timeout)
+            check("committed")
+        return real_committed(self, partitions, timeout)
+
+    monkeypatch.setattr(FakeProducer, "init_transactions", init_transactions)
+    monkeypatch.setattr(FakeConsumer, "committed", committed)
+    with patched(w.clock):
+        monkeypatch.setattr(producer_mod, "_Caller", SlowCaller)
+        monkeypatch.setattr(w, "start", functools.partial(_start_with_health, w, health))
+        w.cluster.append(0, b"acct", _valid(w, 0, 0))
+        a = _serve(w, turns=1)
+        for _ in range(5):
+            if a.p.txn is not None and a.p.txn.open:
+                break
+            w.turn(a)
+        assert a.p.txn is not None and a.p.txn.open
+        a.producer.faults["commit"] = ["hung_landed"]
+        slow["on"] = True
+        started = w.clock.now
+        w.clock.advance(1.0)  # the commit is due
+        w.turn(a)
+        slow["on"] = False
+        assert w.clock.now - started >= 70, w.clock.now - started
+        w.check()
+    assert not gaps, gaps
+    assert w.cluster.committed.get(0) == 1
+
+
+def _start_with_health(w: World, health: Health, txn_id: str = "tx-0") -> Any:
+    """World.start, with the Health the test watches."""
+    proc = World.start(w, txn_id)
+    proc.p.health = health
+    assert proc.p.txn is not None
+    proc.p.txn.health = health
+    return proc

@@ -185,6 +185,7 @@ class Processor:
             on_retry=waiting,
             factory=self._producer_factory,
             stop=lambda: self.stopping,
+            progress=self.health.mark_progress,
         )
         if retried and not self.stopping:
             self.health.set_problem(None)  # init_transactions succeeded after retries: that reason is gone

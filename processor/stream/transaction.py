@@ -171,6 +171,7 @@ class Transaction:
         """The group's committed offsets, retried until read (None past the shutdown deadline)."""
         backoff = 0.5
         while True:
+            self.health.mark_progress()  # each read may take its 10 s: a chain of them is progress
             try:
                 return list(self.consumer.committed(partitions, timeout=10))
             except KafkaException as exc:
