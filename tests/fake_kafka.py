@@ -105,6 +105,7 @@ class Txn:
     records: list[Record] = field(default_factory=list)
     offsets: dict[int, int] = field(default_factory=dict)
     owner: Any = None  # the FakeConsumer the offsets were sent for
+    metadata: str | None = None  # of the offsets sent
     started: float = 0.0  # begin_transaction, on the cluster's clock (transaction.timeout.ms runs from here)
 
 
@@ -152,6 +153,7 @@ class Cluster:
         self.input_headers: dict[tuple[int, int], list[tuple[str, bytes]]] = {}
         self.outputs: list[Record] = []
         self.committed: dict[int, int] = {}
+        self.committed_metadata: dict[int, str | None] = {}  # the offsets' metadata string, as the group keeps it
         self.owner: dict[int, FakeConsumer | None] = dict.fromkeys(self.partitions)
         self.epochs: dict[str, int] = {}
         self.pending: dict[str, Txn] = {}  # txn id -> the open transaction of its current epoch
@@ -212,6 +214,7 @@ class Cluster:
         for r in txn.records:
             r.state = "committed"
         self.committed.update(txn.offsets)
+        self.committed_metadata.update(dict.fromkeys(txn.offsets, txn.metadata))
 
 
 class FakeConsumer:
@@ -293,8 +296,10 @@ class FakeConsumer:
 
     def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
         self._fault("committed")
+        cl = self.cluster
         return [
-            TopicPartition(tp.topic, tp.partition, self.cluster.committed.get(tp.partition, OFFSET_INVALID))
+            TopicPartition(tp.topic, tp.partition, cl.committed.get(tp.partition, OFFSET_INVALID),
+                           metadata=cl.committed_metadata.get(tp.partition) or "")
             for tp in partitions
         ]
 
@@ -323,6 +328,7 @@ class FakeConsumer:
         parts = {tp.partition: tp.offset for tp in offsets or []}
         self.check_owned(list(parts), "consumer.commit")
         self.cluster.committed.update(parts)
+        self.cluster.committed_metadata.update(dict.fromkeys(parts))
 
     def close(self) -> None:
         if self.closed:
@@ -455,6 +461,7 @@ class FakeProducer:
             self.state = "abortable"
             raise
         self.txn.offsets.update(parts)
+        self.txn.metadata = offsets[0].metadata if offsets else None
 
     def commit_transaction(self, timeout: float = -1) -> None:
         self._check_fenced("commit_transaction")

@@ -396,3 +396,43 @@ def _start_with_health(w: World, health: Health, txn_id: str = "tx-0") -> Any:
     assert proc.p.txn is not None
     proc.p.txn.health = health
     return proc
+
+
+def test_a_hung_commit_is_not_counted_for_the_new_owners_equal_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: A's commit hangs without landing; while A replaces its producer, the partition moves to B,
+    which processes the same attempts and commits the same offsets. A used to judge its commit landed
+    because the group's offsets equal the ones it wanted, and count the batch: counted twice. The
+    offsets now carry a per-commit token in their metadata, so A sees the commit was not its own."""
+    w = World(0, frozenset())
+    real_committed = FakeConsumer.committed
+    moved: list[int] = []
+    with patched(w.clock):
+        for o in range(3):
+            w.cluster.append(0, b"acct", _valid(w, 0, o))
+        a = _serve(w, turns=1)
+        for _ in range(10):  # (seed 0: a batch size and commit interval that leave the 3 in one open transaction)
+            if a.p.txn is not None and a.p.txn.offsets == {("attempts", 0): 3}:
+                break
+            w.turn(a)
+        assert a.p.txn is not None and a.p.txn.offsets == {("attempts", 0): 3} and not w.cluster.committed
+        b = w.start("tx-b")
+
+        def committed(self: FakeConsumer, partitions: Any, timeout: float = -1) -> Any:
+            if self is a.consumer and not moved:  # A's session expired meanwhile: B owns partition 0 now
+                moved.append(1)
+                w.cluster.owner[0] = b.consumer
+                b.consumer.events.append(("assign", [0]))
+                for _ in range(50):
+                    w.turn(b)
+                    w.clock.advance(0.05)
+                    if w.cluster.committed.get(0) == 3:
+                        break
+                assert w.cluster.committed.get(0) == 3
+            return real_committed(self, partitions, timeout)
+
+        monkeypatch.setattr(FakeConsumer, "committed", committed)
+        a.producer.faults["commit"] = ["hung"]
+        w.clock.advance(1.0)
+        w.turn(a)
+        assert moved
+        w.check()  # counters of A and B together equal the committed input

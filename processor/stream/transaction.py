@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,7 @@ class Transaction:
         self.started = 0.0
         self._offsets_sent = False  # send_offsets done for the open transaction: a retry only re-commits
         self._committing = False  # commit_transaction was called: its outcome may be unknown after a failure
+        self._token = ""  # the metadata of the offsets sent with the open transaction (`commit`)
         self._fenced_at: list[float] = []
         #: a rewind could not complete (stopping meanwhile): nothing may commit past the aborted work
         self.rewind_incomplete = False
@@ -99,9 +101,12 @@ class Transaction:
         if self.rewind_incomplete:
             raise KafkaException(KafkaError(KafkaError._STATE, "rewind after an abort incomplete: not committing",
                                             txn_requires_abort=True))
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
         if self.exactly_once:
-            if offsets and not self._offsets_sent:
+            if self.offsets and not self._offsets_sent:
+                # A token of this commit in the offsets' metadata: a commit in doubt is judged landed only
+                # if the group's offsets carry it (another owner may commit the same offsets meanwhile).
+                self._token = f"access-eval:{uuid.uuid4().hex}"
+                offsets = [TopicPartition(t, p, o, metadata=self._token) for (t, p), o in self.offsets.items()]
                 self.producer.send_offsets(offsets, self.consumer.consumer_group_metadata())
             self._offsets_sent = True  # a retriable commit failure retries commit_transaction only
             self._committing = True
@@ -114,7 +119,8 @@ class Transaction:
             if failed:  # records never written: their offsets must not commit; re-read and produce again
                 raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, f"{failed} deliveries failed",
                                                 txn_requires_abort=True))
-            if offsets:
+            if self.offsets:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
                 self.consumer.commit(offsets=offsets, asynchronous=False)
         self._committed(time.perf_counter() - started)
 
@@ -152,13 +158,16 @@ class Transaction:
     def _replace_producer(self) -> None:
         """A new producer (same transactional id) ends the open transaction: aborted, unless its commit
         had reached the coordinator (a commit that failed or hung after landing). The group's committed
-        offsets tell which; a landed commit is counted, so that counters equal committed work."""
+        offsets tell which: they must equal the ones sent and carry this commit's token (a new owner of
+        the partition may have committed the same offsets meanwhile); a landed commit is counted, so
+        that counters equal committed work."""
         committing = self.open and self._committing and self.offsets
         self.producer.replace()
         if committing:
             wanted = dict(self.offsets)
             got = self._read_committed([TopicPartition(t, p) for (t, p) in wanted])
-            if got is not None and all(wanted.get((tp.topic, tp.partition)) == tp.offset for tp in got):
+            if got is not None and all(wanted.get((tp.topic, tp.partition)) == tp.offset
+                                       and tp.metadata == self._token for tp in got):
                 log.warning("the commit in doubt had landed; counting it")
                 self._committed(0.0)
                 return
