@@ -14,12 +14,16 @@ import signal
 import time
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from fake_kafka import DLQ, EVALS, Clock, Cluster, FakeCaller, FakeConsumer, FakeProducer, FakeTable
+from kafka_harness import Topics
+from processor_harness import produce, read_topic, settings_record, start_processor, wait_all_committed
 from test_eos_explorer import World, patched
+from test_pipeline import attempt, doc
 
 from processor.cli.main import main
 from processor.config import RunConfig
@@ -436,3 +440,34 @@ def test_a_hung_commit_is_not_counted_for_the_new_owners_equal_commit(monkeypatc
         w.turn(a)
         assert moved
         w.check()  # counters of A and B together equal the committed input
+
+
+# -- the poison pill on a real broker ---------------------------------------------------------------------
+
+
+def test_a_one_megabyte_key_is_dead_lettered_on_a_real_broker(topics: Topics, tmp_path: Path) -> None:
+    """Issue 23 on the real client: the broker accepts on the attempts topic an invalid attempt whose key
+    is 1,000,000 bytes (its limit, max.message.bytes, is 1,048,588 by default); librdkafka's
+    message.max.bytes (1,000,000) refuses its dead letter as it is (MSG_SIZE_TOO_LARGE). The processor
+    dead-letters it with the key hashed, and both partitions commit."""
+    topics.create(partitions=2)
+    produce(topics.bootstrap, topics.settings, [settings_record(doc("a", "monitor", []))])
+    big = b"k" * 1_000_000
+    p = Producer({"bootstrap.servers": topics.bootstrap, "message.max.bytes": 1_048_000, "enable.idempotence": True})
+    p.produce(topics.attempts, b"{not json", big, partition=0, headers=[("trace", b"t-1")])
+    now = int(time.time() * 1000)
+    for i in range(20):
+        key, value = attempt(f"ok-{i}", "a", "b", now)
+        p.produce(topics.attempts, value, key, partition=i % 2)
+    assert p.flush(30) == 0
+    proc = start_processor(topics, tmp_path)
+    try:
+        proc.wait_ready()
+        wait_all_committed(topics.bootstrap, topics.group, topics.attempts, timeout=60)
+    finally:
+        assert proc.terminate() == 0, proc.log()
+    [dead] = read_topic(topics.bootstrap, topics.dlq)
+    h = dict(dead.headers())
+    assert dead.key() == hashlib.sha256(big).hexdigest().encode() and h["error.key.hashed"] == b"1000000"
+    assert h["error.reason"] == b"bad_json" and h["trace"] == b"t-1" and h["source.partition"] == b"0"
+    assert len(read_topic(topics.bootstrap, topics.evals)) == 20
