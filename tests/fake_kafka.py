@@ -197,8 +197,7 @@ class Cluster:
         return epoch
 
     def time_out(self, tid: str) -> None:
-        """The coordinator aborts a transaction open past transaction.timeout.ms and bumps the epoch: the
-        producer's next call fails as fenced, although no other instance exists."""
+        """The coordinator aborts a transaction open past transaction.timeout.ms and bumps the epoch."""
         old = self.pending.pop(tid, None)
         if old is not None:
             self._abort(old)
@@ -262,8 +261,7 @@ class FakeConsumer:
                     self.assigned.pop(p, None)
 
     def _take(self, k: int) -> list[FakeMessage]:
-        """Up to `k` next messages of the assigned partitions (a prefix of each, in partition order),
-        advancing the positions."""
+        """Up to `k` next messages of the assigned partitions (a prefix of each), advancing positions."""
         cl = self.cluster
         out: list[FakeMessage] = []
         for p in sorted(self.assigned):
@@ -404,11 +402,8 @@ class FakeProducer:
 
     def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
                 headers: Any = None, **_kw: Any) -> None:
-        kind = self._fault("produce")
-        if kind == "bug":
+        if self._fault("produce") == "bug":
             raise RuntimeError("injected bug in produce")
-        if kind == "invalid":  # librdkafka refuses a record it cannot send (e.g. an unknown partition)
-            raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "produce: invalid argument"))
         # librdkafka refuses in produce() a record larger than message.max.bytes (key + value + headers
         # + framing); the attempts topic's broker limit (max.message.bytes) is larger, so such input exists.
         size = len(key or b"") + len(value or b"") + sum(len(n) + len(v or b"") for n, v in headers or [])
@@ -503,39 +498,3 @@ class FakeProducer:
                 del self.cluster.pending[self.txn_id]
         self.txn = None
         self.state = "ready"
-
-
-class FakeTable:
-    """The settings table, bootstrapped at once: every account of `ACCOUNTS` monitors every identity type
-    with an empty allowlist, so every cross-account attempt is a would-be deny and emits one eval event."""
-
-    ACCOUNTS = ("acct-a", "acct-b")
-
-    def __init__(self, props: Any, topic: str, history: Any, metrics: Any = None, group_id: str = "") -> None:
-        self.history = history
-        self.topic = topic
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        import json
-
-        doc = {"user": {"state": "monitor"}, "service_id": {"state": "monitor"}, "service": {"state": "monitor"}}
-        for i, acct in enumerate(self.ACCOUNTS):
-            value = json.dumps(
-                {"account_id": acct, "external_account_identity_interaction": {"identity_types": doc}}
-            ).encode()
-            self.history.apply_record(acct.encode(), value, 1_000, self.topic, 0, i)
-
-    def refresh_targets(self, timeout_s: float = 10.0) -> None:
-        pass
-
-    def caught_up(self) -> bool:
-        return True
-
-    def poll(self, timeout_s: float = 0.0, max_records: int = 10_000) -> int:
-        return 0
-
-    def ensure_fresh(self, staleness_s: float, stop: Any = None, on_wait: Any = None) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass

@@ -54,8 +54,8 @@ from fake_kafka import (
     FakeCaller,
     FakeConsumer,
     FakeProducer,
-    FakeTable,
 )
+from fake_settings import FakeTable
 
 logging.getLogger("access_eval").setLevel(logging.CRITICAL)  # thousands of schedules: no log lines
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
-from fake_kafka import DLQ, EVALS, Clock, Cluster, FakeCaller, FakeConsumer, FakeProducer, FakeTable
+from fake_kafka import DLQ, EVALS, Clock, Cluster, FakeCaller, FakeConsumer, FakeProducer
+from fake_settings import FakeTable
 from kafka_harness import Topics
 from processor_harness import produce, read_topic, settings_record, start_processor, wait_all_committed
 from test_eos_explorer import World, patched
