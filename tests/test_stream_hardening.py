@@ -13,16 +13,18 @@ import random
 import signal
 import time
 import types
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from fake_kafka import DLQ, EVALS, Clock, Cluster, FakeCaller, FakeConsumer, FakeProducer
 from fake_settings import FakeTable
 from kafka_harness import Topics
-from processor_harness import produce, read_topic, settings_record, start_processor, wait_all_committed
+from processor_harness import produce, read_evals, read_topic, settings_record, start_processor, wait_all_committed
 from test_eos_explorer import World, patched
 from test_pipeline import attempt, doc
 
@@ -472,3 +474,46 @@ def test_a_one_megabyte_key_is_dead_lettered_on_a_real_broker(topics: Topics, tm
     assert dead.key() == hashlib.sha256(big).hexdigest().encode() and h["error.key.hashed"] == b"1000000"
     assert h["error.reason"] == b"bad_json" and h["trace"] == b"t-1" and h["source.partition"] == b"0"
     assert len(read_topic(topics.bootstrap, topics.evals)) == 20
+
+
+def _last_stable_offset(bootstrap: str, topic: str) -> tuple[int, int]:
+    """(last stable offset, high watermark) of partition 0: equal once no transaction is open on it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    tp = TopicPartition(topic, 0)
+    lso = admin.list_offsets({tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_COMMITTED)[tp].result(10)
+    hw = admin.list_offsets({tp: OffsetSpec.latest()}, isolation_level=IsolationLevel.READ_UNCOMMITTED)[tp].result(10)
+    return lso.offset, hw.offset
+
+
+def test_transaction_timeouts_on_a_real_broker_are_not_a_shared_transactional_id(topics: Topics,
+                                                                                 tmp_path: Path) -> None:
+    """Issue 23 on the real client: a single processor stalled (SIGSTOP) with a transaction open, longer
+    than transaction.timeout.ms (3 s here) plus the broker's check period (10 s), twice: the broker
+    aborts each transaction and the processor's next call fails as fenced. It must neither exit 2
+    blaming a shared transactional id nor lose or duplicate anything."""
+    topics.create(partitions=1)
+    produce(topics.bootstrap, topics.settings, [settings_record(doc("a", "monitor", []))])
+    proc = start_processor(topics, tmp_path, "--commit-interval-ms", "1400", "--batch-size", "10",
+                           env={"ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS": "3000"})
+    try:
+        proc.wait_ready()
+        for round_ in range(2):
+            now = int(time.time() * 1000)
+            produce(topics.bootstrap, topics.attempts, [attempt(f"r{round_}-{i}", "a", "b", now) for i in range(30)])
+            # stop it while a transaction is open on the eval topic (records produced, not committed)
+            wait_until(lambda: _last_stable_offset(topics.bootstrap, topics.evals)[0]
+                       < _last_stable_offset(topics.bootstrap, topics.evals)[1], 10, "a transaction to be open")
+            proc.proc.send_signal(signal.SIGSTOP)
+            try:
+                wait_until(lambda: len(set(_last_stable_offset(topics.bootstrap, topics.evals))) == 1, 40,
+                           "the broker to abort the stalled transaction (transaction.timeout.ms)")
+            finally:
+                proc.proc.send_signal(signal.SIGCONT)
+            wait_all_committed(topics.bootstrap, topics.group, topics.attempts, timeout=60)
+        assert proc.proc.poll() is None, proc.log()
+        assert "transaction timed out" in proc.log() or "after transaction.timeout.ms" in proc.log(), proc.log()
+    finally:
+        assert proc.terminate() == 0, proc.log()
+    ids = Counter(e["attemptId"] for _, e in read_evals(topics.bootstrap, topics.evals))
+    assert set(ids) == {f"att-r{r}-{i}" for r in range(2) for i in range(30)}
+    assert all(n == 1 for n in ids.values())
