@@ -79,7 +79,7 @@ class Processor:
         self._exit_guard: threading.Thread | None = None
         self._unreachable = False  # a connection problem was seen; a broker round trip clears it
         self._next_probe = 0.0
-        #: revoke and lost callbacks so far: a fetch during which one ran is dropped (`_fetch`)
+        #: revoke and lost callbacks so far: a fetch during which one ran is dropped (`_rebalanced_during_fetch`)
         self._moves = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
