@@ -59,6 +59,7 @@ def _catch_early_signals() -> threading.Event:
 
 
 def run(flags: dict[str, Any]) -> int:
+    early_stop = _catch_early_signals()  # first: a SIGTERM from here on is a clean stop, not a kill
     try:
         cfg = load(flags)
     except ConfigError as exc:
@@ -75,7 +76,6 @@ def run(flags: dict[str, Any]) -> int:
     server = serve(cfg.metrics_host, cfg.metrics_port, metrics, health)
     log.info("http listening", extra=kv(port=server.port, paths=["/metrics", "/livez", "/readyz"]))
     try:
-        early_stop = _catch_early_signals()
         processor = Processor(cfg, metrics, health, build_codec(cfg, health, early_stop.is_set))
         processor.install_signal_handlers()
         if early_stop.is_set():
