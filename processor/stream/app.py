@@ -59,7 +59,16 @@ def _catch_early_signals() -> threading.Event:
 
 
 def run(flags: dict[str, Any]) -> int:
-    early_stop = _catch_early_signals()  # first: a SIGTERM from here on is a clean stop, not a kill
+    """`access-eval run`; the process's SIGTERM/SIGINT handlers are restored when it returns."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _run(flags, _catch_early_signals())  # first: a SIGTERM from here on is a clean stop, not a kill
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def _run(flags: dict[str, Any], early_stop: threading.Event) -> int:
     try:
         cfg = load(flags)
     except ConfigError as exc:
