@@ -159,5 +159,35 @@ def load(flags: dict[str, Any]) -> RunConfig:
             flag = "--" + name.replace("_", "-")
             problems.append(f"{flag} / {ENV_PREFIX}{name.upper()}: {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
-    cfg.kafka_properties()  # fail fast on an unreadable properties file
+    check_consistent(cfg)  # also fails fast on an unreadable properties file
     return cfg
+
+
+#: The topics of `run`, each in one role: a topic in two roles reads its own output back as input.
+TOPIC_ROLES = ("settings_topic", "attempts_topic", "eval_topic", "dlq_topic")
+#: librdkafka's transaction.timeout.ms as `run` sets it unless overridden (processor.kafka.clients).
+DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def check_consistent(cfg: RunConfig) -> None:
+    """Settings that are each valid but wrong together: one topic in two roles, and a commit interval
+    the broker's transaction timeout would cut short (every transaction of a quiet stream aborted)."""
+    for i, first in enumerate(TOPIC_ROLES):
+        for second in TOPIC_ROLES[i + 1:]:
+            if getattr(cfg, first) == getattr(cfg, second):
+                raise ConfigError(
+                    f"invalid configuration: --{first.replace('_', '-')} and --{second.replace('_', '-')} "
+                    f"({ENV_PREFIX}{first.upper()}, {ENV_PREFIX}{second.upper()}) are both "
+                    f"{getattr(cfg, first)!r}: each topic serves one role")
+    raw = cfg.kafka_properties().get("transaction.timeout.ms", DEFAULT_TRANSACTION_TIMEOUT_MS)
+    try:
+        timeout_ms = int(raw)
+    except ValueError:
+        raise ConfigError(f"invalid configuration: transaction.timeout.ms ({KAFKA_ENV_PREFIX}TRANSACTION_TIMEOUT_MS "
+                          f"or --kafka-config) must be a whole number of ms, not {raw!r}") from None
+    if cfg.delivery == "exactly-once" and cfg.commit_interval_ms * 2 >= timeout_ms:
+        raise ConfigError(
+            f"invalid configuration: --commit-interval-ms / {ENV_PREFIX}COMMIT_INTERVAL_MS "
+            f"({cfg.commit_interval_ms}) must be below half of the producer's transaction.timeout.ms "
+            f"({timeout_ms}; {KAFKA_ENV_PREFIX}TRANSACTION_TIMEOUT_MS or --kafka-config): a transaction open "
+            "longer than that is aborted by the broker")

@@ -105,13 +105,16 @@ class Txn:
     records: list[Record] = field(default_factory=list)
     offsets: dict[int, int] = field(default_factory=dict)
     owner: Any = None  # the FakeConsumer the offsets were sent for
+    metadata: str | None = None  # of the offsets sent
+    started: float = 0.0  # begin_transaction, on the cluster's clock (transaction.timeout.ms runs from here)
 
 
 class FakeMessage:
-    __slots__ = ("_k", "_o", "_p", "_t", "_v")
+    __slots__ = ("_h", "_k", "_o", "_p", "_t", "_v")
 
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
-        self._t, self._p, self._o, self._k, self._v = topic, partition, offset, key, value
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        self._t, self._p, self._o, self._k, self._v, self._h = topic, partition, offset, key, value, headers
 
     def topic(self) -> str:
         return self._t
@@ -129,7 +132,7 @@ class FakeMessage:
         return self._v
 
     def headers(self) -> list[tuple[str, bytes]] | None:
-        return None
+        return self._h
 
     def error(self) -> None:
         return None
@@ -147,8 +150,10 @@ class Cluster:
         self.clock = clock
         self.partitions = list(range(partitions))
         self.input: dict[int, list[tuple[bytes | None, bytes]]] = {p: [] for p in self.partitions}
+        self.input_headers: dict[tuple[int, int], list[tuple[str, bytes]]] = {}
         self.outputs: list[Record] = []
         self.committed: dict[int, int] = {}
+        self.committed_metadata: dict[int, str | None] = {}  # the offsets' metadata string, as the group keeps it
         self.owner: dict[int, FakeConsumer | None] = dict.fromkeys(self.partitions)
         self.epochs: dict[str, int] = {}
         self.pending: dict[str, Txn] = {}  # txn id -> the open transaction of its current epoch
@@ -157,12 +162,19 @@ class Cluster:
         self.consumers: list[FakeConsumer] = []
         self.producers: list[FakeProducer] = []
         self.fire_probability = 0.5
+        #: of the consume calls that serve callbacks, the share that serves them mid-collection
+        self.mid_fetch_probability = 0.5
+        self.timeouts = 0  # transactions the coordinator aborted for transaction.timeout.ms
 
     # -- input -------------------------------------------------------------------------------------
 
-    def append(self, partition: int, key: bytes | None, value: bytes) -> int:
+    def append(self, partition: int, key: bytes | None, value: bytes,
+               headers: list[tuple[str, bytes]] | None = None) -> int:
         self.input[partition].append((key, value))
-        return len(self.input[partition]) - 1
+        offset = len(self.input[partition]) - 1
+        if headers is not None:
+            self.input_headers[partition, offset] = headers
+        return offset
 
     # -- the read_committed view -------------------------------------------------------------------
 
@@ -184,6 +196,14 @@ class Cluster:
                 self.fence_events += 1
         return epoch
 
+    def time_out(self, tid: str) -> None:
+        """The coordinator aborts a transaction open past transaction.timeout.ms and bumps the epoch."""
+        old = self.pending.pop(tid, None)
+        if old is not None:
+            self._abort(old)
+        self.epochs[tid] = self.epochs.get(tid, 0) + 1
+        self.timeouts += 1
+
     def _abort(self, txn: Txn) -> None:
         for r in txn.records:
             if r.state == "pending":
@@ -193,6 +213,7 @@ class Cluster:
         for r in txn.records:
             r.state = "committed"
         self.committed.update(txn.offsets)
+        self.committed_metadata.update(dict.fromkeys(txn.offsets, txn.metadata))
 
 
 class FakeConsumer:
@@ -239,40 +260,44 @@ class FakeConsumer:
                 for p in parts:
                     self.assigned.pop(p, None)
 
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+    def _take(self, k: int) -> list[FakeMessage]:
+        """Up to `k` next messages of the assigned partitions (a prefix of each), advancing positions."""
         cl = self.cluster
-        if self.events and cl.rng.random() < cl.fire_probability:
-            self.fire_events()
-        avail: list[FakeMessage] = []
-        for p in sorted(self.assigned):
-            pos = self.assigned[p]
-            for o in range(pos, len(cl.input[p])):
-                k, v = cl.input[p][o]
-                avail.append(FakeMessage(ATTEMPTS, p, o, k, v))
-        if not avail:  # waits out the timeout (real time also moves on by a little: no float stand-still)
-            cl.clock.advance(max(timeout, 0.0005))
-            return []
-        # what a fetch returns: a per-partition prefix, interleaved, of a random size (0 without waiting)
-        lo = 1 if timeout > 0 else 0
-        n = cl.rng.randint(lo, min(num_messages, len(avail)))
         out: list[FakeMessage] = []
-        positions = dict(self.assigned)
-        for m in avail:
-            if len(out) >= n:
-                break
-            if m.offset() == positions[m.partition()]:
-                out.append(m)
-                positions[m.partition()] += 1
-        for m in out:
-            self.assigned[m.partition()] = m.offset() + 1
-        if not out and timeout > 0:
-            cl.clock.advance(timeout)
+        for p in sorted(self.assigned):
+            while len(out) < k and self.assigned[p] < len(cl.input[p]):
+                o = self.assigned[p]
+                key, value = cl.input[p][o]
+                out.append(FakeMessage(ATTEMPTS, p, o, key, value, cl.input_headers.get((p, o))))
+                self.assigned[p] = o + 1
+        return out
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        """What librdkafka's consume() may do: serve pending rebalance callbacks before collecting, or in
+        the middle of collecting (its queue serving calls them inline and goes on), and return what it
+        collected before them too, also messages of a partition the callback just revoked or lost."""
+        cl = self.cluster
+        fire_at: int | None = None
+        if self.events and cl.rng.random() < cl.fire_probability:
+            fire_at = cl.rng.randint(0, num_messages) if cl.rng.random() < cl.mid_fetch_probability else 0
+        avail = sum(len(cl.input[p]) - pos for p, pos in self.assigned.items())
+        lo = 1 if timeout > 0 else 0  # what a fetch returns: a random size (0 possible without waiting)
+        n = cl.rng.randint(lo, max(lo, min(num_messages, avail)))
+        out: list[FakeMessage] = []
+        if fire_at is not None:
+            out = self._take(min(fire_at, n))
+            self.fire_events()
+        out += self._take(n - len(out))
+        if not out:  # waits out the timeout (real time also moves on by a little: no float stand-still)
+            cl.clock.advance(max(timeout, 0.0005))
         return out
 
     def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
         self._fault("committed")
+        cl = self.cluster
         return [
-            TopicPartition(tp.topic, tp.partition, self.cluster.committed.get(tp.partition, OFFSET_INVALID))
+            TopicPartition(tp.topic, tp.partition, cl.committed.get(tp.partition, OFFSET_INVALID),
+                           metadata=cl.committed_metadata.get(tp.partition) or "")
             for tp in partitions
         ]
 
@@ -301,6 +326,7 @@ class FakeConsumer:
         parts = {tp.partition: tp.offset for tp in offsets or []}
         self.check_owned(list(parts), "consumer.commit")
         self.cluster.committed.update(parts)
+        self.cluster.committed_metadata.update(dict.fromkeys(parts))
 
     def close(self) -> None:
         if self.closed:
@@ -331,6 +357,8 @@ class FakeProducer:
         self.queue: list[Record] = []  # at-least-once: produced, not yet delivered
         self.faults: dict[str, list[str]] = {}
         self.live = True
+        self.timeout_s = int(conf.get("transaction.timeout.ms", 60_000)) / 1000
+        self.max_bytes = int(conf.get("message.max.bytes", 1_000_000)) - 100  # framing (librdkafka: ~60+ bytes)
         cluster.producers.append(self)
 
     def _fault(self, name: str) -> str | None:
@@ -347,6 +375,10 @@ class FakeProducer:
         return kind  # handled by the call (hung, landed, bug, ...)
 
     def _check_fenced(self, what: str) -> None:
+        txn, tid = self.txn, self.txn_id
+        if (tid is not None and txn is not None and self.cluster.pending.get(tid) is txn
+                and self.cluster.clock.now - txn.started > self.timeout_s):
+            self.cluster.time_out(tid)
         if self.state == "fatal":
             raise kerr("fatal", what)
         if self.txn_id is not None and self.epoch != self.cluster.epochs.get(self.txn_id):
@@ -364,7 +396,7 @@ class FakeProducer:
         if self.state != "ready":
             raise kerr("state", "begin_transaction")
         self.state = "in_txn"
-        self.txn = Txn()
+        self.txn = Txn(started=self.cluster.clock.now)
         assert self.txn_id is not None
         self.cluster.pending[self.txn_id] = self.txn
 
@@ -372,6 +404,11 @@ class FakeProducer:
                 headers: Any = None, **_kw: Any) -> None:
         if self._fault("produce") == "bug":
             raise RuntimeError("injected bug in produce")
+        # librdkafka refuses in produce() a record larger than message.max.bytes (key + value + headers
+        # + framing); the attempts topic's broker limit (max.message.bytes) is larger, so such input exists.
+        size = len(key or b"") + len(value or b"") + sum(len(n) + len(v or b"") for n, v in headers or [])
+        if size > self.max_bytes:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large"))
         rec = Record(topic, key, value, list(headers or []))
         if self.txn_id is None:
             self.queue.append(rec)
@@ -419,6 +456,7 @@ class FakeProducer:
             self.state = "abortable"
             raise
         self.txn.offsets.update(parts)
+        self.txn.metadata = offsets[0].metadata if offsets else None
 
     def commit_transaction(self, timeout: float = -1) -> None:
         self._check_fenced("commit_transaction")
@@ -460,39 +498,3 @@ class FakeProducer:
                 del self.cluster.pending[self.txn_id]
         self.txn = None
         self.state = "ready"
-
-
-class FakeTable:
-    """The settings table, bootstrapped at once: every account of `ACCOUNTS` monitors every identity type
-    with an empty allowlist, so every cross-account attempt is a would-be deny and emits one eval event."""
-
-    ACCOUNTS = ("acct-a", "acct-b")
-
-    def __init__(self, props: Any, topic: str, history: Any, metrics: Any = None, group_id: str = "") -> None:
-        self.history = history
-        self.topic = topic
-
-    def start(self, timeout_s: float = 30.0) -> None:
-        import json
-
-        doc = {"user": {"state": "monitor"}, "service_id": {"state": "monitor"}, "service": {"state": "monitor"}}
-        for i, acct in enumerate(self.ACCOUNTS):
-            value = json.dumps(
-                {"account_id": acct, "external_account_identity_interaction": {"identity_types": doc}}
-            ).encode()
-            self.history.apply_record(acct.encode(), value, 1_000, self.topic, 0, i)
-
-    def refresh_targets(self, timeout_s: float = 10.0) -> None:
-        pass
-
-    def caught_up(self) -> bool:
-        return True
-
-    def poll(self, timeout_s: float = 0.0, max_records: int = 10_000) -> int:
-        return 0
-
-    def ensure_fresh(self, staleness_s: float, stop: Any = None, on_wait: Any = None) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka_harness import Topics, wait_until
 from processor_harness import (
     produce,
+    read_evals,
     read_topic,
     settings_record,
     start_processor,
@@ -66,3 +69,63 @@ def test_counters_never_ahead_of_the_committed_output(topics: Topics, tmp_path: 
         stop.set()
         assert p.terminate() == 0, p.log()
     assert any(c > 0 for c, _ in samples), f"the stream never got going while sampling: {samples}"
+
+
+FENCE_COMMIT_MS = 10_000
+
+
+def test_a_fenced_commit_moves_no_counter_and_the_output_stays_exactly_once(topics: Topics, tmp_path: Path) -> None:
+    """SPEC §8 with a commit that FAILS on the real broker: while the processor's transaction holds a
+    batch, a second producer initialises the same transactional.id, so the broker aborts that
+    transaction and the processor's commit fails (fenced). The counters must not move for the aborted
+    batch (sampled against the read_committed output throughout), the batch is redone and counted once,
+    and the output is exactly-once. Also shows, on the real client, that the offsets' metadata token
+    (the "whose commit was it" check of a commit in doubt) round-trips through send_offsets_to_transaction."""
+    topics.create(partitions=1)
+    produce(topics.bootstrap, topics.settings, [settings_record(doc("a", "monitor", []))])
+    p = start_processor(topics, tmp_path, "--commit-interval-ms", str(FENCE_COMMIT_MS), "--batch-size", "50")
+    txn_id = f"{topics.group}-a"  # start_processor's --transactional-id
+    samples: list[tuple[float, int]] = []
+
+    def sample() -> None:
+        counted = p.metric("access_eval_attempts_total", outcome="would_be_deny")
+        committed = len(read_topic(topics.bootstrap, topics.evals))
+        samples.append((counted, committed))
+        assert counted <= committed, f"counters ahead of the committed output: {samples}"
+
+    try:
+        p.wait_ready()
+        now = int(time.time() * 1000)
+        produce(topics.bootstrap, topics.attempts, [attempt(f"first-{i}", "a", "b", now) for i in range(100)])
+        wait_until(lambda: p.metric("access_eval_attempts_total") == 100, 60, "the first 100 to be committed")
+        produce(topics.bootstrap, topics.attempts, [attempt(f"second-{i}", "a", "b", now) for i in range(100)])
+        # The second batch sits in an open transaction for up to FENCE_COMMIT_MS; fence it meanwhile.
+        # access_eval_batch_size moves when a batch is processed (before its commit): 200 attempts in all
+        wait_until(lambda: p.metric("access_eval_batch_size_sum") >= 200, 5,
+                   "the processor to take the second batch into its open transaction")
+        intruder = Producer({"bootstrap.servers": topics.bootstrap, "transactional.id": txn_id})
+        intruder.init_transactions(30)  # bumps the epoch: the processor's open transaction is aborted
+        del intruder  # never used again (the processor's replacement producer fences it in turn)
+        sample()
+        assert samples[-1] == (100, 100), samples
+        wait_until(lambda: p.metric("access_eval_transactions_total", result="aborted") >= 1, 60,
+                   "the processor's commit to fail (fenced)")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            sample()
+        wait_all_committed(topics.bootstrap, topics.group, topics.attempts, timeout=90)
+        wait_until(lambda: p.metric("access_eval_attempts_total") == 200, 30, "the redone batch to be counted")
+        sample()
+        assert p.proc.poll() is None, "one fencing must not stop the processor\n" + p.log()
+        consumer = Consumer({"bootstrap.servers": topics.bootstrap, "group.id": topics.group})
+        try:
+            [tp] = consumer.committed([TopicPartition(topics.attempts, 0)], timeout=10)
+        finally:
+            consumer.close()
+        assert tp.offset == 200 and (tp.metadata or "").startswith("access-eval:"), (tp, tp.metadata)
+    finally:
+        assert p.terminate() == 0, p.log()
+    ids = Counter(e["attemptId"] for _, e in read_evals(topics.bootstrap, topics.evals))
+    assert set(ids) == {f"att-first-{i}" for i in range(100)} | {f"att-second-{i}" for i in range(100)}
+    assert all(n == 1 for n in ids.values()), [k for k, n in ids.items() if n > 1][:5]
+    assert samples[-1] == (200, 200), samples

@@ -305,3 +305,45 @@ def test_max_future_max_attempt_bytes_and_settings_retention_in_the_real_process
     then = events["att-then"]
     assert then["state"] == "limited" and then["settingsVersion"]["exact"] is False, (
         f"--settings-retention-ms 1000 did not drop the older version: {then}")
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--dlq-topic", "iam.access-attempts"], ["--dlq-topic", "--attempts-topic"]),
+    (["--eval-topic", "t", "--attempts-topic", "t"], ["--eval-topic", "--attempts-topic"]),
+    (["--eval-topic", "t", "--dlq-topic", "t"], ["--eval-topic", "--dlq-topic"]),
+    (["--settings-topic", "t", "--dlq-topic", "t"], ["--settings-topic", "--dlq-topic"]),
+    (["--settings-topic", "t", "--attempts-topic", "t"], ["--settings-topic", "--attempts-topic"]),
+])
+def test_one_topic_in_two_roles_exits_2_naming_both_flags(clean_env: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          argv: list[str], named: list[str]) -> None:
+    """Issue 23: with --dlq-topic equal to --attempts-topic every dead letter would be read back as input
+    (and with --eval-topic, every event): a topic may serve one role only."""
+    assert app.run(run_flags(["--bootstrap-servers", "127.0.0.1:1", "--startup-timeout-s", "1", *argv])) == 2
+    err = capsys.readouterr().err
+    assert all(f in err for f in named), err
+    assert err.count("\n") == 1, f"one line expected: {err!r}"
+
+
+@pytest.mark.parametrize(("interval_ms", "timeout_ms", "ok"), [
+    (90_000, None, False), (30_000, None, False), (29_999, None, True),
+    (20_000, "30000", False), (50, "30000", True),
+])
+def test_commit_interval_must_fit_the_transaction_timeout(clean_env: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str], interval_ms: int,
+                                                          timeout_ms: str | None, ok: bool) -> None:
+    """Issue 23: a commit interval near or over transaction.timeout.ms (60 s unless overridden) lets the
+    broker abort every transaction at low traffic; the process then looked fenced ("shared transactional
+    id"). Refused at start-up (exit 2) naming both settings; at-least-once has no transactions."""
+    if timeout_ms is not None:
+        clean_env.setenv("ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS", timeout_ms)
+    flags = run_flags(["--bootstrap-servers", "127.0.0.1:1", "--startup-timeout-s", "1",
+                       "--commit-interval-ms", str(interval_ms)])
+    if ok:
+        assert load(flags).commit_interval_ms == interval_ms
+        return
+    assert app.run(flags) == 2
+    err = capsys.readouterr().err
+    assert "--commit-interval-ms" in err and "transaction.timeout.ms" in err, err
+    assert "ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS" in err and err.count("\n") == 1, err
+    assert load({**flags, "delivery": "at-least-once"}).commit_interval_ms == interval_ms

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from processor.config import ConfigError
 from processor.kafka import clients
@@ -92,11 +92,15 @@ def ensure_topics(
     partitions: int,
     replication_factor: int = -1,
     configs: Mapping[str, Mapping[str, str]] | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    progress: Callable[[], None] = lambda: None,
 ) -> None:
     """Check (or create) topics; `(name, compacted)`. A missing topic without --create-topics fails fast.
-    `configs`: topic configs by name, set on topics this creates (e.g. the eval topic's retention.ms)."""
+    `configs`: topic configs by name, set on topics this creates (e.g. the eval topic's retention.ms).
+    Metadata requests that fail (a broker restarting) are retried with backoff; `stop()` ends the
+    wait (StartupCancelled), `progress()` reports each retry (liveness)."""
     wanted = list(topics)
-    metadata = client.list_topics(timeout=10)
+    metadata = _metadata(client, stop, progress)
     existing = metadata.topics
     missing = [(n, c) for n, c in wanted if n not in existing]
     if missing and not create:
@@ -123,7 +127,7 @@ def ensure_topics(
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise ConfigError(f"cannot create topic {name}: {exc.args[0].str()}") from None
-        _wait_topics(client, [n for n, _ in missing])
+        _wait_topics(client, [n for n, _ in missing], stop, progress)
     for name, compacted in wanted:
         if compacted:
             _warn_if_not_compacted(client, name)
@@ -140,10 +144,38 @@ def replication_for(brokers: int, requested: int = -1) -> tuple[int, dict[str, s
     return -1, {}
 
 
-def _wait_topics(client: AdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+def _metadata(client: AdminClient, stop: Callable[[], bool], progress: Callable[[], None]) -> ClusterMetadata:
+    """list_topics, retried with backoff while it fails with a Kafka error (authorization fails fast)."""
+    backoff = 0.5
+    while True:
+        try:
+            return client.list_topics(timeout=10)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() in AUTH_ERRORS:
+                raise ConfigError(f"Kafka authorization failed listing topics: {err.str()}: {ACL_HINT}") from None
+            log.warning("cannot list topics; retrying", extra=kv(error=err.str(), retry_in_s=backoff))
+            until = time.monotonic() + backoff
+            while time.monotonic() < until:
+                if stop():
+                    raise StartupCancelled from None
+                progress()  # waiting for the broker is progress (liveness), not a hung process
+                time.sleep(0.1)  # a retry backoff, in slices that notice a stop
+            backoff = min(backoff * 2, 10.0)
+
+
+def _wait_topics(client: AdminClient, names: list[str], stop: Callable[[], bool] = lambda: False,
+                 progress: Callable[[], None] = lambda: None, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        md = client.list_topics(timeout=5).topics
+        if stop():
+            raise StartupCancelled
+        progress()
+        try:
+            md = client.list_topics(timeout=5).topics
+        except KafkaException:  # created topics' metadata may lag (a broker restarting): within the deadline
+            time.sleep(0.1)  # polling a condition with a deadline
+            continue
         # Created topics are usable once every partition has a leader (before that, reads of their
         # end offsets fail with NOT_LEADER_FOR_PARTITION).
         if all(n in md and not md[n].error and md[n].partitions

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from processor.config import DEFAULT_TRANSACTION_TIMEOUT_MS
+
 LIBRDKAFKA_LOGGER = "access_eval.librdkafka"
 
 #: librdkafka needs a group id to build a consumer even when it only uses assign() and joins no group.
@@ -99,7 +101,8 @@ def processor_producer_conf(
         conf["error_cb"] = error_cb
     if transactional_id is not None:
         conf["transactional.id"] = transactional_id
-        conf.setdefault("transaction.timeout.ms", 60_000)  # ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS overrides
+        # ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS overrides; --commit-interval-ms is checked against it
+        conf.setdefault("transaction.timeout.ms", DEFAULT_TRANSACTION_TIMEOUT_MS)
     return conf
 
 

@@ -58,8 +58,8 @@ class SettingsTable:
 
     def start(self, timeout_s: float = 30.0) -> None:
         md = self.consumer.list_topics(self.topic, timeout=timeout_s).topics[self.topic]
-        if md.error is not None:
-            raise RuntimeError(f"settings topic {self.topic}: {md.error.str()}")
+        if md.error is not None:  # e.g. LEADER_NOT_AVAILABLE just after creation: the caller retries
+            raise KafkaException(md.error)
         self.partitions = sorted(md.partitions)
         self.position = dict.fromkeys(self.partitions, 0)
         self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions])

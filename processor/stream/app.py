@@ -59,6 +59,16 @@ def _catch_early_signals() -> threading.Event:
 
 
 def run(flags: dict[str, Any]) -> int:
+    """`access-eval run`; the process's SIGTERM/SIGINT handlers are restored when it returns."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _run(flags, _catch_early_signals())  # first: a SIGTERM from here on is a clean stop, not a kill
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def _run(flags: dict[str, Any], early_stop: threading.Event) -> int:
     try:
         cfg = load(flags)
     except ConfigError as exc:
@@ -75,7 +85,6 @@ def run(flags: dict[str, Any]) -> int:
     server = serve(cfg.metrics_host, cfg.metrics_port, metrics, health)
     log.info("http listening", extra=kv(port=server.port, paths=["/metrics", "/livez", "/readyz"]))
     try:
-        early_stop = _catch_early_signals()
         processor = Processor(cfg, metrics, health, build_codec(cfg, health, early_stop.is_set))
         processor.install_signal_handlers()
         if early_stop.is_set():
@@ -97,6 +106,8 @@ def run(flags: dict[str, Any]) -> int:
             create=cfg.create_topics,
             partitions=cfg.topic_partitions,
             configs={cfg.eval_topic: {"retention.ms": str(cfg.eval_retention_ms)}},
+            stop=lambda: processor.stopping,
+            progress=health.mark_progress,
         )
         return processor.run()
     except ConfigError as exc:

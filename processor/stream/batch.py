@@ -8,15 +8,16 @@ hands the transaction its last offsets and its outcome counts once, not per atte
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import defaultdict
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from processor.codec.avro import EvalCodec
-from processor.config import RunConfig
+from processor.config import ConfigError, RunConfig
 from processor.core.attempts import InvalidAttempt, parse_attempt
 from processor.core.evaluator import assess_at
 from processor.core.policy import Verdict
@@ -31,6 +32,14 @@ log = logging.getLogger("access_eval.pipeline")
 INTERNAL_ERROR = "internal_error"
 #: Every Nth attempt's event age feeds the histogram (keeps the hot path lean).
 AGE_SAMPLE_EVERY = 64
+#: produce() failing this many times with one error for one record: the record's fault, not a passing one.
+MAX_PRODUCE_FAILURES = 3
+#: produce() errors of the producer's state, not of the record (the transaction's failure policy handles them).
+PRODUCER_STATE_ERRORS = {KafkaError._STATE, KafkaError._FENCED, KafkaError._FATAL,
+                         KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+#: Bytes of a record besides key, value and headers (librdkafka's framing is ~70), and of the marker headers.
+DEAD_LETTER_OVERHEAD = 512
+MARK_HEADERS_BYTES = 256
 
 
 class Batch:
@@ -47,6 +56,8 @@ class Batch:
         #: attempts evaluated by this instance (not counting dead letters)
         self.seen = 0
         self._max_record_bytes = int(cfg.kafka_properties().get("message.max.bytes", 1_000_000))  # librdkafka's
+        #: (topic, partition, offset, error code, dead letter?) -> produce() failures so far (`_refused`)
+        self._refusals: dict[tuple[Any, ...], int] = {}
 
     def process(self, msgs: list[Message]) -> None:
         """Evaluate `msgs` into the open transaction (opened here if none is)."""
@@ -92,19 +103,24 @@ class Batch:
                 self._dead_letter(m, InvalidAttempt(INTERNAL_ERROR, type(exc).__name__))
                 tally.add_invalid(INTERNAL_ERROR)
                 continue
-            if attempt.event_ms > newest.get(tp, -1):
-                newest[tp] = attempt.event_ms
             a = attempt.data
             account = a["account_id"]
+            if value is not None:
+                try:
+                    try:
+                        produce(eval_topic, value, account.encode(), headers=headers)
+                    except BufferError:
+                        self._produce(eval_topic, account.encode(), value, headers)
+                except KafkaException as exc:  # librdkafka refused this record: bounded (`_refused`)
+                    self._refused(m, exc)
+                    tally.add_invalid(INTERNAL_ERROR)
+                    continue
+            if attempt.event_ms > newest.get(tp, -1):
+                newest[tp] = attempt.event_ms
             counts[verdict, a["identity"]["type"], account if account in labelled else ""] += 1
             seen += 1
             if not seen % AGE_SAMPLE_EVERY:
                 tally.observe_age(now_ms / 1000 - attempt.event_ms / 1000)
-            if value is not None:
-                try:
-                    produce(eval_topic, value, account.encode(), headers=headers)
-                except BufferError:
-                    self._produce(eval_topic, account.encode(), value, headers)
         for (verdict, itype, label), n in counts.items():
             tally.add(verdict.outcome, itype, verdict.state, label, n)
         offsets = txn.offsets
@@ -126,21 +142,99 @@ class Batch:
             except BufferError:
                 producer.poll(0.05)  # local queue full: let deliveries drain
 
-    def _dead_letter(self, m: Message, bad: InvalidAttempt) -> None:
-        headers = list(m.headers() or [])
-        headers += [
+    def _refused(self, m: Message, exc: KafkaException, *, dead_letter: bool = False) -> None:
+        """produce() raised for the record of `m` (not the queue: that is BufferError). Below the bound
+        the error propagates: the transaction aborts and the record is read again (a passing state of
+        the producer). The same error for the same record MAX_PRODUCE_FAILURES times is the record's:
+        it is dead-lettered as internal_error and its partition moves on, instead of rewinding forever.
+        Errors of the producer itself (fatal, fenced, out of a transaction) are the transaction's
+        failure policy's and are never counted here."""
+        err: KafkaError = exc.args[0]
+        if err.fatal() or err.code() in PRODUCER_STATE_ERRORS:
+            raise exc
+        where = (m.topic(), m.partition(), m.offset(), err.code(), dead_letter)
+        failures = self._refusals.get(where, 0) + 1
+        if failures < MAX_PRODUCE_FAILURES:
+            if len(self._refusals) >= 10_000:  # bounded: a long outage of many records starts counting again
+                self._refusals.clear()
+            self._refusals[where] = failures
+            raise exc
+        self._refusals.pop(where, None)
+        log.error("producing for an attempt failed repeatedly; dead-lettered as internal_error",
+                  extra=kv(partition=m.partition(), offset=m.offset(), failures=failures, error=err.str()))
+        if dead_letter:  # its dead letter is what fails: a minimal one, or a clear exit
+            self._last_resort(m, err)
+        else:
+            self._dead_letter(m, InvalidAttempt(INTERNAL_ERROR, f"produce failed: {err.str()}"))
+
+    def _last_resort(self, m: Message, err: KafkaError) -> None:
+        """A dead letter without the original key, headers and value (all stay at the source coordinates)."""
+        key = m.key()
+        headers = self._added_headers(m, InvalidAttempt(INTERNAL_ERROR, f"dead letter refused: {err.str()}"))
+        try:
+            self._produce(self.cfg.dlq_topic, None if key is None else _digest(key), None, headers)
+        except KafkaException as exc:
+            raise ConfigError(
+                f"cannot write even a minimal dead letter to --dlq-topic {self.cfg.dlq_topic!r} "
+                f"(ACCESS_EVAL_DLQ_TOPIC) for the attempt at partition {m.partition()} offset {m.offset()}: "
+                f"{exc.args[0].str()}; check that topic and its producer limits") from None
+
+    @staticmethod
+    def _added_headers(m: Message, bad: InvalidAttempt) -> list[tuple[str, bytes]]:
+        return [
             ("error.reason", bad.reason.encode()),
             ("error.detail", bad.detail[:2000].encode("utf-8", "replace")),
             ("source.topic", (m.topic() or "").encode()),
             ("source.partition", str(m.partition()).encode()),
             ("source.offset", str(m.offset()).encode()),
         ]
-        key, value = m.key(), m.value()
-        # A value the producer cannot send (message.max.bytes) would fail the transaction on every retry:
-        # forward its head instead, and the size; the original stays at source.topic/partition/offset.
-        # (A header's repr is at least as long as its bytes: a safe over-estimate.)
-        room = self._max_record_bytes - len(key or b"") - 512 - sum(len(str(h)) for h in headers)
-        if value is not None and len(value) > room:
-            headers.append(("error.value.truncated", str(len(value)).encode()))
-            value = value[: max(room - 64, 0)]
-        self._produce(self.cfg.dlq_topic, key, value, headers)
+
+    def _dead_letter(self, m: Message, bad: InvalidAttempt) -> None:
+        key, value, headers = fit_dead_letter(
+            m.key(), m.value(), list(m.headers() or []),  # type: ignore[arg-type]  # a list from a consumer
+            self._added_headers(m, bad), self._max_record_bytes
+        )
+        try:
+            self._produce(self.cfg.dlq_topic, key, value, headers)
+        except KafkaException as exc:
+            self._refused(m, exc, dead_letter=True)
+
+
+def _digest(key: bytes) -> bytes:
+    return hashlib.sha256(key).hexdigest().encode()
+
+
+def _header_bytes(headers: list[tuple[str, Any]]) -> int:
+    """An over-estimate of the headers' wire size (name, value and up to 16 bytes of framing each)."""
+    return sum(len(n.encode()) + len(v or b"") + 16 for n, v in headers)
+
+
+def fit_dead_letter(
+    key: bytes | None, value: bytes | None, original: list[tuple[str, Any]], added: list[tuple[str, bytes]],
+    max_bytes: int,
+) -> tuple[bytes | None, bytes | None, list[tuple[str, Any]]]:
+    """The dead letter as sent: unchanged when it fits the producer's message.max.bytes; otherwise a key
+    over a quarter of the room is replaced by its SHA-256 (hex), original headers past a quarter of the
+    room are dropped (the first ones kept, in order), and the value is cut to what is left. Each change
+    is recorded in a header (contract §8); the original stays at source.topic/partition/offset. Without
+    this, a record the broker accepted on the attempts topic (its limit is larger) could never be
+    dead-lettered, and its partition would be rewound forever."""
+    room = max_bytes - DEAD_LETTER_OVERHEAD - _header_bytes(added)
+    if len(key or b"") + len(value or b"") + _header_bytes(original) <= room:
+        return key, value, original + added
+    room -= MARK_HEADERS_BYTES
+    marks: list[tuple[str, bytes]] = []
+    if key is not None and len(key) > room // 4:
+        marks.append(("error.key.hashed", str(len(key)).encode()))
+        key = _digest(key)
+    kept: list[tuple[str, Any]] = []
+    for h in original:
+        if _header_bytes([*kept, h]) > room // 4:
+            marks.append(("error.headers.dropped", str(len(original) - len(kept)).encode()))
+            break
+        kept.append(h)
+    room -= len(key or b"") + _header_bytes(kept)
+    if value is not None and len(value) > room:
+        marks.append(("error.value.truncated", str(len(value)).encode()))
+        value = value[: max(room, 0)]
+    return key, value, kept + added + marks

@@ -79,8 +79,8 @@ class Processor:
         self._exit_guard: threading.Thread | None = None
         self._unreachable = False  # a connection problem was seen; a broker round trip clears it
         self._next_probe = 0.0
-        #: partitions revoked or lost during the current fetch: what was fetched for them before is stale
-        self._moved: set[tuple[str, int]] = set()
+        #: revoke and lost callbacks so far: a fetch during which one ran is dropped (`_rebalanced_during_fetch`)
+        self._moves = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -185,6 +185,7 @@ class Processor:
             on_retry=waiting,
             factory=self._producer_factory,
             stop=lambda: self.stopping,
+            progress=self.health.mark_progress,
         )
         if retried and not self.stopping:
             self.health.set_problem(None)  # init_transactions succeeded after retries: that reason is gone
@@ -213,7 +214,12 @@ class Processor:
         if self.stopping:
             self.table.close()
             return EXIT_OK
-        self.open_clients()
+        try:
+            self.open_clients()
+        except StopRequested:  # SIGTERM while init_transactions still retried: a clean stop (contract §8)
+            log.info("stopped before the transactional producer was ready")
+            self.table.close()
+            return EXIT_OK
         threading.Thread(target=self._watch_blocked, name="access-eval-txn-watch", daemon=True).start()
         self.subscribe()
         try:
@@ -256,19 +262,15 @@ class Processor:
         self.health.mark_progress()
         # What is already fetched, without waiting: consume(n, timeout) waits until n messages
         # or the timeout, so a partly filled batch used to sit for the whole 100 ms.
+        moves, rewinds = self._moves, txn.rewinds
         msgs = consumer.consume(size, 0)
         if not msgs:  # idle: wait for the next message (not a full batch), at most until commit time
             wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + commit_s - time.monotonic()))
             msgs = consumer.consume(1, wait)
             if msgs:
-                self._moved.clear()
-                rewinds = txn.rewinds
-                more = consumer.consume(size - 1, 0)
-                if txn.rewinds != rewinds:  # a callback aborted and rewound: what was fetched before is re-read
-                    msgs = []
-                elif self._moved:  # a rebalance callback ran in between: drop what it took from us
-                    msgs = [m for m in msgs if (m.topic(), m.partition()) not in self._moved]
-                msgs += more
+                msgs += consumer.consume(size - 1, 0)
+        if self._moves != moves or txn.rewinds != rewinds:
+            msgs = self._rebalanced_during_fetch(msgs)
         self.table.poll(0)
         if msgs:
             if not self._ensure_fresh(staleness_s):
@@ -279,6 +281,20 @@ class Processor:
         if self._unreachable and time.monotonic() >= self._next_probe:
             self._probe_kafka()
         return True
+
+    def _rebalanced_during_fetch(self, msgs: list[Message]) -> list[Message]:
+        """A revoke or lost callback, or a rewind, ran inside consume(). librdkafka serves callbacks inline
+        while it collects messages and goes on collecting, so `msgs` may hold messages of a partition
+        revoked or lost meanwhile, and messages from before a rewind (a lost partition, a failed revoke
+        commit) next to messages from after it. After such a callback no work is open (it was committed
+        or aborted): the whole fetch is dropped and every partition still owned is rewound to its
+        committed offset, which is where the dropped messages start, so nothing is skipped or read twice
+        and no offset is taken for a partition no longer owned. Returns what may be processed: nothing."""
+        assert self.txn is not None
+        log.info("rebalance during a fetch; re-reading from the committed offsets", extra=kv(dropped=len(msgs)))
+        if not self.txn.open:  # open only if a revoke commit is still in doubt at a stop: nothing more is read
+            self.txn.rewind()
+        return []
 
     def _process(self, msgs: list[Message]) -> None:
         assert self.txn is not None and self.batch is not None
@@ -384,7 +400,7 @@ class Processor:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Commit what was done before the partitions move, so the next owner starts after it."""
-        self._moved.update((tp.topic, tp.partition) for tp in partitions)
+        self._moves += 1
         txn = self.txn
         if txn is not None:
             if txn.open:
@@ -397,7 +413,7 @@ class Processor:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Lost partitions may already be owned by someone else: our open work must not commit."""
-        self._moved.update((tp.topic, tp.partition) for tp in partitions)
+        self._moves += 1
         txn = self.txn
         if txn is not None and txn.open:
             txn.abort()

@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from processor.config import ConfigError
+from processor.config import DEFAULT_TRANSACTION_TIMEOUT_MS, ConfigError
 from processor.kafka import clients
 from processor.logs import kv
 
@@ -54,9 +54,15 @@ class TxnProducer:
         on_retry: Callable[[str], None] | None = None,
         factory: ProducerFactory = Producer,
         stop: Callable[[], bool] = lambda: False,
+        progress: Callable[[], None] = lambda: None,
     ) -> None:
         self.conf = clients.processor_producer_conf(props, transactional_id, error_cb=error_cb)
+        #: marks liveness before each call that may block for long (TXN_CALL_HUNG_S, init_transactions'
+        #: 30 s): a chain of slow but successful calls is progress, each bounded on its own
+        self._progress = progress
         self.transactional = transactional_id is not None
+        #: the broker aborts a transaction open longer than this (transaction.timeout.ms)
+        self.timeout_s = int(self.conf.get("transaction.timeout.ms", DEFAULT_TRANSACTION_TIMEOUT_MS)) / 1000
         self.transactional_id = transactional_id
         #: at-least-once: deliveries that failed for good since the transaction began (reset by it)
         self.failed_deliveries = 0
@@ -83,6 +89,7 @@ class TxnProducer:
             box = [client]
 
             def init() -> None:
+                self._progress()
                 try:
                     box[0].init_transactions(30)
                 except KafkaException as exc:
@@ -122,11 +129,13 @@ class TxnProducer:
         return 0.0 if since is None else time.monotonic() - since
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._progress()
         self.blocked_since = time.monotonic()
         try:
             returned = self._caller.call(lambda: fn(*args, TXN_CALL_TIMEOUT_S), TXN_CALL_HUNG_S)
         finally:
             self.blocked_since = None
+            self._progress()
         if not returned:
             self._caller = _Caller()  # the old one's thread stays blocked in librdkafka
             name = getattr(fn, "__name__", "transactional call")

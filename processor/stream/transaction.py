@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,7 @@ class Transaction:
         self.started = 0.0
         self._offsets_sent = False  # send_offsets done for the open transaction: a retry only re-commits
         self._committing = False  # commit_transaction was called: its outcome may be unknown after a failure
+        self._token = ""  # the metadata of the offsets sent with the open transaction (`commit`)
         self._fenced_at: list[float] = []
         #: a rewind could not complete (stopping meanwhile): nothing may commit past the aborted work
         self.rewind_incomplete = False
@@ -99,9 +101,12 @@ class Transaction:
         if self.rewind_incomplete:
             raise KafkaException(KafkaError(KafkaError._STATE, "rewind after an abort incomplete: not committing",
                                             txn_requires_abort=True))
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
         if self.exactly_once:
-            if offsets and not self._offsets_sent:
+            if self.offsets and not self._offsets_sent:
+                # A token of this commit in the offsets' metadata: a commit in doubt is judged landed only
+                # if the group's offsets carry it (another owner may commit the same offsets meanwhile).
+                self._token = f"access-eval:{uuid.uuid4().hex}"
+                offsets = [TopicPartition(t, p, o, metadata=self._token) for (t, p), o in self.offsets.items()]
                 self.producer.send_offsets(offsets, self.consumer.consumer_group_metadata())
             self._offsets_sent = True  # a retriable commit failure retries commit_transaction only
             self._committing = True
@@ -114,7 +119,8 @@ class Transaction:
             if failed:  # records never written: their offsets must not commit; re-read and produce again
                 raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, f"{failed} deliveries failed",
                                                 txn_requires_abort=True))
-            if offsets:
+            if self.offsets:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
                 self.consumer.commit(offsets=offsets, asynchronous=False)
         self._committed(time.perf_counter() - started)
 
@@ -152,13 +158,16 @@ class Transaction:
     def _replace_producer(self) -> None:
         """A new producer (same transactional id) ends the open transaction: aborted, unless its commit
         had reached the coordinator (a commit that failed or hung after landing). The group's committed
-        offsets tell which; a landed commit is counted, so that counters equal committed work."""
+        offsets tell which: they must equal the ones sent and carry this commit's token (a new owner of
+        the partition may have committed the same offsets meanwhile); a landed commit is counted, so
+        that counters equal committed work."""
         committing = self.open and self._committing and self.offsets
         self.producer.replace()
         if committing:
             wanted = dict(self.offsets)
             got = self._read_committed([TopicPartition(t, p) for (t, p) in wanted])
-            if got is not None and all(wanted.get((tp.topic, tp.partition)) == tp.offset for tp in got):
+            if got is not None and all(wanted.get((tp.topic, tp.partition)) == tp.offset
+                                       and tp.metadata == self._token for tp in got):
                 log.warning("the commit in doubt had landed; counting it")
                 self._committed(0.0)
                 return
@@ -171,6 +180,7 @@ class Transaction:
         """The group's committed offsets, retried until read (None past the shutdown deadline)."""
         backoff = 0.5
         while True:
+            self.health.mark_progress()  # each read may take its 10 s: a chain of them is progress
             try:
                 return list(self.consumer.committed(partitions, timeout=10))
             except KafkaException as exc:
@@ -249,7 +259,7 @@ class Transaction:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 self.health.set_problem("transaction aborted: " + err.str())
-                if err.code() in FENCED_ERRORS and self._fenced_again():
+                if err.code() in FENCED_ERRORS and not self._timed_out(err) and self._fenced_again():
                     self._discard()
                     self._on_fatal(SharedTransactionalId(
                         f"the producer was fenced {len(self._fenced_at)} times within {FENCED_WINDOW_S:g}s: another "
@@ -262,6 +272,17 @@ class Transaction:
                     self.abort()
                 self.rewind()
                 return
+
+    def _timed_out(self, err: KafkaError) -> bool:
+        """A fencing of a transaction open longer than transaction.timeout.ms: the coordinator aborted it
+        and bumped the epoch itself (the same errors as a second owner's init_transactions). That is not
+        evidence of a second owner and does not count toward the shared-id rule; the open work is redone."""
+        age = time.monotonic() - self.started
+        if not self.open or age < self.producer.timeout_s:
+            return False
+        log.warning("transaction aborted by the broker after transaction.timeout.ms; redoing its work",
+                    extra=kv(open_s=round(age, 1), transaction_timeout_s=self.producer.timeout_s, error=err.str()))
+        return True
 
     def _fenced_again(self) -> bool:
         """Record a fencing; True when it is not the first within the window (a replacement would fence back)."""
