@@ -1,5 +1,5 @@
 """`python -m processor` is the same as the `access-eval` console script."""
 
-from processor.cli import main
+from processor.launch import main
 
 raise SystemExit(main())

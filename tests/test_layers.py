@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "processor": 0,  # the package itself: name and version
     "core": 1,  # pure: imports nothing of the rest
     "errors": 1,  # exit codes and exception types
+    "signals": 1,  # stop signals held until `run` can act on them (stdlib only)
     "logs": 2,
     "config": 2,
     "codec": 3,
@@ -29,7 +30,8 @@ LAYERS: dict[str, int] = {
     "tools": 6,
     "local": 7,
     "cli": 8,
-    "__main__": 9,  # `python -m processor`
+    "launch": 9,  # the executable's entry: holds stop signals, then imports the commands
+    "__main__": 10,  # `python -m processor`
 }
 #: Third-party imports the pure core may use: models and decoding, nothing that does I/O.
 CORE_THIRD_PARTY = {"pydantic", "pydantic_core", "msgspec", "annotated_types", "typing_extensions"}

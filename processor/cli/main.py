@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from processor import __version__
+from processor import __version__, signals
 from processor.cli import demo, local, report, run, settings, simulate, tail
 from processor.errors import EXIT_INTERRUPTED
 
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = build_parser().parse_args(argv)
+    if args.command != "run":  # `run` takes over held signals itself (stream.app)
+        signals.release()
     try:
         code = int(args.func(args))
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from processor import logs
+from processor import logs, signals
 from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import ConfigError, RunConfig, load
 from processor.errors import EXIT_OK, EXIT_USAGE
@@ -55,6 +55,8 @@ def _catch_early_signals() -> threading.Event:
     early = threading.Event()
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, lambda _n, _f: early.set())
+    if signals.EARLY.is_set():  # received while the executable was still importing (processor.signals)
+        early.set()
     return early
 
 
