@@ -149,7 +149,8 @@ def _optional(key: str, values: st.SearchStrategy[Any]) -> st.SearchStrategy[dic
     return st.just({}) | st.just({key: None}) | values.map(lambda v: {key: v})
 
 
-_ACCOUNT_IDS = st.sampled_from(ACCOUNTS) | st.text(st.characters(categories=("L", "N")), min_size=1, max_size=80)
+#: Valid account ids of every form the contract allows (§3.2), not only 32 hex digits.
+_ACCOUNT_IDS = st.sampled_from(ACCOUNTS) | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,79}", fullmatch=True)
 _RESOURCES = st.builds(lambda crn, svc: crn | svc, _optional("crn", _text(max_size=4096)),
                        _optional("service_name", _text()))
 VERSIONS = st.none() | st.builds(

@@ -143,7 +143,7 @@ def test_put_file_checks_each_allowlist_entry_as_one_id(tmp_path: Path) -> None:
     f.write_text(json.dumps({"external_account_identity_interaction": {"identity_types": {
         "user": {"state": "limited", "external_allowed_accounts": ["a,b"]}}}}))
     one_line_error(ae("settings", "put", "--bootstrap-servers", unreachable(), "--account", "acct1",
-                      "--file", str(f), "--dry-run"), 2, "'a,b'", "','")
+                      "--file", str(f), "--dry-run"), 2, "external_allowed_accounts.0", "U+002C (,)")
 
 
 def test_put_refuses_an_allowlist_over_the_cap(tmp_path: Path) -> None:
