@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from processor_harness import wait_all_committed
-from soak_check import Verdict, check
+from soak_check import FINAL, Verdict, check
 from soak_nemesis import KINDS, Nemesis
 from soak_report import Timeline, fault_counts, plot, recovery, summary
 from soak_traffic import Churn, Ledger, Tail, Traffic, now_ms
@@ -170,6 +170,7 @@ def run(opts: Options) -> Result:
             for name in fleet.names:
                 life = fleet.stop(name, signal.SIGTERM)
                 if life is not None:
+                    life.how = FINAL
                     exits.append((f"{name}#{life.number} (final)", life.rc))
             verdict = check(topics, ledger.history(), [x.summary() for x in fleet.lives], exits, nemesis.faults,
                             epoch_ms, until)

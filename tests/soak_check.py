@@ -37,6 +37,7 @@ from spec_model import SettingsRecord, differences, expect, project
 from processor.codec.avro import EvalCodec
 
 MAX_DIFFS = 20
+FINAL = "SIGTERM after the check point"  # how a life ends that ran until everything was committed
 
 
 def read_all(bootstrap: str, topic: str, isolation: str, timeout: float = 300) -> list[Any]:
@@ -114,13 +115,18 @@ def _coords(m: Any) -> tuple[int, int]:
     return m.partition(), m.offset()
 
 
-def check_events(v: Verdict, expected: dict[str, dict[str, Any]], inputs: dict[str, Any], evals: list[Any],
-                 windows: Windows) -> None:
+def decode(evals: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
+    """(record, its projection) of every eval event record."""
     codec = EvalCodec()
+    return [(m, project(codec.decode(m.value()), m.key())) for m in evals]
+
+
+def check_events(v: Verdict, expected: dict[str, dict[str, Any]], inputs: dict[str, Any],
+                 evals: list[tuple[Any, dict[str, Any]]], windows: Windows) -> None:
+    """Each expected attempt id exactly once, equal to the model's projection; nothing else."""
     got: dict[str, list[tuple[Any, dict[str, Any]]]] = defaultdict(list)
-    for m in evals:
-        event = codec.decode(m.value())
-        got[event["attemptId"]].append((m, project(event, m.key())))
+    for m, projection in evals:
+        got[projection["attemptId"]].append((m, projection))
     v.events_checked = len(evals)
     for aid in sorted(expected.keys() | got.keys()):
         src = inputs.get(aid)
@@ -184,7 +190,7 @@ def check_counters(v: Verdict, lives: list[dict[str, Any]], outcomes: list[str])
     for life in lives:
         counted.update({k: int(x) for k, x in life["counted"].items()})
     v.counters = {"committed_output": dict(committed), "counted_by_lives": dict(counted),
-                  "lives": len(lives), "lives_died": sum(1 for x in lives if x["how"]),
+                  "lives": len(lives), "lives_died": sum(1 for x in lives if x["how"] not in ("", FINAL)),
                   "shortfall": {k: committed[k] - counted.get(k, 0) for k in committed}}
     v.counter_excess = {k: n - committed.get(k, 0) for k, n in counted.items() if n > committed.get(k, 0)}
     if not v.counters["lives_died"] and any(v.counters["shortfall"].values()):
@@ -211,7 +217,7 @@ def check(topics: Topics, settings: list[SettingsRecord], lives: list[dict[str, 
     except AssertionError as exc:
         v.problems.append(str(exc))
         return v
-    check_events(v, spec.events, inputs, evals, windows)
+    check_events(v, spec.events, inputs, decode(evals), windows)
     check_dead(v, invalid, dead, topics.attempts, windows, {_coords(m): m.timestamp()[1] for m in attempts})
     check_isolation(v, bootstrap, topics.evals, evals)
     check_isolation(v, bootstrap, topics.dlq, dead)

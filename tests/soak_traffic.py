@@ -25,7 +25,7 @@ import json
 import random
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from spec_model import SettingsRecord
 from test_faults import HOSTILE_TARGET, draw_examples, hostile_payloads, invalid_settings, settings_doc
 
 from processor.codec.avro import EvalCodec
-from processor.core.ids import rfc3339_millis
+from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
 from processor.local.workload import Mix, Workload, account_id
 
 LATE_SHARE = 0.05
@@ -80,8 +80,19 @@ class Traffic(threading.Thread):
         self.workload = Workload(seed=seed, accounts=300, allowlist_max=5, mix=Mix(invalid=0.01))
         self.initial = list(self.workload.settings())
         self.hostile = [v for _, v in draw_examples(hostile_payloads(now_ms()), 200, seed)]
+        self.probes: deque[tuple[bytes, bytes, str]] = deque()  # sent before the next regular attempt
         self.stop = threading.Event()
         self.failures: list[str] = []
+
+    def probe(self, account: str, n: int) -> None:
+        """One attempt per identity type on a changed account, from a stranger: an event for every type
+        in monitor or limited, naming the new version (settings propagation)."""
+        for itype in IDENTITY_TYPES:
+            stranger = account_id(self.rng)
+            doc = {"id": f"probe-{n}-{itype}", "event_time": rfc3339_millis(now_ms()), "account_id": account,
+                   "identity": {"iam_id": f"iam-{stranger[:6]}", "type": itype, "account_id": stranger},
+                   "action": "iam-identity.apikey.list"}
+            self.probes.append((account.encode(), json.dumps(doc, separators=(",", ":")).encode(), account))
 
     def _delivered(self, account: str | None) -> Any:
         def cb(err: KafkaError | None, msg: Any) -> None:
@@ -96,6 +107,8 @@ class Traffic(threading.Thread):
 
     def _next(self, source: Any) -> tuple[bytes, bytes, str | None]:
         """The next attempt to send: (key, value, target account or None)."""
+        if self.probes:
+            return self.probes.popleft()
         if self.rng.random() < HOSTILE_SHARE:
             return HOSTILE_TARGET.encode(), self.rng.choice(self.hostile), None
         while True:
@@ -116,7 +129,8 @@ class Traffic(threading.Thread):
             return key, value, target
 
     def run(self) -> None:
-        p = Producer({"bootstrap.servers": self.topics.bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        p = Producer({"bootstrap.servers": self.topics.bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                      "log_level": 0})
         source = self.workload.attempts(10**9, step_ms=None)
         started, sent = time.monotonic(), 0
         while not self.stop.is_set():
@@ -152,9 +166,10 @@ class Churn(threading.Thread):
         self.out_of_order, self.every_s = out_of_order, every_s
         self.stop = threading.Event()
         self.failures: list[str] = []
-        self.producer = Producer({"bootstrap.servers": topics.bootstrap, "enable.idempotence": True, "linger.ms": 0})
+        self.producer = Producer({"bootstrap.servers": topics.bootstrap, "enable.idempotence": True, "linger.ms": 0,
+                                  "log_level": 0})
         self.offsets = Consumer({"bootstrap.servers": topics.bootstrap, "group.id": topics.group,
-                                 "enable.auto.commit": False})
+                                 "enable.auto.commit": False, "log_level": 0})
 
     def publish(self, records: list[tuple[bytes, bytes | None, int]]) -> None:
         """Publish in order and wait for the acknowledgements; remember each record's offset."""
@@ -222,6 +237,9 @@ class Churn(threading.Thread):
             self.ledger.changes[kind] += 1
         self.timeline.write("settings", kind=kind, account=account[:8], effective_ms=t, newest_ms=newest)
         time.sleep(HOLD_S)  # the contract's staleness bound (500 ms) plus slack: then attempts resume
+        with self.ledger.lock:
+            self.ledger.frozen.discard(account)
+        self.traffic.probe(account, sum(self.ledger.changes.values()))
         return True
 
     def run(self) -> None:
@@ -291,7 +309,7 @@ class Tail(threading.Thread):
     def run(self) -> None:
         c = Consumer({"bootstrap.servers": self.topics.bootstrap, "group.id": f"soak-tail-{time.time_ns()}",
                       "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                      "enable.auto.commit": False})
+                      "enable.auto.commit": False, "log_level": 0})
         c.subscribe([self.topics.evals, self.topics.dlq])
         codec = EvalCodec()
         while not self.stop.is_set():
