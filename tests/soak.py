@@ -171,7 +171,7 @@ def run(opts: Options) -> Result:
                 life = fleet.stop(name, signal.SIGTERM)
                 if life is not None:
                     life.how = FINAL
-                    exits.append((f"{name}#{life.number} (final)", life.rc))
+                    exits.append(life)
             verdict = check(topics, ledger.history(), [x.summary() for x in fleet.lives], exits, nemesis.faults,
                             epoch_ms, until)
         finally:

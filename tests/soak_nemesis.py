@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from soak_world import Fleet
+from soak_world import Fleet, Life
 from test_cluster import coordinator, group_coordinator, leaders
 
 from processor.local import cluster as local_cluster
@@ -69,7 +69,7 @@ class Nemesis(threading.Thread):
         self.lock = threading.Lock()
         self.busy: set[str] = set()  # instances under a fault; "broker" / "brokers2" / "proxy-cut"
         self.threads: list[threading.Thread] = []
-        self.term_exits: list[tuple[str, int | None]] = []
+        self.term_exits: list[Life] = []
 
     # -- scheduling ---------------------------------------------------------------------------------
 
@@ -128,7 +128,7 @@ class Nemesis(threading.Thread):
     def _stop_restart(self, fault: Fault, name: str, sig: signal.Signals, delay: float) -> None:
         life = self.fleet.stop(name, sig)
         if sig == signal.SIGTERM and life is not None:
-            self.term_exits.append((f"{name}#{life.number}", life.rc))
+            self.term_exits.append(life)
             fault.detail["exit"] = life.rc
         time.sleep(delay)  # the fault: the instance stays down this long
         self.fleet.start(name)
@@ -151,7 +151,7 @@ class Nemesis(threading.Thread):
         for name in claimed:
             life = self.fleet.stop(name, signal.SIGTERM)
             if life is not None:
-                self.term_exits.append((f"{name}#{life.number}", life.rc))
+                self.term_exits.append(life)
             self.fleet.start(name).proc.wait_ready(180)
         fault.end, fault.affected = self.fleet.now(), list(claimed)
 

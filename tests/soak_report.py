@@ -66,6 +66,7 @@ def summary(seed: int, figures: dict[str, Any], faults: list[dict[str, Any]], ve
               f"lost {v.lost}, duplicated {v.duplicated}, unexpected {v.unexpected}, content mismatches "
               f"{v.mismatched}, uncommitted visible {v.uncommitted_visible}",
               f"counters: {v.counters}",
+              f"SIGTERM exits 1 allowed by the contract (Kafka unreachable at the stop): {v.exits_unreachable}",
               "RESULT: " + ("PASS" if v.ok else "FAIL")]
     if not v.ok:
         lines += [f"  SIGTERM exits: {v.bad_exits}", f"  counters above the output: {v.counter_excess}",

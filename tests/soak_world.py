@@ -35,7 +35,8 @@ COMPACTING = {"segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01", "delete
               "min.compaction.lag.ms": "0", "max.compaction.lag.ms": "2000"}
 #: A zombie's open transaction is aborted by the coordinator 10 s after it stopped.
 PROCESSOR_ENV = {**FAST, "ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS": "10000"}
-PROCESSOR_ARGS = ("--batch-size", "500", "--shutdown-timeout-s", "20")
+SHUTDOWN_TIMEOUT_S = 20.0
+PROCESSOR_ARGS = ("--batch-size", "500", "--shutdown-timeout-s", str(int(SHUTDOWN_TIMEOUT_S)))
 COUNTERS = ("access_eval_attempts_total", "access_eval_settings_records_total")
 
 
@@ -50,6 +51,7 @@ class Life:
     ended: float | None = None
     how: str = ""  # "SIGKILL", "SIGTERM", or "" while running
     rc: int | None = None
+    signalled: float | None = None  # when the soak sent SIGTERM/SIGKILL
     paused: bool = False
     outcomes: dict[str, float] = field(default_factory=dict)  # access_eval_attempts_total by outcome
     scraped_at: float | None = None
@@ -61,8 +63,8 @@ class Life:
     def summary(self) -> dict[str, object]:
         return {"instance": self.instance, "life": self.number, "pid": self.proc.proc.pid,
                 "started": round(self.started, 3), "ended": None if self.ended is None else round(self.ended, 3),
-                "how": self.how, "rc": self.rc, "counted": self.outcomes, "last_scrape": self.scraped_at,
-                "log": str(self.proc.log_path)}
+                "how": self.how, "rc": self.rc, "signalled": self.signalled, "counted": self.outcomes,
+                "last_scrape": self.scraped_at, "log": str(self.proc.log_path)}
 
 
 def parse_outcomes(body: str) -> dict[str, float]:
@@ -136,6 +138,7 @@ class Fleet:
         self.scrape(life)
         if life.paused:
             self.resume(name)
+        life.signalled = self.now()
         if sig == signal.SIGKILL:
             life.proc.kill()
             rc: int | None = life.proc.proc.returncode
