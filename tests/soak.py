@@ -80,11 +80,12 @@ class Sampler(threading.Thread):
         super().__init__(name="sampler", daemon=True)
         self.fleet, self.ledger, self.nemesis, self.timeline = fleet, ledger, nemesis, timeline
         self.sent: dict[int, int] = {}
+        self.committed: dict[int, int] = {}  # attempts committed per second, from every life's counters
         self.crashes: list[str] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
-        last_second, last_sent = -1, 0
+        last_second, last_sent, last_committed = -1, 0, 0.0
         while not self.stop.wait(SCRAPE_S):
             self.fleet.scrape_all()
             with self.nemesis.lock:
@@ -96,8 +97,9 @@ class Sampler(threading.Thread):
             second = int(self.fleet.now())
             if second != last_second:
                 sent = self.ledger.attempts_sent
-                self.sent[second] = sent - last_sent
-                last_second, last_sent = second, sent
+                committed = sum(life.committed for life in self.fleet.lives)
+                self.sent[second], self.committed[second] = sent - last_sent, int(committed - last_committed)
+                last_second, last_sent, last_committed = second, sent, committed
 
 
 def _settle(fleet: Fleet, nemesis: Nemesis, info: Any, topics: Any, timeline: Timeline) -> None:
@@ -199,7 +201,8 @@ def _write(opts: Options, verdict: Verdict, figures: dict[str, Any], rows: list[
         fh.write(json.dumps({"what": "result", "ok": verdict.ok, "figures": figures, "diffs": verdict.diffs,
                              "diff_kinds": dict(verdict.diff_kinds), "problems": verdict.problems}, default=str) + "\n")
     (opts.out / "summary.txt").write_text(text + "\n")
-    plot(opts.out / "plot.svg", tail.seconds, sampler.sent, nemesis.faults, figures["elapsed_s"], opts.seed)
+    plot(opts.out / "plot.svg", tail.seconds, {"attempts sent": sampler.sent, "attempts committed": sampler.committed},
+         nemesis.faults, figures["elapsed_s"], opts.seed)
     if opts.png:
         render_png(opts.out / "plot.svg")
     print(text, flush=True)

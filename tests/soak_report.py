@@ -99,28 +99,32 @@ def _axis(y0: float, label: str, top: float, unit: str) -> list[str]:
     return out
 
 
-def plot(path: Path, seconds: dict[int, Any], sent: dict[int, int], faults: list[Fault], duration: float,
-         seed: int) -> None:
-    """Three panels over soak time: committed output and input per second; the worst end-to-end
-    latency per second; one row per fault kind with a bar per fault window."""
+def plot(path: Path, seconds: dict[int, Any], rates: dict[str, dict[int, int]], faults: list[Fault],
+         duration: float, seed: int) -> None:
+    """Three panels over soak time, from the start of the load: attempts sent and committed and output
+    records per second; the worst end-to-end latency per second; a row per fault kind, a bar per fault."""
     span = max(duration, max(seconds, default=1), 1.0)
+    sent = rates["attempts sent"]
+    t0 = max(0, min((t for t, n in sent.items() if n), default=0) - 2)
 
     def x(t: float) -> float:
-        return LEFT + (W - LEFT - RIGHT) * t / span
+        return LEFT + (W - LEFT - RIGHT) * max(0.0, t - t0) / max(1.0, span - t0)
 
     kinds = list(KINDS)
     rows_h = 16 * len(kinds) + 20
-    h = 40 + 2 * (PANEL + GAP) + rows_h + 40
+    h = 60 + 2 * (PANEL + GAP) + rows_h + 40
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" font-family="sans-serif">',
            f'<rect width="{W}" height="{h}" fill="white"/>',
            f'<text x="{W / 2}" y="20" font-size="15" text-anchor="middle">access-eval soak, seed {seed}, '
            f'{duration:.0f} s</text>']
-    y0 = 40 + PANEL
+    y0 = 60 + PANEL
     out = {t: s.events + s.dead for t, s in seconds.items()}
-    top = max([*out.values(), *sent.values(), 1])
-    svg += _axis(y0, "throughput (records/s): committed output (blue), attempts sent (grey)", top, "")
-    for series, colour in ((sent, "#999"), (out, "#1f77b4")):
-        pts = [(x(t), y0 - PANEL * series.get(t, 0) / top) for t in range(int(span) + 1)]
+    series_list = ((sent, "#999"), (rates["attempts committed"], "#1f77b4"), (out, "#2ca02c"))
+    top = max([1, *(n for series, _ in series_list for n in series.values())])
+    svg += _axis(y0, "per second: attempts sent (grey), attempts committed (blue, counters), eval events + dead "
+                 "letters visible to read_committed (green)", top, "")
+    for series, colour in series_list:
+        pts = [(x(t), y0 - PANEL * series.get(t, 0) / top) for t in range(t0, int(span) + 1)]
         svg.append(f'<path d="{_path(pts)}" fill="none" stroke="{colour}" stroke-width="1.2"/>')
     y1 = y0 + GAP + PANEL
     lat = {t: s.latency_max_ms / 1000 for t, s in seconds.items() if s.latency_max_ms}
@@ -138,11 +142,11 @@ def plot(path: Path, seconds: dict[int, Any], sent: dict[int, int], faults: list
             width = max(1.0, x(end) - x(f.start))
             svg.append(f'<rect x="{x(f.start):.1f}" y="{ry}" width="{width:.1f}" height="12" opacity="0.8" '
                        f'fill="{COLOURS[i % len(COLOURS)]}"><title>#{f.id} {escape(f.target)}</title></rect>')
-            for py in (40, y1 - PANEL):
+            for py in (y0 - PANEL, y1 - PANEL):
                 svg.append(f'<rect x="{x(f.start):.1f}" y="{py}" width="{width:.1f}" '
                            f'height="{PANEL}" fill="{COLOURS[i % len(COLOURS)]}" opacity="0.06"/>')
     axis_y = y2 + rows_h
-    for t in range(0, int(span) + 1, max(10, int(span / 12) // 10 * 10)):
+    for t in range(t0 // 10 * 10 + 10, int(span) + 1, max(10, int((span - t0) / 12) // 10 * 10)):
         svg.append(f'<text x="{x(t):.1f}" y="{axis_y + 14}" font-size="10" text-anchor="middle">{t}s</text>')
     svg.append("</svg>")
     path.write_text("\n".join(svg))
