@@ -123,3 +123,19 @@ def test_parse_duration() -> None:
     with pytest.raises(Exception, match=r"use e\.g\."):
         parse_duration("5 minutes")
     assert set(KINDS) >= {"proc-kill", "broker-kill", "quorum-loss", "partition-all", "proc-pause", "rolling-restart"}
+
+
+def test_sigterm_exit_1_only_when_kafka_was_unreachable_for_the_whole_shutdown_timeout() -> None:
+    from soak_check import sigterm_exits
+    from soak_world import SHUTDOWN_TIMEOUT_S, Life
+
+    def life(n: int, rc: int, signalled: float, took: float) -> Life:
+        return Life("p0", n, proc=None, started=0.0, ended=signalled + took, how="SIGTERM", rc=rc,  # type: ignore[arg-type]
+                    signalled=signalled)
+
+    windows = Windows([Fault(3, "partition-all", "p0<->broker-1,broker-2,broker-3", 40.0, 70.0)], 0, 100.0)
+    lives = [life(1, 0, 10.0, 1.0), life(2, 1, 45.0, SHUTDOWN_TIMEOUT_S + 0.5), life(3, 1, 45.0, 2.0),
+             life(4, 1, 80.0, SHUTDOWN_TIMEOUT_S + 0.5), life(5, -9, 50.0, 1.0)]
+    bad, allowed = sigterm_exits(lives, windows)
+    assert [a.split(" ")[0] for a in allowed] == ["p0#2"]
+    assert [b.split(" ")[0] for b in bad] == ["p0#3", "p0#4", "p0#5"]
