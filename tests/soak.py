@@ -151,9 +151,10 @@ def run(opts: Options) -> Result:
             tail, sampler = Tail(topics, ledger, clock), Sampler(fleet, ledger, nemesis, timeline)
             for t in (tail, sampler, traffic, churn, nemesis):
                 t.start()
+            load_end = fleet.now() + opts.duration_s  # the duration is the load's, after the cluster start
             timeline.write("load started")
-            while fleet.now() < opts.duration_s:
-                time.sleep(min(5.0, max(0.1, opts.duration_s - fleet.now())))  # the soak's length itself
+            while fleet.now() < load_end:
+                time.sleep(min(5.0, max(0.1, load_end - fleet.now())))  # the soak's length itself
                 timeline.write("progress", sent=ledger.attempts_sent, faults=len(nemesis.faults))
             nemesis.finish()
             churn.stop.set()
