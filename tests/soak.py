@@ -116,6 +116,18 @@ def _settle(fleet: Fleet, nemesis: Nemesis, info: Any, topics: Any, timeline: Ti
     timeline.write("all committed")
 
 
+def _recoveries(nemesis: Nemesis, fleet: Fleet, until: float, verdict: Verdict) -> list[dict[str, Any]]:
+    """Each fault's row with its recovery time; a fault not recovered from within the limit fails the soak."""
+    rows = []
+    for f in nemesis.faults:
+        rec = recovery(f, fleet.rises, until, RECOVERY_LIMIT_S)
+        rows.append({**f.row(), "recovery_s": rec})
+        if rec is None and f.affected and f.end is not None and until - f.end > RECOVERY_LIMIT_S:
+            verdict.problems.append(f"fault #{f.id} {f.kind}: {f.affected} did not commit within "
+                                    f"{RECOVERY_LIMIT_S:.0f} s of its end")
+    return rows
+
+
 def _figures(opts: Options, ledger: Ledger, tail: Tail, nemesis: Nemesis, rows: list[dict[str, Any]],
              elapsed: float) -> dict[str, Any]:
     lat = [s.latency_max_ms for s in tail.seconds.values() if s.latency_max_ms]
@@ -180,13 +192,7 @@ def run(opts: Options) -> Result:
         finally:
             fleet.kill_all()
         verdict.problems += traffic.failures + churn.failures + sampler.crashes
-        rows = []
-        for f in nemesis.faults:
-            rec = recovery(f, fleet.rises, until, RECOVERY_LIMIT_S)
-            rows.append({**f.row(), "recovery_s": rec})
-            if rec is None and f.affected and f.end is not None and until - f.end > RECOVERY_LIMIT_S:
-                verdict.problems.append(f"fault #{f.id} {f.kind}: {f.affected} did not commit within "
-                                        f"{RECOVERY_LIMIT_S:.0f} s of its end")
+        rows = _recoveries(nemesis, fleet, until, verdict)
         figures = _figures(opts, ledger, tail, nemesis, rows, until)
     return _write(opts, verdict, figures, rows, tail, sampler, nemesis, fleet)
 
