@@ -188,7 +188,7 @@ def run(opts: Options) -> Result:
                     life.how = FINAL
                     exits.append(life)
             verdict = check(topics, ledger.history(), [x.summary() for x in fleet.lives], exits, nemesis.faults,
-                            epoch_ms, until)
+                            epoch_ms, until, dict(ledger.churn))
         finally:
             fleet.kill_all()
         verdict.problems += traffic.failures + churn.failures + sampler.crashes

@@ -90,6 +90,7 @@ class Verdict:
     counter_excess: dict[str, float] = field(default_factory=dict)
     diffs: list[dict[str, Any]] = field(default_factory=list)
     diff_kinds: Counter[str] = field(default_factory=Counter)
+    diffs_out_of_order: int = 0  # differences on accounts that had out-of-order updated_at churn
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -99,6 +100,8 @@ class Verdict:
 
     def add(self, kind: str, **what: Any) -> None:
         self.diff_kinds[kind] += 1
+        if "out_of_order" in what.get("churn", ()):
+            self.diffs_out_of_order += 1
         if len(self.diffs) < MAX_DIFFS:
             self.diffs.append({"kind": kind, **what})
 
@@ -128,16 +131,20 @@ def decode(evals: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
 
 
 def check_events(v: Verdict, expected: dict[str, dict[str, Any]], inputs: dict[str, Any],
-                 evals: list[tuple[Any, dict[str, Any]]], windows: Windows) -> None:
-    """Each expected attempt id exactly once, equal to the model's projection; nothing else."""
+                 evals: list[tuple[Any, dict[str, Any]]], windows: Windows,
+                 churn: dict[str, list[str]] | None = None) -> None:
+    """Each expected attempt id exactly once, equal to the model's projection; nothing else. `churn`:
+    the settings changes of each account, named in each difference."""
     got: dict[str, list[tuple[Any, dict[str, Any]]]] = defaultdict(list)
     for m, projection in evals:
         got[projection["attemptId"]].append((m, projection))
     v.events_checked = len(evals)
     for aid in sorted(expected.keys() | got.keys()):
         src = inputs.get(aid)
+        account = src.key().decode("utf-8", "replace") if src is not None and src.key() else None
         where = {"attempt": aid, "input": list(_coords(src)) if src is not None else None,
-                 "published_in": windows.at_ms(src.timestamp()[1] if src is not None else None)}
+                 "published_in": windows.at_ms(src.timestamp()[1] if src is not None else None),
+                 "account": account, "churn": (churn or {}).get(account or "", [])}
         copies = got.get(aid, [])
         if aid not in expected:
             v.unexpected += len(copies)
@@ -221,7 +228,7 @@ def sigterm_exits(lives: list[Life], windows: Windows) -> tuple[list[str], list[
 
 
 def check(topics: Topics, settings: list[SettingsRecord], lives: list[dict[str, Any]], term_exits: list[Life],
-          faults: list[Fault], epoch_ms: int, until: float) -> Verdict:
+          faults: list[Fault], epoch_ms: int, until: float, churn: dict[str, list[str]]) -> Verdict:
     v = Verdict()
     windows = Windows(faults, epoch_ms, until)
     bootstrap = topics.bootstrap
@@ -240,7 +247,7 @@ def check(topics: Topics, settings: list[SettingsRecord], lives: list[dict[str, 
     except AssertionError as exc:
         v.problems.append(str(exc))
         return v
-    check_events(v, spec.events, inputs, decode(evals), windows)
+    check_events(v, spec.events, inputs, decode(evals), windows, churn)
     check_dead(v, invalid, dead, topics.attempts, windows, {_coords(m): m.timestamp()[1] for m in attempts})
     check_isolation(v, bootstrap, topics.evals, evals)
     check_isolation(v, bootstrap, topics.dlq, dead)

@@ -71,6 +71,8 @@ def summary(seed: int, figures: dict[str, Any], faults: list[dict[str, Any]], ve
     if not v.ok:
         lines += [f"  SIGTERM exits: {v.bad_exits}", f"  counters above the output: {v.counter_excess}",
                   f"  problems: {v.problems}", f"  differences by kind: {dict(v.diff_kinds)}",
+                  f"  differences on accounts with out-of-order updated_at churn: {v.diffs_out_of_order} of "
+                  f"{sum(v.diff_kinds.values())} (see docs/guarantees.md, Soak: what it found)",
                   f"  first {len(v.diffs)} differences:"]
         lines += [f"    {printable(json.dumps(d, default=str))}" for d in v.diffs]
         lines += ["  fault schedule:"] + [f"    {json.dumps(f)}" for f in faults]

@@ -61,6 +61,7 @@ class Ledger:
     published_ms: dict[str, int] = field(default_factory=dict)  # attempt id -> publication time
     settings: list[tuple[int, SettingsRecord]] = field(default_factory=list)  # (offset, record)
     changes: Counter[str] = field(default_factory=Counter)
+    churn: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # account -> change kinds
     versions_now: dict[tuple[str, int], int] = field(default_factory=dict)  # (account, effective) -> record ts
     attempts_sent: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -243,6 +244,7 @@ class Churn(threading.Thread):
             if kind != "tombstone":
                 self.ledger.versions_now[(account, t)] = records[-1][2]
             self.ledger.changes[kind] += 1
+            self.ledger.churn[account].append(kind)
         self.timeline.write("settings", kind=kind, account=account[:8], effective_ms=t, newest_ms=newest)
         time.sleep(HOLD_S)  # the contract's staleness bound (500 ms) plus slack: then attempts resume
         with self.ledger.lock:
