@@ -108,6 +108,11 @@ def test_checker_counters_above_the_output_fail() -> None:
     ok = Verdict()
     check_counters(ok, lives, ["permit"] * 6 + ["invalid"])
     assert ok.ok and ok.counters["shortfall"] == {"permit": 1, "invalid": 0}
+    differing = Verdict(mismatched=1)  # events differ from the model: its outcomes are not the processor's
+    check_counters(differing, lives, ["permit"] * 4 + ["enforced_deny"] * 2 + ["invalid"])
+    assert differing.counter_excess == {} and differing.counters["shortfall"] == {"all": 1, "invalid": 0}
+    check_counters(differing, lives, ["permit"] * 4 + ["invalid"])
+    assert differing.counter_excess == {"all": 1}
 
 
 def test_windows_name_the_faults_under_way() -> None:
