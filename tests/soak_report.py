@@ -122,11 +122,12 @@ def plot(path: Path, seconds: dict[int, Any], rates: dict[str, dict[int, int]], 
     y0 = 60 + PANEL
     out = {t: s.events + s.dead for t, s in seconds.items()}
     series_list = ((sent, "#999"), (rates["attempts committed"], "#1f77b4"), (out, "#2ca02c"))
-    top = max([1, *(n for series, _ in series_list for n in series.values())])
+    # Catch-up bursts after an outage reach many times the send rate: clipped at 3x, so the rest stays legible.
+    top = max(1, 3 * max(sent.values(), default=1))
     svg += _axis(y0, "per second: attempts sent (grey), attempts committed (blue, counters), eval events + dead "
-                 "letters visible to read_committed (green)", top, "")
+                 "letters visible to read_committed (green); clipped at 3x the send rate", top, "")
     for series, colour in series_list:
-        pts = [(x(t), y0 - PANEL * series.get(t, 0) / top) for t in range(t0, int(span) + 1)]
+        pts = [(x(t), y0 - PANEL * min(series.get(t, 0), top) / top) for t in range(t0, int(span) + 1)]
         svg.append(f'<path d="{_path(pts)}" fill="none" stroke="{colour}" stroke-width="1.2"/>')
     y1 = y0 + GAP + PANEL
     lat = {t: s.latency_max_ms / 1000 for t, s in seconds.items() if s.latency_max_ms}
