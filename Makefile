@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: demo test test-k8s lint bench clean image test-image test-dashboard
+.PHONY: demo test test-k8s lint bench clean image test-image test-dashboard soak
 
 demo:
 	scripts/bootstrap
@@ -17,6 +17,14 @@ test-k8s:
 lint:
 	.venv/bin/ruff check processor tests bench
 	.venv/bin/mypy
+
+# The randomized fault soak for as long as you like (docs/guarantees.md, "Soak"); output in var/soak/<seed>/.
+# E.g. make soak DURATION=2h SEED=123456 (SEED empty: random, printed).
+DURATION ?= 60m
+SEED ?=
+soak:
+	scripts/bootstrap --all
+	scripts/soak --duration $(DURATION) $(if $(SEED),--seed $(SEED))
 
 # Container image without a Docker daemon or registry (buildah on a Debian base; see tests/image_harness.py).
 image:
