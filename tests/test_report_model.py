@@ -27,7 +27,7 @@ DAY = 24 * HOUR
 NOW = 1_780_272_000_000 + 7 * HOUR + 123  # not on a bucket boundary
 TYPES = ("user", "service_id", "service")
 ACCOUNTS = ("acct-a", "acct-b", "acct-c")
-EXTERNALS = ("ext-1", "ext-2", "ext-3", "ext-4", "ext-5", "Ext-6 ", "bad\u202eid")
+EXTERNALS = ("ext-1", "ext-2", "ext-3", "ext-4", "ext-5", "Ext-6 ", "bad\u202eid", "ext,7")
 STATE_DECISIONS = (("monitor", "Deny"), ("monitor", "Deny"), ("monitor", "Permit"), ("limited", "Deny"))
 
 
@@ -84,7 +84,8 @@ def model(stream: list[dict[str, Any]], since: int, account: str, allow: dict[st
         if key[1] not in allow.get(key[0], set()):
             per_candidate[key] += 1
     ranking = sorted(per_candidate.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1]))
-    plain = {k: k[1].isprintable() and " " not in k[1] and "\u202e" not in k[1] for k, _ in ranking}
+    # Plain: printable, and none of the characters `settings put` refuses in an id (contract §11.7).
+    plain = {k: k[1].isprintable() and not set(k[1]) & set(" ,\"'\\") for k, _ in ranking}
     kinds = {k: ("not_plain" if not plain[k] else "recommended" if n >= 2 else "one_off") for k, n in ranking}
     remaining = sum(per_candidate.values())
     recommended = sum(1 for k in kinds.values() if k == "recommended")

@@ -11,9 +11,10 @@ Pure functions over `AccountTally`; no I/O. The rules, stated once:
   n additions could: `cumulative_share` of the n-th is the best coverage of n additions.
 - A candidate is **recommended** when it made at least `MIN_REPEATED_ATTEMPTS` (2) attempts in the
   window: a caller that came back. A single attempt is a **one-off**, the long tail limited is meant
-  to stop, listed but not recommended. An id that is not plain text (whitespace, control, invisible
-  or bidi characters: `display.is_plain`) is **not_plain**: shown escaped, never recommended, never
-  put into a command to paste.
+  to stop, listed but not recommended. An id that is not plain text (control, invisible or bidi
+  characters: `display.is_plain`; or whitespace, a comma, a quote or a backslash, which `settings put`
+  refuses in an id) is **not_plain**: shown escaped, never recommended, never put into a command to
+  paste.
 - **Readiness class**, with K = `max_additions`:
   `ready_now` (report-only evaluations in the window, and none would be denied with the allowlists in
   force now), `ready_after_additions` (at most K recommended candidates: once added, only one-offs and
@@ -86,8 +87,17 @@ class Advice:
         return additions_for_share([c.attempts for c in self.candidates], share)
 
 
+#: Characters `settings put` refuses in an account id (besides what `is_plain` escapes).
+_NOT_IN_IDS = frozenset(" ,\"'\\")
+
+
+def suggestable(account_id: str) -> bool:
+    """True when the id can go into a command to paste: plain text, and nothing `settings put` refuses."""
+    return is_plain(account_id) and not any(ch in _NOT_IN_IDS or ch.isspace() for ch in account_id)
+
+
 def candidate_kind(external_account: str, attempts: int) -> str:
-    if not is_plain(external_account):
+    if not suggestable(external_account):
         return NOT_PLAIN
     return RECOMMENDED if attempts >= MIN_REPEATED_ATTEMPTS else ONE_OFF
 

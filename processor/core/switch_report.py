@@ -23,6 +23,7 @@ from processor.core.allowlist_advice import (
     advise,
 )
 from processor.core.ids import rfc3339_millis
+from processor.core.outcomes import REPORT_ONLY_STATE, UNRESTRICTED_STATE
 from processor.core.would_be_denies import HOUR_MS, MAX_ACTIONS, AccountTally, Window
 
 SUGGESTION_RULE = (
@@ -109,6 +110,7 @@ def identity_rows(tally: AccountTally) -> list[dict[str, Any]] | None:
             "first_seen": rfc3339_millis(g.first_ms),
             "last_seen": rfc3339_millis(g.last_ms),
             "actions": sorted(g.actions),
+            "user_agent": g.agent,
         }
         for (ext, itype, iam_id), g in rows
     ]
@@ -207,6 +209,23 @@ def account_report(
     }
     report["verdict"] = verdict(report)
     return report
+
+
+def allowlist_commands(report: dict[str, Any]) -> list[list[str]]:
+    """The `settings put` argv per identity type adding its recommended candidates (plain ids only:
+    a not-plain id is never recommended), keeping the type's state (an `enabled` type goes to monitor)."""
+    by_type: dict[str, list[str]] = {}
+    for c in report["suggestion"]["candidates"]:
+        if c["kind"] == RECOMMENDED:
+            by_type.setdefault(c["identity_type"], []).append(c["account_id"])
+    current = report.get("current_settings")
+    out = []
+    for itype, exts in sorted(by_type.items()):
+        state = current["identity_types"][itype]["state"] if current is not None else REPORT_ONLY_STATE
+        state = REPORT_ONLY_STATE if state == UNRESTRICTED_STATE else state
+        out.append(["access-eval", "settings", "put", "--account", report["account_id"], "--identity-type", itype,
+                    "--state", state, "--add-allow", *exts])
+    return out
 
 
 def allowlists_of(current: dict[str, Any] | None) -> Allowlists | None:

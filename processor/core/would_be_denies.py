@@ -118,10 +118,11 @@ class PairTally:
 class IdentityTally:
     """Would-be denies of one identity from one external account (kept with `detail=True`)."""
 
-    __slots__ = ("actions", "attempts", "first_ms", "last_ms", "name")
+    __slots__ = ("actions", "agent", "attempts", "first_ms", "last_ms", "name")
 
     def __init__(self, event_ms: int) -> None:
         self.attempts = 0
+        self.agent: str | None = None
         self.actions: set[str] = set()
         self.first_ms = event_ms
         self.last_ms = event_ms
@@ -213,8 +214,9 @@ class WouldBeDenies:
             t.enforced_denies += 1
         else:
             ini = event["initiator"]
+            host = ini.get("host") or {}
             self._deny(t, ini["typeURI"], normalize_account(ini["authnAccountId"]), ini["id"], event_ms,
-                       target["action"], ini.get("name"))
+                       target["action"], ini.get("name"), host.get("agent"))
 
     def add_deny(
         self,
@@ -231,7 +233,8 @@ class WouldBeDenies:
         self._deny(self.tally(account_id), identity_type, external_account, iam_id, event_ms, action, name)
 
     def _deny(
-        self, t: AccountTally, itype: str, ext: str, iam_id: str, event_ms: int, action: str, name: str | None
+        self, t: AccountTally, itype: str, ext: str, iam_id: str, event_ms: int, action: str, name: str | None,
+        agent: str | None = None,
     ) -> None:
         t.would_be_denies += 1
         t.identities.add(iam_id)
@@ -260,6 +263,8 @@ class WouldBeDenies:
         ig.last_ms = max(ig.last_ms, event_ms)
         if name:
             ig.name = name
+        if agent and event_ms >= ig.last_ms:
+            ig.agent = agent
 
     # -- `simulate --summary` -------------------------------------------------------------------
 

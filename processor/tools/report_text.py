@@ -12,8 +12,7 @@ from typing import Any
 
 from processor.core.allowlist_advice import NOT_PLAIN, RECOMMENDED
 from processor.core.display import printable, shell_command
-from processor.core.outcomes import REPORT_ONLY_STATE, UNRESTRICTED_STATE
-from processor.core.switch_report import coverage_sentence, headline, n_of, pct
+from processor.core.switch_report import allowlist_commands, coverage_sentence, headline, n_of, pct
 from processor.tools.common import format_table
 
 MAX_ACTIONS_SHOWN = 3
@@ -91,21 +90,10 @@ def _suggestion(r: dict[str, Any], top: int) -> list[str]:
 
 def _commands(r: dict[str, Any]) -> list[str]:
     """`settings put` commands for the recommended additions, one per identity type, shell-quoted."""
-    by_type: dict[str, list[str]] = {}
-    for c in r["suggestion"]["candidates"]:
-        if c["kind"] == RECOMMENDED:
-            by_type.setdefault(c["identity_type"], []).append(c["account_id"])
-    if not by_type:
+    commands = allowlist_commands(r)
+    if not commands:
         return []
-    current = r.get("current_settings")
-    out = ["to add the recommended accounts:"]
-    for itype, exts in sorted(by_type.items()):
-        state = current["identity_types"][itype]["state"] if current is not None else REPORT_ONLY_STATE
-        state = REPORT_ONLY_STATE if state == UNRESTRICTED_STATE else state
-        argv = ["access-eval", "settings", "put", "--account", r["account_id"], "--identity-type", itype,
-                "--state", state, "--add-allow", *exts]
-        out.append("  " + shell_command(argv))
-    return out
+    return ["to add the recommended accounts:", *("  " + shell_command(argv) for argv in commands)]
 
 
 def _by_identity(r: dict[str, Any], top: int) -> list[str]:
@@ -145,7 +133,7 @@ def render_account(r: dict[str, Any], top: int) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-_CLASS_WORDS = {"ready_now": "ready now", "ready_after_additions": "ready after additions",
+CLASS_WORDS = {"ready_now": "ready now", "ready_after_additions": "ready after additions",
                 "not_ready": "not ready", "no_evidence": "no evidence"}
 
 
@@ -155,7 +143,7 @@ def render_fleet(r: dict[str, Any], top: int) -> str:
     out = [f"fleet: {r['verdict']}",
            f"  window: {w['text']} ({w['since']} .. {w['until']}); ready after additions: at most "
            f"{r['max_additions']} recommended additions (--max-additions)"]
-    out.append("  " + "   ".join(f"{_CLASS_WORDS[c]}: {n}" for c, n in r["classes"].items()))
+    out.append("  " + "   ".join(f"{CLASS_WORDS[c]}: {n}" for c, n in r["classes"].items()))
     if r["covered_from"] is not None:
         out.append(f"  data covers {r['covered_from']} .. {r['covered_to']} (first and last event read)")
     out += [f"warning: {printable(w_)}" for w_ in r["warnings"]]
@@ -166,7 +154,7 @@ def render_fleet(r: dict[str, Any], top: int) -> str:
     out.append(format_table(
         ["account", "readiness", "additions", share, "would-be denies", "left now", "identities", "external",
          "types in monitor"],
-        [[a["account_id"], _CLASS_WORDS[a["readiness"]["class"]], a["readiness"]["recommended_additions"],
+        [[a["account_id"], CLASS_WORDS[a["readiness"]["class"]], a["readiness"]["recommended_additions"],
           a["readiness"]["additions_for_share"], f"{a['would_be_denies']:,}", f"{a['denies_with_current_allowlist']:,}",
           a["identities"], a["external_accounts"], ",".join(a["monitor_types"])] for a in shown],
     ))
