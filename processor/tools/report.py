@@ -197,9 +197,9 @@ def emit(report: dict[str, Any], opts: ReportOptions) -> None:
         raise OpsError(f"--output: cannot write {opts.output}: {exc.strerror}") from None
 
 
-def regenerate_command(opts: ReportOptions) -> list[str]:
+def regenerate_command(opts: ReportOptions, bootstrap: str | None = None) -> list[str]:
     """The argv that writes this page again (shown in the page, shell-quoted)."""
-    argv = ["access-eval", "report"]
+    argv = ["access-eval", "report"] + (["--bootstrap-servers", bootstrap] if bootstrap else [])
     argv += ["--all-accounts"] if opts.account is None else ["--account", opts.account]
     argv += ["--since", opts.since, "--eval-topic", opts.eval_topic, "--settings-topic", opts.settings_topic,
              "--format", opts.fmt]
