@@ -119,19 +119,9 @@ def main(
     clients.quiet_librdkafka(debug=debug_logging())
     foreign = bootstrap is not None
     topics = demo_topics(foreign, topic_names or {})
-    if bootstrap is not None:
-        refused = _confirmed(bootstrap, topics, yes)
-        if refused is not None:
-            return refused
-    else:
-        print("Starting the local Kafka broker (first run downloads it from Maven Central)...", file=out)
-        try:
-            info = broker.start()
-        except LocalKafkaError as exc:
-            print(f"access-eval demo: {exc}", file=sys.stderr)
-            return EXIT_FAIL
-        bootstrap = info.bootstrap
-        print(f"bootstrap: {bootstrap}", file=out)
+    bootstrap, refused = _cluster(bootstrap, topics, yes, out)
+    if bootstrap is None:
+        return refused
     cfg = _config(bootstrap, topics, metrics_port)
     props = cfg.kafka_properties()
     _prepare_topics(cfg, props)
@@ -172,6 +162,22 @@ def main(
     if not foreign:
         print("Stop the local broker: access-eval local stop", file=out)
     return EXIT_OK
+
+
+def _cluster(bootstrap: str | None, topics: dict[str, str], yes: bool, out: TextIO) -> tuple[str | None, int]:
+    """The cluster to use: the one given (after confirmation) or the local broker, started here;
+    (None, exit status) when the demo must not go on."""
+    if bootstrap is not None:
+        refused = _confirmed(bootstrap, topics, yes)
+        return (None, refused) if refused is not None else (bootstrap, EXIT_OK)
+    print("Starting the local Kafka broker (first run downloads it from Maven Central)...", file=out)
+    try:
+        info = broker.start()
+    except LocalKafkaError as exc:
+        print(f"access-eval demo: {exc}", file=sys.stderr)
+        return None, EXIT_FAIL
+    print(f"bootstrap: {info.bootstrap}", file=out)
+    return info.bootstrap, EXIT_OK
 
 
 def _config(bootstrap: str, topics: dict[str, str], metrics_port: int) -> RunConfig:
