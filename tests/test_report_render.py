@@ -135,3 +135,22 @@ def test_fleet_text_and_html_rank_accounts_readiest_first() -> None:
     assert text.index("calm") < text.index("busy") < text.index("silent")
     page = report_html.render(report, regenerate=["access-eval", "report", "--all-accounts"])
     assert page.count('data-chart="sparkline"') == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["--format", "html"], "--output"), (["--top", "-1"], "--top"), (["--max-additions", "-2"], "--max-additions"),
+     (["--cover", "0"], "--cover")],
+    ids=["html-without-output", "negative-top", "negative-k", "zero-cover"],
+)
+def test_bad_report_flags_are_one_line_usage_errors_before_kafka(args: list[str], needle: str) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "processor", "report", "--bootstrap-servers", "127.0.0.1:9", "--account", "a", *args],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr

@@ -130,11 +130,11 @@ def advise(tally: AccountTally, allowlists: Allowlists | None, max_additions: in
     """Rank the account's candidates, taking the allowlists in force now (None: unknown) into account."""
     already: dict[str, list[str]] = {}
     open_pairs: list[tuple[str, str, int]] = []
-    for (itype, ext), g in tally.pairs.items():
+    for (itype, ext), attempts in tally.counts.items():
         if allowlists is not None and ext in allowlists.get(itype, ()):
             already.setdefault(itype, []).append(ext)
         else:
-            open_pairs.append((itype, ext, g.attempts))
+            open_pairs.append((itype, ext, attempts))
     open_pairs.sort(key=lambda p: (-p[2], p[0], p[1]))
     cands: list[Candidate] = []
     cumulative = 0

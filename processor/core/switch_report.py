@@ -76,9 +76,9 @@ def external_accounts(tally: AccountTally) -> list[dict[str, Any]]:
             ext, {"attempts": 0, "ids": set(), "types": set(), "actions": set(), "first": g.first_ms, "last": g.last_ms}
         )
         m["attempts"] += g.attempts
-        m["ids"] |= g.identities or set()
+        m["ids"] |= g.identities
         m["types"].add(itype)
-        m["actions"] |= g.actions or set()
+        m["actions"] |= g.actions
         m["first"] = min(m["first"], g.first_ms)
         m["last"] = max(m["last"], g.last_ms)
     ordered = sorted(merged.items(), key=lambda kv: (-kv[1]["attempts"], kv[0]))
@@ -118,8 +118,8 @@ def identity_rows(tally: AccountTally) -> list[dict[str, Any]] | None:
 
 def by_identity_type(tally: AccountTally) -> dict[str, int]:
     out: dict[str, int] = {}
-    for (itype, _ext), g in tally.pairs.items():
-        out[itype] = out.get(itype, 0) + g.attempts
+    for (itype, _ext), attempts in tally.counts.items():
+        out[itype] = out.get(itype, 0) + attempts
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -312,7 +312,7 @@ def fleet_row(
         "would_be_denies": tally.would_be_denies,
         "denies_with_current_allowlist": advice.remaining,
         "identities": len(tally.identities),
-        "external_accounts": len({ext for _t, ext in tally.pairs}),
+        "external_accounts": len({ext for _t, ext in tally.counts}),
         "report_only_permits": tally.permits,
         "enforced_denies": tally.enforced_denies,
         "duplicate_events": tally.duplicates,

@@ -103,16 +103,16 @@ class SeenIds:
 
 
 class PairTally:
-    """Would-be denies of one account from one (identity type, external account)."""
+    """Would-be denies of one account from one (identity type, external account), with `detail=True`."""
 
     __slots__ = ("actions", "attempts", "first_ms", "identities", "last_ms")
 
-    def __init__(self, event_ms: int, detail: bool) -> None:
+    def __init__(self, event_ms: int) -> None:
         self.attempts = 0
         self.first_ms = event_ms
         self.last_ms = event_ms
-        self.identities: set[str] | None = set() if detail else None
-        self.actions: set[str] | None = set() if detail else None
+        self.identities: set[str] = set()
+        self.actions: set[str] = set()
 
 
 class IdentityTally:
@@ -132,8 +132,8 @@ class IdentityTally:
 class AccountTally:
     """Everything one account's eval events in the window say."""
 
-    __slots__ = ("by_identity", "duplicates", "enforced_denies", "first_ms", "identities", "last_ms", "pairs",
-                 "permits", "series", "would_be_denies")
+    __slots__ = ("by_identity", "counts", "duplicates", "enforced_denies", "first_ms", "identities", "last_ms",
+                 "pairs", "permits", "series", "would_be_denies")
 
     def __init__(self, detail: bool) -> None:
         self.permits = 0
@@ -142,8 +142,12 @@ class AccountTally:
         self.duplicates = 0
         self.first_ms: int | None = None
         self.last_ms: int | None = None
+        #: (identity type, external account) -> would-be denies: all the fleet view keeps per pair
+        self.counts: dict[tuple[str, str], int] = {}
+        #: the same groups with times, identities and actions (`detail=True` only)
         self.pairs: dict[tuple[str, str], PairTally] = {}
-        self.identities: set[str] = set()
+        #: distinct identities: their ids with `detail=True`, else 64-bit hashes of them (half the memory)
+        self.identities: set[object] = set()
         #: bucket index (from `Window.origin_ms`) -> would-be denies
         self.series: dict[int, int] = {}
         self.by_identity: dict[tuple[str, str, str], IdentityTally] | None = {} if detail else None
@@ -237,19 +241,21 @@ class WouldBeDenies:
         agent: str | None = None,
     ) -> None:
         t.would_be_denies += 1
-        t.identities.add(iam_id)
-        g = t.pairs.get((itype, ext))
-        if g is None:
-            g = t.pairs[(itype, ext)] = PairTally(event_ms, self.detail)
-        g.attempts += 1
-        g.first_ms = min(g.first_ms, event_ms)
-        g.last_ms = max(g.last_ms, event_ms)
+        key = (itype, ext)
+        t.counts[key] = t.counts.get(key, 0) + 1
         if self.window is not None:
             b = (event_ms - self.window.origin_ms) // self.window.bucket_ms
             t.series[b] = t.series.get(b, 0) + 1
         if t.by_identity is None:
+            t.identities.add(hash(iam_id))
             return
-        assert g.identities is not None and g.actions is not None
+        t.identities.add(iam_id)
+        g = t.pairs.get(key)
+        if g is None:
+            g = t.pairs[key] = PairTally(event_ms)
+        g.attempts += 1
+        g.first_ms = min(g.first_ms, event_ms)
+        g.last_ms = max(g.last_ms, event_ms)
         g.identities.add(iam_id)
         if len(g.actions) < MAX_ACTIONS:
             g.actions.add(action)
@@ -278,10 +284,10 @@ class WouldBeDenies:
                 "identity_type": itype,
                 "external_account_id": ext,
                 "attempts": g.attempts,
-                "identities": len(g.identities) if g.identities is not None else None,
+                "identities": len(g.identities),
                 "first_seen": rfc3339_millis(g.first_ms),
                 "last_seen": rfc3339_millis(g.last_ms),
-                "actions": sorted(g.actions) if g.actions is not None else [],
+                "actions": sorted(g.actions),
             }
             for (acct, itype, ext), g in flat
         ]
