@@ -5,15 +5,15 @@ counts into the report (ranking, coverage, readiness class) and `processor.tools
 Shared by `report` (one account or the fleet) and `simulate --summary`.
 
 Memory: the counts grow with distinct (account, identity type, external account) groups and, for the
-identity figures, distinct identities; the time series with accounts x buckets. The one part that
-grows with events is the de-duplication of event ids (`SeenIds`): 16-32 bytes per event read in the
-window.
+identity figures, distinct (account, identity) pairs (16-32 bytes each in the fleet view); the time
+series with accounts x buckets. The one part that grows with events is the de-duplication of event
+ids (`SeenIds`): 16-32 bytes per event read in the window.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Container, Mapping
+from collections.abc import Container, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -67,7 +67,7 @@ class SeenIds:
         self._mask = n - 1
         self.size = 0
 
-    def add(self, event_id: str) -> bool:
+    def add(self, event_id: Hashable) -> bool:
         """True when the id is new (and records it), False for a copy already seen."""
         fp = (hash(event_id) & 0xFFFF_FFFF_FFFF_FFFF) or 1
         slots, mask = self._slots, self._mask
@@ -132,8 +132,8 @@ class IdentityTally:
 class AccountTally:
     """Everything one account's eval events in the window say."""
 
-    __slots__ = ("by_identity", "counts", "duplicates", "enforced_denies", "first_ms", "identities", "last_ms",
-                 "pairs", "permits", "series", "would_be_denies")
+    __slots__ = ("by_identity", "counts", "duplicates", "enforced_denies", "first_ms", "identities",
+                 "identity_count", "last_ms", "pairs", "permits", "series", "would_be_denies")
 
     def __init__(self, detail: bool) -> None:
         self.permits = 0
@@ -146,11 +146,17 @@ class AccountTally:
         self.counts: dict[tuple[str, str], int] = {}
         #: the same groups with times, identities and actions (`detail=True` only)
         self.pairs: dict[tuple[str, str], PairTally] = {}
-        #: distinct identities: their ids with `detail=True`, else 64-bit hashes of them (half the memory)
-        self.identities: set[object] = set()
+        #: distinct identities: their ids with `detail=True`; else only their number (`identity_count`),
+        #: counted through `WouldBeDenies.seen_identities`
+        self.identities: set[str] = set()
+        self.identity_count = 0
         #: bucket index (from `Window.origin_ms`) -> would-be denies
         self.series: dict[int, int] = {}
         self.by_identity: dict[tuple[str, str, str], IdentityTally] | None = {} if detail else None
+
+    @property
+    def distinct_identities(self) -> int:
+        return len(self.identities) if self.by_identity is not None else self.identity_count
 
     @property
     def report_only(self) -> int:
@@ -179,6 +185,8 @@ class WouldBeDenies:
         self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.accounts: dict[str, AccountTally] = {}
         self.seen = SeenIds()
+        #: (account, identity) pairs seen, for the identity counts without keeping the ids (fleet view)
+        self.seen_identities = SeenIds()
         self.foreign = 0
 
     def count(self, outcome: str) -> None:
@@ -219,7 +227,7 @@ class WouldBeDenies:
         else:
             ini = event["initiator"]
             host = ini.get("host") or {}
-            self._deny(t, ini["typeURI"], normalize_account(ini["authnAccountId"]), ini["id"], event_ms,
+            self._deny(account, t, ini["typeURI"], normalize_account(ini["authnAccountId"]), ini["id"], event_ms,
                        target["action"], ini.get("name"), host.get("agent"))
 
     def add_deny(
@@ -234,11 +242,11 @@ class WouldBeDenies:
     ) -> None:
         """A would-be deny known without an event (`simulate --summary`; its outcome is counted with
         `count`): no id, so no de-duplication."""
-        self._deny(self.tally(account_id), identity_type, external_account, iam_id, event_ms, action, name)
+        self._deny(account_id, self.tally(account_id), identity_type, external_account, iam_id, event_ms, action, name)
 
     def _deny(
-        self, t: AccountTally, itype: str, ext: str, iam_id: str, event_ms: int, action: str, name: str | None,
-        agent: str | None = None,
+        self, account: str, t: AccountTally, itype: str, ext: str, iam_id: str, event_ms: int, action: str,
+        name: str | None, agent: str | None = None,
     ) -> None:
         t.would_be_denies += 1
         key = (itype, ext)
@@ -247,7 +255,8 @@ class WouldBeDenies:
             b = (event_ms - self.window.origin_ms) // self.window.bucket_ms
             t.series[b] = t.series.get(b, 0) + 1
         if t.by_identity is None:
-            t.identities.add(hash(iam_id))
+            if self.seen_identities.add((account, iam_id)):
+                t.identity_count += 1
             return
         t.identities.add(iam_id)
         g = t.pairs.get(key)

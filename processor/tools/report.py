@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from processor.core.allowlist_advice import DEFAULT_COVER_SHARE, DEFAULT_MAX_ADDITIONS
+from processor.core.allowlist_advice import DEFAULT_COVER_SHARE, DEFAULT_MAX_ADDITIONS, Allowlists
 from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
 from processor.core.outcomes import REPORT_ONLY_STATE
 from processor.core.switch_report import (
@@ -91,13 +91,19 @@ def run_report(opts: ReportOptions, props: dict[str, Any], raw_props: dict[str, 
     admin = connect(props, opts.timeout_s)
     partitions = topic_partitions(admin, opts.eval_topic, "--eval-topic")
     retention_ms, retention_problem = eval_topic_retention(admin, opts.eval_topic, opts.timeout_s)
+    # What the settings say is taken before the pass and the view dropped: it would otherwise hold
+    # every account's documents in memory while the events are counted.
     view = _settings_view(admin, props, opts, required=opts.account is None)
+    current: dict[str, Any] | None = None
+    monitored: dict[str, tuple[list[str], Allowlists]] = {}
     if opts.account is None:
         assert view is not None
         monitored = monitor_accounts(view, now)
         agg = WouldBeDenies(window, accounts=monitored)
     else:
+        current = view.current(opts.account, now).as_json() if view is not None else None
         agg = WouldBeDenies(window, accounts={opts.account}, detail=True)
+    del view
     # A report reads faster from the broker than it decodes: cap librdkafka's prefetch queue (default
     # 64 MiB) so it does not dominate the report's memory; a value in --kafka-config wins.
     reader = EvalReader({**READER_LIMITS, **props}, opts.eval_topic, partitions,
@@ -118,10 +124,8 @@ def run_report(opts: ReportOptions, props: dict[str, Any], raw_props: dict[str, 
     common = {"undecodable_events": reader.undecodable, "eval_topic_retention_ms": retention_ms,
               "warnings": warnings}
     if opts.account is None:
-        assert view is not None
-        report = fleet_report(agg, window, view, monitored, opts)
+        report = fleet_report(agg, window, monitored, opts)
     else:
-        current = view.current(opts.account, now).as_json() if view is not None else None
         report = account_report(opts.account, agg.tally(opts.account), window, current,
                                 max_additions=opts.max_additions, cover_share=opts.cover_share)
     report.update(common)
@@ -135,12 +139,11 @@ def run_report(opts: ReportOptions, props: dict[str, Any], raw_props: dict[str, 
 
 
 def fleet_report(
-    agg: WouldBeDenies, window: Window, view: DocumentView, monitored: dict[str, list[str]], opts: ReportOptions
+    agg: WouldBeDenies, window: Window, monitored: dict[str, tuple[list[str], Allowlists]], opts: ReportOptions
 ) -> dict[str, Any]:
     rows = []
-    for acct, types in monitored.items():
+    for acct, (types, allow) in monitored.items():
         tally = agg.accounts.get(acct) or AccountTally(detail=False)
-        allow = allowlists_of({"identity_types": view.current(acct, window.until_ms).identity_types()})
         rows.append(fleet_row(acct, tally, window, allow, types, max_additions=opts.max_additions,
                               cover_share=opts.cover_share))
     ranked = rank_fleet(rows)
@@ -165,14 +168,17 @@ def fleet_report(
     }
 
 
-def monitor_accounts(view: DocumentView, at_ms: int) -> dict[str, list[str]]:
-    """Accounts whose settings in force now have at least one identity type in monitor -> those types."""
-    out: dict[str, list[str]] = {}
+def monitor_accounts(view: DocumentView, at_ms: int) -> dict[str, tuple[list[str], Allowlists]]:
+    """Accounts whose settings in force now have at least one identity type in monitor -> those types
+    and the allowlists in force."""
+    out: dict[str, tuple[list[str], Allowlists]] = {}
     for acct in sorted(view.entries):
         types = view.current(acct, at_ms).identity_types()
         monitor = [t for t in IDENTITY_TYPES if types[t]["state"] == REPORT_ONLY_STATE]
         if monitor:
-            out[acct] = monitor
+            allow = allowlists_of({"identity_types": types})
+            assert allow is not None
+            out[acct] = (monitor, allow)
     return out
 
 
