@@ -1,7 +1,7 @@
 """The report's aggregation (core/would_be_denies, core/allowlist_advice, core/switch_report) against an
 independent model written here from contract §11.7: counts, de-duplication by event id, the window,
-the ranking, cumulative coverage, the fewest additions for a share (by brute force over subsets, not
-by the greedy argument the code relies on), readiness classes and the time series.
+the ranking, cumulative coverage, the fewest additions for a share (by brute force over subsets and by
+dynamic programming, not by the greedy argument the code relies on), readiness classes and the time series.
 
 The model uses no processor code: it reads the event fields the contract names and applies the rules
 as the contract states them.
@@ -110,7 +110,7 @@ def model(stream: list[dict[str, Any]], since: int, account: str, allow: dict[st
 
 
 def brute_force_fewest(counts: list[int], share: float) -> int:
-    """The fewest of `counts` (in any combination) whose sum reaches `share` of the total."""
+    """The fewest of `counts` (in any combination) whose sum reaches `share` of the total (small lists)."""
     total = sum(counts)
     if total == 0:
         return 0
@@ -118,6 +118,19 @@ def brute_force_fewest(counts: list[int], share: float) -> int:
         if any(sum(c) >= share * total - 1e-9 for c in itertools.combinations(counts, n)):
             return n
     raise AssertionError("unreachable")
+
+
+def fewest_by_dynamic_programming(counts: list[int], share: float) -> int:
+    """The same minimum for any length: best[k] = the largest sum of any k of the counts."""
+    total = sum(counts)
+    if total == 0:
+        return 0
+    best = [0] + [-1] * len(counts)
+    for c in counts:
+        for k in range(len(counts), 0, -1):
+            if best[k - 1] >= 0:
+                best[k] = max(best[k], best[k - 1] + c)
+    return next(k for k, b in enumerate(best) if b >= share * total - 1e-9)
 
 
 # --- the properties -------------------------------------------------------------------------------
@@ -152,7 +165,8 @@ def test_account_report_agrees_with_the_model(data: tuple[list[dict[str, Any]], 
     if with_settings:
         assert got["denies_with_current_allowlist"] == want["remaining"]
     assert got["readiness"]["class"] == want["class"]
-    assert got["readiness"]["additions_for_share"] == brute_force_fewest([n for _k, n in want["ranking"]], 0.8)
+    assert got["readiness"]["additions_for_share"] == fewest_by_dynamic_programming(
+        [n for _k, n in want["ranking"]], 0.8)
     points = {datetime.fromisoformat(p["start"].replace("Z", "+00:00")).timestamp() * 1000: p["would_be_denies"]
               for p in got["series"]["points"]}
     assert {int(k): v for k, v in points.items() if v} == dict(want["series"])
@@ -164,6 +178,7 @@ def test_account_report_agrees_with_the_model(data: tuple[list[dict[str, Any]], 
 def test_fewest_additions_for_a_share_is_the_true_minimum(counts: list[int], share: float) -> None:
     ranked = sorted(counts, reverse=True)
     assert additions_for_share(ranked, share) == brute_force_fewest(counts, share)
+    assert fewest_by_dynamic_programming(counts, share) == brute_force_fewest(counts, share)
 
 
 @given(event_streams())
