@@ -19,6 +19,8 @@ from processor.tools.report_svg import bar_chart, column_chart, coverage_curve, 
 from processor.tools.report_text import CLASS_WORDS
 
 TABLE_ROWS = 20
+#: The fleet page lists this many accounts (readiest first), so a fleet of 10,000 stays a page to open.
+FLEET_ROWS = 2000
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2433;margin:0;background:#f5f7fb}
@@ -235,10 +237,13 @@ def render_fleet(r: dict[str, Any], regenerate: list[str]) -> str:
              f"{a['would_be_denies']:,}", f"{a['denies_with_current_allowlist']:,}", f"{a['identities']:,}",
              f"{a['external_accounts']:,}", e(", ".join(a["monitor_types"])),
              sparkline(a["series"], f"would-be denies per {r['series_bucket']}")]
-            for i, a in enumerate(accounts, 1)]
+            for i, a in enumerate(accounts[:FLEET_ROWS], 1)]
+    more = len(accounts) - len(rows)
     body.append("<section><h2>Accounts, readiest first</h2>" + _table(
         ["#", "account", "readiness", "additions", f"for {share}", "would-be denies", "left now", "identities",
          "external accounts", "types in monitor", "trend"], rows, {0, 3, 4, 5, 6, 7, 8}, "fleet")
+        + (f'<p class="muted">… and {more:,} more accounts (all are in <code>--format json</code>)</p>' if more > 0
+           else "")
         + f'<p class="muted">additions: recommended allowlist additions (repeated callers); for {share}: the fewest '
         f"additions covering {share} of the would-be denies left now</p></section>")
     body += [_coverage(r), _footer(regenerate)]
