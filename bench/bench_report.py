@@ -9,7 +9,8 @@ and a settings topic with the 10,000 accounts, then times the real CLI as a subp
    and the peak RSS of the report process;
 2. `report --account A --format json` (the same pass, other accounts' records skipped by key);
 3. in process, the pure part: `WouldBeDenies.add_event` over the same events as decoded dicts
-   (no Kafka, no decoding), and `EvalCodec.decode` alone, so the bottleneck is visible.
+   (no Kafka, no decoding), `EvalCodec.decode` (the full record) and `ReportFields.decode` (the
+   fields the report reads, what `report` uses) alone, so the bottleneck is visible.
 
 Wall-clock and CPU seconds are both printed: on a shared machine the CPU time of the report process
 (all its threads) is the comparable figure; the 1-minute load is printed with them.
@@ -45,6 +46,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from bench.kafka.common import free_port, say  # noqa: E402
 from processor.codec.avro import EvalCodec  # noqa: E402
+from processor.codec.eval_fields import ReportFields  # noqa: E402
 from processor.core.would_be_denies import Window, WouldBeDenies  # noqa: E402
 from processor.local import broker as local  # noqa: E402
 
@@ -162,8 +164,14 @@ def pure(size: dict[str, int], now: int) -> dict[str, float]:
     for b in sample:
         codec.decode(b)
     dec = (time.process_time() - t1) / len(sample)
+    fields = ReportFields(codec)
+    t2 = time.process_time()
+    for b in sample:
+        fields.decode(b)
+    fields_dec = (time.process_time() - t2) / len(sample)
     assert sum(t.would_be_denies for t in agg.accounts.values()) == n - n // 10
     return {"aggregate_events_per_s": n / max(total - gen, 1e-9), "decode_us": dec * 1e6,
+            "report_fields_decode_us": fields_dec * 1e6,
             "aggregate_rss_growth_mb": (rss1 - rss0) / 1024, "seen_ids_mb": agg.seen.nbytes / 2**20}
 
 

@@ -130,7 +130,7 @@ def advise(tally: AccountTally, allowlists: Allowlists | None, max_additions: in
     """Rank the account's candidates, taking the allowlists in force now (None: unknown) into account."""
     already: dict[str, list[str]] = {}
     open_pairs: list[tuple[str, str, int]] = []
-    for (itype, ext), attempts in tally.counts.items():
+    for itype, ext, attempts in tally.groups():
         if allowlists is not None and ext in allowlists.get(itype, ()):
             already.setdefault(itype, []).append(ext)
         else:

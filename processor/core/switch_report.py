@@ -118,8 +118,8 @@ def identity_rows(tally: AccountTally) -> list[dict[str, Any]] | None:
 
 def by_identity_type(tally: AccountTally) -> dict[str, int]:
     out: dict[str, int] = {}
-    for (itype, _ext), attempts in tally.counts.items():
-        out[itype] = out.get(itype, 0) + attempts
+    for itype, exts in tally.counts.items():
+        out[itype] = out.get(itype, 0) + sum(exts.values())
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -312,7 +312,7 @@ def fleet_row(
         "would_be_denies": tally.would_be_denies,
         "denies_with_current_allowlist": advice.remaining,
         "identities": tally.distinct_identities,
-        "external_accounts": len({ext for _t, ext in tally.counts}),
+        "external_accounts": len({ext for _t, ext, _n in tally.groups()}),
         "report_only_permits": tally.permits,
         "enforced_denies": tally.enforced_denies,
         "duplicate_events": tally.duplicates,
