@@ -39,16 +39,24 @@ from prometheus_client.gc_collector import GCCollector
 from processor import __version__
 from processor.core.attempts import INVALID_REASONS
 from processor.core.ids import IDENTITY_TYPES, normalize_account
-from processor.core.policy import OUTCOMES
+from processor.core.outcomes import (
+    ENFORCED_DENY,
+    ENFORCING_STATE,
+    INVALID,
+    OUTCOMES,
+    PERMIT,
+    REPORT_ONLY_STATE,
+    WOULD_BE_DENY,
+)
 from processor.core.settings import REJECT_REASONS
 
 log = logging.getLogger(__name__)
 
 #: Outcomes that :meth:`Tally.add` accepts (``invalid`` goes through :meth:`Tally.add_invalid`).
-DECISION_OUTCOMES: Final[frozenset[str]] = frozenset(OUTCOMES) - {"invalid"}
+DECISION_OUTCOMES: Final[frozenset[str]] = frozenset(OUTCOMES) - {INVALID}
 #: Label value for an identity type outside the closed set (should not happen: such attempts are invalid).
 OTHER: Final = "other"
-PERMIT_STATES: Final[tuple[str, ...]] = ("monitor", "limited")
+PERMIT_STATES: Final[tuple[str, ...]] = (REPORT_ONLY_STATE, ENFORCING_STATE)
 FALLBACK_INVALID_REASON: Final = "invalid_field"
 #: Settings rejection reasons (SPEC §3); anything else is reported as ``other``.
 SETTINGS_REJECT_REASONS: Final[tuple[str, ...]] = (*REJECT_REASONS, "other")
@@ -221,7 +229,7 @@ class Metrics:
         if self.account_decisions is not None:
             for account in accounts:
                 for outcome in OUTCOMES:
-                    if outcome != "invalid":
+                    if outcome != INVALID:
                         self.account_decisions.labels(account_id=account, outcome=outcome)
 
         # --- latency, age, batches -----------------------------------------------------------
@@ -363,11 +371,11 @@ class Metrics:
         for (outcome, identity_type, state, account_id), n in tally._counts.items():
             attempts[outcome] += n
             it = self._identity_label.get(identity_type, OTHER)
-            if outcome == "permit":
+            if outcome == PERMIT:
                 permits[(it, state if state in PERMIT_STATES else OTHER)] += n
-            elif outcome == "would_be_deny":
+            elif outcome == WOULD_BE_DENY:
                 wbd[it] += n
-            elif outcome == "enforced_deny":
+            elif outcome == ENFORCED_DENY:
                 enforced[it] += n
             if track_accounts:
                 account = normalize_account(account_id)
@@ -376,7 +384,7 @@ class Metrics:
         invalid: dict[str, int] = defaultdict(int)
         for reason, n in tally._invalid.items():
             invalid[self._invalid_label.get(reason, FALLBACK_INVALID_REASON)] += n
-            attempts["invalid"] += n
+            attempts[INVALID] += n
 
         for outcome, n in attempts.items():
             self.attempts.labels(outcome=outcome).inc(n)

@@ -49,8 +49,8 @@ from processor.codec.avro import EvalCodec
 from processor.core.attempts import InvalidAttempt, parse_attempt
 from processor.core.evaluator import assess
 from processor.core.events import EVENT_ID_NAMESPACE, build_event
-from processor.core.readiness import DenyAggregator
 from processor.core.settings import SettingsHistory, parse_settings
+from processor.core.would_be_denies import WouldBeDenies
 from processor.tools import simulate as simulate_module
 from processor.tools.simulate import simulate
 
@@ -78,7 +78,7 @@ def run(
     *,
     summary: bool = False,
     retention_ms: int = 24 * HOUR,
-) -> tuple[list[dict[str, Any]], list[str], DenyAggregator]:
+) -> tuple[list[dict[str, Any]], list[str], WouldBeDenies]:
     s = write_lines(tmp / "settings.jsonl", settings_lines)
     a = write_lines(tmp / "attempts.jsonl", attempt_lines)
     out, err = io.StringIO(), io.StringIO()
@@ -506,7 +506,7 @@ _SCHEMA = fastavro.parse_schema(json.loads(AVSC.read_text()))
 
 
 def _simulate_scenario(sc: Scenario, settings_order: list[int], retention_ms: int = 24 * HOUR
-                       ) -> tuple[list[dict[str, Any]], DenyAggregator]:
+                       ) -> tuple[list[dict[str, Any]], WouldBeDenies]:
     with tempfile.TemporaryDirectory() as d, mock.patch.object(simulate_module, "EvalCodec", lambda: _CODEC):
         lines = sc.settings_lines()
         events, _, agg = run(Path(d), [lines[i] for i in settings_order], sc.attempts, retention_ms=retention_ms)
@@ -517,7 +517,7 @@ def _simulate_scenario(sc: Scenario, settings_order: list[int], retention_ms: in
     return events, agg
 
 
-def _check_against_spec(sc: Scenario, events: list[dict[str, Any]], agg: DenyAggregator) -> None:
+def _check_against_spec(sc: Scenario, events: list[dict[str, Any]], agg: WouldBeDenies) -> None:
     expected = sc.expected()
     assert sum(agg.outcomes.values()) == len(sc.attempts)  # exactly one outcome per line
     assert agg.outcomes == {o: sum(1 for d, _, _ in expected if d.outcome == o) for o in OUTCOMES}

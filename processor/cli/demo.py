@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,6 +39,11 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument(
         "--yes", action="store_true", help="with --bootstrap-servers: write to that cluster without asking"
     )
+    p.add_argument("--seed", type=int, default=7,
+                   help="the demo's accounts and traffic follow from it (default 7); a second run with the same "
+                   "seed reuses the same accounts and adds traffic")
+    p.add_argument("--pages-dir", default="access-eval-demo-pages",
+                   help="where the report pages go when the demo stops (default ./access-eval-demo-pages)")
     p.set_defaults(func=_demo)
 
 
@@ -46,5 +52,6 @@ def _demo(args: argparse.Namespace) -> int:
 
     topic_names = {name: getattr(args, name) for name in demo.TOPIC_FIELDS}
     return demo.main(
-        args.bootstrap_servers, args.duration, args.rate, args.metrics_port, topic_names=topic_names, yes=args.yes
+        args.bootstrap_servers, args.duration, args.rate, args.metrics_port, topic_names=topic_names, yes=args.yes,
+        seed=args.seed, pages_dir=Path(args.pages_dir),
     )

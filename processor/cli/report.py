@@ -4,44 +4,64 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from processor.cli.common import add_eval_topic, add_format, add_kafka_flags, add_settings_topic, command_parser
+from processor.cli.common import add_eval_topic, add_kafka_flags, add_settings_topic, command_parser
+from processor.core.allowlist_advice import DEFAULT_COVER_SHARE, DEFAULT_MAX_ADDITIONS
 from processor.tools.common import run_tool
-from processor.tools.report import cmd_report
+from processor.tools.report import DEFAULT_TOP, FORMATS, cmd_report
 
 if TYPE_CHECKING:
     from processor.cli.common import SubParsers
 
 
 REPORT_EXAMPLES = """examples:
-  # what would switching account a3f1... to limited have denied in the last 30 days?
+  # can account a3f1... switch to limited? (the last 30 days)
   access-eval report --bootstrap-servers 127.0.0.1:9092 --account a3f1c0d2e4b5968778695a4b3c2d1e0f
   access-eval report --bootstrap-servers 127.0.0.1:9092 --account a3f1c0d2e4b5968778695a4b3c2d1e0f \\
       --since 7d --format json
+  # which accounts can switch today? every account with an identity type in monitor, readiest first
+  access-eval report --bootstrap-servers 127.0.0.1:9092 --all-accounts
+  # the same as one self-contained page (no network when opened)
+  access-eval report --bootstrap-servers 127.0.0.1:9092 --all-accounts --format html --output fleet.html
 
-The report reads the eval events topic up to its end offsets (committed events only) and counts the
-would-be denies (state monitor, decision Deny) of the account whose eventTime falls in the window,
-grouped by external account and identity, with the allowlist additions that would have turned them
-into permits. When the settings topic is readable it also shows the account's current settings and
-which suggested additions are already on the allowlist.
+The report reads the eval events topic up to its end offsets (committed events only), once, and
+counts the would-be denies (state monitor, decision Deny) whose eventTime falls in the window: the
+verdict and key figures first, then the top external accounts, then the suggested allowlist
+additions ranked by the would-be denies each removes, with their cumulative share. A candidate with
+a single attempt is a one-off (noise) and is not recommended. Readiness: ready now (nothing the
+current allowlists would not permit), ready after adding at most --max-additions recommended
+accounts, not ready, or no evidence (no report-only evaluations in the window).
 
 exit status: 0 ok, 1 Kafka failure, 2 invalid input
 """
-
 
 
 def add_parser(sub: SubParsers) -> None:
     p = command_parser(
         sub,
         "report",
-        "what switching an account to limited would deny (from the eval events)",
-        "Summarise an account's would-be denies from the eval events topic: by external account and "
-        "identity, with the allowlist additions that would have permitted them, and a plain verdict.",
+        "can an account switch to limited? (one account or the fleet, from the eval events)",
+        "Summarise would-be denies from the eval events topic: for one account (--account) by external "
+        "account and identity, with a ranked allowlist suggestion, or for every account with an identity "
+        "type in monitor (--all-accounts), ranked by readiness.",
         REPORT_EXAMPLES,
     )
     add_kafka_flags(p)
     add_eval_topic(p)
     add_settings_topic(p)
-    p.add_argument("--account", required=True, help="the account to report on")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--account", help="the account to report on")
+    which.add_argument("--all-accounts", action="store_true",
+                       help="the fleet view: every account whose settings have an identity type in monitor")
     p.add_argument("--since", default="30d", help="window: a duration back from now (default 30d) or an RFC 3339 time")
-    add_format(p)
+    p.add_argument("--top", type=int, default=DEFAULT_TOP,
+                   help=f"rows per table in the text form (default {DEFAULT_TOP}; 0 for all)")
+    p.add_argument("--max-additions", type=int, default=DEFAULT_MAX_ADDITIONS,
+                   help="K: 'ready after additions' means at most K recommended allowlist additions "
+                   f"(default {DEFAULT_MAX_ADDITIONS})")
+    p.add_argument("--cover", type=float, default=DEFAULT_COVER_SHARE * 100,
+                   help="share in percent for 'the fewest additions covering this share of the would-be denies' "
+                   f"(default {DEFAULT_COVER_SHARE * 100:g})")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (default), json, or html (one self-contained page; needs --output)")
+    p.add_argument("--output", help="write to this file instead of stdout")
     p.set_defaults(func=lambda a: run_tool("report", cmd_report, a))

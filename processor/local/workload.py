@@ -12,6 +12,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
+from processor.core.outcomes import (
+    ENFORCED_DENY,
+    ENFORCING_STATE,
+    INVALID,
+    PERMIT,
+    REPORT_ONLY_STATE,
+    SAME_ACCOUNT,
+    UNRESTRICTED,
+    UNRESTRICTED_STATE,
+    WOULD_BE_DENY,
+)
 
 
 def account_id(rng: random.Random) -> str:
@@ -51,14 +62,13 @@ class Workload:
         rng = random.Random(self.seed)
         for i in range(self.accounts):
             acct = account_id(rng)
-            state = ("enabled", "monitor", "limited")[i % 3]
-            size = self.huge_size if i < self.huge_allowlists * 3 and state != "enabled" else rng.randint(
+            state = (UNRESTRICTED_STATE, REPORT_ONLY_STATE, ENFORCING_STATE)[i % 3]
+            size = self.huge_size if i < self.huge_allowlists * 3 and state != UNRESTRICTED_STATE else rng.randint(
                 self.allowlist_min, self.allowlist_max
             )
             allowed = [account_id(rng) for _ in range(size)]
-            {"enabled": self.unrestricted_ids, "monitor": self.monitor_ids, "limited": self.limited_ids}[state].append(
-                acct
-            )
+            {UNRESTRICTED_STATE: self.unrestricted_ids, REPORT_ONLY_STATE: self.monitor_ids,
+             ENFORCING_STATE: self.limited_ids}[state].append(acct)
             self.allow[acct] = allowed
             yield {
                 "account_id": acct,
@@ -80,34 +90,34 @@ class Workload:
         t0 = start_ms if start_ms is not None else int(time.time() * 1000) - n * (step_ms or 0)
         m = self.mix
         bounds = [
-            (m.invalid, "invalid"),
-            (m.same_account, "same_account"),
-            (m.unrestricted, "unrestricted"),
-            (m.monitor, "monitor"),
-            (m.limited, "limited"),
+            (m.invalid, INVALID),
+            (m.same_account, SAME_ACCOUNT),
+            (m.unrestricted, UNRESTRICTED),
+            (m.monitor, REPORT_ONLY_STATE),
+            (m.limited, ENFORCING_STATE),
         ]
         for i in range(n):
             r = rng.random()
-            kind = "limited"
+            kind = ENFORCING_STATE
             for share, name in bounds:
                 if r < share:
                     kind = name
                     break
                 r -= share
-            if kind == "invalid":
-                yield b"bad", rng.choice(_INVALID), "invalid"
+            if kind == INVALID:
+                yield b"bad", rng.choice(_INVALID), INVALID
                 continue
-            pool = {"same_account": self.monitor_ids or self.unrestricted_ids, "unrestricted": self.unrestricted_ids,
-                    "monitor": self.monitor_ids, "limited": self.limited_ids}[kind]
+            pool = {SAME_ACCOUNT: self.monitor_ids or self.unrestricted_ids, UNRESTRICTED: self.unrestricted_ids,
+                    REPORT_ONLY_STATE: self.monitor_ids, ENFORCING_STATE: self.limited_ids}[kind]
             target = pool[rng.randrange(len(pool))]
-            if kind == "same_account":
-                ext, outcome = target, "same_account"
-            elif kind == "unrestricted":
-                ext, outcome = account_id(rng), "unrestricted"
+            if kind == SAME_ACCOUNT:
+                ext, outcome = target, SAME_ACCOUNT
+            elif kind == UNRESTRICTED:
+                ext, outcome = account_id(rng), UNRESTRICTED
             else:
                 allowed = rng.random() < m.allowlisted
                 ext = rng.choice(self.allow[target]) if allowed else account_id(rng)
-                outcome = "permit" if allowed else ("would_be_deny" if kind == "monitor" else "enforced_deny")
+                outcome = PERMIT if allowed else (WOULD_BE_DENY if kind == REPORT_ONLY_STATE else ENFORCED_DENY)
             itype = IDENTITY_TYPES[rng.randrange(3)]
             attempt = {
                 "id": f"{self.seed}-{i}",

@@ -15,8 +15,7 @@ from processor.core.display import printable
 from processor.core.evaluator import assess
 from processor.core.events import build_event, to_json_obj
 from processor.core.ids import to_millis
-from processor.core.policy import INVALID, WOULD_BE_DENY
-from processor.core.readiness import DenyAggregator
+from processor.core.outcomes import INVALID, WOULD_BE_DENY
 from processor.core.settings import (
     BEGINNING_OF_TIME,
     InvalidSettings,
@@ -24,6 +23,7 @@ from processor.core.settings import (
     TombstoneLine,
     parse_settings_line,
 )
+from processor.core.would_be_denies import WouldBeDenies
 from processor.errors import EXIT_OK, EXIT_USAGE, InputError
 from processor.tools.common import format_table
 
@@ -66,12 +66,12 @@ def simulate(
     summary: bool = False,
     now_ms: int | None = None,
     retention_ms: int = 24 * 3600 * 1000,
-) -> DenyAggregator:
+) -> WouldBeDenies:
     """Stream attempts through the shared evaluation; print events (or return the summary)."""
     history = SettingsHistory(retention_ms=retention_ms)
     load_settings(settings_path, history, err)
     clock = now_ms if now_ms is not None else int(time.time() * 1000)
-    agg = DenyAggregator()
+    agg = WouldBeDenies(detail=True)
     codec = EvalCodec()
     for n, line in _lines(attempts_path):
         try:
@@ -95,7 +95,7 @@ def simulate(
     return agg
 
 
-def print_summary(agg: DenyAggregator, out: IO[str], fmt: str) -> None:
+def print_summary(agg: WouldBeDenies, out: IO[str], fmt: str) -> None:
     if fmt == "json":
         json.dump(agg.summary(), out, indent=2)
         out.write("\n")
