@@ -249,6 +249,11 @@ class Metrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
+        self.attempt_id_conflicts = Counter(
+            "access_eval_attempt_id_conflicts_total",
+            "Emitted attempts whose id was seen lately with other content (best effort; docs/contract.md §7.1).",
+            registry=r,
+        )
         self.transactions = Counter(
             "access_eval_transactions_total",
             "Kafka transactions by result (committed|aborted).",
@@ -395,6 +400,9 @@ class Metrics:
     def observe_commit(self, seconds: float) -> None:
         """Record one successful commit's duration."""
         self.commit_seconds.observe(seconds)
+
+    def attempt_id_conflict(self) -> None:
+        self.attempt_id_conflicts.inc()
 
     def transaction(self, result: str) -> None:
         """Count a transaction ``committed`` or ``aborted``; a commit also stamps the last-commit time."""

@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, Message
 from processor.codec.avro import EvalCodec
 from processor.config import RunConfig
 from processor.core.attempts import InvalidAttempt, parse_attempt
+from processor.core.conflicts import AttemptIdConflicts
 from processor.core.evaluator import assess_at
 from processor.core.policy import Verdict
 from processor.core.settings import SettingsHistory
@@ -46,6 +47,8 @@ class Batch:
         self.txn = txn
         #: attempts evaluated by this instance (not counting dead letters)
         self.seen = 0
+        #: attempt ids reused with other content (best effort, bounded; contract §7.1)
+        self.conflicts = AttemptIdConflicts()
         self._max_record_bytes = int(cfg.kafka_properties().get("message.max.bytes", 1_000_000))  # librdkafka's
 
     def process(self, msgs: list[Message]) -> None:
@@ -101,6 +104,8 @@ class Batch:
             if not seen % AGE_SAMPLE_EVERY:
                 tally.observe_age(now_ms / 1000 - attempt.event_ms / 1000)
             if value is not None:
+                if self.conflicts.observe(attempt):
+                    self.metrics.attempt_id_conflict()
                 try:
                     produce(eval_topic, value, account.encode(), headers=headers)
                 except BufferError:
