@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from processor.logs import redact
+from processor.logs import redact, redact_text
 
 SECRETS = [
     "sasl.password", "SASL.PASSWORD", "ssl.key.password", "ssl.keystore.password", "ssl.truststore.password",
@@ -30,3 +30,61 @@ def test_redact_copies_and_keeps_every_key() -> None:
     assert conf == {"sasl.password": "pw", "bootstrap.servers": "h:1", "ssl.key.password": "kp"}, "input mutated"
     assert out == {"sasl.password": "***", "bootstrap.servers": "h:1", "ssl.key.password": "***"}
     assert "pw" not in repr(out) and "kp" not in repr(out)
+
+
+# --- redaction by rule (issue 27): names with password/secret/token/jaas/oauthbearer.config/key ---------
+
+RULE_SECRETS = [
+    "sasl.oauthbearer.config", "sasl.jaas.config", "sasl.oauthbearer.client.secret", "bearer.auth.token",
+    "schema.registry.bearer.auth.token", "ssl.key.location", "ssl.keystore.location", "sasl.kerberos.keytab",
+    "some.future.api.key", "basic.auth.user.info", "schema.registry.basic.auth.user.info", "X_TOKEN",
+]
+
+
+@pytest.mark.parametrize("key", RULE_SECRETS)
+def test_every_name_the_rule_covers_is_masked(key: str) -> None:
+    assert redact({key: "s3cr3t"}) == {key: "***"}
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://user:pass@registry:8081", "http://***@registry:8081"),
+    ("https://user@registry/path?x=1", "https://***@registry/path?x=1"),
+    ("HTTPS://u:p%40ss@h", "HTTPS://***@h"),
+    ("http://registry:8081", "http://registry:8081"),
+    ("a, http://a:b@h1 and mock://c:d@h2/x", "a, http://***@h1 and mock://***@h2/x"),
+])
+def test_url_user_info_is_masked_in_any_value(url: str, shown: str) -> None:
+    assert redact({"schema.registry.url": url}) == {"schema.registry.url": shown}
+    assert redact_text(url) == shown
+
+
+def test_the_json_log_line_masks_user_info_and_secret_fields_wherever_they_are() -> None:
+    import json
+    import logging
+
+    from processor.logs import JsonFormatter, kv
+
+    record = logging.LogRecord("t", logging.WARNING, __file__, 1, "cannot reach http://u:hunter2@h:1/subjects",
+                               None, None)
+    record.fields = kv(url="http://u:hunter2@h:1", error="GET http://u:hunter2@h:1 failed",
+                       config={"sasl.oauthbearer.config": "clientSecret=hunter2"})["fields"]
+    line = JsonFormatter().format(record)
+    assert "hunter2" not in line
+    entry = json.loads(line)
+    assert entry["url"] == "http://***@h:1" and entry["config"] == {"sasl.oauthbearer.config": "***"}
+
+
+def test_the_registry_retry_warning_and_error_never_show_the_urls_password(caplog: pytest.LogCaptureFixture) -> None:
+    from processor.kafka.registry import RegistryUnavailable, register, register_when_available
+    from processor.logs import JsonFormatter
+
+    url = "http://alice:hunter2@127.0.0.1:9"  # nothing listens on port 9 (discard)
+    no_retries = {"schema.registry.max.retries": "0"}
+    with caplog.at_level("WARNING"):
+        assert register_when_available(url, "evals", no_retries, stop=lambda: bool(caplog.records)) is None
+    lines = [JsonFormatter().format(r) for r in caplog.records]
+    assert lines, "no retry warning"
+    assert all("hunter2" not in line for line in lines), lines
+    with pytest.raises(RegistryUnavailable) as raised:
+        register(url, "evals", no_retries)
+    assert "hunter2" not in str(raised.value) and "***@127.0.0.1:9" in str(raised.value)

@@ -26,7 +26,7 @@ from processor_harness import (
 from test_pipeline import attempt, doc
 
 from processor import config as run_config
-from processor.cli.main import build_parser
+from processor.cli.main import build_parser, main
 from processor.config import RunConfig, load
 from processor.stream import app
 
@@ -305,3 +305,22 @@ def test_max_future_max_attempt_bytes_and_settings_retention_in_the_real_process
     then = events["att-then"]
     assert then["state"] == "limited" and then["settingsVersion"]["exact"] is False, (
         f"--settings-retention-ms 1000 did not drop the older version: {then}")
+
+
+@pytest.mark.parametrize(("variable", "value", "named"), [
+    ("ACCESS_EVAL_KAFKA_SASL_JAAS_CONFIG",
+     'org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="hunter2";',
+     "sasl.jaas.config"),
+    ("ACCESS_EVAL_KAFKA_BOGUS_THING", "hunter2", "bogus.thing"),
+    ("ACCESS_EVAL_KAFKA_FETCH_MIN_BYTES", "hunter2", "fetch.min.bytes"),
+])
+def test_a_property_librdkafka_rejects_exits_2_naming_it(clean_env: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         variable: str, value: str, named: str) -> None:
+    """Contract §8: one line naming the property (and its variable), no traceback, no value."""
+    clean_env.setenv(variable, value)
+    assert main(["run", "--bootstrap-servers", "127.0.0.1:1", "--metrics-port", "0", "--startup-timeout-s", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, f"one line expected: {err!r}"
+    assert named in err and variable in err and "Traceback" not in err, err
+    assert "hunter2" not in err
