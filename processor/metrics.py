@@ -23,6 +23,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 from prometheus_client import (
@@ -330,6 +331,11 @@ class Metrics:
             "access_eval_build_info", "Build information; the value is always 1.", ["version"], registry=r
         )
         self.build_info.labels(version=__version__).set(1)
+        self.memory_limit = Gauge(
+            "access_eval_memory_limit_bytes", "The container's memory limit (cgroup), 0 when there is none.",
+            registry=r,
+        )
+        self.memory_limit.set(memory_limit_bytes())
 
         # Standard process_* / python_* metrics on this registry (the global one already has them).
         if r is not REGISTRY:
@@ -494,6 +500,26 @@ class Metrics:
         """Drop every lag series (call when a consumer is closed: its partitions are no longer ours)."""
         self.consumer_lag.clear()
         self._lag_series.clear()
+
+
+#: cgroup v2, then v1: where a container's memory limit is read from.
+CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def memory_limit_bytes(paths: Iterable[Path] = CGROUP_MEMORY_LIMITS) -> int:
+    """The memory limit of this process's cgroup, 0 for none ("max", v1's near-2^63 "unlimited", no
+    cgroup): AccessEvalMemoryNearLimit compares RSS with it, so a limit the chart sets needs no copy."""
+    for path in paths:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return 0
+        with contextlib.suppress(ValueError):
+            value = int(text)
+            return value if 0 < value < 2**60 else 0
+    return 0
 
 
 def _items(obj: Any) -> Iterable[tuple[Any, Any]]:
