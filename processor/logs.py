@@ -9,8 +9,9 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 #: A property whose name contains one of these is a secret (a rule, not a list of known names: a
@@ -46,6 +47,41 @@ def _safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_safe(v) for v in value]
     return value
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+class RepeatFilter(logging.Filter):
+    """Collapses repeated lines: a line equal to one let through less than `window_s` ago (digits
+    aside: ports, ms, counters) is dropped and counted; the next one let through carries the count as
+    `repeated`. librdkafka repeats a failure once per broker and retry (a wrong SASL password gave
+    ~97 identical lines within 1 ms), which buries everything else in the log."""
+
+    #: Distinct lines remembered; more (a flood of different lines) starts over.
+    MAX_KEYS = 1000
+
+    def __init__(self, window_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window_s, self._clock = window_s, clock
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[int, str], list[float]] = {}  # -> [time let through, dropped since]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, _DIGITS.sub("#", record.getMessage()))
+        now = self._clock()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is not None and now - entry[0] < self.window_s:
+                entry[1] += 1
+                return False
+            if len(self._seen) >= self.MAX_KEYS:
+                self._seen.clear()
+            self._seen[key] = [now, 0]
+        if entry is not None and entry[1]:
+            fields = getattr(record, "fields", None)
+            record.fields = {**(fields if isinstance(fields, dict) else {}), "repeated": int(entry[1])}
+        return True
 
 
 class JsonFormatter(logging.Formatter):

@@ -88,3 +88,52 @@ def test_the_registry_retry_warning_and_error_never_show_the_urls_password(caplo
     with pytest.raises(RegistryUnavailable) as raised:
         register(url, "evals", no_retries)
     assert "hunter2" not in str(raised.value) and "***@127.0.0.1:9" in str(raised.value)
+
+
+# --- librdkafka log floods (issue 27: ~97 identical lines within 1 ms for a wrong SASL password) -------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _sasl_line(i: int) -> tuple[str, tuple[str, ...]]:
+    detail = f"sasl_plaintext://127.0.0.1:{40000 + i % 3}/bootstrap: SASL authentication error: Authentication " \
+             f"failed: Invalid username or password (after {i} ms in state AUTH_REQ)"
+    return "%s [%s] %s", ("FAIL", "rdkafka#consumer-1", detail)
+
+
+def test_repeated_librdkafka_lines_are_collapsed_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from processor.kafka.clients import LIBRDKAFKA_LOGGER
+    from processor.logs import RepeatFilter
+
+    log = logging.getLogger(LIBRDKAFKA_LOGGER + ".test")
+    clock = _Clock()
+    log.addFilter(RepeatFilter(window_s=10.0, clock=clock))
+    with caplog.at_level("INFO", logger=log.name):
+        for i in range(97):
+            log.error(*_sasl_line(i)[:1], *_sasl_line(i)[1])
+        log.warning("%s [%s] %s", "BROKERFAIL", "rdkafka#consumer-1", "another message")
+        assert len(caplog.records) == 2
+        clock.now += 10.5
+        log.error(*_sasl_line(98)[:1], *_sasl_line(98)[1])
+    first, other, after = caplog.records
+    assert "Invalid username or password" in first.getMessage() and "another" in other.getMessage()
+    assert after.fields["repeated"] == 96  # type: ignore[attr-defined]
+
+
+def test_every_librdkafka_client_logger_collapses_repeats() -> None:
+    import logging
+
+    from processor.kafka.clients import LIBRDKAFKA_LOGGER, admin_conf
+    from processor.logs import RepeatFilter
+
+    logger = admin_conf({"bootstrap.servers": "h:1"})["logger"]
+    assert logger is logging.getLogger(LIBRDKAFKA_LOGGER)
+    assert any(isinstance(f, RepeatFilter) for f in logger.filters)

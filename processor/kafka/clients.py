@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException
 
 from processor.errors import ConfigError
+from processor.logs import RepeatFilter
 
 LIBRDKAFKA_LOGGER = "access_eval.librdkafka"
 
@@ -35,6 +36,10 @@ def quiet_librdkafka(debug: bool = False) -> None:
         log.addHandler(logging.NullHandler())
     if debug:
         log.setLevel(logging.DEBUG)
+
+
+#: librdkafka repeats a failure per broker and retry: repeats within 10 s are collapsed into a count.
+logging.getLogger(LIBRDKAFKA_LOGGER).addFilter(RepeatFilter(window_s=10.0))
 
 
 def _base(props: Mapping[str, Any]) -> dict[str, Any]:
