@@ -324,3 +324,12 @@ def test_a_property_librdkafka_rejects_exits_2_naming_it(clean_env: pytest.Monke
     assert err.count("\n") == 1, f"one line expected: {err!r}"
     assert named in err and variable in err and "Traceback" not in err, err
     assert "hunter2" not in err
+
+
+@pytest.mark.parametrize("command", [["tail"], ["report", "--account", "acct-a"], ["settings", "list"]])
+def test_the_operator_tools_name_a_refused_property_too(clean_env: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    clean_env.setenv("ACCESS_EVAL_KAFKA_SASL_JAAS_CONFIG", 'x required username="u" password="hunter2";')
+    assert main([*command, "--bootstrap-servers", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sasl.jaas.config" in err and "hunter2" not in err, err
