@@ -16,14 +16,17 @@
 #
 # What the tests prove:
 # - tests/test_dockerfile.py (static, no engine): stages, copied files vs .dockerignore, numeric USER
-#   equal to the chart's runAsUser/runAsGroup, exec-form ENTRYPOINT/CMD, port, no compilers.
+#   equal to the chart's runAsUser/runAsGroup, exec-form ENTRYPOINT/CMD, port, no compilers; every
+#   runtime dependency pinned with hashes in requirements.lock and installed --require-hashes, the
+#   project installed --no-deps --no-build-isolation, and the final RUN removing shells and pip.
 # - tests/test_image.py (marker `image`; buildah + podman, no Docker daemon, no registry): builds this
 #   file with PYTHON_IMAGE set to a Debian bookworm base made from Debian packages (python3 3.11; see
 #   tests/image_harness.py), checks the image's own USER is 10001:10001, then runs `access-eval run`
 #   inside it with --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges on the host
 #   network against the test broker: 300 cross-account attempts in monitor mode -> 300 eval events
-#   (Deny, not enforced), /readyz and /livez 200, the process runs as uid/gid 10001, SIGTERM -> exit 0.
-#   Measured on the 2-core test machine: image 245 MB; build 67-85 s on a present base (pip downloads
+#   (Deny, not enforced), /readyz and /livez 200, the process runs as uid/gid 10001, SIGTERM -> exit 0;
+#   /bin/sh, /bin/bash, dash, `python -m pip` and `python -m ensurepip` fail in the image.
+#   Measured on the 2-core test machine: image 250 MB; build 67-120 s on a present base (pip downloads
 #   the dependencies each time); the base itself ~100 s once (cached in .cache/image/base.tar).
 #   `make image` builds localhost/access-eval:0.1.0 the same way.
 # Another base: `--build-arg PYTHON_IMAGE=...`, any image whose `python` is 3.11+ with the venv module
