@@ -18,7 +18,7 @@ from processor.core.policy import Verdict
 from processor.core.settings import BEGINNING_OF_TIME, SettingsVersion
 
 EVAL_ACTION = "iam-access-management.account-settings.eval"
-#: Namespace of eval event ids: id = UUIDv5(EVENT_ID_NAMESPACE, event_id_name(...)) (contract §7.1).
+#: Namespace of eval event ids: id = UUIDv5(EVENT_ID_NAMESPACE, the attempt's identity) (`event_id`, contract §7.1).
 EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:access-eval:eval-event")
 _NS = EVENT_ID_NAMESPACE.bytes
 _NO_RESOURCE: dict[str, Any] = {}

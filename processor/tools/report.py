@@ -49,7 +49,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     reader = EvalReader(
         props, args.eval_topic, partitions, registry_url=args.schema_registry_url, raw_props=raw_properties(args)
     )
-    # Event ids are deterministic (UUIDv5 of the attempt id): a copy of an event (at-least-once
+    # Event ids are deterministic (UUIDv5 of the attempt's identity): a copy of an event (at-least-once
     # delivery, a producer retry, a replay) has the same id and is counted once.
     seen: set[str] = set()
     duplicates = 0
