@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 from spec_model import expected_event_id
@@ -179,3 +180,21 @@ def test_the_conflict_memory_is_bounded_and_forgets_oldest_first() -> None:
     assert seen.observe(other)  # a recent id: remembered
     forgotten = parse_attempt(dumps(attempt_obj(A, Y, "user", BASE_MS, attempt_id="a0")), NOW_MS)
     assert not seen.observe(forgotten)  # beyond the bound: best effort, not counted
+
+
+def test_simulate_gives_a_report_only_event_and_an_enforced_deny_sharing_an_attempt_id_two_ids(
+    tmp_path: Path,
+) -> None:
+    """The issue's `simulate` case: the same attempt id on monitored account A and limited account B."""
+    from test_simulate import run
+
+    since = "2026-01-01T00:00:00Z"
+    settings = [settings_obj(A, {"user": {"state": "monitor", "external_allowed_accounts": []}}, since),
+                settings_obj(B, {"user": {"state": "limited", "external_allowed_accounts": []}}, since)]
+    five = _five_attempts()
+    events, err, _ = run(tmp_path, settings, [five[0], five[3]])
+    assert err == []
+    got = {(e["target"]["accountId"], e["responseData"]["isEnforced"]): e["id"] for e in events}
+    assert set(got) == {(A, False), (B, True)}
+    assert got[A, False] != got[B, True]
+    assert got[B, True] == expected_event_id(_spec_attempt(five[3]))
