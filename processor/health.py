@@ -275,6 +275,8 @@ def serve(
     ``health`` so that what Prometheus scrapes always agrees with /readyz.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=1024)  # SO_REUSEADDR on POSIX
+    # SO_REUSEADDR on POSIX. The kernel caps the backlog at net.core.somaxconn (4096 by default): a
+    # flood must not fill the accept queue, or a probe's SYN is dropped and retried a second later.
+    sock = socket.create_server((host, port), family=family, backlog=4096)
     metrics.bind_health(lambda: health.readiness()[0], lambda: health.assigned)
     return HttpServer(sock, metrics, health, read_timeout_s, max_connections)
