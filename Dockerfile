@@ -16,19 +16,25 @@
 #
 # What the tests prove:
 # - tests/test_dockerfile.py (static, no engine): stages, copied files vs .dockerignore, numeric USER
-#   equal to the chart's runAsUser/runAsGroup, exec-form ENTRYPOINT/CMD, port, no compilers.
+#   equal to the chart's runAsUser/runAsGroup, exec-form ENTRYPOINT/CMD, port, no compilers; every
+#   runtime dependency pinned with hashes in requirements.lock and installed --require-hashes, the
+#   project installed --no-deps --no-build-isolation, and the final RUN removing shells and pip.
 # - tests/test_image.py (marker `image`; buildah + podman, no Docker daemon, no registry): builds this
 #   file with PYTHON_IMAGE set to a Debian bookworm base made from Debian packages (python3 3.11; see
 #   tests/image_harness.py), checks the image's own USER is 10001:10001, then runs `access-eval run`
 #   inside it with --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges on the host
 #   network against the test broker: 300 cross-account attempts in monitor mode -> 300 eval events
-#   (Deny, not enforced), /readyz and /livez 200, the process runs as uid/gid 10001, SIGTERM -> exit 0.
-#   Measured on the 2-core test machine: image 245 MB; build 67-85 s on a present base (pip downloads
+#   (Deny, not enforced), /readyz and /livez 200, the process runs as uid/gid 10001, SIGTERM -> exit 0;
+#   /bin/sh, /bin/bash, dash, `python -m pip` and `python -m ensurepip` fail in the image.
+#   Measured on the 2-core test machine: image 250 MB; build 67-120 s on a present base (pip downloads
 #   the dependencies each time); the base itself ~100 s once (cached in .cache/image/base.tar).
 #   `make image` builds localhost/access-eval:0.1.0 the same way.
 # Another base: `--build-arg PYTHON_IMAGE=...`, any image whose `python` is 3.11+ with the venv module
 # (the builder and the final stage use the same base, so the venv's interpreter symlinks resolve).
 
+# Pin it by digest where a registry is reachable (`python:3.11-slim@sha256:<digest>`): the tag moves.
+# The tests build on a local Debian base and pass its image id, which is a content digest
+# (tests/image_harness.py, which also checks the base tarball's sha256).
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
@@ -37,13 +43,19 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+# Every third-party file installed is checked against a hash from the lock files (pip-compile
+# --generate-hashes from PyPI; regenerate with the commands at their top): the runtime dependencies
+# (requirements.lock) and the build backend (requirements-build.lock, so the build is not isolated
+# and fetches nothing unchecked).
+COPY requirements.lock requirements-build.lock ./
+RUN pip install --require-hashes --no-deps -r requirements-build.lock -r requirements.lock
 # pyproject.toml declares README.md as the package readme: setuptools needs it to build.
 COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY schemas/ schemas/
 COPY processor/ processor/
 # Non-editable install: the package lands in the venv's site-packages, byte-compiled by pip, so the
 # final stage needs neither the source tree nor write access to compile anything at run time.
-RUN pip install . \
+RUN pip install --no-deps --no-build-isolation . \
     && pip uninstall -y pip setuptools wheel
 
 FROM ${PYTHON_IMAGE}
@@ -53,9 +65,15 @@ LABEL org.opencontainers.image.title="access-eval" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 
+# The last RUN: after it the image has no shell and no pip (nothing to run a pasted command or install
+# a package with, should anyone get a process in it). Python stays: it is the program.
 RUN groupadd --system --gid 10001 access-eval \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin access-eval
+       --home-dir /nonexistent --shell /usr/sbin/nologin access-eval \
+    && rm -rf /usr/local/bin/pip* /usr/local/lib/python3*/site-packages/pip* \
+       /usr/local/lib/python3*/ensurepip /usr/lib/python3*/ensurepip /usr/share/python-wheels \
+       /usr/lib/python3/dist-packages/pip* /usr/bin/pip* \
+    && rm -f /bin/bash /bin/rbash /bin/dash /bin/sh /usr/bin/bash /usr/bin/rbash /usr/bin/dash /usr/bin/sh
 
 COPY --from=builder /opt/venv /opt/venv
 

@@ -45,6 +45,7 @@ if str(REPO) not in sys.path:
 from bench.sysinfo import machine  # noqa: E402
 from processor.codec.avro import EvalCodec  # noqa: E402
 from processor.core.attempts import Attempt, InvalidAttempt, parse_attempt  # noqa: E402
+from processor.core.conflicts import AttemptIdConflicts  # noqa: E402
 from processor.core.evaluator import assess  # noqa: E402
 from processor.core.ids import IDENTITY_TYPES, rfc3339_millis  # noqa: E402
 from processor.core.settings import SettingsHistory  # noqa: E402
@@ -296,6 +297,7 @@ def run_once(w: Workload, history: SettingsHistory, cats: bytearray, batch: int,
     difference between consecutive passes, so the stages add up to the full path exactly."""
     codec = EvalCodec()
     encode = codec.encode_evaluation
+    conflicts = AttemptIdConflicts()  # batch.py checks each emitted attempt's id for reuse: part of "encode"
     parse = parse_attempt
     now_ms = BASE_MS + len(cats) + 60_000
     r = RunResult()
@@ -329,6 +331,7 @@ def run_once(w: Workload, history: SettingsHistory, cats: bytearray, batch: int,
                 continue
             verdict, version, exact = assess(history, attempt)
             if verdict.emit:
+                conflicts.observe(attempt)
                 out.append(encode(attempt, verdict, version, exact, now_ms))
         c4, w4 = cpu(), wall()
         if profile is not None:

@@ -1,8 +1,8 @@
 """Health and metrics HTTP endpoints: ``/metrics``, ``/livez``, ``/readyz`` (SPEC §9).
 
-Standard library only (``ThreadingHTTPServer`` in a daemon thread): the endpoints must keep
-answering while the processing loop is busy or stuck, which is exactly when they matter, and they
-must not add a web framework to the image.
+Standard library only (an asyncio server in a daemon thread, `HttpServer`): the endpoints must keep
+answering while the processing loop is busy or stuck, which is exactly when they matter, and while
+anyone on the pod network holds connections open; and they must not add a web framework to the image.
 
 * **Liveness** means "the processing loop is turning": the loop calls :meth:`Health.mark_progress`
   on every iteration, idle or not, so a deadlocked or wedged loop stops answering within
@@ -14,12 +14,14 @@ must not add a web framework to the image.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -109,76 +111,135 @@ class Health:
         return not reasons, body
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], metrics: Metrics, health: Health) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.metrics = metrics
-        self.health = health
-        super().__init__(address, _Handler)
+#: A client must send its whole request head within this time, and read the answer within it again.
+DEFAULT_READ_TIMEOUT_S = 10.0
+#: Connections held at once; above it the oldest unanswered one is dropped, so a new probe always gets
+#: in. Well below the usual 1,024 open-files soft limit (the Kafka clients need descriptors too).
+DEFAULT_MAX_CONNECTIONS = 512
+#: Longest request head accepted (request line plus headers); a longer one is answered 431.
+MAX_HEAD_BYTES = 16 * 1024
+_PATHS = ["/metrics", "/livez", "/readyz"]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "access-eval"
+def _respond(metrics: Metrics, health: Health, path: str, accept: str) -> tuple[int, str, bytes]:
+    """(status, content type, body) of a GET of `path`."""
+    try:
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(accept)
+            return 200, content_type, encoder(metrics.registry)
+        if path == "/livez":
+            ok, body = health.liveness()
+        elif path == "/readyz":
+            ok, body = health.readiness()
+        else:
+            return _json(404, {"error": "not found", "paths": _PATHS})
+        return _json(200 if ok else 503, body)
+    except Exception as exc:  # an endpoint must answer, never kill the server
+        return _json(500, {"error": type(exc).__name__, "detail": str(exc)})
 
-    def do_GET(self) -> None:
-        self._handle(send_body=True)
 
-    def do_HEAD(self) -> None:
-        self._handle(send_body=False)
+def _json(status: int, body: dict[str, Any]) -> tuple[int, str, bytes]:
+    return status, "application/json", (json.dumps(body, sort_keys=True) + "\n").encode()
 
-    def _handle(self, send_body: bool) -> None:
-        path = urlsplit(self.path).path.rstrip("/") or "/"
-        try:
-            if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._send(200, content_type, encoder(self.server.metrics.registry), send_body)
-            elif path == "/livez":
-                ok, body = self.server.health.liveness()
-                self._send_json(200 if ok else 503, body, send_body)
-            elif path == "/readyz":
-                ok, body = self.server.health.readiness()
-                self._send_json(200 if ok else 503, body, send_body)
-            else:
-                self._send_json(
-                    404, {"error": "not found", "paths": ["/metrics", "/livez", "/readyz"]}, send_body
-                )
-        except Exception as exc:  # an endpoint must answer, never kill the server thread
-            self._send_json(500, {"error": type(exc).__name__, "detail": str(exc)}, send_body)
 
-    def _send_json(self, status: int, body: dict[str, Any], send_body: bool) -> None:
-        data = (json.dumps(body, sort_keys=True) + "\n").encode()
-        self._send(status, "application/json", data, send_body)
+def _head(status: int, content_type: str, length: int, extra: str = "") -> bytes:
+    """The response head. `Server` names the product only: no Python or library version to fingerprint."""
+    return (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nServer: access-eval\r\n"
+        f"Date: {formatdate(usegmt=True)}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n"
+        f"Cache-Control: no-store\r\nConnection: close\r\n{extra}\r\n"
+    ).encode("latin-1")
 
-    def _send(self, status: int, content_type: str, data: bytes, send_body: bool) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if send_body:
-            self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence per-request logging: probes hit these endpoints every few seconds."""
+def _parse(head: bytes) -> tuple[str, str, str] | None:
+    """(method, path, Accept) of a request head, or None when it is not HTTP/1.x."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return None
+    accept = ""
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "accept":
+            accept = value.strip()
+    return parts[0], urlsplit(parts[1]).path.rstrip("/") or "/", accept
 
 
 class HttpServer:
-    """A running health/metrics server; ``port`` is the bound port (useful with port 0)."""
+    """The health/metrics server: one asyncio event loop in a daemon thread, one request per connection.
 
-    def __init__(self, server: _Server) -> None:
-        self._server = server
-        self.host: str = str(server.server_address[0])
-        self.port: int = int(server.server_address[1])
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="access-eval-http", daemon=True
-        )
+    Why not a thread per connection (http.server): anyone on the pod network can open connections, and
+    thousands of idle ones meant thousands of threads and probes answered in seconds. Here an idle
+    connection costs a few kB and no thread; each must send its request head within `read_timeout_s`;
+    at most `max_connections` are held, the oldest unanswered one dropped for a new one, so a kubelet
+    probe always gets in (tested by tests/test_http_flood.py). ``port`` is the bound port (port 0).
+    """
+
+    def __init__(
+        self, sock: socket.socket, metrics: Metrics, health: Health, read_timeout_s: float, max_connections: int
+    ) -> None:
+        self._sock, self._metrics, self._health = sock, metrics, health
+        self.read_timeout_s, self.max_connections = read_timeout_s, max_connections
+        address = sock.getsockname()
+        self.host: str = str(address[0])
+        self.port: int = int(address[1])
+        #: open connections, oldest first
+        self._open: dict[asyncio.StreamWriter, None] = {}
+        self._loop = asyncio.new_event_loop()
+        self._closed = False
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name="access-eval-http", daemon=True)
         self._thread.start()
+        started.wait()
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._client, sock=self._sock, limit=MAX_HEAD_BYTES)
+        )
+        started.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            for writer in list(self._open):
+                writer.transport.abort()
+            self._loop.run_until_complete(server.wait_closed())
+            self._loop.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open[writer] = None
+        while len(self._open) > self.max_connections:
+            oldest = next(iter(self._open))
+            del self._open[oldest]
+            oldest.transport.abort()
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                await self._answer(reader, writer)
+            async with asyncio.timeout(self.read_timeout_s):
+                await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass  # a client that stalls or goes away is dropped without a word
+        finally:
+            self._open.pop(writer, None)
+            writer.transport.abort()  # answered or given up on: no lingering close handshake to wait for
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            writer.write(_head(431, "text/plain", 0))
+            return
+        request = _parse(head)
+        if request is None:
+            writer.write(_head(400, "text/plain", 0))
+            return
+        method, path, accept = request
+        if method not in ("GET", "HEAD"):
+            writer.write(_head(405, "text/plain", 0, "Allow: GET, HEAD\r\n"))
+            return
+        status, content_type, body = _respond(self._metrics, self._health, path, accept)
+        writer.write(_head(status, content_type, len(body)) + (body if method == "GET" else b""))
 
     @property
     def url(self) -> str:
@@ -189,10 +250,12 @@ class HttpServer:
 
     def close(self) -> None:
         """Stop serving and release the port (idempotent)."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-        self._server.server_close()
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._sock.close()
 
     def __enter__(self) -> HttpServer:
         return self
@@ -201,11 +264,19 @@ class HttpServer:
         self.close()
 
 
-def serve(host: str, port: int, metrics: Metrics, health: Health) -> HttpServer:
-    """Serve /metrics, /livez and /readyz on ``host:port`` in a daemon thread.
+def serve(
+    host: str, port: int, metrics: Metrics, health: Health,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+) -> HttpServer:
+    """Serve /metrics, /livez and /readyz on ``host:port`` in a daemon thread. The port is bound here,
+    so a port in use raises OSError in the caller.
 
     Also binds the ``access_eval_ready`` and ``access_eval_assigned_partitions`` gauges to
     ``health`` so that what Prometheus scrapes always agrees with /readyz.
     """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # SO_REUSEADDR on POSIX. The kernel caps the backlog at net.core.somaxconn (4096 by default): a
+    # flood must not fill the accept queue, or a probe's SYN is dropped and retried a second later.
+    sock = socket.create_server((host, port), family=family, backlog=4096)
     metrics.bind_health(lambda: health.readiness()[0], lambda: health.assigned)
-    return HttpServer(_Server((host, port), metrics, health))
+    return HttpServer(sock, metrics, health, read_timeout_s, max_connections)

@@ -23,6 +23,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 from prometheus_client import (
@@ -257,6 +258,11 @@ class Metrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
+        self.attempt_id_conflicts = Counter(
+            "access_eval_attempt_id_conflicts_total",
+            "Emitted attempts whose id was seen lately with other content (best effort; docs/contract.md §7.1).",
+            registry=r,
+        )
         self.transactions = Counter(
             "access_eval_transactions_total",
             "Kafka transactions by result (committed|aborted).",
@@ -341,6 +347,11 @@ class Metrics:
             "access_eval_build_info", "Build information; the value is always 1.", ["version"], registry=r
         )
         self.build_info.labels(version=__version__).set(1)
+        self.memory_limit = Gauge(
+            "access_eval_memory_limit_bytes", "The container's memory limit (cgroup), 0 when there is none.",
+            registry=r,
+        )
+        self.memory_limit.set(memory_limit_bytes())
 
         # Standard process_* / python_* metrics on this registry (the global one already has them).
         if r is not REGISTRY:
@@ -411,6 +422,9 @@ class Metrics:
     def observe_commit(self, seconds: float) -> None:
         """Record one successful commit's duration."""
         self.commit_seconds.observe(seconds)
+
+    def attempt_id_conflict(self) -> None:
+        self.attempt_id_conflicts.inc()
 
     def transaction(self, result: str) -> None:
         """Count a transaction ``committed`` or ``aborted``; a commit also stamps the last-commit time."""
@@ -507,6 +521,26 @@ class Metrics:
         """Drop every lag series (call when a consumer is closed: its partitions are no longer ours)."""
         self.consumer_lag.clear()
         self._lag_series.clear()
+
+
+#: cgroup v2, then v1: where a container's memory limit is read from.
+CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def memory_limit_bytes(paths: Iterable[Path] = CGROUP_MEMORY_LIMITS) -> int:
+    """The memory limit of this process's cgroup, 0 for none ("max", v1's near-2^63 "unlimited", no
+    cgroup): AccessEvalMemoryNearLimit compares RSS with it, so a limit the chart sets needs no copy."""
+    for path in paths:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return 0
+        with contextlib.suppress(ValueError):
+            value = int(text)
+            return value if 0 < value < 2**60 else 0
+    return 0
 
 
 def _items(obj: Any) -> Iterable[tuple[Any, Any]]:

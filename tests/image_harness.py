@@ -29,6 +29,8 @@ CACHE = REPO / ".cache"
 IMAGE_CACHE = CACHE / "image"
 BASE_TAR = IMAGE_CACHE / "base.tar"
 BASE_RECIPE = IMAGE_CACHE / "base.tar.recipe"
+#: The tarball's sha256, recorded when mmdebstrap made it and checked before every import.
+BASE_SHA256 = IMAGE_CACHE / "base.tar.sha256"
 ENGINE_DIR = CACHE / "containers"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 SUITE = "bookworm"
@@ -95,9 +97,19 @@ def base_ref() -> str:
 
 @dataclass
 class BaseResult:
+    #: The base's image id (`sha256:...`, a digest of its content): what the Dockerfile builds FROM, so
+    #: a tag re-pointed in the engine's storage cannot change the base under a test.
     ref: str
     tar_seconds: float | None  # None: cached
     import_seconds: float | None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def ensure_base(mmdebstrap: str = "mmdebstrap", podman: str = "podman") -> BaseResult:
@@ -119,16 +131,26 @@ def ensure_base(mmdebstrap: str = "mmdebstrap", podman: str = "podman") -> BaseR
         proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise AssertionError(f"mmdebstrap exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+        BASE_SHA256.write_text(_sha256(partial) + "\n")
         partial.replace(BASE_TAR)
         BASE_RECIPE.write_text(recipe + "\n")
         tar_seconds = time.monotonic() - start
+    # The Debian packages are verified by apt (signed Release files) when mmdebstrap fetches them; the
+    # tarball is pinned by its sha256 from then on (mmdebstrap output is not byte-reproducible, so the
+    # hash is recorded, not written in the repository). A tarball made before hashes were recorded is
+    # trusted once, the first time it is seen.
+    if not BASE_SHA256.exists():
+        BASE_SHA256.write_text(_sha256(BASE_TAR) + "\n")
+    if BASE_SHA256.read_text().strip() != _sha256(BASE_TAR):
+        raise AssertionError(f"{BASE_TAR} does not match {BASE_SHA256}: delete both to make the base again")
     ref = base_ref()
     if run([podman, "image", "exists", ref], check=False).returncode != 0:
         start = time.monotonic()
         run([podman, "import", "--change", "ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
              "--change", "ENV=LANG=C.UTF-8", str(BASE_TAR), ref])
         import_seconds = time.monotonic() - start
-    return BaseResult(ref, tar_seconds, import_seconds)
+    image_id = run([podman, "image", "inspect", "--format", "{{.Id}}", ref]).stdout.strip()
+    return BaseResult(image_id, tar_seconds, import_seconds)
 
 
 def build_image(tag: str, base: str, buildah: str = "buildah") -> float:

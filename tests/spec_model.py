@@ -344,12 +344,20 @@ def parse_attempt(raw: bytes | None, now_ms: int) -> dict[str, Any]:
 # The expectation
 
 
+def expected_event_id(a: dict[str, Any]) -> str:
+    """§7.1: UUIDv5 (EVENT_ID_NAMESPACE) of the attempt id, target account, identity type, iam id,
+    identity account and action, each as `<length in code points>:<value>`, then the event time in ms."""
+    ident = a["identity"]
+    parts = (a["id"], a["account_id"], ident["type"], ident["iam_id"], ident["account_id"], a["action"])
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, "".join(f"{len(p)}:{p}" for p in parts) + str(a["event_ms"])))
+
+
 def expected_event(a: dict[str, Any], d: SpecDecision, version: Version | None, exact: bool) -> dict[str, Any]:
     """The projection (FIELDS) of the eval event of a valid, emitted attempt (§7.1)."""
     deny = d.decision == "Deny"
     return {
         "key": a["account_id"],
-        "id": str(uuid.uuid5(EVENT_ID_NAMESPACE, a["id"])),
+        "id": expected_event_id(a),
         "action": EVAL_ACTION,
         "eventTime": a["event_ms"],
         "attemptId": a["id"],

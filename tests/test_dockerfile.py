@@ -249,3 +249,75 @@ def test_ignore_matcher(path: str) -> None:
     patterns = [".venv", "var", "**/__pycache__", "!var/keep"]
     assert ignored(path, patterns) is (path != "schemas")
     assert not ignored("var/keep", patterns)
+
+
+# --- supply chain: hashed lock files, no shell or pip at run time -----------------------------------
+
+LOCK = ROOT / "requirements.lock"
+BUILD_LOCK = ROOT / "requirements-build.lock"
+
+
+def locked(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a pip-compile --generate-hashes file."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    current = ""
+    for line in path.read_text().splitlines():
+        if match := re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line):
+            current = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+            pins[current] = (match.group(2), [])
+        elif match := re.search(r"--hash=sha256:([0-9a-f]{64})", line):
+            pins[current][1].append(match.group(1))
+    return pins
+
+
+def test_every_runtime_dependency_is_pinned_with_hashes() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = locked(LOCK)
+    for requirement in project["dependencies"]:
+        name = re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]).lower()
+        assert name in pins, f"{name} is a runtime dependency missing from requirements.lock"
+    assert all(hashes for _version, hashes in pins.values()), "a pin without --hash"
+    assert "setuptools" in locked(BUILD_LOCK) and all(h for _v, h in locked(BUILD_LOCK).values())
+
+
+def test_the_installed_runtime_is_the_lock() -> None:
+    """CI installs requirements.lock (scripts/bootstrap), so the tests run what the image ships."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    wrong = {}
+    for name, (pinned, _hashes) in locked(LOCK).items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = None
+        if installed != pinned:
+            wrong[name] = (pinned, installed)
+    assert wrong == {}, f"installed versions differ from requirements.lock (lock, installed): {wrong}"
+
+
+def test_the_builder_installs_only_hash_checked_dependencies() -> None:
+    builder = parse()[1][0]
+    copied = {s for i in builder.all("COPY") for s in copy_parts(i)[1]}
+    assert {"requirements.lock", "requirements-build.lock"} <= copied
+    runs = [i.args for i in builder.all("RUN")]
+    assert any("--require-hashes" in r and "-r requirements.lock" in r and "-r requirements-build.lock" in r
+               for r in runs), runs
+    project = next(r for r in runs if re.search(r"\bpip install (--\S+ )*\.(\s|$)", r))
+    # nothing resolved or fetched beyond the locks: no dependencies, no isolated build environment
+    assert "--no-deps" in project and "--no-build-isolation" in project, project
+    for path in ("requirements.lock", "requirements-build.lock"):
+        assert not ignored(path, dockerignore_patterns()), path
+
+
+def test_the_final_image_has_no_shell_and_no_pip() -> None:
+    final = final_stage()
+    runs = final.all("RUN")
+    assert runs, "the final stage removes the shell in a RUN"
+    last_run = final.instructions.index(runs[-1])
+    assert all(i.keyword != "RUN" for i in final.instructions[last_run + 1:])
+    removed = set(shlex.split(runs[-1].args))
+    for shell in ("/bin/sh", "/usr/bin/sh", "/bin/dash", "/usr/bin/dash", "/bin/bash", "/usr/bin/bash"):
+        assert shell in removed, f"{shell} is left in the image"
+    for pip in ("/usr/local/bin/pip*", "/usr/local/lib/python3*/site-packages/pip*", "/usr/share/python-wheels",
+                "/usr/lib/python3*/ensurepip"):
+        assert pip in removed, f"{pip} is left in the image"

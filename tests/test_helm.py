@@ -289,7 +289,8 @@ def test_lint(helm: Helm, case: str) -> None:
 @pytest.mark.helm
 def test_defaults_render_the_core_objects(default_docs: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in default_docs)
-    assert kinds == sorted(["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"])
+    assert kinds == sorted(["ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Service",
+                            "ServiceAccount"])
     for doc in default_docs:
         assert doc["metadata"]["namespace"] == NAMESPACE
         assert doc["metadata"]["name"] == f"{RELEASE}-access-eval"
@@ -439,6 +440,24 @@ GUARD_CASES = {
     "password in extraProperties": (
         ["--set", "kafka.extraProperties.sasl\\.password=hunter2"],
         "put it in the Secret named by kafka.existingSecret as ACCESS_EVAL_KAFKA_SASL_PASSWORD",
+    ),
+    "OAuth config in extraProperties": (
+        ["--set", "kafka.extraProperties.sasl\\.oauthbearer\\.config=clientSecret=hunter2"],
+        "as ACCESS_EVAL_KAFKA_SASL_OAUTHBEARER_CONFIG",
+    ),
+    "OAuth client secret in extraProperties": (
+        ["--set", "kafka.extraProperties.sasl\\.oauthbearer\\.client\\.secret=hunter2"],
+        "as ACCESS_EVAL_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET",
+    ),
+    "token in extraProperties": (
+        ["--set", "kafka.extraProperties.sasl\\.oauthbearer\\.token=hunter2"],
+        "as ACCESS_EVAL_KAFKA_SASL_OAUTHBEARER_TOKEN",
+    ),
+    "JAAS line in extraProperties": (
+        ["--set", "kafka.extraProperties.sasl\\.jaas\\.config=x"], "as ACCESS_EVAL_KAFKA_SASL_JAAS_CONFIG",
+    ),
+    "inline key in extraProperties": (
+        ["--set", "kafka.extraProperties.ssl\\.key\\.pem=x"], "as ACCESS_EVAL_KAFKA_SSL_KEY_PEM",
     ),
     "first-class property in extraProperties": (
         ["--set", "kafka.extraProperties.group\\.id=x"], "kafka.extraProperties.group.id: use kafka.groupId",
@@ -795,9 +814,17 @@ def test_network_policy(helm: Helm, full_docs: list[dict[str, Any]]) -> None:
     assert egress_ports(policy) == {(53, "UDP"), (53, "TCP"), (9093, "TCP"), (9094, "TCP"), (443, "TCP"), (4317, "TCP")}
     kafka_rule = next(r for r in policy["egress"] if {"port": 9093, "protocol": "TCP"} in r["ports"])
     assert kafka_rule["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
-    # Defaults: bootstrap kafka:9092, no registry.
-    defaults = one(helm.render("--set", "networkPolicy.enabled=true"), "NetworkPolicy")["spec"]
+    # Defaults: on, bootstrap kafka:9092, no registry; ingress only from Prometheus in `monitoring`.
+    defaults = one(helm.render(), "NetworkPolicy")["spec"]
     assert egress_ports(defaults) == {(53, "UDP"), (53, "TCP"), (9092, "TCP")}
+    (default_ingress,) = defaults["ingress"]
+    assert default_ingress["from"] == [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }]
+    assert kind_of(helm.render("--set", "networkPolicy.enabled=false"), "NetworkPolicy") == []
+    # a path is not a credential: ssl.key.location stays allowed in extraProperties
+    assert kind_of(helm.render("--set", "kafka.extraProperties.ssl\\.key\\.location=/etc/k/key"), "Deployment")
 
 
 # --------------------------------------------------------------------------------------------

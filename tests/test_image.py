@@ -79,6 +79,12 @@ def test_image_declares_a_non_root_user_and_the_console_script(image: str) -> No
     out = run(["podman", "run", "--rm", "--read-only", "--network", "none", "--entrypoint", "python", image,
                "-c", "import sys, processor; print(sys.version_info[:2], processor.__file__)"]).stdout
     assert out.startswith("(3, 11) /opt/venv/lib/python3.11/site-packages/processor/"), out
+    # No shell and no pip to run or install anything else with (Dockerfile, final stage).
+    shells = [(shell, ["-c", "true"]) for shell in ("/bin/sh", "/bin/bash", "/usr/bin/dash")]
+    for entrypoint, args in [*shells, ("python", ["-m", "pip", "--version"]), ("python", ["-m", "ensurepip", "-h"])]:
+        proc = run(["podman", "run", "--rm", "--read-only", "--network", "none", "--entrypoint", entrypoint, image,
+                    *args], check=False)
+        assert proc.returncode != 0, f"{entrypoint} {' '.join(args)} runs in the image: {proc.stdout}"
 
 
 def test_image_evaluates_attempts_on_the_broker_and_stops_cleanly(image: str, topics: Topics) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import string
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -470,3 +471,16 @@ def test_settings_gauges_of_accounts_with_an_invalid_latest_record() -> None:
     assert h.apply_record(A2.encode(), b"[]", 1) is not None
     assert value(m, "access_eval_settings_accounts_invalid_latest") == 2
     assert value(m, "access_eval_settings_accounts_without_valid_version") == 1
+
+
+@pytest.mark.parametrize(("content", "limit"), [
+    ("536870912\n", 536870912), ("max\n", 0), ("9223372036854771712\n", 0), ("garbage", 0), (None, 0),
+])
+def test_memory_limit_is_read_from_the_cgroup(tmp_path: Path, content: str | None, limit: int) -> None:
+    from processor.metrics import memory_limit_bytes
+
+    path = tmp_path / "memory.max"
+    if content is not None:
+        path.write_text(content)
+    assert memory_limit_bytes([path]) == limit
+    assert Metrics().registry.get_sample_value("access_eval_memory_limit_bytes") == memory_limit_bytes()

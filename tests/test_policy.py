@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from spec_model import expected_event_id
 from strategies import (
     ACCOUNTS,
     BASE_MS,
@@ -253,7 +254,9 @@ def test_event_fields_follow_spec_6() -> None:
     attempt = parse_attempt(json.dumps(obj), NOW_MS)
     verdict, version, exact = assess(history, attempt)
     ev = build_event(attempt, verdict, version, exact, NOW_MS + 5)
-    assert ev["id"] == str(uuid.uuid5(EVENT_ID_NAMESPACE, obj["id"]))
+    name = (f"36:{obj['id']}{len(TARGET)}:{TARGET}10:service_id11:ServiceId-1{len(EXTERNAL)}:{EXTERNAL}"
+            f"32:cloud-object-storage.object.read{BASE_MS + 123}")  # docs/contract.md §7.1
+    assert ev["id"] == str(uuid.uuid5(EVENT_ID_NAMESPACE, name))
     assert uuid.UUID(ev["id"]).version == 5
     assert ev["attemptId"] == obj["id"]
     assert ev["action"] == "iam-access-management.account-settings.eval"
@@ -282,10 +285,13 @@ def test_event_fields_follow_spec_6() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(max_size=60))
-def test_event_id_is_uuid5_of_attempt_id(attempt_id: str) -> None:
+@given(st.lists(st.text(max_size=30), min_size=6, max_size=6), st.integers(0, 253402300799999))
+def test_event_id_is_uuid5_of_the_attempts_identity(values: list[str], event_ms: int) -> None:
     try:
-        attempt_id.encode()
+        "".join(values).encode()
     except UnicodeEncodeError:
         return
-    assert event_id(attempt_id) == str(uuid.uuid5(EVENT_ID_NAMESPACE, attempt_id))
+    attempt_id, account, itype, iam_id, ident_account, action = values
+    a = {"id": attempt_id, "account_id": account, "action": action, "event_ms": event_ms,
+         "identity": {"type": itype, "iam_id": iam_id, "account_id": ident_account}}
+    assert event_id(attempt_id, account, itype, iam_id, ident_account, action, event_ms) == expected_event_id(a)

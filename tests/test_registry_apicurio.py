@@ -34,6 +34,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from kafka_harness import Topics, free_port, wait_until
 from processor_harness import end_offsets, produce, start_processor, wait_all_committed
 from registry_harness import apicurio, start_registry
+from spec_model import expected_event_id
 from test_schema_evolution import resolution_failures
 
 from processor.local import java as local_java
@@ -121,7 +122,7 @@ def expected_event(a: dict[str, Any], settings_topic: str, updated_ms: int) -> d
     allowlisted = a["identity"]["account_id"] == FRIEND
     event_ms = int(datetime.fromisoformat(a["event_time"].replace("Z", "+00:00")).timestamp() * 1000)
     return {
-        "id": str(uuid.uuid5(EVENT_NS, a["id"])),
+        "id": expected_event_id({**a, "event_ms": event_ms}),
         "action": "iam-access-management.account-settings.eval",
         "eventTime": dt(event_ms),
         "attemptId": a["id"],

@@ -26,7 +26,7 @@ from processor_harness import (
 from test_pipeline import attempt, doc
 
 from processor import config as run_config
-from processor.cli.main import build_parser
+from processor.cli.main import build_parser, main
 from processor.config import RunConfig, load
 from processor.stream import app
 
@@ -347,3 +347,31 @@ def test_commit_interval_must_fit_the_transaction_timeout(clean_env: pytest.Monk
     assert "--commit-interval-ms" in err and "transaction.timeout.ms" in err, err
     assert "ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS" in err and err.count("\n") == 1, err
     assert load({**flags, "delivery": "at-least-once"}).commit_interval_ms == interval_ms
+
+
+@pytest.mark.parametrize(("variable", "value", "named"), [
+    ("ACCESS_EVAL_KAFKA_SASL_JAAS_CONFIG",
+     'org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="hunter2";',
+     "sasl.jaas.config"),
+    ("ACCESS_EVAL_KAFKA_BOGUS_THING", "hunter2", "bogus.thing"),
+    ("ACCESS_EVAL_KAFKA_FETCH_MIN_BYTES", "hunter2", "fetch.min.bytes"),
+])
+def test_a_property_librdkafka_rejects_exits_2_naming_it(clean_env: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         variable: str, value: str, named: str) -> None:
+    """Contract §8: one line naming the property (and its variable), no traceback, no value."""
+    clean_env.setenv(variable, value)
+    assert main(["run", "--bootstrap-servers", "127.0.0.1:1", "--metrics-port", "0", "--startup-timeout-s", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, f"one line expected: {err!r}"
+    assert named in err and variable in err and "Traceback" not in err, err
+    assert "hunter2" not in err
+
+
+@pytest.mark.parametrize("command", [["tail"], ["report", "--account", "acct-a"], ["settings", "list"]])
+def test_the_operator_tools_name_a_refused_property_too(clean_env: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    clean_env.setenv("ACCESS_EVAL_KAFKA_SASL_JAAS_CONFIG", 'x required username="u" password="hunter2";')
+    assert main([*command, "--bootstrap-servers", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sasl.jaas.config" in err and "hunter2" not in err, err

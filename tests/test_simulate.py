@@ -136,7 +136,8 @@ def test_event_json_is_the_avro_record_rendered(tmp_path: Path) -> None:
     ev = events[0]
 
     expected = {
-        "id": str(uuid.uuid5(EVENT_ID_NAMESPACE, "att-shape")),
+        "id": str(uuid.uuid5(EVENT_ID_NAMESPACE, f"9:att-shape{len(ACC)}:{ACC}4:user7:IBMid-1{len(EXT)}:{EXT}"
+                                                 f"32:cloud-object-storage.object.read{BASE_MS + 123}")),
         "action": "iam-access-management.account-settings.eval",
         "eventTime": "2026-06-01T00:00:00.123Z",
         "attemptId": "att-shape",

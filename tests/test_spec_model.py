@@ -68,7 +68,8 @@ def test_versions_over_time_tombstones_rejections_and_equal_times() -> None:
     }
     e = spec.events["a2"]
     assert e["key"] == e["target.accountId"] == A and e["initiator.authnAccountId"] == Z
-    assert e["id"] == str(uuid.uuid5(EVENT_ID_NAMESPACE, "a2"))
+    name = f"2:a2{len(A)}:{A}4:user7:IBMid-1{len(Z)}:{Z}32:cloud-object-storage.object.read{T + 15 * MIN}"
+    assert e["id"] == str(uuid.uuid5(EVENT_ID_NAMESPACE, name))
     assert e["outcome"] == "failure" and e["reason.reasonCode"] == 403 and e["truncated"] is False
 
 

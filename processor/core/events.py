@@ -18,7 +18,7 @@ from processor.core.policy import Verdict
 from processor.core.settings import BEGINNING_OF_TIME, SettingsVersion
 
 EVAL_ACTION = "iam-access-management.account-settings.eval"
-#: Namespace of eval event ids: id = UUIDv5(EVENT_ID_NAMESPACE, attempt id).
+#: Namespace of eval event ids: id = UUIDv5(EVENT_ID_NAMESPACE, the attempt's identity) (`event_id`, contract §7.1).
 EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:access-eval:eval-event")
 _NS = EVENT_ID_NAMESPACE.bytes
 _NO_RESOURCE: dict[str, Any] = {}
@@ -34,11 +34,31 @@ _REASONS = {
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
-def event_id(attempt_id: str) -> str:
-    """uuid.uuid5(EVENT_ID_NAMESPACE, attempt_id), written out (4x faster than the uuid module):
-    the SHA-1 hex digest with the version digit set to 5 and the variant bits to 10."""
-    x = sha1(_NS + attempt_id.encode()).hexdigest()
+def event_id(
+    attempt_id: str, account_id: str, identity_type: str, iam_id: str, identity_account_id: str, action: str,
+    event_ms: int,
+) -> str:
+    """uuid.uuid5(EVENT_ID_NAMESPACE, name), written out (4x faster than the uuid module): the SHA-1 hex
+    digest with the version digit set to 5 and the variant bits to 10.
+
+    The name is everything that identifies the attempt, not its id alone (producers reuse ids, and
+    one id must never stand for two different attempts): each string as `<length>:<value>` (length
+    in code points, so no value can shift into the next), then the event time in epoch ms. Display
+    fields (name, resource, source, agent) are not part of it: a truncated re-delivery keeps its id.
+    """
+    name = (
+        f"{len(attempt_id)}:{attempt_id}{len(account_id)}:{account_id}{len(identity_type)}:{identity_type}"
+        f"{len(iam_id)}:{iam_id}{len(identity_account_id)}:{identity_account_id}{len(action)}:{action}{event_ms}"
+    )
+    x = sha1(_NS + name.encode()).hexdigest()
     return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
+
+
+#: event_id of an attempt's validated data (build_event and EVENT_SOURCES share this expression).
+_EVENT_ID_EXPR = (
+    "event_id(a['id'], a['account_id'], ident['type'], ident['iam_id'], ident['account_id'], a['action'], "
+    "attempt.event_ms)"
+)
 
 
 class VerdictFields(NamedTuple):
@@ -82,7 +102,9 @@ def build_event(
     res = a.get("resource") or _NO_RESOURCE
     vf = verdict_fields(verdict)
     return {
-        "id": event_id(a["id"]),
+        "id": event_id(
+            a["id"], a["account_id"], ident["type"], ident["iam_id"], ident["account_id"], a["action"], attempt.event_ms
+        ),
         "action": EVAL_ACTION,
         "eventTime": attempt.event_ms,
         "attemptId": a["id"],
@@ -167,7 +189,7 @@ EVENT_SOURCES = EventSources(
     params=("attempt", "verdict", "version", "exact", "evaluated_at_ms"),
     prelude=("a = attempt.data", "ident = a['identity']", "res = a.get('resource') or _NO_RESOURCE"),
     fields={
-        "id": "event_id(a['id'])",
+        "id": _EVENT_ID_EXPR,
         "action": Constant(EVAL_ACTION),
         "eventTime": "attempt.event_ms",
         "attemptId": "a['id']",

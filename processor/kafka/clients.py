@@ -2,17 +2,23 @@
 
 Each function takes the user's librdkafka properties (bootstrap servers, SASL/SSL, overrides from
 `--kafka-config` / `ACCESS_EVAL_KAFKA_*`) and returns the full configuration of one kind of client.
-The callers construct the client; nothing here connects. All clients route librdkafka's own log
+The callers construct the client; nothing here connects (`check_properties` builds a client with no
+bootstrap servers, which never does). All clients route librdkafka's own log
 lines through the JSON logger (`access_eval.librdkafka`), so none reach the terminal raw.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from confluent_kafka import Consumer, KafkaException
+
 from processor.config import DEFAULT_TRANSACTION_TIMEOUT_MS
+from processor.errors import ConfigError
+from processor.logs import RepeatFilter
 
 LIBRDKAFKA_LOGGER = "access_eval.librdkafka"
 
@@ -33,8 +39,53 @@ def quiet_librdkafka(debug: bool = False) -> None:
         log.setLevel(logging.DEBUG)
 
 
+#: librdkafka repeats a failure per broker and retry: repeats within 10 s are collapsed into a count.
+logging.getLogger(LIBRDKAFKA_LOGGER).addFilter(RepeatFilter(window_s=10.0))
+
+
 def _base(props: Mapping[str, Any]) -> dict[str, Any]:
     return {**props, "logger": logging.getLogger(LIBRDKAFKA_LOGGER)}
+
+
+#: Hints for properties that come from Java client configurations and librdkafka refuses.
+_JAVA_ONLY = {
+    "sasl.jaas.config": "a Java JAAS line; librdkafka takes sasl.mechanism, sasl.username and sasl.password "
+                        "(ACCESS_EVAL_KAFKA_SASL_USERNAME, ACCESS_EVAL_KAFKA_SASL_PASSWORD) instead",
+}
+
+
+def check_properties(props: Mapping[str, Any]) -> None:
+    """Raise ConfigError naming the first property librdkafka refuses (unknown name, bad value, a Java
+    client's `sasl.jaas.config`), in one line and without its value (contract §8: exit 2, not a
+    traceback from the first client built). The check builds a consumer without bootstrap servers:
+    librdkafka validates every property when the client is created, and this one never connects."""
+    if rejected := _rejects(props):
+        name = next((k for k in props if k in _JAVA_ONLY), None) or _culprit(props, rejected)
+        variable = "ACCESS_EVAL_KAFKA_" + name.upper().replace(".", "_") if name else "ACCESS_EVAL_KAFKA_*"
+        hint = _JAVA_ONLY.get(name or "", rejected)
+        raise ConfigError(f"Kafka client property {name or '?'!r} ({variable} or --kafka-config) is refused: {hint}")
+
+
+def _rejects(props: Mapping[str, Any]) -> str | None:
+    """librdkafka's reason for refusing the properties, or None."""
+    quiet = logging.getLogger(LIBRDKAFKA_LOGGER + ".check")
+    quiet.propagate = False
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
+    conf = {k: v for k, v in props.items() if k != "bootstrap.servers"}
+    try:
+        Consumer({**conf, "group.id": TABLE_GROUP, "logger": quiet}).close()
+    except KafkaException as exc:
+        return str(exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else exc)
+    return None
+
+
+def _culprit(props: Mapping[str, Any], reason: str) -> str | None:
+    """The property the reason names, else the first one refused on its own."""
+    quoted = re.search(r'"([^"]+)"', reason)
+    if quoted and quoted.group(1) in props:
+        return quoted.group(1)
+    return next((k for k in props if k != "bootstrap.servers" and _rejects({k: props[k]})), None)
 
 
 def admin_conf(props: Mapping[str, Any], error_cb: Callable[[Any], None] | None = None) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import fastavro
 from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import REGISTRY_PROPS_PREFIX as PROPS_PREFIX
 from processor.config import ConfigError
-from processor.logs import kv
+from processor.logs import kv, redact_text
 
 log = logging.getLogger("access_eval")
 
@@ -120,6 +120,12 @@ def client_for(conf: Mapping[str, Any]) -> Any:
 
 
 def _describe(exc: Exception) -> str:
+    """What went wrong, for a log line or an error: transport errors quote the URL, so its user-info
+    is masked here."""
+    return redact_text(_what(exc))
+
+
+def _what(exc: Exception) -> str:
     code = getattr(exc, "http_status_code", None)
     if code == 401:
         return f"{exc} (check ACCESS_EVAL_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO / schema.registry.basic.auth.user.info)"
@@ -166,7 +172,7 @@ def register(url: str, topic: str, props: Mapping[str, str] | None = None, schem
     client = client_for(registry_conf(url, props))
     subject = subject_for(topic)
     schema_str = json.dumps(schema if schema is not None else load_schema_json())
-    where = f"--schema-registry-url / ACCESS_EVAL_SCHEMA_REGISTRY_URL={url!r}"
+    where = f"--schema-registry-url / ACCESS_EVAL_SCHEMA_REGISTRY_URL={redact_text(url)!r}"
     try:
         schema_id: int = client.register_schema(subject, Schema(schema_str, "AVRO"))
     except Exception as exc:  # SchemaRegistryError, transport errors of httpx
@@ -210,7 +216,7 @@ def register_when_available(
                 raise ConfigError(f"{exc} (gave up after {timeout_s:g}s, --startup-timeout-s)") from None
             waiting("schema registry unreachable")
             log.warning("schema registry not reachable yet; retrying",
-                        extra=kv(url=url, subject=subject_for(topic), error=str(exc), retry_in_s=backoff))
+                        extra=kv(url=redact_text(url), subject=subject_for(topic), error=str(exc), retry_in_s=backoff))
             until = time.monotonic() + backoff
             while time.monotonic() < until and not stop():
                 time.sleep(0.1)  # a retry backoff
@@ -218,7 +224,8 @@ def register_when_available(
             backoff = min(backoff * 2, 10.0)
             continue
         waiting(None)
-        log.info("eval event schema registered", extra=kv(url=url, subject=subject_for(topic), schema_id=schema_id))
+        log.info("eval event schema registered",
+                 extra=kv(url=redact_text(url), subject=subject_for(topic), schema_id=schema_id))
         return schema_id
     return None
 
@@ -240,7 +247,7 @@ def resolver(url: str, kafka_props: Mapping[str, str] | None = None) -> Callable
             try:
                 schema = client.get_schema(schema_id)
             except Exception as exc:
-                raise LookupError(f"schema id {schema_id} not found at {url}: {_describe(exc)}") from None
+                raise LookupError(f"schema id {schema_id} not found at {redact_text(url)}: {_describe(exc)}") from None
             if (schema.schema_type or "AVRO") != "AVRO":
                 raise LookupError(f"schema id {schema_id} is a {schema.schema_type} schema, not Avro")
             # Parsed once: EvalCodec.decode re-parses per message, which is a no-op for a parsed schema.

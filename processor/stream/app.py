@@ -14,6 +14,7 @@ from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import ConfigError, RunConfig, load
 from processor.errors import EXIT_OK, EXIT_USAGE
 from processor.health import Health, serve
+from processor.kafka import clients
 from processor.kafka.admin import StartupCancelled, ensure_topics, wait_for_cluster
 from processor.logs import kv
 from processor.metrics import Metrics
@@ -73,6 +74,7 @@ def run(flags: dict[str, Any]) -> int:
 def _run(flags: dict[str, Any], early_stop: threading.Event) -> int:
     try:
         cfg = load(flags)
+        clients.check_properties(cfg.kafka_properties())
     except ConfigError as exc:
         print(f"access-eval run: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from processor.codec.avro import EvalCodec
 from processor.config import ConfigError, RunConfig
 from processor.core.attempts import InvalidAttempt, parse_attempt
+from processor.core.conflicts import AttemptIdConflicts
 from processor.core.evaluator import assess_at
 from processor.core.policy import Verdict
 from processor.core.settings import SettingsHistory
@@ -55,6 +56,8 @@ class Batch:
         self.txn = txn
         #: attempts evaluated by this instance (not counting dead letters)
         self.seen = 0
+        #: attempt ids reused with other content (best effort, bounded; contract §7.1)
+        self.conflicts = AttemptIdConflicts()
         self._max_record_bytes = int(cfg.kafka_properties().get("message.max.bytes", 1_000_000))  # librdkafka's
         #: (topic, partition, offset, error code, dead letter?) -> produce() failures so far (`_refused`)
         self._refusals: dict[tuple[Any, ...], int] = {}
@@ -106,6 +109,8 @@ class Batch:
             a = attempt.data
             account = a["account_id"]
             if value is not None:
+                if self.conflicts.observe(attempt):
+                    self.metrics.attempt_id_conflict()
                 try:
                     try:
                         produce(eval_topic, value, account.encode(), headers=headers)

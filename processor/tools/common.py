@@ -121,6 +121,7 @@ def kafka_props(args: argparse.Namespace) -> dict[str, Any]:
         usage_error("--bootstrap-servers (or ACCESS_EVAL_BOOTSTRAP_SERVERS) is required")
     props: dict[str, Any] = kafka_only(raw_properties(args))
     props["bootstrap.servers"] = bootstrap
+    clients.check_properties(props)  # a refused property: one line naming it, exit 2 (ConfigError)
     return props
 
 

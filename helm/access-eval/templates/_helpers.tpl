@@ -175,7 +175,10 @@ render (install, upgrade, template, lint) fails early with a message naming the 
 {{- if hasKey $firstClass $key }}
 {{- fail (printf "kafka.extraProperties.%s: use %s instead" $key (get $firstClass $key)) }}
 {{- end }}
-{{- if regexMatch "password|secret|^sasl\\.username$|^ssl\\.key\\.pem$" $key }}
+{{- /* The processor's log redaction rule (docs/configuration.md), minus paths: a name with "key" is a
+       credential unless it names a file (ssl.key.location, ssl.keystore.location, sasl.kerberos.keytab). */}}
+{{- $keyName := and (regexMatch "key" (lower $key)) (not (regexMatch "\\.location$|keytab$" (lower $key))) }}
+{{- if or $keyName (regexMatch "password|secret|token|jaas|oauthbearer\\.config|user\\.info|credentials|private|^sasl\\.username$" (lower $key)) }}
 {{- fail (printf "kafka.extraProperties.%s looks like a credential and would be stored in a ConfigMap: put it in the Secret named by kafka.existingSecret as ACCESS_EVAL_KAFKA_%s" $key (upper (replace "." "_" $key))) }}
 {{- end }}
 {{- end }}
