@@ -31,7 +31,8 @@ from soak_check import FINAL, Verdict, check
 from soak_nemesis import KINDS, Nemesis
 from soak_report import Timeline, fault_counts, plot, recovery, summary
 from soak_traffic import Churn, Ledger, Tail, Traffic, now_ms
-from soak_world import SCRAPE_S, Fleet, heal_cluster, soak_cluster, soak_topics, wait_fleet_ready
+from soak_world import SCRAPE_S, Fleet, heal_cluster, soak_topics, wait_fleet_ready
+from test_cluster import running_cluster
 
 RECOVERY_LIMIT_S = 180.0
 
@@ -148,7 +149,7 @@ def run(opts: Options) -> Result:
     timeline = Timeline(opts.out / "timeline.jsonl", clock)
     timeline.write("start", seed=opts.seed, duration_s=opts.duration_s, rate=opts.rate, processors=opts.processors,
                    out_of_order=opts.out_of_order, kinds=opts.kinds)
-    with soak_cluster(opts.out / "cluster") as info:
+    with running_cluster(opts.out / "cluster") as info:
         topics = soak_topics(info, opts.partitions)
         ledger = Ledger()
         traffic = Traffic(topics, ledger, opts.rate, opts.seed, timeline)

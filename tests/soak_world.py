@@ -18,13 +18,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka_harness import Topics, start_watchdog, wait_until
+from kafka_harness import Topics, wait_until
 from processor_harness import RunningProcessor, start_processor
-from test_cluster import FAST, warm_up
+from test_cluster import FAST
 
 from processor.local import cluster as local_cluster
 from processor.local.cluster import ClusterInfo
@@ -185,21 +184,6 @@ class Fleet:
                     os.kill(life.proc.proc.pid, signal.SIGCONT)
             life.proc.kill()
 
-
-@contextlib.contextmanager
-def soak_cluster(data: Path) -> Iterator[ClusterInfo]:
-    """`access-eval local start --brokers 3 --proxy`'s code on free ports; always stopped at the end."""
-    watchdog = start_watchdog(os.getpid(), data)
-    try:
-        info = local_cluster.start(None, data, brokers=3, proxy=True, progress=lambda _m: None)
-        warm_up(info)
-        yield info
-    finally:
-        try:
-            local_cluster.stop(data)
-        finally:
-            watchdog.terminate()
-            watchdog.wait(timeout=10)
 
 
 def heal_cluster(info: ClusterInfo) -> None:

@@ -59,7 +59,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterInfo]:
     """Three nodes + Toxiproxy on random free ports, started by `access-eval local start --brokers 3 --proxy`'s code."""
     require_binary("toxiproxy-server")
     require_binary("java", "install a JDK/JRE 17+")
-    data = tmp_path_factory.mktemp("cluster")
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as info:
+        yield info
+
+
+@contextlib.contextmanager
+def running_cluster(data: Path) -> Iterator[ClusterInfo]:
+    """`access-eval local start --brokers 3 --proxy`'s code on free ports, warmed up; always stopped at
+    the end (also by a watchdog if this process dies). The cluster tests and the soak use it."""
     watchdog = start_watchdog(os.getpid(), data)
     try:
         info = local_cluster.start(None, data, brokers=3, proxy=True, progress=lambda _m: None)
