@@ -17,7 +17,7 @@ What is modelled (contract section in brackets):
 
 - settings records [§3]: acceptance and rejection (missing/undecodable key, strict JSON, the
   document's required fields and their types, states, allowlists, `updated_at` with an offset in
-  1970..9999, key/`account_id` mismatch, near misses of an identity type, the caps of 1 MiB per
+  1970..9999, key/`account_id` mismatch, near misses of an identity type, the caps of 8 MiB per
   value and 50,000 ids per allowlist); a rejected record changes nothing; effective time =
   `updated_at`, else the record's timestamp; a tombstone (null value) is a reset version from its
   timestamp; an accepted record supersedes every version of its account whose effective time is at
@@ -161,7 +161,7 @@ def _account(value: Any, what: str, reason: str) -> str:
 # Settings (§3)
 
 
-MAX_SETTINGS_BYTES = 1_048_576  # §3 cap on a settings record's value
+MAX_SETTINGS_BYTES = 8 * 1_048_576  # §3 cap on a settings record's value
 MAX_ALLOWLIST = 50_000  # §3 cap on the ids of one identity type
 
 

@@ -22,10 +22,11 @@ from processor.core.ids import (
 )
 
 #: Caps (contract §3), so that no record can exhaust a replica: every replica reads the whole topic.
-#: An allowlist may hold 10,000+ ids; 50,000 per identity type leaves room and bounds one record's
-#: rules to about 6 MB in memory. 1 MiB is the broker's default `max.message.bytes`, too.
+#: An allowlist may hold 10,000+ ids; 50,000 per identity type leaves room. 8 MiB per record lets three
+#: full allowlists of 32-hex ids (about 1.8 MB of JSON each) fit, so the id cap, not the byte cap, is
+#: what an in-contract record meets (three 10,000-id allowlists already exceed 1 MiB).
 MAX_ALLOWLIST_IDS = 50_000
-MAX_RECORD_BYTES = 1_048_576
+MAX_RECORD_BYTES = 8 * 1_048_576
 #: Rejection reasons of these guards (the settings history adds the others).
 GUARD_REASONS: tuple[str, ...] = ("near_miss_identity_type", "record_too_large", "allowlist_too_large")
 
