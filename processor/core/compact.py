@@ -1,0 +1,167 @@
+"""Compact storage of the settings table: what lets one process hold millions of accounts.
+
+Every instance holds the whole table, so its memory per account bounds the fleet. Account and
+allowlist ids are usually 128-bit hex (32 characters): as `str` that is ~81 bytes each, as 16 raw
+bytes inside a packed record it is 16. Other ids (the contract allows more forms) keep their exact
+text. A single settings version whose restricted types hold a few hex ids is packed into one `bytes`
+value (no per-account objects, nothing for the garbage collector); everything else stays a plain
+`SettingsVersion`. Reads unpack into the same plain data the decision always saw, so the decision
+stays a pure function over plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from struct import Struct
+
+from processor.core.settings_doc import DEFAULT_RULES, SMALL_ALLOWLIST, Rule, Rules, SmallSet
+
+#: effective_ms, offset (-1: none), partition (-1: none), topic index, then one byte per identity type.
+_HEAD = Struct("<qqhB3B")
+_STATES = ("", "monitor", "limited")
+_STATE_CODE = {"monitor": 1, "limited": 2}
+#: Topic indexes fit a byte; a version from the 255th distinct topic is simply not packed.
+MAX_TOPICS = 255
+
+
+def hex_key(account: str) -> bytes | None:
+    """The 16 bytes of a 32-character lower-case hex id, or None for any other id (exact: `hex()` of
+    the result gives the id back, so distinct ids never share a key)."""
+    if len(account) != 32:
+        return None
+    try:
+        raw = bytes.fromhex(account)
+    except ValueError:
+        return None
+    return raw if len(raw) == 16 and raw.hex() == account else None
+
+
+def account_key(account: str) -> bytes | str:
+    """The table's key for a normalised account id: 16 bytes for hex ids, the text otherwise."""
+    key = hex_key(account)
+    return account if key is None else key
+
+
+def key_text(key: bytes | str) -> str:
+    """The account id a table key stands for."""
+    return key.hex() if isinstance(key, bytes) else key
+
+
+def pack_hex_ids(ids: list[str]) -> bytes | None:
+    """Unique 32-hex lower-case ids as 16 bytes each (first occurrence order), or None if any id is
+    another form. One C call validates them all: n ids of 32 characters decode to 16·n bytes only if every
+    character is a hex digit, and `hex()` round-trips only lower-case."""
+    if not ids:
+        return b""
+    if set(map(len, ids)) != {32}:
+        return None  # every id its own 32 characters (31 + 33 would also join to 64)
+    joined = "".join(ids)
+    try:
+        raw = bytes.fromhex(joined)
+    except ValueError:
+        return None
+    if len(raw) != 16 * len(ids) or raw.hex() != joined:
+        return None
+    if len(ids) > 1 and len(set(ids)) != len(ids):
+        seen: dict[bytes, None] = {}
+        for i in range(0, len(raw), 16):
+            seen[raw[i : i + 16]] = None
+        raw = b"".join(seen)
+    return raw
+
+
+class PackedIds(bytes):
+    """A few unique hex ids, 16 bytes each: behaves like a set of their text (`in`, iteration, `len`,
+    equality with sets and SmallSets), which is all the decision and the tools ask of an allowlist."""
+
+    __slots__ = ()
+
+    def __contains__(self, item: object) -> bool:
+        key = hex_key(item) if isinstance(item, str) else None
+        if key is None:
+            return False
+        i = self.find(key)
+        while i >= 0:
+            if i % 16 == 0:
+                return True
+            i = self.find(key, i + 1)
+        return False
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
+        raw = bytes(self)
+        return (raw[i : i + 16].hex() for i in range(0, len(raw), 16))
+
+    def __len__(self) -> int:
+        return bytes.__len__(self) // 16
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedIds | SmallSet | set | frozenset):
+            return set(self) == set(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self))
+
+    def __repr__(self) -> str:
+        return f"PackedIds({tuple(self)!r})"
+
+
+def pack_version(effective_ms: int, rules: Rules, topic_index: int, partition: int | None,
+                 offset: int | None) -> bytes | None:
+    """One version as bytes, or None when it does not fit the compact form (large or non-hex
+    allowlists, out-of-range numbers): the caller keeps a `SettingsVersion` then."""
+    if not (-(2**63) <= effective_ms < 2**63 and (offset is None or 0 <= offset < 2**63)
+            and (partition is None or 0 <= partition < 2**15) and 0 <= topic_index < MAX_TOPICS):
+        return None
+    slots = [0, 0, 0]
+    body: list[bytes] = []
+    distinct: list[Rule] = []
+    for t, rule in enumerate(rules):
+        if rule is None:
+            continue
+        for n, seen in enumerate(distinct):
+            if seen is rule:
+                slots[t] = n + 1
+                break
+        else:
+            ids = rule.allowed
+            raw = bytes(ids) if isinstance(ids, PackedIds) else None
+            if raw is None:
+                if len(ids) > SMALL_ALLOWLIST:
+                    return None
+                raw = pack_hex_ids(list(ids))
+                if raw is None:
+                    return None
+            distinct.append(rule)
+            slots[t] = len(distinct)
+            body.append(bytes((_STATE_CODE[rule.state], len(raw) // 16)) + raw)
+    head = _HEAD.pack(effective_ms, -1 if offset is None else offset, -1 if partition is None else partition,
+                      topic_index, *slots)
+    return head + b"".join(body)
+
+
+def unpack_version(packed: bytes) -> tuple[int, Rules, int, int | None, int | None]:
+    """(effective_ms, rules, topic index, partition, offset) of a packed version."""
+    effective_ms, offset, partition, topic_index, s0, s1, s2 = _HEAD.unpack_from(packed)
+    if not (s0 or s1 or s2):
+        rules = DEFAULT_RULES
+    else:
+        made: list[Rule] = []
+        pos = _HEAD.size
+        end = len(packed)
+        while pos < end:
+            state, n = packed[pos], packed[pos + 1]
+            stop = pos + 2 + 16 * n
+            made.append(Rule(_STATES[state], PackedIds(packed[pos + 2 : stop])))
+            pos = stop
+        rules = (made[s0 - 1] if s0 else None, made[s1 - 1] if s1 else None, made[s2 - 1] if s2 else None)
+    return effective_ms, rules, topic_index, None if partition < 0 else partition, None if offset < 0 else offset
+
+
+def packed_effective(packed: bytes) -> int:
+    """The effective time of a packed version, without unpacking its rules (pruning scans many)."""
+    return int(_HEAD.unpack_from(packed)[0])
