@@ -11,7 +11,7 @@ stays a pure function over plain data.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from struct import Struct
 
 from processor.core.settings_doc import DEFAULT_RULES, SMALL_ALLOWLIST, Rule, Rules, SmallSet
@@ -110,6 +110,11 @@ class PackedIds(bytes):
         return f"PackedIds({tuple(self)!r})"
 
 
+def packed_ids(raw: bytes) -> Collection[str]:
+    """`PackedIds` typed as what it behaves like (a bytes subclass iterating over text)."""
+    return PackedIds(raw)  # type: ignore[return-value]
+
+
 def pack_version(effective_ms: int, rules: Rules, topic_index: int, partition: int | None,
                  offset: int | None) -> bytes | None:
     """One version as bytes, or None when it does not fit the compact form (large or non-hex
@@ -156,7 +161,7 @@ def unpack_version(packed: bytes) -> tuple[int, Rules, int, int | None, int | No
         while pos < end:
             state, n = packed[pos], packed[pos + 1]
             stop = pos + 2 + 16 * n
-            made.append(Rule(_STATES[state], PackedIds(packed[pos + 2 : stop])))
+            made.append(Rule(_STATES[state], packed_ids(packed[pos + 2 : stop])))
             pos = stop
         rules = (made[s0 - 1] if s0 else None, made[s1 - 1] if s1 else None, made[s2 - 1] if s2 else None)
     return effective_ms, rules, topic_index, None if partition < 0 else partition, None if offset < 0 else offset
@@ -165,3 +170,30 @@ def unpack_version(packed: bytes) -> tuple[int, Rules, int, int | None, int | No
 def packed_effective(packed: bytes) -> int:
     """The effective time of a packed version, without unpacking its rules (pruning scans many)."""
     return int(_HEAD.unpack_from(packed)[0])
+
+
+def pack_fast(types: tuple[tuple[str, bytes] | None, ...], effective_ms: int, topic_index: int, partition: int,
+              offset: int) -> bytes | None:
+    """`pack_version` straight from what `settings_fast` read (no Rule objects): None when it does not
+    fit (more than SMALL_ALLOWLIST ids), as there."""
+    slots = [0, 0, 0]
+    body: list[bytes] = []
+    seen: list[tuple[str, bytes]] = []
+    for t, cfg in enumerate(types):
+        if cfg is None or cfg[0] == "enabled":
+            continue
+        if cfg in seen:
+            slots[t] = seen.index(cfg) + 1
+            continue
+        raw = cfg[1]
+        if len(raw) > 16 * SMALL_ALLOWLIST:
+            return None
+        seen.append(cfg)
+        slots[t] = len(seen)
+        body.append(bytes((_STATE_CODE[cfg[0]], len(raw) // 16)) + raw)
+    return _HEAD.pack(effective_ms, offset, partition, topic_index, *slots) + b"".join(body)
+
+
+def packed_resets(packed: bytes) -> bool:
+    """Whether a packed version has every identity type `enabled` (a reset, see `SettingsHistory.prune`)."""
+    return packed[_HEAD.size - 3 : _HEAD.size] == b"\0\0\0"

@@ -7,23 +7,24 @@ validation, the rules) is `settings_doc`; its names are re-exported here, so cal
 
 from __future__ import annotations
 
+from binascii import Error as BinasciiError
+from binascii import unhexlify
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 
 from processor.core.compact import (
     MAX_TOPICS,
-    PackedIds,
     account_key,
-    hex_key,
     key_text,
+    pack_fast,
     pack_version,
     packed_effective,
+    packed_resets,
     unpack_version,
 )
 from processor.core.ids import IDENTITY_TYPES, MAX_TIME_MS, account_problem, normalize_account, to_millis
-from processor.core.settings_doc import (
+from processor.core.settings_doc import (  # re-exported: callers import one module
     DEFAULT_RULES,
-    GUARD_REASONS,
     MAX_ALLOWLIST_IDS,
     MAX_RECORD_BYTES,
     RECENT_IDS_MAX,
@@ -44,120 +45,28 @@ from processor.core.settings_doc import (
     parse_settings_line,
     rules_of,
 )
-from processor.core.settings_fast import FastTypes, fast_settings
+from processor.core.settings_fast import FastTypes, fast_rules, fast_settings
+from processor.core.versions import (
+    BEGINNING_OF_TIME,
+    REJECT_REASONS,
+    RejectedRecord,
+    SettingsVersion,
+    key_account,
+    key_in_normal_form,
+)
 
 __all__ = [
-    "BEGINNING_OF_TIME",
-    "DEFAULT_RETENTION_MS",
-    "DEFAULT_RULES",
-    "MAX_ALLOWLIST_IDS",
-    "MAX_RECORD_BYTES",
-    "RECENT_IDS_MAX",
-    "REJECT_REASONS",
-    "SMALL_ALLOWLIST",
-    "TYPE_INDEX",
-    "ExternalInteraction",
-    "IdentityTypeSettings",
-    "IdentityTypes",
-    "InvalidSettings",
-    "RejectedRecord",
-    "Rule",
-    "Rules",
-    "SettingsDocument",
-    "SettingsHistory",
-    "SettingsVersion",
-    "SmallSet",
-    "TombstoneLine",
-    "allowed_ids",
-    "document_from_json",
-    "key_in_normal_form",
-    "parse_settings",
-    "parse_settings_line",
-    "rules_of",
+    "BEGINNING_OF_TIME", "DEFAULT_RETENTION_MS", "DEFAULT_RULES", "MAX_ALLOWLIST_IDS", "MAX_RECORD_BYTES",
+    "RECENT_IDS_MAX", "REJECT_REASONS", "SMALL_ALLOWLIST", "TYPE_INDEX", "ExternalInteraction",
+    "IdentityTypeSettings", "IdentityTypes", "InvalidSettings", "RejectedRecord", "Rule", "Rules",
+    "SettingsDocument", "SettingsHistory", "SettingsVersion", "SmallSet", "TombstoneLine", "allowed_ids",
+    "document_from_json", "key_in_normal_form", "parse_settings", "parse_settings_line", "rules_of"
 ]
 
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 #: Unpacked versions kept for the hot path (~0.5 µs saved per lookup of a recently read account).
 UNPACKED_MAX = 65_536
-#: Effective time of a version that is in force "from the beginning of time" (simulate lines without updated_at).
-BEGINNING_OF_TIME = -(2**62)
-#: Settings rejection reasons: a closed set, used as a metric label.
-REJECT_REASONS: tuple[str, ...] = (
-    "bad_json", "invalid_value", "key_mismatch", "missing_key", *GUARD_REASONS,
-)
-
-
-class SettingsVersion:
-    """One version of an account's settings and where it came from (reported in eval events)."""
-
-    __slots__ = ("effective_ms", "offset", "partition", "rules", "topic")
-
-    def __init__(
-        self,
-        effective_ms: int,
-        rules: Rules,
-        topic: str | None = None,
-        partition: int | None = None,
-        offset: int | None = None,
-    ) -> None:
-        self.effective_ms = effective_ms
-        self.rules = rules
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-
-    def __repr__(self) -> str:
-        return f"SettingsVersion(effective_ms={self.effective_ms}, rules={self.rules}, offset={self.offset})"
-
-
-class RejectedRecord:
-    """The latest settings record of an account, rejected: where it is and why."""
-
-    __slots__ = ("account", "detail", "has_valid_version", "offset", "partition", "reason", "timestamp_ms", "topic")
-
-    def __init__(
-        self, account: str, reason: str, detail: str, topic: str | None, partition: int | None, offset: int | None,
-        timestamp_ms: int = BEGINNING_OF_TIME,
-    ) -> None:
-        self.account = account
-        #: The record's timestamp: pruning forgets it like a reset (see `SettingsHistory.prune`).
-        self.timestamp_ms = timestamp_ms
-        self.reason = reason
-        self.detail = detail
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        #: Filled in by `SettingsHistory.invalid_latest`.
-        self.has_valid_version = False
-
-    def __repr__(self) -> str:
-        return f"RejectedRecord({self.account!r}, {self.reason!r}, partition={self.partition}, offset={self.offset})"
-
-
-def key_in_normal_form(key: bytes) -> bool:
-    """Whether a record key is spelt as its account's normal form (trimmed, lower-case). The log
-    cleaner compacts raw key bytes, so another spelling is only replaced or deleted by a write under
-    that same spelling (contract §3.2)."""
-    try:
-        text = key.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return hex_key(text) is not None or normalize_account(text) == text
-
-
-def _key_account(key: bytes | None) -> str | None:
-    """The account a record key names (None: no usable key)."""
-    if not key:
-        return None
-    try:
-        text = key.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if hex_key(text) is not None:
-        return text  # the common form: valid and normal as it is
-    return normalize_account(text) if account_problem(text) is None else None
-
-
+_UNBOUND = object()
 class SettingsHistory:
     """Per-account settings versions ordered by effective time, pruned by stream time.
 
@@ -173,6 +82,8 @@ class SettingsHistory:
         self._topics: list[str | None] = []
         #: Packed versions recently read, unpacked (bounded): the hot path reads the same accounts again.
         self._unpacked: dict[bytes | str, SettingsVersion] = {}
+        #: The topic `apply_canonical` takes records of, and its index (see `bind_topic`).
+        self._topic_last: tuple[object, int] = (_UNBOUND, -1)
         self._multi: set[bytes | str] = set()
         #: Accounts whose latest version has every type `enabled` (a reset): forgotten once that version
         #: is the only one left and older than retention, so they do not stay in memory forever.
@@ -239,7 +150,7 @@ class SettingsHistory:
 
     def _version(self, key: bytes | str, held: bytes | SettingsVersion) -> SettingsVersion:
         """A single held version as plain data (packed ones unpacked, through a bounded cache)."""
-        if type(held) is not bytes:
+        if isinstance(held, SettingsVersion):
             return held
         version = self._unpacked.get(key)
         if version is None:
@@ -260,6 +171,46 @@ class SettingsHistory:
         else:
             self._resets.discard(key)
 
+    def apply_canonical(self, key: bytes | None, value: bytes | None, timestamp_ms: int, topic: str | None,
+                        partition: int, offset: int) -> bool:
+        """`apply_record` for the bootstrap's common case, in one step: a canonical record (see
+        `settings_fast`) under a normal 32-hex key, of an account not held yet, whose version packs.
+        False (nothing changed): use `apply_record`. Same effect and counters as it, without the objects."""
+        if not value or not key or len(key) != 32 or key != key.lower() or self._topic_last[0] != topic:
+            return False
+        try:
+            kb = unhexlify(key)
+        except BinasciiError:
+            return False
+        if kb in self._accounts:
+            return False
+        account = key.decode("ascii")
+        fast = fast_settings(value, account)
+        if fast is None:
+            return False
+        effective = timestamp_ms if fast[0] is None else fast[0]
+        packed = pack_fast(fast[1], effective, self._topic_last[1], partition, offset) if effective <= MAX_TIME_MS \
+            else None
+        if packed is None or not 0 <= offset < 2**63 or not 0 <= partition < 2**15:
+            return False
+        self._accounts[kb] = packed
+        if packed_resets(packed):
+            self._resets.add(kb)
+        if self._invalid_latest:
+            self._invalid_latest.pop(account, None)
+        self.versions += 1
+        self.applied += 1
+        self.last_downgrade = None
+        return True
+
+    def bind_topic(self, topic: str | None) -> None:
+        """Records of this topic may take `apply_canonical` (the topic's index in packed versions)."""
+        if topic not in self._topics:
+            self._topics.append(topic)
+        index = self._topics.index(topic)
+        if index < MAX_TOPICS:
+            self._topic_last = (topic, index)
+
     def apply_record(
         self,
         key: bytes | None,
@@ -276,7 +227,7 @@ class SettingsHistory:
         """
         self.last_downgrade = None
         problem = self._apply_record(key, value, timestamp_ms, topic, partition, offset)
-        account = _key_account(key)
+        account = key_account(key)
         if account is not None:
             if problem is None:
                 self._invalid_latest.pop(account, None)
@@ -345,7 +296,7 @@ class SettingsHistory:
                 self.rejected += 1
                 return _late_timestamp(timestamp_ms)
             updated_ms = timestamp_ms
-        self.put(account, SettingsVersion(updated_ms, _fast_rules(types), topic, partition, offset))
+        self.put(account, SettingsVersion(updated_ms, fast_rules(types), topic, partition, offset))
         self.applied += 1
         return None
 
@@ -512,7 +463,7 @@ class SettingsHistory:
             only = accounts[account]
             if isinstance(only, list):
                 continue
-            if (packed_effective(only) if type(only) is bytes else only.effective_ms) <= watermark:
+            if (packed_effective(only) if isinstance(only, bytes) else only.effective_ms) <= watermark:
                 del accounts[account]
                 self._unpacked.pop(account, None)
                 self._resets.discard(account)
@@ -539,24 +490,3 @@ def _late_timestamp(timestamp_ms: int) -> InvalidSettings:
 
 def _effective(v: SettingsVersion) -> int:
     return v.effective_ms
-
-
-def _fast_rules(types: FastTypes) -> Rules:
-    """`rules_of` for a record read by `settings_fast`: identical configs share one Rule; a few ids stay
-    packed (`PackedIds`), a larger allowlist is a frozenset of their text as before."""
-    made: dict[tuple[str, bytes], Rule] = {}
-    out: list[Rule | None] = []
-    for cfg in types:
-        if cfg is None or cfg[0] == "enabled":
-            out.append(None)
-            continue
-        rule = made.get(cfg)
-        if rule is None:
-            state, raw = cfg
-            if len(raw) <= 16 * SMALL_ALLOWLIST:
-                rule = Rule(state, PackedIds(raw))
-            else:
-                rule = Rule(state, allowed_ids([raw[i : i + 16].hex() for i in range(0, len(raw), 16)]))
-            made[cfg] = rule
-        out.append(rule)
-    return (out[0], out[1], out[2])

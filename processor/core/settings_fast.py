@@ -16,9 +16,10 @@ from typing import Literal
 
 import msgspec
 
-from processor.core.compact import pack_hex_ids
+from processor.core.compact import pack_hex_ids, packed_ids
 from processor.core.ids import IDENTITY_TYPES, MAX_TIME_MS, to_millis
-from processor.core.settings_doc import MAX_ALLOWLIST_IDS, MAX_RECORD_BYTES
+from processor.core.settings_doc import MAX_ALLOWLIST_IDS, MAX_RECORD_BYTES, SMALL_ALLOWLIST, Rule, Rules, allowed_ids
+
 
 class _Type(msgspec.Struct):
     state: Literal["enabled", "monitor", "limited"]
@@ -99,3 +100,24 @@ def _updated_ms(value: str) -> int | None:
         _TIMES.clear()
     _TIMES[value] = ms
     return ms
+
+
+def fast_rules(types: FastTypes) -> Rules:
+    """`rules_of` for a record read by `settings_fast`: identical configs share one Rule; a few ids stay
+    packed (`PackedIds`), a larger allowlist is a frozenset of their text as before."""
+    made: dict[tuple[str, bytes], Rule] = {}
+    out: list[Rule | None] = []
+    for cfg in types:
+        if cfg is None or cfg[0] == "enabled":
+            out.append(None)
+            continue
+        rule = made.get(cfg)
+        if rule is None:
+            state, raw = cfg
+            if len(raw) <= 16 * SMALL_ALLOWLIST:
+                rule = Rule(state, packed_ids(raw))
+            else:
+                rule = Rule(state, allowed_ids([raw[i : i + 16].hex() for i in range(0, len(raw), 16)]))
+            made[cfg] = rule
+        out.append(rule)
+    return (out[0], out[1], out[2])
