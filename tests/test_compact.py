@@ -76,13 +76,21 @@ def test_versions_pack_and_unpack_to_the_same_plain_data() -> None:
     empty = Rule("monitor", SmallSet(()))
     for rules in [(shared, None, shared), (None, other, shared), DEFAULT_RULES, (empty, None, None)]:
         for partition, offset in [(2, 12345678901), (None, None)]:
-            packed = pack_version(-5, rules, 3, partition, offset)
+            packed = pack_version(253402300799999, rules, 3, partition, offset)
             assert packed is not None
             effective, got, topic, p, o = unpack_version(packed)
-            assert (effective, got, topic, p, o) == (-5, rules, 3, partition, offset)
+            assert (effective, got, topic, p, o) == (253402300799999, rules, 3, partition, offset)
             assert [r is None for r in got] == [r is None for r in rules]
     first, _, third = unpack_version(pack_version(0, (shared, None, shared), 0, 0, 0) or b"")[1]
     assert first is third  # identical types stay one Rule
+
+
+@pytest.mark.parametrize(("effective", "topic", "partition", "offset"), [
+    (-1, 0, 0, 0), (2**48, 0, 0, 0), (0, 4, 0, 0), (0, 0, 1023, 0), (0, 0, 0, 2**38 - 1), (0, 0, -2, 0),
+])
+def test_versions_out_of_the_packed_ranges_stay_objects(effective: int, topic: int, partition: int, offset: int) -> None:
+    assert pack_version(effective, DEFAULT_RULES, topic, partition, offset) is None
+    assert pack_version(0, DEFAULT_RULES, 3, 1022, 2**38 - 2) is not None
 
 
 @pytest.mark.parametrize("rule", [

@@ -12,16 +12,18 @@ stays a pure function over plain data.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
-from struct import Struct
 
 from processor.core.settings_doc import DEFAULT_RULES, SMALL_ALLOWLIST, Rule, Rules, SmallSet
 
-#: effective_ms, offset (-1: none), partition (-1: none), topic index, then one byte per identity type.
-_HEAD = Struct("<qqhB3B")
+#: A packed version: 13 bytes (effective ms: 48 bits; partition + 1: 10 bits and offset + 1: 38 bits,
+#: 0 = none; 2 bits per identity type naming its rule, 0 = enabled; 2 bits of topic index), then per
+#: distinct rule one byte (state << 4 | id count) and the ids. 13 bytes make a version with three ids
+#: 96 bytes in all, an unrestricted one 48: CPython allocates in steps of 16.
+HEAD_BYTES = 13
 _STATES = ("", "monitor", "limited")
 _STATE_CODE = {"monitor": 1, "limited": 2}
-#: Topic indexes fit a byte; a version from the 255th distinct topic is simply not packed.
-MAX_TOPICS = 255
+#: Topic indexes fit two bits; a version of a fifth distinct topic is simply not packed.
+MAX_TOPICS = 4
 
 
 def hex_key(account: str) -> bytes | None:
@@ -36,15 +38,16 @@ def hex_key(account: str) -> bytes | None:
     return raw if len(raw) == 16 and raw.hex() == account else None
 
 
-def account_key(account: str) -> bytes | str:
-    """The table's key for a normalised account id: 16 bytes for hex ids, the text otherwise."""
+def account_key(account: str) -> int | str:
+    """The table's key for a normalised account id: the 128-bit number of a hex id (an int takes 48
+    bytes, the 32-character text 81), the text otherwise."""
     key = hex_key(account)
-    return account if key is None else key
+    return account if key is None else int.from_bytes(key, "big")
 
 
-def key_text(key: bytes | str) -> str:
+def key_text(key: int | str) -> str:
     """The account id a table key stands for."""
-    return key.hex() if isinstance(key, bytes) else key
+    return f"{key:032x}" if isinstance(key, int) else key
 
 
 def pack_hex_ids(ids: list[str]) -> bytes | None:
@@ -115,13 +118,21 @@ def packed_ids(raw: bytes) -> Collection[str]:
     return PackedIds(raw)  # type: ignore[return-value]
 
 
+def _head(effective_ms: int, topic_index: int, partition: int | None, offset: int | None,
+          slots: list[int]) -> bytes | None:
+    """The 13 bytes every packed version starts with, or None when a field is out of their range."""
+    p = 0 if partition is None else partition + 1
+    o = 0 if offset is None else offset + 1
+    if not (0 <= effective_ms < 2**48 and 0 <= p < 2**10 and 0 <= o < 2**38 and 0 <= topic_index < MAX_TOPICS):
+        return None
+    flags = slots[0] | slots[1] << 2 | slots[2] << 4 | topic_index << 6
+    return (effective_ms | (p << 38 | o) << 48 | flags << 96).to_bytes(HEAD_BYTES, "little")
+
+
 def pack_version(effective_ms: int, rules: Rules, topic_index: int, partition: int | None,
                  offset: int | None) -> bytes | None:
     """One version as bytes, or None when it does not fit the compact form (large or non-hex
     allowlists, out-of-range numbers): the caller keeps a `SettingsVersion` then."""
-    if not (-(2**63) <= effective_ms < 2**63 and (offset is None or 0 <= offset < 2**63)
-            and (partition is None or 0 <= partition < 2**15) and 0 <= topic_index < MAX_TOPICS):
-        return None
     slots = [0, 0, 0]
     body: list[bytes] = []
     distinct: list[Rule] = []
@@ -134,42 +145,43 @@ def pack_version(effective_ms: int, rules: Rules, topic_index: int, partition: i
                 break
         else:
             ids = rule.allowed
-            raw = bytes(ids) if isinstance(ids, PackedIds) else None
+            if rule.state not in _STATE_CODE or len(ids) > SMALL_ALLOWLIST:
+                return None
+            raw = bytes(ids) if isinstance(ids, PackedIds) else pack_hex_ids(list(ids))
             if raw is None:
-                if len(ids) > SMALL_ALLOWLIST:
-                    return None
-                raw = pack_hex_ids(list(ids))
-                if raw is None:
-                    return None
+                return None
             distinct.append(rule)
             slots[t] = len(distinct)
-            body.append(bytes((_STATE_CODE[rule.state], len(raw) // 16)) + raw)
-    head = _HEAD.pack(effective_ms, -1 if offset is None else offset, -1 if partition is None else partition,
-                      topic_index, *slots)
-    return head + b"".join(body)
+            body.append(bytes((_STATE_CODE[rule.state] << 4 | len(raw) // 16,)) + raw)
+    head = _head(effective_ms, topic_index, partition, offset, slots)
+    return None if head is None else head + b"".join(body)
 
 
 def unpack_version(packed: bytes) -> tuple[int, Rules, int, int | None, int | None]:
     """(effective_ms, rules, topic index, partition, offset) of a packed version."""
-    effective_ms, offset, partition, topic_index, s0, s1, s2 = _HEAD.unpack_from(packed)
+    head = int.from_bytes(packed[:HEAD_BYTES], "little")
+    place = head >> 48 & (2**48 - 1)
+    flags = head >> 96
+    s0, s1, s2 = flags & 3, flags >> 2 & 3, flags >> 4 & 3
     if not (s0 or s1 or s2):
         rules = DEFAULT_RULES
     else:
         made: list[Rule] = []
-        pos = _HEAD.size
+        pos = HEAD_BYTES
         end = len(packed)
         while pos < end:
-            state, n = packed[pos], packed[pos + 1]
-            stop = pos + 2 + 16 * n
-            made.append(Rule(_STATES[state], packed_ids(packed[pos + 2 : stop])))
+            code = packed[pos]
+            stop = pos + 1 + 16 * (code & 15)
+            made.append(Rule(_STATES[code >> 4], packed_ids(packed[pos + 1 : stop])))
             pos = stop
         rules = (made[s0 - 1] if s0 else None, made[s1 - 1] if s1 else None, made[s2 - 1] if s2 else None)
-    return effective_ms, rules, topic_index, None if partition < 0 else partition, None if offset < 0 else offset
+    p, o = place >> 38, place & (2**38 - 1)
+    return head & (2**48 - 1), rules, flags >> 6, None if p == 0 else p - 1, None if o == 0 else o - 1
 
 
 def packed_effective(packed: bytes) -> int:
     """The effective time of a packed version, without unpacking its rules (pruning scans many)."""
-    return int(_HEAD.unpack_from(packed)[0])
+    return int.from_bytes(packed[:6], "little")
 
 
 def pack_fast(types: tuple[tuple[str, bytes] | None, ...], effective_ms: int, topic_index: int, partition: int,
@@ -190,10 +202,11 @@ def pack_fast(types: tuple[tuple[str, bytes] | None, ...], effective_ms: int, to
             return None
         seen.append(cfg)
         slots[t] = len(seen)
-        body.append(bytes((_STATE_CODE[cfg[0]], len(raw) // 16)) + raw)
-    return _HEAD.pack(effective_ms, offset, partition, topic_index, *slots) + b"".join(body)
+        body.append(bytes((_STATE_CODE[cfg[0]] << 4 | len(raw) // 16,)) + raw)
+    head = _head(effective_ms, topic_index, partition, offset, slots)
+    return None if head is None else head + b"".join(body)
 
 
 def packed_resets(packed: bytes) -> bool:
     """Whether a packed version has every identity type `enabled` (a reset, see `SettingsHistory.prune`)."""
-    return packed[_HEAD.size - 3 : _HEAD.size] == b"\0\0\0"
+    return packed[HEAD_BYTES - 1] & 0x3F == 0

@@ -77,17 +77,17 @@ class SettingsHistory:
     def __init__(self, retention_ms: int = DEFAULT_RETENTION_MS, prune_every_ms: int = 60_000) -> None:
         self.retention_ms = retention_ms
         self._prune_every_ms = prune_every_ms
-        self._accounts: dict[bytes | str, bytes | SettingsVersion | list[SettingsVersion]] = {}
+        self._accounts: dict[int | str, bytes | SettingsVersion | list[SettingsVersion]] = {}
         #: Topics of packed versions, by the index a packed version holds (few: one per settings topic).
         self._topics: list[str | None] = []
         #: Packed versions recently read, unpacked (bounded): the hot path reads the same accounts again.
-        self._unpacked: dict[bytes | str, SettingsVersion] = {}
+        self._unpacked: dict[int | str, SettingsVersion] = {}
         #: The topic `apply_canonical` takes records of, and its index (see `bind_topic`).
         self._topic_last: tuple[object, int] = (_UNBOUND, -1)
-        self._multi: set[bytes | str] = set()
+        self._multi: set[int | str] = set()
         #: Accounts whose latest version has every type `enabled` (a reset): forgotten once that version
         #: is the only one left and older than retention, so they do not stay in memory forever.
-        self._resets: set[bytes | str] = set()
+        self._resets: set[int | str] = set()
         #: Account -> its latest record, when that record was rejected (SPEC §3 compaction hazard).
         self._invalid_latest: dict[str, RejectedRecord] = {}
         #: What pruning goes by: the minimum over the partitions that count of their newest event time,
@@ -135,7 +135,7 @@ class SettingsHistory:
             self._multi.add(key)
         self._note_latest(key, version)
 
-    def _store(self, key: bytes | str, version: SettingsVersion) -> None:
+    def _store(self, key: int | str, version: SettingsVersion) -> None:
         """Hold an account's only version, packed when it fits."""
         self._unpacked.pop(key, None)
         topics = self._topics
@@ -148,7 +148,7 @@ class SettingsHistory:
         packed = pack_version(version.effective_ms, version.rules, topic_index, version.partition, version.offset)
         self._accounts[key] = version if packed is None else packed
 
-    def _version(self, key: bytes | str, held: bytes | SettingsVersion) -> SettingsVersion:
+    def _version(self, key: int | str, held: bytes | SettingsVersion) -> SettingsVersion:
         """A single held version as plain data (packed ones unpacked, through a bounded cache)."""
         if isinstance(held, SettingsVersion):
             return held
@@ -165,7 +165,7 @@ class SettingsHistory:
         types = [t for t, b, a in zip(IDENTITY_TYPES, before, after, strict=True) if b is not None and a is None]
         self.last_downgrade = (account_id, types) if types else None
 
-    def _note_latest(self, key: bytes | str, latest: SettingsVersion) -> None:
+    def _note_latest(self, key: int | str, latest: SettingsVersion) -> None:
         if latest.rules == DEFAULT_RULES:
             self._resets.add(key)
         else:
@@ -179,7 +179,7 @@ class SettingsHistory:
         if not value or not key or len(key) != 32 or key != key.lower() or self._topic_last[0] != topic:
             return False
         try:
-            kb = unhexlify(key)
+            kb = int.from_bytes(unhexlify(key), "big")
         except BinasciiError:
             return False
         if kb in self._accounts:
@@ -191,7 +191,7 @@ class SettingsHistory:
         effective = timestamp_ms if fast[0] is None else fast[0]
         packed = pack_fast(fast[1], effective, self._topic_last[1], partition, offset) if effective <= MAX_TIME_MS \
             else None
-        if packed is None or not 0 <= offset < 2**63 or not 0 <= partition < 2**15:
+        if packed is None:
             return False
         self._accounts[kb] = packed
         if packed_resets(packed):

@@ -123,6 +123,8 @@ def table_reader_conf(props: Mapping[str, Any], group_id: str = TABLE_GROUP) -> 
         # The pre-fetch queue (64 MB by default) is resident on top of the table; 16 MB still keeps
         # a bootstrap fed (bench/README.md, "Fleet scale").
         "queued.max.messages.kbytes": TABLE_PREFETCH_KB,
+        # ... and a full queue must not pause a partition's fetches for the default 1 s.
+        "fetch.queue.backoff.ms": 10,
     }
 
 
