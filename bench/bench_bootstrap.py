@@ -5,8 +5,8 @@ One settings topic (the bench's 1-5-id set, `bench/kafka/settings.py`'s generato
 then `access-eval run` is started from each code tree in turn (`--tree NAME=PATH`, e.g. a `git archive`
 snapshot of main as the "before"), interleaved run by run so the shared machine's speed changes hit
 every tree alike. Per run: time from process start to /readyz 200, peak RSS (VmHWM) and RSS once ready,
-the processor's CPU time, the machine's 1-minute load. **Check** (every run): the processor's log says it bootstrapped exactly
-the preloaded number of accounts with nothing rejected. Medians of the runs per tree are printed.
+the processor's CPU time, the machine's 1-minute load. **Check** (every run): the processor's log says
+it bootstrapped exactly the preloaded number of accounts with nothing rejected. Medians per tree are printed.
 
     .venv/bin/python bench/bench_bootstrap.py --records 1000000 --runs 3 --tree before=/tmp/main-snapshot
 """
@@ -105,8 +105,8 @@ def one_run(bench: Bench, name: str, tree: Path, topic: str, records: int, args:
                            f"rejected; expected {records} and 0 (log {proc.log})")
     out = {"tree": name, "ready_s": round(ready_s, 2), "cpu_s": cpu_s, "bootstrap_s": info.get("seconds"),
            "peak_rss_mb": round(peak / 1024), "rss_ready_mb": round(rss / 1024), "load1": load}
-    say(f"  {name}: ready in {ready_s:.2f} s, CPU {cpu_s} s (bootstrap {info.get('seconds')} s), peak RSS {out['peak_rss_mb']} MB, "
-        f"RSS when ready {out['rss_ready_mb']} MB, load {load}")
+    say(f"  {name}: ready in {ready_s:.2f} s, CPU {cpu_s} s (bootstrap {info.get('seconds')} s), "
+        f"peak RSS {out['peak_rss_mb']} MB, RSS when ready {out['rss_ready_mb']} MB, load {load}")
     return out
 
 
@@ -130,7 +130,8 @@ def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         mine = [r for r in runs if r["tree"] == name]
         summary[name] = {k: statistics.median(r[k] for r in mine)
                          for k in ("ready_s", "cpu_s", "peak_rss_mb", "rss_ready_mb", "load1")}
-        say(f"{name}: median ready {summary[name]['ready_s']} s, CPU {summary[name]['cpu_s']} s, peak RSS {summary[name]['peak_rss_mb']} MB, "
+        say(f"{name}: median ready {summary[name]['ready_s']} s, CPU {summary[name]['cpu_s']} s, "
+            f"peak RSS {summary[name]['peak_rss_mb']} MB, "
             f"RSS when ready {summary[name]['rss_ready_mb']} MB (runs {[r['ready_s'] for r in mine]} s), "
             f"median load {summary[name]['load1']}")
     return {"records": n, "megabytes": round(size / 1e6), "runs": runs, "median": summary,

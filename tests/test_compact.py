@@ -88,7 +88,8 @@ def test_versions_pack_and_unpack_to_the_same_plain_data() -> None:
 @pytest.mark.parametrize(("effective", "topic", "partition", "offset"), [
     (-1, 0, 0, 0), (2**48, 0, 0, 0), (0, 4, 0, 0), (0, 0, 1023, 0), (0, 0, 0, 2**38 - 1), (0, 0, -2, 0),
 ])
-def test_versions_out_of_the_packed_ranges_stay_objects(effective: int, topic: int, partition: int, offset: int) -> None:
+def test_versions_out_of_the_packed_ranges_stay_objects(effective: int, topic: int, partition: int,
+                                                         offset: int) -> None:
     assert pack_version(effective, DEFAULT_RULES, topic, partition, offset) is None
     assert pack_version(0, DEFAULT_RULES, 3, 1022, 2**38 - 2) is not None
 
