@@ -13,6 +13,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 
 from processor.core.compact import (
+    HEX32,
     MAX_TOPICS,
     account_key,
     key_text,
@@ -357,13 +358,16 @@ class SettingsHistory:
 
     def lookup(self, account_id: str, t_ms: int) -> tuple[SettingsVersion | None, bool]:
         """The version in force at t and whether it is exact (False: t precedes every kept version)."""
-        key = account_key(account_id)
+        # account_key, inlined: this is the hot path's one lookup per cross-account attempt
+        key = int(account_id, 16) if len(account_id) == 32 and HEX32(account_id) else account_id
         current = self._accounts.get(key)
         if current is None:
             return None, True
-        if not isinstance(current, list):
-            version = self._version(key, current)
+        if current.__class__ is bytes:
+            version = self._unpacked.get(key) or self._version(key, current)
             return version, version.effective_ms <= t_ms
+        if not isinstance(current, list):
+            return current, current.effective_ms <= t_ms  # type: ignore[union-attr,return-value]
         i = bisect_right(current, t_ms, key=_effective)
         if i == 0:
             return current[0], False
