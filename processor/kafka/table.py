@@ -105,7 +105,7 @@ class SettingsTable:
     def caught_up(self) -> bool:
         return all(self.position[p] >= self.targets.get(p, 0) for p in self.partitions)
 
-    def poll(self, timeout_s: float = 0.0, max_records: int = 10_000) -> int:
+    def poll(self, timeout_s: float = 0.0, max_records: int = 2_000) -> int:
         """Apply what has arrived; returns records applied."""
         msgs = self.consumer.consume(max_records, timeout_s)
         collecting = gc.isenabled()
