@@ -224,3 +224,64 @@ def test_the_bootstrap_step_has_the_effect_of_apply_record() -> None:
             if a is not None and b is not None:
                 assert (a.effective_ms, a.rules, a.topic, a.partition, a.offset) == (
                     b.effective_ms, b.rules, b.topic, b.partition, b.offset)
+
+
+class _Msg:
+    """The parts of a confluent_kafka Message that SettingsTable.poll reads."""
+
+    def __init__(self, key: bytes, value: bytes, offset: int) -> None:
+        self._key, self._value, self._offset = key, value, offset
+
+    def error(self) -> None:
+        return None
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_767_225_600_000)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_table_poll_applies_a_batch_with_gc_off_and_restores_it(enabled: bool) -> None:
+    """No collection runs while a fetched batch is applied (its objects are acyclic); the collector is
+    left as it was found, and the canonical records land in the table with their positions."""
+    import gc
+
+    from processor.kafka.table import SettingsTable
+
+    seen: list[bool] = []
+
+    class Consumer:
+        def consume(self, n: int, timeout: float) -> list[_Msg]:
+            return [_Msg(acct.encode(), doc({}).replace(A.encode(), acct.encode()), i)
+                    for i, acct in enumerate((A, B, C))]
+
+    class History(SettingsHistory):
+        def apply_canonical(self, *args: Any) -> bool:
+            seen.append(gc.isenabled())
+            return super().apply_canonical(*args)
+
+    table = SettingsTable.__new__(SettingsTable)
+    table.topic, table.metrics, table.consumer = "s", None, Consumer()
+    table.history = History()
+    table.history.bind_topic("s")
+    table.position = {0: 0}
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert table.poll(0.0) == 3
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [False, False, False]
+    assert table.position == {0: 3} and sorted(table.history.accounts()) == sorted((A, B, C))
