@@ -285,3 +285,20 @@ def test_table_poll_applies_a_batch_with_gc_off_and_restores_it(enabled: bool) -
         (gc.enable if was else gc.disable)()
     assert seen == [False, False, False]
     assert table.position == {0: 3} and sorted(table.history.accounts()) == sorted((A, B, C))
+
+
+def test_a_subclass_extending_apply_document_sees_every_document() -> None:
+    """The fast paths stand in for `apply_document` and `apply_record`: a subclass that extends them (the
+    tools' DocumentView keeps each raw document) gets the model path, canonical records included."""
+    got: list[str] = []
+
+    class Keeping(SettingsHistory):
+        def apply_document(self, doc: Any, effective_ms: int, *args: Any) -> None:
+            got.append(doc.account_id)
+            super().apply_document(doc, effective_ms, *args)
+
+    h = Keeping()
+    h.bind_topic("s")
+    assert h.apply_canonical(A.encode(), CANONICAL[0], 0, "s", 0, 0) is False
+    assert h.apply_record(A.encode(), CANONICAL[0], 0, "s", 0, 0) is None
+    assert got == [A] and h.latest(A) is not None
