@@ -85,11 +85,9 @@ class SettingsHistory:
         self._unpacked: dict[int | str, SettingsVersion] = {}
         #: The topic `apply_canonical` takes records of, and its index (see `bind_topic`).
         self._topic_last: tuple[object, int] = (_UNBOUND, -1)
-        #: The fast paths skip `apply_document` / `apply_record`: not for a subclass that extends them
-        #: (e.g. the tools' DocumentView keeps each raw document).
-        cls = type(self)
-        self._fast_documents = cls.apply_document is SettingsHistory.apply_document
-        self._fast_ok = self._fast_documents and cls.apply_record is SettingsHistory.apply_record
+        #: The fast paths skip `apply_document` / `apply_record`: not for a subclass extending them (DocumentView).
+        self._fast_documents = type(self).apply_document is SettingsHistory.apply_document
+        self._fast_ok = self._fast_documents and type(self).apply_record is SettingsHistory.apply_record
         self._multi: set[int | str] = set()
         #: Accounts whose latest version has every type `enabled` (a reset): forgotten once that version
         #: is the only one left and older than retention, so they do not stay in memory forever.
@@ -179,9 +177,9 @@ class SettingsHistory:
 
     def apply_canonical(self, key: bytes | None, value: bytes | None, timestamp_ms: int, topic: str | None,
                         partition: int, offset: int) -> bool:
-        """`apply_record` for the bootstrap's common case, in one step: a canonical record (see
-        `settings_fast`) under a normal 32-hex key, of an account not held yet, whose version packs.
-        False (nothing changed): use `apply_record`. Same effect and counters as it, without the objects."""
+        """`apply_record` for the bootstrap's common case in one step (same effect and counters): a canonical
+        record (`settings_fast`) under a normal 32-hex key, of an account not held yet, whose version packs.
+        False: nothing changed, use `apply_record`."""
         if (not value or not key or len(key) != 32 or key != key.lower() or self._topic_last[0] != topic
                 or not self._fast_ok):
             return False
