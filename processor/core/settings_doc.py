@@ -5,6 +5,7 @@ evaluation reads. Pure: what a record says, not how records combine (that is `se
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -200,12 +201,13 @@ class SmallSet(tuple[str, ...]):
 class Rule:
     """The restriction for one identity type of one account (`enabled` types have no Rule).
 
-    `allowed` is a frozenset, or a SmallSet (a tuple comparing like a set) for a few ids.
+    `allowed` is a frozenset, or a SmallSet (a tuple comparing like a set) for a few ids, or (as the
+    compact table stores them) a `compact.PackedIds`: each answers `in` for an id's text.
     """
 
     __slots__ = ("allowed", "state")
 
-    def __init__(self, state: str, allowed: frozenset[str] | SmallSet) -> None:
+    def __init__(self, state: str, allowed: Collection[str]) -> None:
         self.state = state
         self.allowed = allowed
 

@@ -157,6 +157,10 @@ def processor_producer_conf(
     return conf
 
 
+#: The settings reader's pre-fetch queue, kB.
+TABLE_PREFETCH_KB = 4_096
+
+
 def table_reader_conf(props: Mapping[str, Any], group_id: str = TABLE_GROUP) -> dict[str, Any]:
     """The settings table's reader: every partition by assign(), from the beginning, committed records only.
     `run` passes its own --group-id: librdkafka looks up the group's coordinator even for assign(), and
@@ -170,6 +174,11 @@ def table_reader_conf(props: Mapping[str, Any], group_id: str = TABLE_GROUP) -> 
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": 50,
+        # The pre-fetch queue (64 MB by default) is resident on top of the table; 4 MB still keeps
+        # a bootstrap fed (bench/README.md, "Fleet scale").
+        "queued.max.messages.kbytes": TABLE_PREFETCH_KB,
+        # ... and a full queue must not pause a partition's fetches for the default 1 s.
+        "fetch.queue.backoff.ms": 10,
     }
 
 

@@ -1,0 +1,216 @@
+"""Compact storage of the settings table: what lets one process hold millions of accounts.
+
+Every instance holds the whole table, so its memory per account bounds the fleet. Account and
+allowlist ids are usually 128-bit hex (32 characters): as `str` that is ~81 bytes each, as 16 raw
+bytes inside a packed record it is 16. Other ids (the contract allows more forms) keep their exact
+text. A single settings version whose restricted types hold a few hex ids is packed into one `bytes`
+value (no per-account objects, nothing for the garbage collector); everything else stays a plain
+`SettingsVersion`. Reads unpack into the same plain data the decision always saw, so the decision
+stays a pure function over plain data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterator
+
+from processor.core.settings_doc import DEFAULT_RULES, SMALL_ALLOWLIST, Rule, Rules, SmallSet
+
+#: A packed version: 13 bytes (effective ms: 48 bits; partition + 1: 10 bits and offset + 1: 38 bits,
+#: 0 = none; 2 bits per identity type naming its rule, 0 = enabled; 2 bits of topic index), then per
+#: distinct rule one byte (state << 4 | id count) and the ids. 13 bytes make a version with three ids
+#: 96 bytes in all, an unrestricted one 48: CPython allocates in steps of 16.
+HEAD_BYTES = 13
+_STATES = ("", "monitor", "limited")
+_STATE_CODE = {"monitor": 1, "limited": 2}
+#: Topic indexes fit two bits; a version of a fifth distinct topic is simply not packed.
+MAX_TOPICS = 4
+
+
+def hex_key(account: str) -> bytes | None:
+    """The 16 bytes of a 32-character lower-case hex id, or None for any other id (exact: `hex()` of
+    the result gives the id back, so distinct ids never share a key)."""
+    if len(account) != 32:
+        return None
+    try:
+        raw = bytes.fromhex(account)
+    except ValueError:
+        return None
+    return raw if len(raw) == 16 and raw.hex() == account else None
+
+
+#: A 32-character lower-case hex id, exactly (`int(_, 16)` alone would also take `0x`, `_`, spaces).
+HEX32 = re.compile("[0-9a-f]{32}").fullmatch
+
+
+def account_key(account: str) -> int | str:
+    """The table's key for a normalised account id: the 128-bit number of a hex id (an int takes 48
+    bytes, the 32-character text 81), the text otherwise."""
+    return int(account, 16) if len(account) == 32 and HEX32(account) else account
+
+
+def key_text(key: int | str) -> str:
+    """The account id a table key stands for."""
+    return f"{key:032x}" if isinstance(key, int) else key
+
+
+def pack_hex_ids(ids: list[str]) -> bytes | None:
+    """Unique 32-hex lower-case ids as 16 bytes each (first occurrence order), or None if any id is
+    another form. One C call validates them all: n ids of 32 characters decode to 16·n bytes only if every
+    character is a hex digit, and `hex()` round-trips only lower-case."""
+    if not ids:
+        return b""
+    if set(map(len, ids)) != {32}:
+        return None  # every id its own 32 characters (31 + 33 would also join to 64)
+    joined = "".join(ids)
+    try:
+        raw = bytes.fromhex(joined)
+    except ValueError:
+        return None
+    if len(raw) != 16 * len(ids) or raw.hex() != joined:
+        return None
+    if len(ids) > 1 and len(set(ids)) != len(ids):
+        seen: dict[bytes, None] = {}
+        for i in range(0, len(raw), 16):
+            seen[raw[i : i + 16]] = None
+        raw = b"".join(seen)
+    return raw
+
+
+class PackedIds(bytes):
+    """A few unique hex ids, 16 bytes each: behaves like a set of their text (`in`, iteration, `len`,
+    equality with sets and SmallSets), which is all the decision and the tools ask of an allowlist."""
+
+    __slots__ = ()
+
+    def __contains__(self, item: object) -> bool:
+        key = hex_key(item) if isinstance(item, str) else None
+        if key is None:
+            return False
+        i = self.find(key)
+        while i >= 0:
+            if i % 16 == 0:
+                return True
+            i = self.find(key, i + 1)
+        return False
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
+        raw = bytes(self)
+        return (raw[i : i + 16].hex() for i in range(0, len(raw), 16))
+
+    def __len__(self) -> int:
+        return bytes.__len__(self) // 16
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedIds | SmallSet | set | frozenset):
+            return set(self) == set(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self))
+
+    def __repr__(self) -> str:
+        return f"PackedIds({tuple(self)!r})"
+
+
+def packed_ids(raw: bytes) -> Collection[str]:
+    """`PackedIds` typed as what it behaves like (a bytes subclass iterating over text)."""
+    return PackedIds(raw)  # type: ignore[return-value]
+
+
+def _head(effective_ms: int, topic_index: int, partition: int | None, offset: int | None,
+          slots: list[int]) -> bytes | None:
+    """The 13 bytes every packed version starts with, or None when a field is out of their range."""
+    p = 0 if partition is None else partition + 1
+    o = 0 if offset is None else offset + 1
+    if not (0 <= effective_ms < 2**48 and 0 <= p < 2**10 and 0 <= o < 2**38 and 0 <= topic_index < MAX_TOPICS):
+        return None
+    flags = slots[0] | slots[1] << 2 | slots[2] << 4 | topic_index << 6
+    return (effective_ms | (p << 38 | o) << 48 | flags << 96).to_bytes(HEAD_BYTES, "little")
+
+
+def pack_version(effective_ms: int, rules: Rules, topic_index: int, partition: int | None,
+                 offset: int | None) -> bytes | None:
+    """One version as bytes, or None when it does not fit the compact form (large or non-hex
+    allowlists, out-of-range numbers): the caller keeps a `SettingsVersion` then."""
+    slots = [0, 0, 0]
+    body: list[bytes] = []
+    distinct: list[Rule] = []
+    for t, rule in enumerate(rules):
+        if rule is None:
+            continue
+        for n, seen in enumerate(distinct):
+            if seen is rule:
+                slots[t] = n + 1
+                break
+        else:
+            ids = rule.allowed
+            if rule.state not in _STATE_CODE or len(ids) > SMALL_ALLOWLIST:
+                return None
+            raw = bytes(ids) if isinstance(ids, PackedIds) else pack_hex_ids(list(ids))
+            if raw is None:
+                return None
+            distinct.append(rule)
+            slots[t] = len(distinct)
+            body.append(bytes((_STATE_CODE[rule.state] << 4 | len(raw) // 16,)) + raw)
+    head = _head(effective_ms, topic_index, partition, offset, slots)
+    return None if head is None else head + b"".join(body)
+
+
+def unpack_version(packed: bytes) -> tuple[int, Rules, int, int | None, int | None]:
+    """(effective_ms, rules, topic index, partition, offset) of a packed version."""
+    head = int.from_bytes(packed[:HEAD_BYTES], "little")
+    place = head >> 48 & (2**48 - 1)
+    flags = head >> 96
+    s0, s1, s2 = flags & 3, flags >> 2 & 3, flags >> 4 & 3
+    if not (s0 or s1 or s2):
+        rules = DEFAULT_RULES
+    else:
+        made: list[Rule] = []
+        pos = HEAD_BYTES
+        end = len(packed)
+        while pos < end:
+            code = packed[pos]
+            stop = pos + 1 + 16 * (code & 15)
+            made.append(Rule(_STATES[code >> 4], packed_ids(packed[pos + 1 : stop])))
+            pos = stop
+        rules = (made[s0 - 1] if s0 else None, made[s1 - 1] if s1 else None, made[s2 - 1] if s2 else None)
+    p, o = place >> 38, place & (2**38 - 1)
+    return head & (2**48 - 1), rules, flags >> 6, None if p == 0 else p - 1, None if o == 0 else o - 1
+
+
+def packed_effective(packed: bytes) -> int:
+    """The effective time of a packed version, without unpacking its rules (pruning scans many)."""
+    return int.from_bytes(packed[:6], "little")
+
+
+def pack_fast(types: tuple[tuple[str, bytes] | None, ...], effective_ms: int, topic_index: int, partition: int,
+              offset: int) -> bytes | None:
+    """`pack_version` straight from what `settings_fast` read (no Rule objects): None when it does not
+    fit (more than SMALL_ALLOWLIST ids), as there."""
+    slots = [0, 0, 0]
+    body: list[bytes] = []
+    seen: list[tuple[str, bytes]] = []
+    for t, cfg in enumerate(types):
+        if cfg is None or cfg[0] == "enabled":
+            continue
+        if cfg in seen:
+            slots[t] = seen.index(cfg) + 1
+            continue
+        raw = cfg[1]
+        if len(raw) > 16 * SMALL_ALLOWLIST:
+            return None
+        seen.append(cfg)
+        slots[t] = len(seen)
+        body.append(bytes((_STATE_CODE[cfg[0]] << 4 | len(raw) // 16,)) + raw)
+    head = _head(effective_ms, topic_index, partition, offset, slots)
+    return None if head is None else head + b"".join(body)
+
+
+def packed_resets(packed: bytes) -> bool:
+    """Whether a packed version has every identity type `enabled` (a reset, see `SettingsHistory.prune`)."""
+    return packed[HEAD_BYTES - 1] & 0x3F == 0

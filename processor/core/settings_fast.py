@@ -1,0 +1,123 @@
+"""A fast reading of settings records in their canonical form, for bootstrapping large tables.
+
+The pydantic model (`settings_doc.parse_settings`) costs ~15 µs per record, most of a million-account
+bootstrap. Nearly every record a producer writes is canonical: normalised 32-hex ids, known identity
+types only, `updated_at` as `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`. Those are read here with msgspec (stricter
+JSON than pydantic's parser: never accepts what it rejects) and exact checks; anything else, valid or
+not, returns None and the model decides and names the problem, as before. So the fast path can only
+ever accept what the model accepts, with the same meaning.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from processor.core.compact import pack_hex_ids, packed_ids
+from processor.core.ids import IDENTITY_TYPES, MAX_TIME_MS, to_millis
+from processor.core.settings_doc import MAX_ALLOWLIST_IDS, MAX_RECORD_BYTES, SMALL_ALLOWLIST, Rule, Rules, allowed_ids
+
+
+class _Type(msgspec.Struct):
+    state: Literal["enabled", "monitor", "limited"]
+    external_allowed_accounts: list[str] = msgspec.field(default_factory=list)
+
+
+class _Outer(msgspec.Struct):
+    identity_types: dict[str, _Type]
+
+
+class _Doc(msgspec.Struct):
+    account_id: str
+    external_account_identity_interaction: _Outer
+    updated_at: str | msgspec.UnsetType = msgspec.UNSET
+
+
+#: Typed decoding checks the shape in C; unknown fields are skipped, like the model's `extra="ignore"`.
+_decode = msgspec.json.Decoder(_Doc).decode
+_UPDATED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z").fullmatch
+_KNOWN = frozenset(IDENTITY_TYPES)
+#: Far below any parser's nesting limit: deeper documents are left to the model.
+_MAX_BRACKETS = 64
+#: `updated_at` text -> milliseconds: producers often stamp many records alike (bounded).
+_TIMES: dict[str, int] = {}
+_TIMES_MAX = 4096
+
+#: (state, packed 16-byte ids) per identity type; None = absent (enabled by default).
+FastTypes = tuple[tuple[str, bytes] | None, tuple[str, bytes] | None, tuple[str, bytes] | None]
+
+
+def fast_settings(raw: bytes, account: str) -> tuple[int | None, FastTypes] | None:
+    """(updated_at in ms or None, per-type config) of a canonical record whose `account_id` is exactly
+    `account`, or None: not canonical, let the model decide."""
+    if (len(raw) > MAX_RECORD_BYTES or b"NaN" in raw or b"Infinity" in raw
+            or raw.count(b"{") + raw.count(b"[") > _MAX_BRACKETS):
+        return None
+    try:
+        doc = _decode(raw)
+    except msgspec.DecodeError:
+        return None
+    types = doc.external_account_identity_interaction.identity_types
+    if doc.account_id != account or not _KNOWN.issuperset(types):
+        return None  # unknown or near-miss identity type keys: counted or rejected by the model
+    configs: list[tuple[str, bytes] | None] = [None, None, None]
+    last: _Type | None = None
+    packed: tuple[str, bytes] | None = None
+    for i, name in enumerate(IDENTITY_TYPES):
+        cfg = types.get(name)
+        if cfg is None:
+            continue
+        if last is None or cfg.state != last.state or cfg.external_allowed_accounts != last.external_allowed_accounts:
+            ids = cfg.external_allowed_accounts
+            raw_ids = pack_hex_ids(ids) if len(ids) <= MAX_ALLOWLIST_IDS else None
+            if raw_ids is None:
+                return None
+            last, packed = cfg, (cfg.state, raw_ids)
+        configs[i] = packed
+    updated = doc.updated_at
+    if updated is msgspec.UNSET:
+        return None, (configs[0], configs[1], configs[2])
+    ms = _updated_ms(updated)
+    return None if ms is None else (ms, (configs[0], configs[1], configs[2]))
+
+
+def _updated_ms(value: str) -> int | None:
+    ms = _TIMES.get(value)
+    if ms is not None:
+        return ms
+    if not _UPDATED_AT(value):
+        return None
+    try:
+        ms = to_millis(datetime.fromisoformat(value))
+    except ValueError:
+        return None
+    if not 0 <= ms <= MAX_TIME_MS:
+        return None
+    if len(_TIMES) >= _TIMES_MAX:
+        _TIMES.clear()
+    _TIMES[value] = ms
+    return ms
+
+
+def fast_rules(types: FastTypes) -> Rules:
+    """`rules_of` for a record read by `settings_fast`: identical configs share one Rule; a few ids stay
+    packed (`PackedIds`), a larger allowlist is a frozenset of their text as before."""
+    made: dict[tuple[str, bytes], Rule] = {}
+    out: list[Rule | None] = []
+    for cfg in types:
+        if cfg is None or cfg[0] == "enabled":
+            out.append(None)
+            continue
+        rule = made.get(cfg)
+        if rule is None:
+            state, raw = cfg
+            if len(raw) <= 16 * SMALL_ALLOWLIST:
+                rule = Rule(state, packed_ids(raw))
+            else:
+                rule = Rule(state, allowed_ids([raw[i : i + 16].hex() for i in range(0, len(raw), 16)]))
+            made[cfg] = rule
+        out.append(rule)
+    return (out[0], out[1], out[2])

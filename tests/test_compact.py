@@ -1,0 +1,304 @@
+"""The compact settings table (`core/compact.py`) and the canonical-record reader (`core/settings_fast.py`).
+
+Both are representations: they must never change what a record means. The decision tests (test_settings,
+test_simulate, the spec model's property tests) run through them; these pin the exactness edges.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from processor.core.compact import (
+    PackedIds,
+    account_key,
+    hex_key,
+    key_text,
+    pack_hex_ids,
+    pack_version,
+    unpack_version,
+)
+from processor.core.ids import to_millis
+from processor.core.settings import DEFAULT_RULES, Rule, SettingsHistory, SmallSet, parse_settings, rules_of
+from processor.core.settings_fast import fast_rules, fast_settings
+
+A = "0123456789abcdef0123456789abcdef"
+B = "fedcba9876543210fedcba9876543210"
+C = "00000000000000000000000000000001"
+
+
+@pytest.mark.parametrize("text", [
+    A.upper(), "0123456789ABCDEF0123456789abcdef", A[:-1], A + "0", "0x" + A[2:], "01 23456789abcdef0123456789abcdef",
+    "0123456789abcdef0123456789abcdeg", "crn:v1:" + A[7:], "",
+])
+def test_only_normal_32_hex_ids_get_a_byte_key(text: str) -> None:
+    assert hex_key(text) is None
+    assert account_key(text) == text
+
+
+def test_hex_ids_round_trip_through_their_key() -> None:
+    assert hex_key(A) == bytes.fromhex(A)
+    assert key_text(account_key(A)) == A
+    assert key_text(account_key("acct-1")) == "acct-1"
+
+
+@pytest.mark.parametrize("ids", [
+    [A[:-1], B + "0"],  # 31 + 33 characters join to 64: each id must be 32 on its own
+    [A, "crn:v1:" + B[7:]], [A.upper()], [A, B[:-1] + "G"],
+])
+def test_allowlists_with_any_other_id_are_not_packed(ids: list[str]) -> None:
+    assert pack_hex_ids(ids) is None
+
+
+def test_packed_allowlists_keep_first_occurrences_once() -> None:
+    assert pack_hex_ids([B, A, B]) == bytes.fromhex(B + A)
+    assert pack_hex_ids([]) == b""
+
+
+def test_packed_ids_behave_as_the_set_of_their_text() -> None:
+    ids = PackedIds(bytes.fromhex(A + B))
+    assert A in ids and B in ids and C not in ids
+    # a 16-byte window straddling the two ids is not an id of the list
+    straddle = (A + B)[16:48]
+    assert straddle not in ids
+    assert A.upper() not in ids and "acct-1" not in ids and 5 not in ids
+    assert list(ids) == [A, B] and len(ids) == 2
+    assert ids == {A, B} and ids == frozenset({B, A}) and ids == SmallSet((B, A)) and SmallSet((A, B)) == ids
+    assert ids != {A} and hash(ids) == hash(SmallSet((B, A)))
+    assert Rule("monitor", ids) == Rule("monitor", SmallSet((A, B)))
+
+
+def test_versions_pack_and_unpack_to_the_same_plain_data() -> None:
+    shared = Rule("limited", SmallSet((A, B)))
+    other = Rule("monitor", SmallSet((C,)))
+    empty = Rule("monitor", SmallSet(()))
+    for rules in [(shared, None, shared), (None, other, shared), DEFAULT_RULES, (empty, None, None)]:
+        for partition, offset in [(2, 12345678901), (None, None)]:
+            packed = pack_version(253402300799999, rules, 3, partition, offset)
+            assert packed is not None
+            effective, got, topic, p, o = unpack_version(packed)
+            assert (effective, got, topic, p, o) == (253402300799999, rules, 3, partition, offset)
+            assert [r is None for r in got] == [r is None for r in rules]
+    first, _, third = unpack_version(pack_version(0, (shared, None, shared), 0, 0, 0) or b"")[1]
+    assert first is third  # identical types stay one Rule
+
+
+@pytest.mark.parametrize(("effective", "topic", "partition", "offset"), [
+    (-1, 0, 0, 0), (2**48, 0, 0, 0), (0, 4, 0, 0), (0, 0, 1023, 0), (0, 0, 0, 2**38 - 1), (0, 0, -2, 0),
+])
+def test_versions_out_of_the_packed_ranges_stay_objects(effective: int, topic: int, partition: int,
+                                                         offset: int) -> None:
+    assert pack_version(effective, DEFAULT_RULES, topic, partition, offset) is None
+    assert pack_version(0, DEFAULT_RULES, 3, 1022, 2**38 - 2) is not None
+
+
+@pytest.mark.parametrize("rule", [
+    Rule("monitor", SmallSet(("acct-1",))),
+    Rule("limited", frozenset(f"{i:032x}" for i in range(9))),
+])
+def test_versions_that_do_not_fit_stay_objects(rule: Rule) -> None:
+    assert pack_version(0, (rule, None, None), 0, 0, 0) is None
+
+
+def doc(types: dict[str, Any], **top: Any) -> bytes:
+    return json.dumps({"account_id": A, "external_account_identity_interaction": {"identity_types": types},
+                       **top}).encode()
+
+
+CANONICAL = [
+    doc({"user": {"state": "monitor", "external_allowed_accounts": [B, C]}}, updated_at="2026-01-01T00:00:00Z"),
+    doc({"user": {"state": "limited", "external_allowed_accounts": [B]}, "service": {"state": "limited",
+         "external_allowed_accounts": [B]}, "service_id": {"state": "enabled", "external_allowed_accounts": [C]}}),
+    doc({}, updated_at="2026-01-01T00:00:00.5Z", note={"any": [1, 2.5, None]}),
+    doc({"service_id": {"state": "monitor", "external_allowed_accounts": [f"{i:032x}" for i in range(20)]}},
+        updated_at="2026-06-30T23:59:59.123456Z"),
+    b'{"account_id":"' + A.encode() + b'","external_account_identity_interaction":{"identity_types":'
+    b'{"user":{"state":"enabled","state":"limited"}}},"updated_at":"2026-01-01T00:00:00Z"}',  # last key wins
+]
+
+
+@pytest.mark.parametrize("raw", CANONICAL)
+def test_canonical_records_read_fast_mean_what_the_model_says(raw: bytes) -> None:
+    fast = fast_settings(raw, A)
+    assert fast is not None
+    model = parse_settings(raw)
+    assert fast[0] == (None if model.updated_at is None else to_millis(model.updated_at))
+    assert fast_rules(fast[1]) == rules_of(model)
+
+
+NOT_CANONICAL = [
+    doc({"users": {"state": "monitor"}}),  # near miss: the model rejects it
+    doc({"trusted_profile": {"state": "monitor"}}),  # unknown: the model counts it
+    doc({"user": {"state": "monitor", "external_allowed_accounts": [" " + B]}}),  # the model normalises it
+    doc({"user": {"state": "monitor", "external_allowed_accounts": ["acct-1"]}}),
+    doc({"user": {"state": "paused"}}),
+    doc({"user": None}),
+    doc({}, updated_at=None),
+    doc({}, updated_at="2026-01-01t00:00:00z"),
+    doc({}, updated_at="2026-01-01T00:00:00+01:00"),
+    doc({}, updated_at="2026-02-30T00:00:00Z"),
+    doc({}, updated_at="2026-01-01T00:00:00.1234567Z"),
+    doc({}, note=float("nan")),
+    doc({}).replace(A.encode(), A.upper().encode()),
+    json.dumps({"account_id": A}).encode(),
+    b"[" * 100 + b"]" * 100,
+    b"not json",
+]
+
+
+@pytest.mark.parametrize("raw", NOT_CANONICAL)
+def test_anything_else_is_left_to_the_model(raw: bytes) -> None:
+    assert fast_settings(raw, A) is None
+
+
+def test_a_table_mixing_id_forms_decides_exactly() -> None:
+    """Hex and other ids, in keys and allowlists, side by side: every lookup finds its own account."""
+    from processor.core.policy import evaluate
+
+    h = SettingsHistory()
+    records = {
+        A: {"user": {"state": "monitor", "external_allowed_accounts": [B, "crn:v1:x"]}},
+        "crn:v1:x": {"user": {"state": "limited", "external_allowed_accounts": [A]}},
+        B: {"user": {"state": "limited", "external_allowed_accounts": [C]}},
+    }
+    for i, (acct, types) in enumerate(records.items()):
+        raw = json.dumps({"account_id": acct, "external_account_identity_interaction": {"identity_types": types}})
+        assert h.apply_record(acct.encode(), raw.encode(), 1000, "s", 0, i) is None
+    assert sorted(h.accounts()) == sorted(records)
+
+    def outcome(acct: str, ident: str) -> str:
+        version, _ = h.lookup(acct, 2000)
+        return evaluate(acct, ident, "user", version.rules if version else None).outcome
+
+    assert outcome(A, B) == "permit" and outcome(A, "crn:v1:x") == "permit" and outcome(A, C) == "would_be_deny"
+    assert outcome("crn:v1:x", A) == "permit" and outcome("crn:v1:x", B) == "enforced_deny"
+    assert outcome(B, C) == "permit" and outcome(B, A) == "enforced_deny"
+    assert h.lookup(A.upper(), 2000) == (None, True)
+    version = h.latest(B)
+    assert version is not None and (version.topic, version.partition, version.offset) == ("s", 0, 2)
+
+
+def test_the_bootstrap_step_has_the_effect_of_apply_record() -> None:
+    """`apply_canonical` (the table's first try for every record) against `apply_record` alone: the same
+    versions, counters, resets and answers, for canonical, other, repeated and rejected records."""
+    def record(i: int) -> tuple[bytes | None, bytes | None]:
+        acct = f"{i % 7:032x}"
+        state = ("enabled", "monitor", "limited")[i % 3]
+        if i % 5 == 4:
+            return acct.encode(), None  # a tombstone
+        if i % 11 == 10:
+            return acct.encode(), b"{not json"
+        types = {"user": {"state": state, "external_allowed_accounts": [f"{i:032x}", B]}}
+        if i % 4 == 3:
+            types["service"] = {"state": "monitor", "external_allowed_accounts": [f"{j:032x}" for j in range(12)]}
+        body = {"account_id": acct, "external_account_identity_interaction": {"identity_types": types}}
+        if i % 2:
+            body["updated_at"] = f"2026-01-01T00:{i % 60:02d}:00Z"
+        key = acct.upper().encode() if i % 13 == 12 else acct.encode()
+        return key, json.dumps(body).encode()
+
+    plain, fast = SettingsHistory(), SettingsHistory()
+    fast.bind_topic("s")
+    took = 0
+    for i in range(200):
+        key, value = record(i)
+        ts = 1_767_225_600_000 + i
+        want = plain.apply_record(key, value, ts, "s", i % 3, i)
+        if fast.apply_canonical(key, value, ts, "s", i % 3, i):
+            took += 1
+            assert want is None
+        else:
+            got = fast.apply_record(key, value, ts, "s", i % 3, i)
+            assert (got and got.reason) == (want and want.reason)
+    assert took >= 5
+    assert (fast.versions, fast.applied, fast.rejected, len(fast)) == (
+        plain.versions, plain.applied, plain.rejected, len(plain))
+    assert sorted(fast.accounts()) == sorted(plain.accounts())
+    assert fast._resets == plain._resets  # private: the reset set decides what pruning forgets
+    for acct in plain.accounts():
+        for t in (0, 1_767_225_600_000 + 100, 1_767_225_600_000 + 3_600_000):
+            (a, exact_a), (b, exact_b) = plain.lookup(acct, t), fast.lookup(acct, t)
+            assert exact_a == exact_b and (a is None) == (b is None)
+            if a is not None and b is not None:
+                assert (a.effective_ms, a.rules, a.topic, a.partition, a.offset) == (
+                    b.effective_ms, b.rules, b.topic, b.partition, b.offset)
+
+
+class _Msg:
+    """The parts of a confluent_kafka Message that SettingsTable.poll reads."""
+
+    def __init__(self, key: bytes, value: bytes, offset: int) -> None:
+        self._key, self._value, self._offset = key, value, offset
+
+    def error(self) -> None:
+        return None
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_767_225_600_000)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_table_poll_applies_a_batch_with_gc_off_and_restores_it(enabled: bool) -> None:
+    """No collection runs while a fetched batch is applied (its objects are acyclic); the collector is
+    left as it was found, and the canonical records land in the table with their positions."""
+    import gc
+
+    from processor.kafka.table import SettingsTable
+
+    seen: list[bool] = []
+
+    class Consumer:
+        def consume(self, n: int, timeout: float) -> list[_Msg]:
+            return [_Msg(acct.encode(), doc({}).replace(A.encode(), acct.encode()), i)
+                    for i, acct in enumerate((A, B, C))]
+
+    class History(SettingsHistory):
+        def apply_canonical(self, *args: Any) -> bool:
+            seen.append(gc.isenabled())
+            return super().apply_canonical(*args)
+
+    table = SettingsTable.__new__(SettingsTable)
+    table.topic, table.metrics, table.consumer = "s", None, Consumer()
+    table.history = History()
+    table.history.bind_topic("s")
+    table.position = {0: 0}
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert table.poll(0.0) == 3
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [False, False, False]
+    assert table.position == {0: 3} and sorted(table.history.accounts()) == sorted((A, B, C))
+
+
+def test_a_subclass_extending_apply_document_sees_every_document() -> None:
+    """The fast paths stand in for `apply_document` and `apply_record`: a subclass that extends them (the
+    tools' DocumentView keeps each raw document) gets the model path, canonical records included."""
+    got: list[str] = []
+
+    class Keeping(SettingsHistory):
+        def apply_document(self, doc: Any, effective_ms: int, *args: Any) -> None:
+            got.append(doc.account_id)
+            super().apply_document(doc, effective_ms, *args)
+
+    h = Keeping()
+    h.bind_topic("s")
+    assert h.apply_canonical(A.encode(), CANONICAL[0], 0, "s", 0, 0) is False
+    assert h.apply_record(A.encode(), CANONICAL[0], 0, "s", 0, 0) is None
+    assert got == [A] and h.latest(A) is not None
