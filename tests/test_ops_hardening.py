@@ -229,9 +229,13 @@ def test_demo_on_a_foreign_cluster_needs_confirmation_and_uses_demo_topics(kafka
 
 def test_every_kafka_client_is_configured_by_clients_py() -> None:
     """Every Consumer/Producer/AdminClient built in processor/ takes its configuration from
-    `processor.kafka.clients` (which routes librdkafka's log lines to the Python logger)."""
+    `processor.kafka.clients` (which routes librdkafka's log lines to the Python logger). The one client
+    built inside that module is its own property probe (`check_properties`: never connects, its own
+    silent logger)."""
     offenders = []
     for path in (REPO / "processor").rglob("*.py"):
+        if path == REPO / "processor" / "kafka" / "clients.py":
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
                     "Consumer", "Producer", "AdminClient"):
