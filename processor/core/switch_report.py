@@ -28,8 +28,8 @@ from processor.core.would_be_denies import HOUR_MS, MAX_ACTIONS, AccountTally, W
 
 SUGGESTION_RULE = (
     f"ranked by would-be-denied attempts; recommended: at least {MIN_REPEATED_ATTEMPTS} attempts in the window "
-    "(a repeated caller); one_off: a single attempt (noise limited is meant to stop); not_plain: an id with "
-    "whitespace, control, invisible or bidi characters (never suggested)"
+    "(a repeated caller); one_off: a single attempt (noise limited is meant to stop); not_plain: not a valid "
+    "account id, e.g. with whitespace, control, invisible or bidi characters (shown escaped, never suggested)"
 )
 
 
