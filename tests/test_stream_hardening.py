@@ -437,3 +437,47 @@ def test_a_hung_commit_is_not_counted_for_the_new_owners_equal_commit(monkeypatc
         w.turn(a)
         assert moved
         w.check()  # counters of A and B together equal the committed input
+
+
+class _PartitionError:
+    def str(self) -> str:
+        return "Broker: Coordinator load in progress"
+
+
+class _Committed:
+    """A TopicPartition as consumer.committed() returns it: with a per-partition error, offset -1001."""
+
+    def __init__(self, partition: int, offset: int, error: object = None) -> None:
+        self.topic, self.partition, self.offset, self.error = "attempts", partition, offset, error
+
+
+def test_a_committed_read_with_a_partition_error_is_retried_not_taken_as_the_beginning() -> None:
+    """The 60-minute soak re-emitted inputs hundreds of seconds old (30,227 duplicates) after broker
+    failovers and rolling restarts. One way there: committed() reports a partition's own error with
+    offset -1001 and no exception, and rewind read -1001 as "nothing committed" and sought to the
+    beginning of the partition. A partition error is now a failed read, retried."""
+    from processor.stream.transaction import Transaction
+
+    answers = [[_Committed(0, -1001, _PartitionError()), _Committed(1, 7)], [_Committed(0, 42), _Committed(1, 7)]]
+    seeks: list[tuple[int, int]] = []
+
+    class Consumer:
+        def assignment(self) -> list[_Committed]:
+            return [_Committed(0, -1001), _Committed(1, -1001)]
+
+        def committed(self, partitions: list[object], timeout: float = -1) -> list[_Committed]:
+            return answers.pop(0)
+
+        def seek(self, tp: _Committed) -> None:
+            seeks.append((tp.partition, tp.offset))
+
+    class Health:
+        def mark_progress(self) -> None: ...
+        def set_problem(self, problem: str | None) -> None: ...
+
+    txn = Transaction.__new__(Transaction)
+    txn.consumer, txn.health, txn.rewinds = Consumer(), Health(), 0  # type: ignore[assignment]
+    txn._stop_deadline = lambda: float("inf")  # type: ignore[method-assign]
+    txn.rewind()
+    assert seeks == [(0, 42), (1, 7)]
+    assert not answers and txn.rewind_incomplete is False

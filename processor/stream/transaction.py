@@ -182,15 +182,22 @@ class Transaction:
         while True:
             self.health.mark_progress()  # each read may take its 10 s: a chain of them is progress
             try:
-                return list(self.consumer.committed(partitions, timeout=10))
+                committed = list(self.consumer.committed(partitions, timeout=10))
+                failed = next((tp for tp in committed if tp.error is not None), None)
+                if failed is None:
+                    return committed
+                # A partition's own error comes with offset -1001, which must not read as "nothing
+                # committed yet": rewinding to the beginning would redo every input of the partition.
+                error = f"partition {failed.partition}: {failed.error.str()}"
             except KafkaException as exc:
-                if time.monotonic() > self._stop_deadline():  # stopping, and out of time
-                    return None
-                self.health.set_problem("cannot read committed offsets: " + exc.args[0].str())
-                self.health.mark_progress()
-                log.warning("cannot read committed offsets; retrying", extra=kv(error=exc.args[0].str()))
-                time.sleep(backoff)  # retry backoff
-                backoff = min(backoff * 2, 5.0)
+                error = exc.args[0].str()
+            if time.monotonic() > self._stop_deadline():  # stopping, and out of time
+                return None
+            self.health.set_problem("cannot read committed offsets: " + error)
+            self.health.mark_progress()
+            log.warning("cannot read committed offsets; retrying", extra=kv(error=error))
+            time.sleep(backoff)  # retry backoff
+            backoff = min(backoff * 2, 5.0)
 
     def rewind(self) -> None:
         """After an abort, continue from the last committed offsets (what the aborted work re-reads).
