@@ -478,6 +478,14 @@ def test_a_committed_read_with_a_partition_error_is_retried_not_taken_as_the_beg
     txn = Transaction.__new__(Transaction)
     txn.consumer, txn.health, txn.rewinds = Consumer(), Health(), 0  # type: ignore[assignment]
     txn._stop_deadline = lambda: float("inf")  # type: ignore[method-assign]
+    txn._has_committed = set()
     txn.rewind()
     assert seeks == [(0, 42), (1, 7)]
     assert not answers and txn.rewind_incomplete is False
+
+    # "No committed offset" (-1001, no error) for a partition whose committed offset was seen: transient.
+    answers += [[_Committed(0, -1001), _Committed(1, 7)], [_Committed(0, 43), _Committed(1, 7)]]
+    seeks.clear()
+    txn.rewind()
+    assert seeks == [(0, 43), (1, 7)]
+    assert not answers

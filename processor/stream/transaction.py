@@ -68,6 +68,9 @@ class Transaction:
         self._fenced_at: list[float] = []
         #: a rewind could not complete (stopping meanwhile): nothing may commit past the aborted work
         self.rewind_incomplete = False
+        #: partitions known to have a committed offset (committed by us, or read): for them "no committed
+        #: offset" (-1001) is a transient answer, never a reason to rewind to the beginning
+        self._has_committed: set[tuple[str, int]] = set()
         #: commits whose outcome could not be read before the shutdown deadline (not counted)
         self.unknown_outcomes = 0
         #: rewinds so far: the loop drops what it fetched before one that happened during its fetch
@@ -125,6 +128,7 @@ class Transaction:
         self._committed(time.perf_counter() - started)
 
     def _committed(self, seconds: float) -> None:
+        self._has_committed.update(self.offsets)
         self.open = False
         self._offsets_sent = False
         self._committing = False
@@ -183,12 +187,16 @@ class Transaction:
             self.health.mark_progress()  # each read may take its 10 s: a chain of them is progress
             try:
                 committed = list(self.consumer.committed(partitions, timeout=10))
-                failed = next((tp for tp in committed if tp.error is not None), None)
-                if failed is None:
-                    return committed
                 # A partition's own error comes with offset -1001, which must not read as "nothing
                 # committed yet": rewinding to the beginning would redo every input of the partition.
-                error = f"partition {failed.partition}: {failed.error.str()}"
+                # Nor may -1001 for a partition known to have a committed offset.
+                failed = next((tp for tp in committed if tp.error is not None or (
+                    tp.offset < 0 and (tp.topic, tp.partition) in self._has_committed)), None)
+                if failed is None:
+                    self._has_committed.update((tp.topic, tp.partition) for tp in committed if tp.offset >= 0)
+                    return committed
+                why = failed.error.str() if failed.error is not None else "no committed offset, but one was seen"
+                error = f"partition {failed.partition}: {why}"
             except KafkaException as exc:
                 error = exc.args[0].str()
             if time.monotonic() > self._stop_deadline():  # stopping, and out of time
