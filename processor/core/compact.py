@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterator
 
-from processor.core.settings_doc import DEFAULT_RULES, SMALL_ALLOWLIST, Rule, Rules, SmallSet
+from processor.core.settings_doc import DEFAULT_RULES, SMALL_ALLOWLIST, Rule, Rules, SetLike, SmallSet
 
 #: A packed version: 13 bytes (effective ms: 48 bits; partition + 1: 10 bits and offset + 1: 38 bits,
 #: 0 = none; 2 bits per identity type naming its rule, 0 = enabled; 2 bits of topic index), then per
@@ -77,7 +77,7 @@ def pack_hex_ids(ids: list[str]) -> bytes | None:
     return raw
 
 
-class PackedIds(bytes):
+class PackedIds(SetLike, bytes):
     """A few unique hex ids, 16 bytes each: behaves like a set of their text (`in`, iteration, `len`,
     equality with sets and SmallSets), which is all the decision and the tools ask of an allowlist."""
 
@@ -106,15 +106,7 @@ class PackedIds(bytes):
             return set(self) == set(other)
         return NotImplemented
 
-    def __ne__(self, other: object) -> bool:
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self))
-
-    def __repr__(self) -> str:
-        return f"PackedIds({tuple(self)!r})"
+    __hash__ = SetLike.__hash__  # defining __eq__ would otherwise make the class unhashable
 
 
 def packed_ids(raw: bytes) -> Collection[str]:

@@ -177,7 +177,24 @@ class TombstoneLine(BaseModel):
 SMALL_ALLOWLIST = 8
 
 
-class SmallSet(tuple[str, ...]):
+class SetLike:
+    """`!=`, hashing and repr of an id collection that compares equal to a set with the same ids
+    (`SmallSet`, `compact.PackedIds`); each defines `__eq__` for its own storage."""
+
+    __slots__ = ()
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self))  # type: ignore[call-overload]  # the subclass is iterable
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({tuple(self)!r})"  # type: ignore[arg-type]
+
+
+class SmallSet(SetLike, tuple[str, ...]):
     """A few unique ids: a tuple (`in` scans it) that compares equal to a set with the same ids."""
 
     __slots__ = ()
@@ -187,15 +204,7 @@ class SmallSet(tuple[str, ...]):
             return len(self) == len(other) and all(x in other for x in self)
         return NotImplemented
 
-    def __ne__(self, other: object) -> bool:
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self))
-
-    def __repr__(self) -> str:
-        return f"SmallSet({tuple(self)!r})"
+    __hash__ = SetLike.__hash__  # defining __eq__ would otherwise make the class unhashable
 
 
 class Rule:
