@@ -489,3 +489,30 @@ def test_a_committed_read_with_a_partition_error_is_retried_not_taken_as_the_beg
     txn.rewind()
     assert seeks == [(0, 43), (1, 7)]
     assert not answers
+
+
+def test_a_revoke_at_close_whose_assignment_query_fails_still_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 60-minute soak: SIGTERM during a rolling restart, and `consumer.close()` raised
+    `KafkaError _DESTROY "Failed to get assignment"`: the revoke callback close() serves asked the
+    consumer for its assignment while librdkafka was destroying the handle. The process printed a
+    traceback and exited 1 after a clean shutdown. Readiness bookkeeping must not need that query."""
+    w = World(0, frozenset())
+    real_assignment = FakeConsumer.assignment
+
+    def assignment(self: FakeConsumer) -> Any:
+        if self.closed:  # librdkafka: the handle is being destroyed for termination
+            raise KafkaException(KafkaError(KafkaError._DESTROY,
+                                            "Failed to get assignment: Local: Broker handle destroyed for termination"))
+        return real_assignment(self)
+
+    monkeypatch.setattr(FakeConsumer, "assignment", assignment)
+    with patched(w.clock):
+        for o in range(5):
+            w.cluster.append(0, b"acct", _valid(w, 0, o))
+        a = _serve(w)
+        assert w.cluster.committed.get(0) == 5
+        a.p.request_stop()
+        assert a.p.turn() is False  # the shutdown (close() serves the revoke) raises nothing
+        assert a.consumer.closed and a.p.health.assigned == 0
+        a.p.txn.rewind()  # a lost callback served by close() rewinds: no query of the dying handle escapes
+        assert a.p.txn.rewind_incomplete

@@ -81,6 +81,9 @@ class Processor:
         self._next_probe = 0.0
         #: revoke and lost callbacks so far: a fetch during which one ran is dropped (`_rebalanced_during_fetch`)
         self._moves = 0
+        #: the attempt partitions owned, kept from the callbacks: consumer.assignment() raises while close()
+        #: destroys the handle, and close() serves the last revoke (the 60-minute soak's exit 1)
+        self._owned: set[tuple[str, int]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -395,7 +398,8 @@ class Processor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Versions are pruned below the minimum stream time over the partitions held (SPEC §5).
         self.history.assign((tp.topic, tp.partition) for tp in partitions)
-        self.health.set_assigned(len(consumer.assignment()) + len(partitions))
+        self._owned.update((tp.topic, tp.partition) for tp in partitions)
+        self.health.set_assigned(len(self._owned))
         log.info("partitions assigned", extra=kv(partitions=[p.partition for p in partitions]))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -407,8 +411,8 @@ class Processor:
                 txn.guarded(txn.commit, "commit")
             txn.forget(partitions)
         self.history.release((tp.topic, tp.partition) for tp in partitions)
-        remaining = max(0, len(consumer.assignment()) - len(partitions))
-        self.health.set_assigned(remaining)
+        self._owned.difference_update((tp.topic, tp.partition) for tp in partitions)
+        self.health.set_assigned(len(self._owned))
         log.info("partitions revoked", extra=kv(partitions=[p.partition for p in partitions]))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -421,5 +425,6 @@ class Processor:
         if txn is not None:
             txn.forget(partitions)
         self.history.release((tp.topic, tp.partition) for tp in partitions)
-        self.health.set_assigned(0)
+        self._owned.difference_update((tp.topic, tp.partition) for tp in partitions)
+        self.health.set_assigned(len(self._owned))
         log.warning("partitions lost", extra=kv(partitions=[p.partition for p in partitions]))

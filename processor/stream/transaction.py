@@ -212,7 +212,11 @@ class Transaction:
         Continuing from the current position instead would skip the aborted work: a failed seek is
         retried; if the instance stops before it succeeds, nothing more commits (`rewind_incomplete`)."""
         self.rewinds += 1
-        assignment = self.consumer.assignment()
+        try:
+            assignment = self.consumer.assignment()
+        except KafkaException:  # close() is destroying the handle (a lost callback it serves): nothing is read
+            self.rewind_incomplete = True  # after this, and nothing more may commit
+            return
         if not assignment:
             self.rewind_incomplete = False
             return
