@@ -516,3 +516,55 @@ def test_a_revoke_at_close_whose_assignment_query_fails_still_exits_0(monkeypatc
         assert a.consumer.closed and a.p.health.assigned == 0
         a.p.txn.rewind()  # a lost callback served by close() rewinds: no query of the dying handle escapes
         assert a.p.txn.rewind_incomplete
+
+
+_BLOCKED_MAIN = """
+import sys, time
+from confluent_kafka import Producer
+from fake_settings import FakeTable
+from processor.config import RunConfig
+from processor.health import Health
+from processor.metrics import Metrics
+from processor.stream.loop import Processor
+
+cfg = RunConfig(bootstrap_servers="127.0.0.1:1", transactional_id="tx-blocked", shutdown_timeout_s=1,
+                settings_topic="settings", attempts_topic="attempts", eval_topic="evals", dlq_topic="dlq")
+p = Processor(cfg, Metrics(), Health(), table_factory=FakeTable)
+p.install_signal_handlers()
+print("ready", flush=True)
+# A librdkafka call that blocks with the GIL released and does not return on a signal (as
+# init_transactions(30) does while no transaction coordinator answers): Python runs a signal handler
+# only when it returns.
+try:
+    Producer({"bootstrap.servers": "127.0.0.1:1", "transactional.id": "x", "log_level": 0}).init_transactions(20)
+except Exception:
+    pass
+sys.exit(7)
+"""
+
+
+def test_sigterm_while_a_kafka_call_blocks_the_main_thread_still_exits_within_the_bound(tmp_path: Any) -> None:
+    """Seed 7 of the soak: a SIGTERM during quorum loss took 30.1 s against --shutdown-timeout-s 20.
+    The shutdown deadline was started by the Python-level handler, which runs only when the blocking
+    librdkafka call in the main thread returns (init_transactions waits up to 30 s). The deadline must
+    start when the signal arrives: exit (1: the stop could not finish) within the bound + 1 s."""
+    import subprocess
+    import sys
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(tests_dir), tests_dir]))
+    proc = subprocess.Popen([sys.executable, "-c", _BLOCKED_MAIN], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.5)  # let the main thread enter the blocking call (not a wait for state: the call lasts 20 s)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    took = time.monotonic() - sent
+    out = proc.stdout.read()
+    assert rc == 1, out
+    assert took < 1 + 1 + 3, f"exited {took:.1f} s after SIGTERM (bound 1 s + 1 s grace, 3 s slack)\n{out}"

@@ -88,6 +88,7 @@ def _run(flags: dict[str, Any], early_stop: threading.Event) -> int:
     health = Health(cfg.liveness_bound_s)
     server = serve(cfg.metrics_host, cfg.metrics_port, metrics, health)
     log.info("http listening", extra=kv(port=server.port, paths=["/metrics", "/livez", "/readyz"]))
+    processor: Processor | None = None
     try:
         processor = Processor(cfg, metrics, health, build_codec(cfg, health, early_stop.is_set))
         processor.install_signal_handlers()
@@ -121,4 +122,6 @@ def _run(flags: dict[str, Any], early_stop: threading.Event) -> int:
         log.info("stopped before Kafka or the schema registry was reachable")
         return EXIT_OK
     finally:
+        if processor is not None:
+            processor.release_signal_watch()
         server.close()

@@ -77,6 +77,8 @@ class Processor:
         self.txn: Transaction | None = None
         self.batch: Batch | None = None
         self._exit_guard: threading.Thread | None = None
+        self._signal_lock = threading.Lock()
+        self._wakeup_fd: int | None = None
         self._unreachable = False  # a connection problem was seen; a broker round trip clears it
         self._next_probe = 0.0
         #: revoke and lost callbacks so far: a fetch during which one ran is dropped (`_rebalanced_during_fetch`)
@@ -88,15 +90,46 @@ class Processor:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop the loop. Python runs a handler only between bytecodes of the main thread,
+        so while a librdkafka call blocks it (init_transactions waits up to 30 s) the handler waits too,
+        and so would the shutdown deadline (soak seed 7: a stop took 30.1 s against a 20 s bound). The
+        C-level handler also writes the signal number to a wakeup fd; a thread reading it starts the
+        deadline and its guard when the signal arrives."""
         def stop(signum: int, _frame: FrameType | None) -> None:
             log.info("signal received; finishing the batch", extra=kv(signal=signal.Signals(signum).name))
+            self._stop_by_signal()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        read_fd, self._wakeup_fd = os.pipe()
+        os.set_blocking(self._wakeup_fd, False)
+        signal.set_wakeup_fd(self._wakeup_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch_signals, args=(read_fd,), name="access-eval-signals", daemon=True).start()
+
+    def release_signal_watch(self) -> None:
+        """Undo the wakeup fd (the watcher thread ends with its pipe); `run`'s caller restores the handlers."""
+        if self._wakeup_fd is None:
+            return
+        previous = signal.set_wakeup_fd(-1)
+        if previous != self._wakeup_fd:  # someone else's since: leave theirs
+            signal.set_wakeup_fd(previous)
+        os.close(self._wakeup_fd)
+        self._wakeup_fd = None
+
+    def _watch_signals(self, read_fd: int) -> None:
+        stops = {int(signal.SIGTERM), int(signal.SIGINT)}
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            while received := pipe.read(64):
+                if stops.intersection(received):
+                    self._stop_by_signal()
+
+    def _stop_by_signal(self) -> None:
+        """Idempotent, from the handler or the watcher thread: the first call starts the deadline's guard."""
+        with self._signal_lock:
             self.request_stop()
             if self._exit_guard is None:
                 self._exit_guard = threading.Thread(target=self._exit_at_deadline, name="access-eval-exit", daemon=True)
                 self._exit_guard.start()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
 
     def _exit_at_deadline(self) -> None:
         """A signalled stop ends within --shutdown-timeout-s even when Kafka is unreachable: the steps of
