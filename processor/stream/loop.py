@@ -34,6 +34,7 @@ from processor.kafka.table import SettingsTable
 from processor.logs import kv, redact
 from processor.metrics import Metrics
 from processor.stream.batch import Batch
+from processor.stream.context import RunContext
 from processor.stream.producer import BLOCKED_UNREADY_S, ProducerFactory, StopRequested, TxnProducer
 from processor.stream.transaction import SharedTransactionalId, Transaction
 
@@ -62,15 +63,13 @@ class Processor:
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
-        self.health = health
+        #: health, the stop request and the fatal error, shared with the transaction
+        self.context = RunContext(health)
         self.codec = codec or EvalCodec()
         self.props = cfg.kafka_properties()
         self.history = SettingsHistory(retention_ms=cfg.settings_retention_ms)
         self.table = table_factory(self.props, cfg.settings_topic, self.history, metrics, cfg.group_id)
         self.eos = cfg.delivery == "exactly-once"
-        self.stopping = False
-        self.stop_deadline = float("inf")
-        self.fatal: ConfigError | None = None
         self._consumer_factory = consumer_factory
         self._producer_factory = producer_factory
         self.consumer: Any = None
@@ -84,6 +83,22 @@ class Processor:
         #: the attempt partitions owned, kept from the callbacks: consumer.assignment() raises while close()
         #: destroys the handle, and close() serves the last revoke (the 60-minute soak's exit 1)
         self._owned: set[tuple[str, int]] = set()
+
+    @property
+    def health(self) -> Health:
+        return self.context.health
+
+    @property
+    def stopping(self) -> bool:
+        return self.context.stopping
+
+    @property
+    def stop_deadline(self) -> float:
+        return self.context.stop_deadline
+
+    @property
+    def fatal(self) -> ConfigError | None:
+        return self.context.fatal
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -114,9 +129,10 @@ class Processor:
 
     def request_stop(self) -> None:
         """Finish the batch, commit, leave the group; retries stop at the shutdown deadline."""
-        if not self.stopping:
-            self.stop_deadline = time.monotonic() + self.cfg.shutdown_timeout_s
-            self.stopping = True
+        context = self.context
+        if not context.stopping:
+            context.stop_deadline = time.monotonic() + self.cfg.shutdown_timeout_s
+            context.stopping = True
 
     def bootstrap(self) -> None:
         """Read the settings topic up to the end offsets it had at start-up, before serving."""
@@ -201,11 +217,8 @@ class Processor:
             producer,
             self.consumer,
             self.metrics,
-            self.health,
+            self.context,
             exactly_once=self.eos,
-            on_fatal=self._set_fatal,
-            stopping=lambda: self.stopping,
-            stop_deadline=lambda: self.stop_deadline,
         )
         self.batch = Batch(self.cfg, self.history, self.codec, self.metrics, self.txn)
         return self.txn
@@ -377,17 +390,14 @@ class Processor:
         self.health.mark_progress()
         self.health.set_problem(problem)
 
-    def _set_fatal(self, error: ConfigError) -> None:
-        self.fatal = error
-
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's global errors: transport problems flip readiness, auth problems are fatal."""
         code = err.code()
         if code in AUTH_ERRORS:
-            self.fatal = ConfigError(
+            self.context.fail(ConfigError(
                 f"Kafka authentication/authorization failed ({err.str()}): check sasl.username / sasl.password / "
                 "security.protocol (ACCESS_EVAL_KAFKA_SASL_USERNAME, ACCESS_EVAL_KAFKA_SASL_PASSWORD, --kafka-config)"
-            )
+            ))
         elif code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
             self._unreachable = True
             self.health.set_problem("broker unreachable")

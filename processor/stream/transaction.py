@@ -18,10 +18,10 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from processor.config import ConfigError
-from processor.health import Health
 from processor.kafka.admin import ACL_HINT, AUTH_ERRORS
 from processor.logs import kv
 from processor.metrics import Metrics, Tally
+from processor.stream.context import RunContext
 from processor.stream.producer import TxnProducer
 
 log = logging.getLogger("access_eval.pipeline")
@@ -38,25 +38,13 @@ class SharedTransactionalId(ConfigError):
 
 class Transaction:
     def __init__(
-        self,
-        producer: TxnProducer,
-        consumer: Any,
-        metrics: Metrics,
-        health: Health,
-        *,
-        exactly_once: bool,
-        on_fatal: Callable[[ConfigError], None],
-        stopping: Callable[[], bool],
-        stop_deadline: Callable[[], float],
+        self, producer: TxnProducer, consumer: Any, metrics: Metrics, context: RunContext, *, exactly_once: bool
     ) -> None:
         self.producer = producer
         self.consumer = consumer
         self.metrics = metrics
-        self.health = health
+        self.context = context
         self.exactly_once = exactly_once
-        self._on_fatal = on_fatal
-        self._stopping = stopping
-        self._stop_deadline = stop_deadline
         #: next offset to consume per (topic, partition), for the batches since the last commit
         self.offsets: dict[tuple[str, int], int] = {}
         self.tally = Tally()
@@ -137,7 +125,7 @@ class Transaction:
         self.tally.clear()
         self.metrics.transaction("committed")
         self.metrics.observe_commit(seconds)
-        self.health.set_problem(None)
+        self.context.health.set_problem(None)
 
     def abort(self, *, exiting: bool = False) -> None:
         """Abort the open transaction. `exiting` (a fatal stop): a failed abort is not retried through a
@@ -184,7 +172,7 @@ class Transaction:
         """The group's committed offsets, retried until read (None past the shutdown deadline)."""
         backoff = 0.5
         while True:
-            self.health.mark_progress()  # each read may take its 10 s: a chain of them is progress
+            self.context.health.mark_progress()  # each read may take its 10 s: a chain of them is progress
             try:
                 committed = list(self.consumer.committed(partitions, timeout=10))
                 # A partition's own error comes with offset -1001, which must not read as "nothing
@@ -199,10 +187,10 @@ class Transaction:
                 error = f"partition {failed.partition}: {why}"
             except KafkaException as exc:
                 error = exc.args[0].str()
-            if time.monotonic() > self._stop_deadline():  # stopping, and out of time
+            if time.monotonic() > self.context.stop_deadline:  # stopping, and out of time
                 return None
-            self.health.set_problem("cannot read committed offsets: " + error)
-            self.health.mark_progress()
+            self.context.health.set_problem("cannot read committed offsets: " + error)
+            self.context.health.mark_progress()
             log.warning("cannot read committed offsets; retrying", extra=kv(error=error))
             time.sleep(backoff)  # retry backoff
             backoff = min(backoff * 2, 5.0)
@@ -235,11 +223,11 @@ class Transaction:
                     owned = {(a.topic, a.partition) for a in self.consumer.assignment()}
                     if (tp.topic, tp.partition) not in owned:
                         break  # no longer ours: its next owner starts from the committed offset
-                    if time.monotonic() > self._stop_deadline():
+                    if time.monotonic() > self.context.stop_deadline:
                         self.rewind_incomplete = True
                         return
                     log.warning("seek failed; retrying", extra=kv(partition=tp.partition, error=exc.args[0].str()))
-                    self.health.mark_progress()
+                    self.context.health.mark_progress()
                     time.sleep(backoff)  # retry backoff
                     backoff = min(backoff * 2, 5.0)
         self.rewind_incomplete = False
@@ -267,20 +255,21 @@ class Transaction:
                 log.warning("transaction step failed", extra=kv(step=name, error=err.str(),
                                                                    retriable=err.retriable(), fatal=err.fatal()))
                 if err.code() in AUTH_ERRORS:
-                    self._on_fatal(ConfigError(f"Kafka authorization failed while running ({err.str()}): {ACL_HINT}"))
+                    self.context.fail(
+                        ConfigError(f"Kafka authorization failed while running ({err.str()}): {ACL_HINT}"))
                     return
                 if name == "commit" and err.retriable() and not err.txn_requires_abort() and not err.fatal():
-                    if time.monotonic() > min(deadline or float("inf"), self._stop_deadline()):
+                    if time.monotonic() > min(deadline or float("inf"), self.context.stop_deadline):
                         return
-                    self.health.mark_progress()  # waiting out a broker outage is healthy; readiness says why
-                    self.health.set_problem("commit failing: " + err.str())
+                    self.context.health.mark_progress()  # waiting out a broker outage is healthy; readiness says why
+                    self.context.health.set_problem("commit failing: " + err.str())
                     time.sleep(backoff)  # retry backoff
                     backoff = min(backoff * 2, 5.0)
                     continue
-                self.health.set_problem("transaction aborted: " + err.str())
+                self.context.health.set_problem("transaction aborted: " + err.str())
                 if err.code() in FENCED_ERRORS and not self._timed_out(err) and self._fenced_again():
                     self._discard()
-                    self._on_fatal(SharedTransactionalId(
+                    self.context.fail(SharedTransactionalId(
                         f"the producer was fenced {len(self._fenced_at)} times within {FENCED_WINDOW_S:g}s: another "
                         f"live instance uses transactional id {self.producer.transactional_id!r}; give each instance "
                         "its own --transactional-id (ACCESS_EVAL_TRANSACTIONAL_ID)"))
