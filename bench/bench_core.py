@@ -2,7 +2,7 @@
 """Benchmark of the pure evaluation path on one core: attempt JSON bytes -> validate -> evaluate -> Avro.
 
 No Kafka: this is the ceiling of what one processor process can evaluate. The path is the one
-`processor/stream/batch.py` runs per attempt: `parse_attempt` (validate), `assess` (settings lookup at
+`processor/stream/attempt_stage.py` runs per attempt: `parse_attempt` (validate), `assess` (settings lookup at
 event time + policy), and for emitted events `EvalCodec.encode_evaluation` (encode).
 
 Workload (generated, deterministic for a seed), shares exact:

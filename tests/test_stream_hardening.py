@@ -29,7 +29,7 @@ from processor.kafka import admin as admin_mod
 from processor.metrics import Metrics
 from processor.stream import app
 from processor.stream import producer as producer_mod
-from processor.stream.batch import MAX_PRODUCE_FAILURES
+from processor.stream.attempt_stage import MAX_PRODUCE_FAILURES
 from processor.stream.loop import Processor
 
 

@@ -1,9 +1,9 @@
 """`access-eval run`: the stream processor's loop (the imperative shell around the pure evaluation).
 
 bootstrap the settings table -> loop: consume a batch -> make sure the settings view is fresh ->
-`Batch.process` (evaluate, produce into the open transaction) -> when due, `Transaction.commit`
+`AttemptStage.process` (evaluate, produce into the open transaction) -> when due, `Transaction.commit`
 (offsets + records + counters together). Rebalances commit (revoke) or abort (lost) the open
-transaction. Signals, clients and the watchdog live here; the per-attempt work in batch.py, the
+transaction. Signals, clients and the watchdog live here; the per-attempt work in attempt_stage.py, the
 commit/abort/rewind policy in transaction.py, the hung-call guard in producer.py.
 Size (about 400 lines): the lifecycle's waits (bootstrap, staleness, start-up retries) each honour
 stop and mark liveness; they stay beside the loop they guard.
@@ -33,7 +33,7 @@ from processor.kafka.admin import AUTH_ERRORS
 from processor.kafka.table import SettingsTable
 from processor.logs import kv, redact
 from processor.metrics import Metrics
-from processor.stream.batch import Batch
+from processor.stream.attempt_stage import DEFAULT_MAX_RECORD_BYTES, AttemptStage
 from processor.stream.context import RunContext
 from processor.stream.producer import BLOCKED_UNREADY_S, ProducerFactory, StopRequested, TxnProducer
 from processor.stream.transaction import SharedTransactionalId, Transaction
@@ -74,7 +74,7 @@ class Processor:
         self._producer_factory = producer_factory
         self.consumer: Any = None
         self.txn: Transaction | None = None
-        self.batch: Batch | None = None
+        self.stage: AttemptStage | None = None
         self._exit_guard: threading.Thread | None = None
         self._unreachable = False  # a connection problem was seen; a broker round trip clears it
         self._next_probe = 0.0
@@ -190,7 +190,7 @@ class Processor:
         return False
 
     def open_clients(self) -> Transaction:
-        """The transactional producer, the group consumer, and the transaction and batch over them."""
+        """The transactional producer, the group consumer, and the transaction and attempt stage over them."""
         retried: list[str] = []
 
         def waiting(problem: str) -> None:
@@ -220,7 +220,13 @@ class Processor:
             self.context,
             exactly_once=self.eos,
         )
-        self.batch = Batch(self.cfg, self.history, self.codec, self.metrics, self.txn)
+        cfg = self.cfg
+        self.stage = AttemptStage(
+            self.history, self.codec, self.metrics, self.txn,
+            eval_topic=cfg.eval_topic, dlq_topic=cfg.dlq_topic, max_future_ms=cfg.max_future_ms,
+            max_attempt_bytes=cfg.max_attempt_bytes,
+            max_record_bytes=int(self.props.get("message.max.bytes", DEFAULT_MAX_RECORD_BYTES)),
+        )
         return self.txn
 
     def run(self) -> int:
@@ -267,7 +273,7 @@ class Processor:
 
     def step(self) -> bool:
         """One turn of the loop: fetch, process, commit when due. False when the loop should end."""
-        assert self.txn is not None and self.batch is not None
+        assert self.txn is not None and self.stage is not None
         if self.stopping or self.fatal is not None:
             return False
         txn = self.txn
@@ -313,9 +319,9 @@ class Processor:
         return []
 
     def _process(self, msgs: list[Message]) -> None:
-        assert self.txn is not None and self.batch is not None
-        batch = self.batch
-        self.txn.guarded(lambda: batch.process(msgs), "process")
+        assert self.txn is not None and self.stage is not None
+        stage = self.stage
+        self.txn.guarded(lambda: stage.process(msgs), "process")
 
     def _probe_kafka(self) -> None:
         """After a connection problem, one broker round trip (the settings topic's end offsets) that
@@ -381,7 +387,7 @@ class Processor:
                 log.warning("producer flush failed at stop", extra=kv(error=exc.args[0].str()))
         self.table.close()
         self.health.set_assigned(None)
-        log.info("stopped", extra=kv(attempts_evaluated=self.batch.seen if self.batch else 0))
+        log.info("stopped", extra=kv(attempts_evaluated=self.stage.seen if self.stage else 0))
 
     # -- client callbacks --------------------------------------------------------------------------
 
