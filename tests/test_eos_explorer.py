@@ -13,6 +13,7 @@ After every action it checks:
 * the Prometheus attempt counters of all processes together equal the committed input;
 * no offsets were committed for a partition its member had been told it no longer owns;
 * no process died of a record (SPEC §7), fencing does not go on forever;
+* no open transaction refused an offset (`Transaction.store_offsets`: they increase per partition);
 * at the end, with faults off, all input gets committed (nothing stuck).
 
 `python tests/test_eos_explorer.py [--kinds a,b] [-n N] [--seed S]` explores from the command line.

@@ -43,6 +43,9 @@ class NonIncreasingOffset(RuntimeError):
 
 
 class Transaction:
+    """The open unit of work. Its offsets and tally are its own: the attempt stage asks (`produce`,
+    `store_offsets`, `tally`), the loop reads (`offsets`, `open`), and only the transaction changes them."""
+
     def __init__(
         self, producer: TxnProducer, consumer: Any, metrics: Metrics, context: RunContext, *, exactly_once: bool
     ) -> None:
