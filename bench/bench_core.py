@@ -297,7 +297,7 @@ def run_once(w: Workload, history: SettingsHistory, cats: bytearray, batch: int,
     difference between consecutive passes, so the stages add up to the full path exactly."""
     codec = EvalCodec()
     encode = codec.encode_evaluation
-    conflicts = AttemptIdConflicts()  # batch.py checks each emitted attempt's id for reuse: part of "encode"
+    conflicts = AttemptIdConflicts()  # attempt_stage.py checks each emitted attempt's id for reuse: part of "encode"
     parse = parse_attempt
     now_ms = BASE_MS + len(cats) + 60_000
     r = RunResult()
