@@ -2,7 +2,7 @@
 """Benchmark of the pure evaluation path on one core: attempt JSON bytes -> validate -> evaluate -> Avro.
 
 No Kafka: this is the ceiling of what one processor process can evaluate. The path is the one
-`processor/stream/batch.py` runs per attempt: `parse_attempt` (validate), `assess` (settings lookup at
+`processor/stream/attempt_stage.py` runs per attempt: `parse_attempt` (validate), `assess` (settings lookup at
 event time + policy), and for emitted events `EvalCodec.encode_evaluation` (encode).
 
 Workload (generated, deterministic for a seed), shares exact:
@@ -297,7 +297,7 @@ def run_once(w: Workload, history: SettingsHistory, cats: bytearray, batch: int,
     difference between consecutive passes, so the stages add up to the full path exactly."""
     codec = EvalCodec()
     encode = codec.encode_evaluation
-    conflicts = AttemptIdConflicts()  # batch.py checks each emitted attempt's id for reuse: part of "encode"
+    conflicts = AttemptIdConflicts()  # attempt_stage.py checks each emitted attempt's id for reuse: part of "encode"
     parse = parse_attempt
     now_ms = BASE_MS + len(cats) + 60_000
     r = RunResult()

@@ -13,6 +13,7 @@ After every action it checks:
 * the Prometheus attempt counters of all processes together equal the committed input;
 * no offsets were committed for a partition its member had been told it no longer owns;
 * no process died of a record (SPEC §7), fencing does not go on forever;
+* no open transaction refused an offset (`Transaction.store_offsets`: they increase per partition);
 * at the end, with faults off, all input gets committed (nothing stuck).
 
 `python tests/test_eos_explorer.py [--kinds a,b] [-n N] [--seed S]` explores from the command line.
@@ -39,13 +40,13 @@ from confluent_kafka import KafkaError, KafkaException
 from processor.config import RunConfig
 from processor.health import Health
 from processor.metrics import Metrics
-from processor.stream import batch as batch_mod
+from processor.stream import attempt_stage as stage_mod
 from processor.stream import loop as loop_mod
 from processor.stream import producer as producer_mod
 from processor.stream import transaction as transaction_mod
 from processor.stream.loop import Processor
 from processor.stream.producer import StopRequested
-from processor.stream.transaction import SharedTransactionalId
+from processor.stream.transaction import NonIncreasingOffset, SharedTransactionalId
 
 sys.path.insert(0, os.path.dirname(__file__))
 from fake_kafka import (
@@ -75,7 +76,7 @@ class FakeCodec:
         return str(attempt.data["id"]).encode()
 
 
-_real_assess = batch_mod.assess_at
+_real_assess = stage_mod.assess_at
 
 
 def _assess(history: Any, attempt: Any) -> Any:
@@ -88,11 +89,11 @@ def _assess(history: Any, attempt: Any) -> Any:
 def patched(clock: Clock) -> Iterator[None]:
     """The stream modules see the fake clock and a synchronous transactional-call runner."""
     saved = [(loop_mod, "time", loop_mod.time), (transaction_mod, "time", transaction_mod.time),
-             (producer_mod, "time", producer_mod.time), (batch_mod, "time", batch_mod.time),
-             (producer_mod, "_Caller", producer_mod._Caller), (batch_mod, "assess_at", batch_mod.assess_at)]
+             (producer_mod, "time", producer_mod.time), (stage_mod, "time", stage_mod.time),
+             (producer_mod, "_Caller", producer_mod._Caller), (stage_mod, "assess_at", stage_mod.assess_at)]
     for mod, name, value in [(loop_mod, "time", clock), (transaction_mod, "time", clock), (producer_mod, "time", clock),
-                             (batch_mod, "time", clock), (producer_mod, "_Caller", FakeCaller),
-                             (batch_mod, "assess_at", _assess)]:
+                             (stage_mod, "time", clock), (producer_mod, "_Caller", FakeCaller),
+                             (stage_mod, "assess_at", _assess)]:
         setattr(mod, name, value)
     try:
         yield
@@ -219,6 +220,9 @@ class World:
         except Poison as exc:
             self.drop(proc)
             raise Violation(f"{proc.name} died of a record: {exc!r}") from None
+        except NonIncreasingOffset as exc:  # the transaction refused what the loop handed it: a loop bug
+            self.drop(proc)
+            raise Violation(f"{proc.name}: {exc}") from None
         except Exception as exc:  # an unexpected error: the process exits (non-zero); a new one starts
             self.trace.append(f"  {proc.name} exited: {exc!r}")
             self.drop(proc)

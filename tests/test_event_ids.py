@@ -17,13 +17,15 @@ from spec_model import expected_event_id
 from strategies import ACCOUNTS, BASE_MS, NOW_MS, attempt_obj, dumps, settings_obj
 
 from processor.codec.avro import EvalCodec
-from processor.config import RunConfig
 from processor.core.attempts import parse_attempt
 from processor.core.evaluator import assess
 from processor.core.events import build_event
 from processor.core.settings import SettingsHistory
+from processor.health import Health
 from processor.metrics import Metrics
-from processor.stream.batch import Batch
+from processor.stream.attempt_stage import AttemptStage
+from processor.stream.context import RunContext
+from processor.stream.transaction import Transaction
 
 A, B, X, Y, Z = ACCOUNTS[:5]
 SHARED_ID = "att-shared"
@@ -130,22 +132,13 @@ class _Msg:
 class _Producer:
     def __init__(self) -> None:
         self.produced: list[tuple[str, bytes | None]] = []
+        self.failed_deliveries = 0
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Any = None) -> None:
         self.produced.append((topic, value))
 
     def poll(self, timeout: float = 0) -> int:
         return 0
-
-
-class _Txn:
-    def __init__(self) -> None:
-        self.producer = _Producer()
-        self.tally = Metrics().tally()
-        self.offsets: dict[Any, int] = {}
-
-    def begin(self) -> None:
-        pass
 
 
 def _conflicts(metrics: Metrics) -> float:
@@ -155,16 +148,18 @@ def _conflicts(metrics: Metrics) -> float:
 
 
 def test_the_conflict_counter_moves_only_for_differing_content() -> None:
-    metrics, txn, codec = Metrics(), _Txn(), EvalCodec()
-    batch = Batch(RunConfig(bootstrap_servers="unused:9092"), _history(), codec, metrics, txn)  # type: ignore[arg-type]
+    metrics, producer, codec = Metrics(), _Producer(), EvalCodec()
+    txn = Transaction(producer, None, metrics, RunContext(Health()), exactly_once=False)  # type: ignore[arg-type]
+    stage = AttemptStage(_history(), codec, metrics, txn, eval_topic="evals", dlq_topic="dlq",
+                         max_future_ms=3_600_000, max_attempt_bytes=256 * 1024)
     five = [dumps(o) for o in _five_attempts()]
-    batch.process([_Msg(five[0], 0), _Msg(five[0], 1)])  # an identical re-delivery
+    stage.process([_Msg(five[0], 0), _Msg(five[0], 1)])  # an identical re-delivery
     assert _conflicts(metrics) == 0
-    batch.process([_Msg(v, i + 2) for i, v in enumerate(five[1:])])
+    stage.process([_Msg(v, i + 2) for i, v in enumerate(five[1:])])
     assert _conflicts(metrics) == 4
-    batch.process([_Msg(five[0], 9)])  # the first content again: not a conflict
+    stage.process([_Msg(five[0], 9)])  # the first content again: not a conflict
     assert _conflicts(metrics) == 4
-    ids = [codec.decode(v)["id"] for t, v in txn.producer.produced if v is not None]
+    ids = [codec.decode(v)["id"] for t, v in producer.produced if v is not None]
     assert len(ids) == 7 and len(set(ids)) == 5
 
 

@@ -29,7 +29,7 @@ from processor.kafka import admin as admin_mod
 from processor.metrics import Metrics
 from processor.stream import app
 from processor.stream import producer as producer_mod
-from processor.stream.batch import MAX_PRODUCE_FAILURES
+from processor.stream.attempt_stage import MAX_PRODUCE_FAILURES
 from processor.stream.loop import Processor
 
 
@@ -393,9 +393,7 @@ def test_a_chain_of_slow_successful_calls_keeps_liveness(monkeypatch: pytest.Mon
 def _start_with_health(w: World, health: Health, txn_id: str = "tx-0") -> Any:
     """World.start, with the Health the test watches."""
     proc = World.start(w, txn_id)
-    proc.p.health = health
-    assert proc.p.txn is not None
-    proc.p.txn.health = health
+    proc.p.context.health = health  # the processor's and its transaction's
     return proc
 
 
@@ -456,6 +454,7 @@ def test_a_committed_read_with_a_partition_error_is_retried_not_taken_as_the_beg
     failovers and rolling restarts. One way there: committed() reports a partition's own error with
     offset -1001 and no exception, and rewind read -1001 as "nothing committed" and sought to the
     beginning of the partition. A partition error is now a failed read, retried."""
+    from processor.stream.context import RunContext
     from processor.stream.transaction import Transaction
 
     answers = [[_Committed(0, -1001, _PartitionError()), _Committed(1, 7)], [_Committed(0, 42), _Committed(1, 7)]]
@@ -476,8 +475,7 @@ def test_a_committed_read_with_a_partition_error_is_retried_not_taken_as_the_beg
         def set_problem(self, problem: str | None) -> None: ...
 
     txn = Transaction.__new__(Transaction)
-    txn.consumer, txn.health, txn.rewinds = Consumer(), Health(), 0  # type: ignore[assignment]
-    txn._stop_deadline = lambda: float("inf")  # type: ignore[method-assign]
+    txn.consumer, txn.context, txn.rewinds = Consumer(), RunContext(Health()), 0  # type: ignore[arg-type]
     txn._has_committed = set()
     txn.rewind()
     assert seeks == [(0, 42), (1, 7)]

@@ -64,7 +64,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append("stage costs, µs per attempt: " + ", ".join(f"{k} {v}" for k, v in st["us_per_attempt"].items()))
         if st.get("us_per_event"):
             lines.append("  per emitted event: " + ", ".join(f"{k} {v}" for k, v in st["us_per_event"].items()))
-        lines.append(f"  Batch.process in process: {st['process_us_per_attempt']} µs/attempt "
+        lines.append(f"  AttemptStage.process in process: {st['process_us_per_attempt']} µs/attempt "
                      f"({st['process_and_commit_us_per_attempt']} with commits); settings apply "
                      f"{st['settings_apply_us_per_record']} µs/record; evaluate by allowlist size "
                      f"{st['evaluate_us_by_allowlist']}")

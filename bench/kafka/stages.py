@@ -1,4 +1,4 @@
-"""Section 5: µs per attempt of each hot-path stage, in process, plus the real `Batch.process`."""
+"""Section 5: µs per attempt of each hot-path stage, in process, plus the real `AttemptStage.process`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from bench.kafka.workload import Mixed
 
 def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
     """µs per attempt of each step of the hot path, stage by stage over batches of real messages,
-    plus the real `Batch.process` on the same messages for a cross-check."""
+    plus the real `AttemptStage.process` on the same messages for a cross-check."""
     from processor.codec.avro import EvalCodec
     from processor.config import RunConfig
     from processor.core.attempts import parse_attempt
@@ -107,14 +107,14 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
     proc = Processor(cfg, Metrics(), Health(), codec)
     proc.history = history
     txn = proc.open_clients()
-    assert proc.batch is not None
+    assert proc.stage is not None
     proc.consumer.assign([TopicPartition(bench.attempts_topic, p, 0)
                           for p in partitions_of(bench.bootstrap, bench.attempts_topic)])
     t0 = time.perf_counter()
     t_process = 0.0
     for i, msgs in enumerate(batches):
         t_a = time.perf_counter()
-        proc.batch.process(msgs)
+        proc.stage.process(msgs)
         t_process += time.perf_counter() - t_a
         if i % 10 == 9:
             txn.commit()
@@ -161,5 +161,5 @@ def stage_costs(bench: Bench, mixed: Mixed, limit: int) -> dict[str, Any]:
         "settings_apply_us_per_record": round(apply_us, 2),
         "evaluate_us_by_allowlist": allow_cost,
     }
-    say(f"  stages µs/attempt: {out['us_per_attempt']}; Batch.process {out['process_us_per_attempt']}")
+    say(f"  stages µs/attempt: {out['us_per_attempt']}; AttemptStage.process {out['process_us_per_attempt']}")
     return out

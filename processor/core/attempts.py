@@ -35,7 +35,7 @@ INVALID_REASONS: tuple[str, ...] = (
     "unknown_identity_type",
     "bad_timestamp",
     "invalid_field",
-    "internal_error",  # evaluation raised (processor/stream/batch.py): dead-lettered, not a crash
+    "internal_error",  # evaluation raised (processor/stream/attempt_stage.py): dead-lettered, not a crash
 )
 
 _ID = Field(min_length=1, max_length=1024)

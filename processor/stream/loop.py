@@ -1,9 +1,9 @@
 """`access-eval run`: the stream processor's loop (the imperative shell around the pure evaluation).
 
 bootstrap the settings table -> loop: consume a batch -> make sure the settings view is fresh ->
-`Batch.process` (evaluate, produce into the open transaction) -> when due, `Transaction.commit`
+`AttemptStage.process` (evaluate, produce into the open transaction) -> when due, `Transaction.commit`
 (offsets + records + counters together). Rebalances commit (revoke) or abort (lost) the open
-transaction. Signals, clients and the watchdog live here; the per-attempt work in batch.py, the
+transaction. Signals, clients and the watchdog live here; the per-attempt work in attempt_stage.py, the
 commit/abort/rewind policy in transaction.py, the hung-call guard in producer.py.
 Size (about 400 lines): the lifecycle's waits (bootstrap, staleness, start-up retries) each honour
 stop and mark liveness; they stay beside the loop they guard.
@@ -33,7 +33,8 @@ from processor.kafka.admin import AUTH_ERRORS
 from processor.kafka.table import SettingsTable
 from processor.logs import kv, redact
 from processor.metrics import Metrics
-from processor.stream.batch import Batch
+from processor.stream.attempt_stage import DEFAULT_MAX_RECORD_BYTES, AttemptStage
+from processor.stream.context import RunContext
 from processor.stream.producer import BLOCKED_UNREADY_S, ProducerFactory, StopRequested, TxnProducer
 from processor.stream.transaction import SharedTransactionalId, Transaction
 
@@ -62,20 +63,18 @@ class Processor:
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
-        self.health = health
+        #: health, the stop request and the fatal error, shared with the transaction
+        self.context = RunContext(health)
         self.codec = codec or EvalCodec()
         self.props = cfg.kafka_properties()
         self.history = SettingsHistory(retention_ms=cfg.settings_retention_ms)
         self.table = table_factory(self.props, cfg.settings_topic, self.history, metrics, cfg.group_id)
         self.eos = cfg.delivery == "exactly-once"
-        self.stopping = False
-        self.stop_deadline = float("inf")
-        self.fatal: ConfigError | None = None
         self._consumer_factory = consumer_factory
         self._producer_factory = producer_factory
         self.consumer: Any = None
         self.txn: Transaction | None = None
-        self.batch: Batch | None = None
+        self.stage: AttemptStage | None = None
         self._exit_guard: threading.Thread | None = None
         self._signal_lock = threading.Lock()
         self._wakeup_fd: int | None = None
@@ -86,6 +85,22 @@ class Processor:
         #: the attempt partitions owned, kept from the callbacks: consumer.assignment() raises while close()
         #: destroys the handle, and close() serves the last revoke (the 60-minute soak's exit 1)
         self._owned: set[tuple[str, int]] = set()
+
+    @property
+    def health(self) -> Health:
+        return self.context.health
+
+    @property
+    def stopping(self) -> bool:
+        return self.context.stopping
+
+    @property
+    def stop_deadline(self) -> float:
+        return self.context.stop_deadline
+
+    @property
+    def fatal(self) -> ConfigError | None:
+        return self.context.fatal
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -147,9 +162,10 @@ class Processor:
 
     def request_stop(self) -> None:
         """Finish the batch, commit, leave the group; retries stop at the shutdown deadline."""
-        if not self.stopping:
-            self.stop_deadline = time.monotonic() + self.cfg.shutdown_timeout_s
-            self.stopping = True
+        context = self.context
+        if not context.stopping:
+            context.stop_deadline = time.monotonic() + self.cfg.shutdown_timeout_s
+            context.stopping = True
 
     def bootstrap(self) -> None:
         """Read the settings topic up to the end offsets it had at start-up, before serving."""
@@ -207,7 +223,7 @@ class Processor:
         return False
 
     def open_clients(self) -> Transaction:
-        """The transactional producer, the group consumer, and the transaction and batch over them."""
+        """The transactional producer, the group consumer, and the transaction and attempt stage over them."""
         retried: list[str] = []
 
         def waiting(problem: str) -> None:
@@ -234,13 +250,16 @@ class Processor:
             producer,
             self.consumer,
             self.metrics,
-            self.health,
+            self.context,
             exactly_once=self.eos,
-            on_fatal=self._set_fatal,
-            stopping=lambda: self.stopping,
-            stop_deadline=lambda: self.stop_deadline,
         )
-        self.batch = Batch(self.cfg, self.history, self.codec, self.metrics, self.txn)
+        cfg = self.cfg
+        self.stage = AttemptStage(
+            self.history, self.codec, self.metrics, self.txn,
+            eval_topic=cfg.eval_topic, dlq_topic=cfg.dlq_topic, max_future_ms=cfg.max_future_ms,
+            max_attempt_bytes=cfg.max_attempt_bytes,
+            max_record_bytes=int(self.props.get("message.max.bytes", DEFAULT_MAX_RECORD_BYTES)),
+        )
         return self.txn
 
     def run(self) -> int:
@@ -287,7 +306,7 @@ class Processor:
 
     def step(self) -> bool:
         """One turn of the loop: fetch, process, commit when due. False when the loop should end."""
-        assert self.txn is not None and self.batch is not None
+        assert self.txn is not None and self.stage is not None
         if self.stopping or self.fatal is not None:
             return False
         txn = self.txn
@@ -333,9 +352,9 @@ class Processor:
         return []
 
     def _process(self, msgs: list[Message]) -> None:
-        assert self.txn is not None and self.batch is not None
-        batch = self.batch
-        self.txn.guarded(lambda: batch.process(msgs), "process")
+        assert self.txn is not None and self.stage is not None
+        stage = self.stage
+        self.txn.guarded(lambda: stage.process(msgs), "process")
 
     def _probe_kafka(self) -> None:
         """After a connection problem, one broker round trip (the settings topic's end offsets) that
@@ -401,7 +420,7 @@ class Processor:
                 log.warning("producer flush failed at stop", extra=kv(error=exc.args[0].str()))
         self.table.close()
         self.health.set_assigned(None)
-        log.info("stopped", extra=kv(attempts_evaluated=self.batch.seen if self.batch else 0))
+        log.info("stopped", extra=kv(attempts_evaluated=self.stage.seen if self.stage else 0))
 
     # -- client callbacks --------------------------------------------------------------------------
 
@@ -410,17 +429,14 @@ class Processor:
         self.health.mark_progress()
         self.health.set_problem(problem)
 
-    def _set_fatal(self, error: ConfigError) -> None:
-        self.fatal = error
-
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's global errors: transport problems flip readiness, auth problems are fatal."""
         code = err.code()
         if code in AUTH_ERRORS:
-            self.fatal = ConfigError(
+            self.context.fail(ConfigError(
                 f"Kafka authentication/authorization failed ({err.str()}): check sasl.username / sasl.password / "
                 "security.protocol (ACCESS_EVAL_KAFKA_SASL_USERNAME, ACCESS_EVAL_KAFKA_SASL_PASSWORD, --kafka-config)"
-            )
+            ))
         elif code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
             self._unreachable = True
             self.health.set_problem("broker unreachable")

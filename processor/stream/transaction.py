@@ -12,16 +12,17 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from processor.config import ConfigError
-from processor.health import Health
 from processor.kafka.admin import ACL_HINT, AUTH_ERRORS
 from processor.logs import kv
 from processor.metrics import Metrics, Tally
+from processor.stream.context import RunContext
 from processor.stream.producer import TxnProducer
 
 log = logging.getLogger("access_eval.pipeline")
@@ -36,30 +37,27 @@ class SharedTransactionalId(ConfigError):
     """Two live instances use one transactional id: they would fence each other forever (exit 2)."""
 
 
+class NonIncreasingOffset(RuntimeError):
+    """A batch's offset for a partition is not past what the open transaction holds: a bug, never a
+    passing state, so it stops the process (exit 1) before the offsets are committed."""
+
+
 class Transaction:
+    """The open unit of work. Its offsets and tally are its own: the attempt stage asks (`produce`,
+    `store_offsets`, `tally`), the loop reads (`offsets`, `open`), and only the transaction changes them."""
+
     def __init__(
-        self,
-        producer: TxnProducer,
-        consumer: Any,
-        metrics: Metrics,
-        health: Health,
-        *,
-        exactly_once: bool,
-        on_fatal: Callable[[ConfigError], None],
-        stopping: Callable[[], bool],
-        stop_deadline: Callable[[], float],
+        self, producer: TxnProducer, consumer: Any, metrics: Metrics, context: RunContext, *, exactly_once: bool
     ) -> None:
         self.producer = producer
         self.consumer = consumer
         self.metrics = metrics
-        self.health = health
+        self.context = context
         self.exactly_once = exactly_once
-        self._on_fatal = on_fatal
-        self._stopping = stopping
-        self._stop_deadline = stop_deadline
         #: next offset to consume per (topic, partition), for the batches since the last commit
-        self.offsets: dict[tuple[str, int], int] = {}
-        self.tally = Tally()
+        self._offsets: dict[tuple[str, int], int] = {}
+        #: what those batches decided, counted into Prometheus only when they commit
+        self._tally = Tally()
         self.open = False
         self.started = 0.0
         self._offsets_sent = False  # send_offsets done for the open transaction: a retry only re-commits
@@ -90,12 +88,57 @@ class Transaction:
         self.started = time.monotonic()
 
     def due(self, interval_s: float, max_tally: int) -> bool:
-        return self.open and (time.monotonic() - self.started >= interval_s or len(self.tally) >= max_tally)
+        return self.open and (time.monotonic() - self.started >= interval_s or len(self._tally) >= max_tally)
+
+    # -- what the open transaction holds: asked for, never written from outside ------------------
+
+    @property
+    def offsets(self) -> Mapping[tuple[str, int], int]:
+        """The next offset to consume per partition, to commit with the open transaction (read-only)."""
+        return MappingProxyType(self._offsets)
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Any) -> None:
+        """Produce one record into the open transaction. A full local queue (BufferError) is not the
+        record's fault: wait for deliveries to drain it and try again. Any other refusal (KafkaException)
+        propagates to the caller, who knows the record."""
+        producer = self.producer
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                producer.poll(0.05)  # local queue full: let deliveries drain
+
+    def poll(self) -> None:
+        """Serve the producer's delivery reports without waiting (once per batch)."""
+        self.producer.poll(0)
+
+    def store_offsets(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Record the next offset to consume per partition for work produced into the open transaction.
+
+        An offset that does not increase for its partition within the transaction is refused, as
+        quixstreams' checkpoint refuses one: committing it would re-read work already done (or, after
+        a rewind nobody recorded, skip work). The loop's rewinds and rebalances make that impossible
+        in a correct run (they close the transaction first, or drop the fetch); this catches the bug
+        that would break it before the offsets reach Kafka.
+        """
+        stored = self._offsets
+        for tp, offset in offsets.items():
+            previous = stored.get(tp)
+            if previous is not None and offset <= previous:
+                raise NonIncreasingOffset(
+                    f"refusing offset {offset} for {tp[0]}[{tp[1]}]: the open transaction already holds "
+                    f"{previous}; offsets must increase within a transaction (a rewind or rebalance was missed)")
+        stored.update(offsets)
+
+    def tally(self, counts: Tally) -> None:
+        """Add what a batch decided to the open transaction's counts (committed with it, or dropped)."""
+        self._tally.merge(counts)
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Partitions revoked after a commit: their offsets are no longer ours to send."""
         for tp in partitions:
-            self.offsets.pop((tp.topic, tp.partition), None)
+            self._offsets.pop((tp.topic, tp.partition), None)
 
     # -- the steps ---------------------------------------------------------------------------------
 
@@ -105,11 +148,11 @@ class Transaction:
             raise KafkaException(KafkaError(KafkaError._STATE, "rewind after an abort incomplete: not committing",
                                             txn_requires_abort=True))
         if self.exactly_once:
-            if self.offsets and not self._offsets_sent:
+            if self._offsets and not self._offsets_sent:
                 # A token of this commit in the offsets' metadata: a commit in doubt is judged landed only
                 # if the group's offsets carry it (another owner may commit the same offsets meanwhile).
                 self._token = f"access-eval:{uuid.uuid4().hex}"
-                offsets = [TopicPartition(t, p, o, metadata=self._token) for (t, p), o in self.offsets.items()]
+                offsets = [TopicPartition(t, p, o, metadata=self._token) for (t, p), o in self._offsets.items()]
                 self.producer.send_offsets(offsets, self.consumer.consumer_group_metadata())
             self._offsets_sent = True  # a retriable commit failure retries commit_transaction only
             self._committing = True
@@ -122,22 +165,22 @@ class Transaction:
             if failed:  # records never written: their offsets must not commit; re-read and produce again
                 raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, f"{failed} deliveries failed",
                                                 txn_requires_abort=True))
-            if self.offsets:
-                offsets = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
+            if self._offsets:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
                 self.consumer.commit(offsets=offsets, asynchronous=False)
         self._committed(time.perf_counter() - started)
 
     def _committed(self, seconds: float) -> None:
-        self._has_committed.update(self.offsets)
+        self._has_committed.update(self._offsets)
         self.open = False
         self._offsets_sent = False
         self._committing = False
-        self.offsets.clear()
-        self.metrics.commit(self.tally)
-        self.tally.clear()
+        self._offsets.clear()
+        self.metrics.commit(self._tally)
+        self._tally.clear()
         self.metrics.transaction("committed")
         self.metrics.observe_commit(seconds)
-        self.health.set_problem(None)
+        self.context.health.set_problem(None)
 
     def abort(self, *, exiting: bool = False) -> None:
         """Abort the open transaction. `exiting` (a fatal stop): a failed abort is not retried through a
@@ -165,10 +208,10 @@ class Transaction:
         offsets tell which: they must equal the ones sent and carry this commit's token (a new owner of
         the partition may have committed the same offsets meanwhile); a landed commit is counted, so
         that counters equal committed work."""
-        committing = self.open and self._committing and self.offsets
+        committing = self.open and self._committing and self._offsets
         self.producer.replace()
         if committing:
-            wanted = dict(self.offsets)
+            wanted = dict(self._offsets)
             got = self._read_committed([TopicPartition(t, p) for (t, p) in wanted])
             if got is not None and all(wanted.get((tp.topic, tp.partition)) == tp.offset
                                        and tp.metadata == self._token for tp in got):
@@ -184,7 +227,7 @@ class Transaction:
         """The group's committed offsets, retried until read (None past the shutdown deadline)."""
         backoff = 0.5
         while True:
-            self.health.mark_progress()  # each read may take its 10 s: a chain of them is progress
+            self.context.health.mark_progress()  # each read may take its 10 s: a chain of them is progress
             try:
                 committed = list(self.consumer.committed(partitions, timeout=10))
                 # A partition's own error comes with offset -1001, which must not read as "nothing
@@ -199,10 +242,10 @@ class Transaction:
                 error = f"partition {failed.partition}: {why}"
             except KafkaException as exc:
                 error = exc.args[0].str()
-            if time.monotonic() > self._stop_deadline():  # stopping, and out of time
+            if time.monotonic() > self.context.stop_deadline:  # stopping, and out of time
                 return None
-            self.health.set_problem("cannot read committed offsets: " + error)
-            self.health.mark_progress()
+            self.context.health.set_problem("cannot read committed offsets: " + error)
+            self.context.health.mark_progress()
             log.warning("cannot read committed offsets; retrying", extra=kv(error=error))
             time.sleep(backoff)  # retry backoff
             backoff = min(backoff * 2, 5.0)
@@ -235,11 +278,11 @@ class Transaction:
                     owned = {(a.topic, a.partition) for a in self.consumer.assignment()}
                     if (tp.topic, tp.partition) not in owned:
                         break  # no longer ours: its next owner starts from the committed offset
-                    if time.monotonic() > self._stop_deadline():
+                    if time.monotonic() > self.context.stop_deadline:
                         self.rewind_incomplete = True
                         return
                     log.warning("seek failed; retrying", extra=kv(partition=tp.partition, error=exc.args[0].str()))
-                    self.health.mark_progress()
+                    self.context.health.mark_progress()
                     time.sleep(backoff)  # retry backoff
                     backoff = min(backoff * 2, 5.0)
         self.rewind_incomplete = False
@@ -248,8 +291,8 @@ class Transaction:
         self.open = False
         self._offsets_sent = False
         self._committing = False
-        self.offsets.clear()
-        self.tally.clear()
+        self._offsets.clear()
+        self._tally.clear()
         self.metrics.transaction("aborted")
 
     # -- the failure policy ------------------------------------------------------------------------
@@ -267,20 +310,21 @@ class Transaction:
                 log.warning("transaction step failed", extra=kv(step=name, error=err.str(),
                                                                    retriable=err.retriable(), fatal=err.fatal()))
                 if err.code() in AUTH_ERRORS:
-                    self._on_fatal(ConfigError(f"Kafka authorization failed while running ({err.str()}): {ACL_HINT}"))
+                    self.context.fail(
+                        ConfigError(f"Kafka authorization failed while running ({err.str()}): {ACL_HINT}"))
                     return
                 if name == "commit" and err.retriable() and not err.txn_requires_abort() and not err.fatal():
-                    if time.monotonic() > min(deadline or float("inf"), self._stop_deadline()):
+                    if time.monotonic() > min(deadline or float("inf"), self.context.stop_deadline):
                         return
-                    self.health.mark_progress()  # waiting out a broker outage is healthy; readiness says why
-                    self.health.set_problem("commit failing: " + err.str())
+                    self.context.health.mark_progress()  # waiting out a broker outage is healthy; readiness says why
+                    self.context.health.set_problem("commit failing: " + err.str())
                     time.sleep(backoff)  # retry backoff
                     backoff = min(backoff * 2, 5.0)
                     continue
-                self.health.set_problem("transaction aborted: " + err.str())
+                self.context.health.set_problem("transaction aborted: " + err.str())
                 if err.code() in FENCED_ERRORS and not self._timed_out(err) and self._fenced_again():
                     self._discard()
-                    self._on_fatal(SharedTransactionalId(
+                    self.context.fail(SharedTransactionalId(
                         f"the producer was fenced {len(self._fenced_at)} times within {FENCED_WINDOW_S:g}s: another "
                         f"live instance uses transactional id {self.producer.transactional_id!r}; give each instance "
                         "its own --transactional-id (ACCESS_EVAL_TRANSACTIONAL_ID)"))

@@ -1,9 +1,10 @@
-"""One batch of attempts: validate, evaluate, encode, produce (the hot path of `run`).
+"""The attempt stage of `run`: validate, evaluate, encode, produce (the hot path).
 
 Everything per attempt happens here and nowhere else: decode at the boundary (invalid input goes to
 the DLQ with its reason), evaluate with the pure core at the attempt's event time, encode the eval
-event and produce it into the open transaction, keyed by the target account (SPEC §2). The batch
-hands the transaction its last offsets and its outcome counts once, not per attempt.
+event and produce it into the open transaction, keyed by the target account (SPEC §2). Each consumed
+batch hands the transaction its last offsets and its outcome counts once, not per attempt; the stage
+asks the transaction for all three (`produce`, `store_offsets`, `tally`) and never writes its state.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from processor.codec.avro import EvalCodec
-from processor.config import ConfigError, RunConfig
+from processor.config import ConfigError
 from processor.core.attempts import InvalidAttempt, parse_attempt
 from processor.core.conflicts import AttemptIdConflicts
 from processor.core.evaluator import assess_at
 from processor.core.policy import Verdict
 from processor.core.settings import SettingsHistory
 from processor.logs import kv
-from processor.metrics import Metrics
+from processor.metrics import Metrics, Tally
 from processor.stream.transaction import Transaction
 
 log = logging.getLogger("access_eval.pipeline")
@@ -38,27 +39,49 @@ MAX_PRODUCE_FAILURES = 3
 #: produce() errors of the producer's state, not of the record (the transaction's failure policy handles them).
 PRODUCER_STATE_ERRORS = {KafkaError._STATE, KafkaError._FENCED, KafkaError._FATAL,
                          KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+#: librdkafka's message.max.bytes when the Kafka properties do not set it.
+DEFAULT_MAX_RECORD_BYTES = 1_000_000
 #: Bytes of a record besides key, value and headers (librdkafka's framing is ~70), and of the marker headers.
 DEAD_LETTER_OVERHEAD = 512
 MARK_HEADERS_BYTES = 256
 
 
-class Batch:
-    """The per-attempt work of `run`, applied to one consumed batch at a time."""
+class AttemptStage:
+    """The per-attempt work of `run`, handed one consumed batch at a time.
+
+    A stage, not a batch: one instance lives as long as the processor's clients, takes every batch in
+    turn, and keeps what spans batches: the running count of evaluated attempts, the memory of attempt
+    ids seen (conflicts, contract §7.1), and the produce failures per record (`_refused`). It is given
+    the values it uses, not the whole RunConfig (whose Kafka properties re-read a file and the environment).
+    """
 
     def __init__(
-        self, cfg: RunConfig, history: SettingsHistory, codec: EvalCodec, metrics: Metrics, txn: Transaction
+        self,
+        history: SettingsHistory,
+        codec: EvalCodec,
+        metrics: Metrics,
+        txn: Transaction,
+        *,
+        eval_topic: str,
+        dlq_topic: str,
+        max_future_ms: int,
+        max_attempt_bytes: int,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
-        self.cfg = cfg
         self.history = history
         self.codec = codec
         self.metrics = metrics
         self.txn = txn
+        self.eval_topic = eval_topic
+        self.dlq_topic = dlq_topic
+        self.max_future_ms = max_future_ms
+        self.max_attempt_bytes = max_attempt_bytes
+        #: the producer's message.max.bytes: a dead letter is cut to fit it (`fit_dead_letter`)
+        self.max_record_bytes = max_record_bytes
         #: attempts evaluated by this instance (not counting dead letters)
         self.seen = 0
         #: attempt ids reused with other content (best effort, bounded; contract §7.1)
         self.conflicts = AttemptIdConflicts()
-        self._max_record_bytes = int(cfg.kafka_properties().get("message.max.bytes", 1_000_000))  # librdkafka's
         #: (topic, partition, offset, error code, dead letter?) -> produce() failures so far (`_refused`)
         self._refusals: dict[tuple[Any, ...], int] = {}
 
@@ -67,19 +90,16 @@ class Batch:
         started = time.perf_counter()
         txn = self.txn
         txn.begin()
-        producer = txn.producer
-        produce: Any = producer.produce
+        produce = txn.produce
         history = self.history
-        tally = txn.tally
         encode = self.codec.encode_evaluation
-        eval_topic = self.cfg.eval_topic
-        headers = self.codec.headers
+        eval_topic, headers = self.eval_topic, self.codec.headers
         now_ms = int(time.time() * 1000)
-        max_future = self.cfg.max_future_ms
-        max_bytes = self.cfg.max_attempt_bytes
+        max_future, max_bytes = self.max_future_ms, self.max_attempt_bytes
         # Per-account metric labels are opt-in: other accounts are tallied as "" so the tally keeps a
         # handful of keys instead of one per account (Metrics.commit ignores accounts not labelled).
         labelled = self.metrics.account_labels
+        tally = Tally()  # this batch's; handed to the transaction once, at the end
         last: dict[tuple[str, int], Message] = {}  # the batch's last message per partition -> offsets
         newest: dict[Any, int] = {}  # the batch's newest event time per partition -> stream time
         counts: defaultdict[tuple[Verdict, str, str], int] = defaultdict(int)  # -> the tally, once per batch
@@ -87,8 +107,7 @@ class Batch:
         for m in msgs:
             err = m.error()
             if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error", extra=kv(error=err.str()))
+                _consumer_error(err)
                 continue
             tp: Any = (m.topic(), m.partition())
             last[tp] = m
@@ -97,14 +116,10 @@ class Batch:
                 verdict, version, exact = assess_at(history, attempt)
                 value = encode(attempt, verdict, version, exact, now_ms) if verdict.emit else None
             except InvalidAttempt as bad:
-                self._dead_letter(m, bad)
-                tally.add_invalid(bad.reason)
+                self._reject(m, bad, tally)
                 continue
             except Exception as exc:  # a record that breaks evaluation must not stop the stream (SPEC §7)
-                log.error("evaluating an attempt failed; dead-lettered",
-                          extra=kv(partition=m.partition(), offset=m.offset(), error=repr(exc)))
-                self._dead_letter(m, InvalidAttempt(INTERNAL_ERROR, type(exc).__name__))
-                tally.add_invalid(INTERNAL_ERROR)
+                self._reject(m, _internal_error(m, exc), tally)
                 continue
             a = attempt.data
             account = a["account_id"]
@@ -112,10 +127,7 @@ class Batch:
                 if self.conflicts.observe(attempt):
                     self.metrics.attempt_id_conflict()
                 try:
-                    try:
-                        produce(eval_topic, value, account.encode(), headers=headers)
-                    except BufferError:
-                        self._produce(eval_topic, account.encode(), value, headers)
+                    produce(eval_topic, value, account.encode(), headers)
                 except KafkaException as exc:  # librdkafka refused this record: bounded (`_refused`)
                     self._refused(m, exc)
                     tally.add_invalid(INTERNAL_ERROR)
@@ -126,26 +138,26 @@ class Batch:
             seen += 1
             if not seen % AGE_SAMPLE_EVERY:
                 tally.observe_age(now_ms / 1000 - attempt.event_ms / 1000)
-        for (verdict, itype, label), n in counts.items():
-            tally.add(verdict.outcome, itype, verdict.state, label, n)
-        offsets = txn.offsets
-        for tp, m in last.items():
-            offsets[tp] = m.offset() + 1  # type: ignore[operator]
-        # Stream time per input partition (SPEC §5), after the batch: its attempts were evaluated
-        # against the versions kept before it, whatever the order of partitions within it.
-        history.observe_batch(newest)
+        self._hand_over(last, newest, counts, tally)
         self.seen = seen
-        producer.poll(0)
+        txn.poll()
         self.metrics.observe_batch(time.perf_counter() - started, len(msgs))
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Any) -> None:
-        producer = self.txn.producer
-        while True:
-            try:
-                producer.produce(topic, value, key, headers=headers)
-                return
-            except BufferError:
-                producer.poll(0.05)  # local queue full: let deliveries drain
+    def _hand_over(self, last: dict[tuple[str, int], Message], newest: dict[Any, int],
+                   counts: dict[tuple[Verdict, str, str], int], tally: Tally) -> None:
+        """The batch's offsets and counts to the transaction, once; then the stream time it reached."""
+        self.txn.store_offsets({tp: m.offset() + 1 for tp, m in last.items()})  # type: ignore[operator]
+        for (verdict, itype, label), n in counts.items():
+            tally.add(verdict.outcome, itype, verdict.state, label, n)
+        self.txn.tally(tally)
+        # Stream time per input partition (SPEC §5), after the batch: its attempts were evaluated
+        # against the versions kept before it, whatever the order of partitions within it.
+        self.history.observe_batch(newest)
+
+    def _reject(self, m: Message, bad: InvalidAttempt, tally: Tally) -> None:
+        """An attempt that cannot be evaluated: to the DLQ with its reason, counted as invalid."""
+        self._dead_letter(m, bad)
+        tally.add_invalid(bad.reason)
 
     def _refused(self, m: Message, exc: KafkaException, *, dead_letter: bool = False) -> None:
         """produce() raised for the record of `m` (not the queue: that is BufferError). Below the bound
@@ -177,10 +189,10 @@ class Batch:
         key = m.key()
         headers = self._added_headers(m, InvalidAttempt(INTERNAL_ERROR, f"dead letter refused: {err.str()}"))
         try:
-            self._produce(self.cfg.dlq_topic, None if key is None else _digest(key), None, headers)
+            self.txn.produce(self.dlq_topic, None, None if key is None else _digest(key), headers)
         except KafkaException as exc:
             raise ConfigError(
-                f"cannot write even a minimal dead letter to --dlq-topic {self.cfg.dlq_topic!r} "
+                f"cannot write even a minimal dead letter to --dlq-topic {self.dlq_topic!r} "
                 f"(ACCESS_EVAL_DLQ_TOPIC) for the attempt at partition {m.partition()} offset {m.offset()}: "
                 f"{exc.args[0].str()}; check that topic and its producer limits") from None
 
@@ -197,12 +209,25 @@ class Batch:
     def _dead_letter(self, m: Message, bad: InvalidAttempt) -> None:
         key, value, headers = fit_dead_letter(
             m.key(), m.value(), list(m.headers() or []),  # type: ignore[arg-type]  # a list from a consumer
-            self._added_headers(m, bad), self._max_record_bytes
+            self._added_headers(m, bad), self.max_record_bytes
         )
         try:
-            self._produce(self.cfg.dlq_topic, key, value, headers)
+            self.txn.produce(self.dlq_topic, value, key, headers)
         except KafkaException as exc:
             self._refused(m, exc, dead_letter=True)
+
+
+def _consumer_error(err: KafkaError) -> None:
+    """A consumer event in the batch (not a record): the end of a partition is routine, the rest is logged."""
+    if err.code() != KafkaError._PARTITION_EOF:
+        log.warning("consumer error", extra=kv(error=err.str()))
+
+
+def _internal_error(m: Message, exc: Exception) -> InvalidAttempt:
+    """Evaluating the attempt of `m` raised: logged, and dead-lettered as internal_error (not a crash)."""
+    log.error("evaluating an attempt failed; dead-lettered",
+              extra=kv(partition=m.partition(), offset=m.offset(), error=repr(exc)))
+    return InvalidAttempt(INTERNAL_ERROR, type(exc).__name__)
 
 
 def _digest(key: bytes) -> bytes:
