@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from processor.cli.common import add_format, add_kafka_flags, add_settings_topic, command_parser
-from processor.tools.common import run_tool
+from processor.tools.runner import run_tool
 from processor.tools.settings import cmd_delete, cmd_get, cmd_list, cmd_put
 
 if TYPE_CHECKING:
