@@ -179,7 +179,6 @@ class Metrics:
                     if outcome != INVALID:
                         self.account_decisions.labels(account_id=account, outcome=outcome)
 
-
     def _declare_batches(self, r: CollectorRegistry) -> None:
         """Latency, event age, batches and transactions."""
         self.event_age = Histogram(
@@ -224,7 +223,6 @@ class Metrics:
             "Unix time of the last committed transaction (0 = none yet).",
             registry=r,
         )
-
 
     def _declare_settings(self, r: CollectorRegistry) -> None:
         """The settings view (SPEC §3)."""
@@ -278,7 +276,6 @@ class Metrics:
         )
         for itype in IDENTITY_TYPES:
             self.settings_downgrades.labels(identity_type=itype)
-
 
     def _declare_client(self, r: CollectorRegistry) -> None:
         """The Kafka client, health, the build and the memory limit."""
