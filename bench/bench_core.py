@@ -337,34 +337,41 @@ def run_once(w: Workload, history: SettingsHistory, cats: bytearray, batch: int,
         if profile is not None:
             profile.disable()
 
-        r.cpu_ns["validate"] += c1 - c0
-        r.cpu_ns["evaluate"] += (c2 - c1) - (c1 - c0)
-        r.cpu_ns["encode"] += (c4 - c3) - (c2 - c1)
-        r.cpu_ns["fused"] += c4 - c3
-        r.wall_ns["validate"] += w1 - w0
-        r.wall_ns["evaluate"] += (w2 - w1) - (w1 - w0)
-        r.wall_ns["encode"] += (w4 - w3) - (w2 - w1)
-        r.wall_ns["fused"] += w4 - w3
+        _add_stage_times(r.cpu_ns, c0, c1, c2, c3, c4)
+        _add_stage_times(r.wall_ns, w0, w1, w2, w3, w4)
         r.attempts += len(raws)
         r.emitted += len(out)
-
-        # untimed: outcomes, and (first run) every verdict and event checked against the mix
-        parsed: list[Attempt | None] = []
-        for raw in raws:
-            try:
-                parsed.append(parse(raw, now_ms))
-            except InvalidAttempt:
-                parsed.append(None)
-        results = [assess(history, a) if a is not None else None for a in parsed]
-        for res in results:
-            r.outcomes["invalid" if res is None else res[0].outcome] += 1
-        if check:
-            emitted = [j for j, res in enumerate(results) if res is not None and res[0].emit]
-            if len(emitted) != len(out):
-                r.errors.append(f"batch at {start}: {len(out)} events for {len(emitted)} emitting verdicts")
-            else:
-                check_batch(cats, start, parsed, results, list(zip(emitted, out, strict=True)), codec, r)
+        _untimed_outcomes(r, history, cats, start, raws, now_ms, out, codec if check else None)
     return r
+
+
+def _add_stage_times(ns: dict[str, int], t0: int, t1: int, t2: int, t3: int, t4: int) -> None:
+    """The three passes' clock readings -> each stage's share (consecutive passes' differences)."""
+    ns["validate"] += t1 - t0
+    ns["evaluate"] += (t2 - t1) - (t1 - t0)
+    ns["encode"] += (t4 - t3) - (t2 - t1)
+    ns["fused"] += t4 - t3
+
+
+def _untimed_outcomes(r: RunResult, history: SettingsHistory, cats: bytearray, start: int, raws: list[bytes],
+                      now_ms: int, out: list[bytes], codec: EvalCodec | None) -> None:
+    """Untimed: the batch's outcomes, and (with `codec`: the first run) every verdict and event checked
+    against the mix."""
+    parsed: list[Attempt | None] = []
+    for raw in raws:
+        try:
+            parsed.append(parse_attempt(raw, now_ms))
+        except InvalidAttempt:
+            parsed.append(None)
+    results = [assess(history, a) if a is not None else None for a in parsed]
+    for res in results:
+        r.outcomes["invalid" if res is None else res[0].outcome] += 1
+    if codec is not None:
+        emitted = [j for j, res in enumerate(results) if res is not None and res[0].emit]
+        if len(emitted) != len(out):
+            r.errors.append(f"batch at {start}: {len(out)} events for {len(emitted)} emitting verdicts")
+        else:
+            check_batch(cats, start, parsed, results, list(zip(emitted, out, strict=True)), codec, r)
 
 
 def load_settings(w: Workload, history: SettingsHistory) -> float:
@@ -397,7 +404,8 @@ def _fmt_table(fig: dict[str, float], emitted_share: float) -> str:
     return "\n".join(f"  {name:<28}{us:8.2f} µs/attempt   {extra}" for name, us, extra in rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, int]]:
+    """The flags, and the run's sizes: the mode's defaults with the flags given on top."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small run for CI: correctness only")
     p.add_argument("--attempts", type=int, help=f"attempts per run (default {FULL['attempts']:,})")
@@ -415,7 +423,23 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("attempts", "accounts", "huge", "runs"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
+    return args, cfg
 
+
+def check_runs(results: list[RunResult], cats: bytearray, expected: Counter[str]) -> tuple[list[str], int]:
+    """Every run's errors, outcome counts and event count against the mix -> (errors, events expected)."""
+    errors = [e for r in results for e in r.errors]
+    for r in results:
+        if r.outcomes != expected:
+            errors.append(f"outcome counts {dict(r.outcomes)} != expected {dict(expected)}")
+    expected_emitted = sum(k for cat, k in Counter(cats).items() if EXPECT[cat][1])
+    if any(r.emitted != expected_emitted for r in results):
+        errors.append(f"emitted {[r.emitted for r in results]} events, expected {expected_emitted}")
+    return errors, expected_emitted
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cfg = parse_args(argv)
     info = machine()
     code = code_version()
     say(f"generating {cfg['accounts']:,} accounts' settings ({cfg['huge']} with 10,000-id allowlists)")
@@ -439,21 +463,47 @@ def main(argv: list[str] | None = None) -> int:
         fig, fw = r.figures("cpu"), r.figures("wall")
         say(f"  {fig['attempts_per_s']:,.0f} attempts per CPU-second ({fw['attempts_per_s']:,.0f}/s wall)")
 
-    errors = [e for r in results for e in r.errors]
-    for r in results:
-        if r.outcomes != expected:
-            errors.append(f"outcome counts {dict(r.outcomes)} != expected {dict(expected)}")
-    expected_emitted = sum(k for cat, k in Counter(cats).items() if EXPECT[cat][1])
-    if any(r.emitted != expected_emitted for r in results):
-        errors.append(f"emitted {[r.emitted for r in results]} events, expected {expected_emitted}")
-
+    errors, expected_emitted = check_runs(results, cats, expected)
     # the run with the median total, so that its stages add up to its total
     median = _median_run(results, "cpu")
     median_wall = _median_run(results, "wall")
     emitted_share = expected_emitted / cfg["attempts"]
-    print(f"access-eval core bench ({'quick' if args.quick else 'full'}): {cfg['attempts']:,} attempts x "
-          f"{cfg['runs']} run(s), {cfg['accounts']:,} accounts, {w.allowlist_ids:,} allowlist ids, "
-          f"batch {args.batch}")
+    report = {
+        "mode": "quick" if args.quick else "full",
+        "machine": info,
+        "code": code,
+        "config": cfg | {"batch": args.batch, "seed": args.seed, "gc_freeze": args.gc_freeze,
+                         "settings_records": len(w.records), "allowlist_ids": w.allowlist_ids},
+        "settings_load_s": load_s,
+        "peak_rss_mib": rss_mib(),
+        "runs": [{"cpu": r.figures("cpu"), "wall": r.figures("wall")} for r in results],
+        "median": median,
+        "median_wall": median_wall,
+        "emitted_share": emitted_share,
+        "target_attempts_per_s": TARGET_PER_S,
+        "target_met": median["attempts_per_s"] >= TARGET_PER_S,
+        "outcomes": dict(results[0].outcomes),
+        "expected_outcomes": dict(expected),
+        "correct": not errors,
+        "errors": errors[:100],
+    }
+    print_report(report, errors)
+    if profile is not None:
+        buf = io.StringIO()
+        pstats.Stats(profile, stream=buf).sort_stats("tottime").print_stats(args.profile)
+        print(buf.getvalue())
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if errors else 0
+
+
+def print_report(report: dict[str, Any], errors: list[str]) -> None:
+    """The figures of `report` (what --json writes) as text."""
+    cfg, info, code = report["config"], report["machine"], report["code"]
+    median, emitted_share = report["median"], report["emitted_share"]
+    print(f"access-eval core bench ({report['mode']}): {cfg['attempts']:,} attempts x "
+          f"{cfg['runs']} run(s), {cfg['accounts']:,} accounts, {cfg['allowlist_ids']:,} allowlist ids, "
+          f"batch {cfg['batch']}")
     print(f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
           f"load {info['loadavg_1m_at_start']}")
     print(f"code: {code['processor']} at {code['commit'] or 'unknown commit'}"
@@ -461,41 +511,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median run of {cfg['runs']}, one core, CPU time of the measuring thread:")
     print(_fmt_table(median, emitted_share))
     print("median run by wall-clock time (includes time the OS gave other processes):")
-    print(_fmt_table(median_wall, emitted_share))
-    met = median["attempts_per_s"] >= TARGET_PER_S
-    print(f"target >= {TARGET_PER_S:,} attempts/s on one core (CPU time): {'met' if met else 'MISSED'}")
-    print(f"outcomes: {dict(sorted(results[0].outcomes.items()))}")
+    print(_fmt_table(report["median_wall"], emitted_share))
+    print(f"target >= {TARGET_PER_S:,} attempts/s on one core (CPU time): "
+          f"{'met' if report['target_met'] else 'MISSED'}")
+    print(f"outcomes: {dict(sorted(report['outcomes'].items()))}")
     print(f"correctness: {'ok' if not errors else f'{len(errors)} error(s)'}")
     for e in errors[:20]:
         print(f"  ERROR {e}")
-
-    if profile is not None:
-        buf = io.StringIO()
-        pstats.Stats(profile, stream=buf).sort_stats("tottime").print_stats(args.profile)
-        print(buf.getvalue())
-
-    if args.json_path:
-        report = {
-            "mode": "quick" if args.quick else "full",
-            "machine": info,
-            "code": code,
-            "config": cfg | {"batch": args.batch, "seed": args.seed, "gc_freeze": args.gc_freeze,
-                             "settings_records": len(w.records), "allowlist_ids": w.allowlist_ids},
-            "settings_load_s": load_s,
-            "peak_rss_mib": rss_mib(),
-            "runs": [{"cpu": r.figures("cpu"), "wall": r.figures("wall")} for r in results],
-            "median": median,
-            "median_wall": median_wall,
-            "emitted_share": emitted_share,
-            "target_attempts_per_s": TARGET_PER_S,
-            "target_met": met,
-            "outcomes": dict(results[0].outcomes),
-            "expected_outcomes": dict(expected),
-            "correct": not errors,
-            "errors": errors[:100],
-        }
-        Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
-    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from bench.kafka.stages import stage_costs  # noqa: E402
 from bench.kafka.throughput import ceiling_run, summarise, throughput_run  # noqa: E402
 from bench.kafka.topics import delete_topics  # noqa: E402
 from bench.kafka.worker import run_worker  # noqa: E402
-from bench.kafka.workload import prepare  # noqa: E402
+from bench.kafka.workload import Mixed, prepare  # noqa: E402
 from processor.local import broker as local  # noqa: E402
 from processor.local.workload import Mix  # noqa: E402
 
@@ -172,54 +172,14 @@ def run_all(bench: Bench, sections: set[str]) -> dict[str, Any]:
         # one unreported transactional pass-through drain first, so the first measured run is not slower.
         say("warm-up: one transactional pass-through drain (not reported)")
         ceiling_run(bench, mixed, "passthrough", -1)
-    if "throughput" in sections:
-        for delivery, key in (("exactly-once", "exactly_once"), ("at-least-once", "at_least_once")):
-            for nprocs in (1, 2):
-                if f"{key}_{nprocs}" not in args.throughput_configs.split(","):
-                    continue
-                say(f"throughput: {delivery}, {nprocs} process(es)")
-                tp[f"{key}_{nprocs}"] = summarise(
-                    [throughput_run(bench, mixed, delivery, nprocs, r) for r in range(args.runs)]
-                )
-    if "ceiling" in sections:
-        for mode in ("consume", "passthrough"):
-            say(f"ceiling: {mode}")
-            tp[f"ceiling_{mode}"] = summarise([ceiling_run(bench, mixed, mode, r) for r in range(args.runs)])
+    run_throughput(bench, mixed, sections, tp)
     if "exactly_once_1" in tp and "ceiling_consume" in tp:
-        eos = tp["exactly_once_1"]["attempts_per_s"]
-
-        def ratio(key: str) -> float | None:
-            base = tp[key]["attempts_per_s"]
-            return round(eos / base, 3) if eos and base else None
-
-        results["ratios"] = {
-            "eos_vs_consume": ratio("ceiling_consume"),
-            "eos_vs_passthrough": ratio("ceiling_passthrough"),
-        }
+        results["ratios"] = _ratios(tp)
     settings: dict[str, Any] = {}
     if "settings" in sections:
         sections |= {"propagation", "bootstrap"}
     if "latency" in sections or "propagation" in sections:
-        base = tp.get("exactly_once_1", {}).get("attempts_per_s") or 20_000
-        rate = args.latency_rate or base / 2
-        say(f"latency: {rate:,.0f} attempts/s for {args.latency_warmup_seconds} s + {args.latency_seconds} s")
-        lat_runs: list[dict[str, Any]] = []
-        procs: list[Proc] = []
-        for _ in range(args.runs if "latency" in sections else 1):  # each on fresh topics, a new processor
-            for earlier in procs:
-                earlier.stop()  # the last run's processor serves the propagation measurement
-            lat, proc, lat_attempts, lat_evals = latency(
-                bench, mixed, rate, args.latency_seconds if "latency" in sections else 1.0,
-                args.latency_warmup_seconds if "latency" in sections else 0.0,
-            )
-            lat_runs.append(lat)
-            procs = [proc]
-        if "latency" in sections:
-            results["latency"] = median_latency_run(lat_runs)
-        if "propagation" in sections:
-            say(f"settings: propagation of {args.changes} changes")
-            settings["propagation"] = propagation(bench, mixed, proc, lat_attempts, lat_evals, args.changes)
-        proc.stop()
+        run_latency(bench, mixed, sections, tp, results, settings)
     if "bootstrap" in sections:
         say(f"settings: bootstrap of {args.settings_records:,} records")
         settings["bootstrap"] = bootstrap_run(bench, args.settings_records)
@@ -235,6 +195,63 @@ def run_all(bench: Bench, sections: set[str]) -> dict[str, Any]:
         checks.append(settings["propagation"]["changes"] == args.changes)
     results["correct"] = all(checks)
     return results
+
+
+def run_throughput(bench: Bench, mixed: Mixed, sections: set[str], tp: dict[str, Any]) -> None:
+    """Sections 1 and 2: the CLI's throughput per delivery mode and process count, then the ceilings."""
+    args = bench.args
+    if "throughput" in sections:
+        for delivery, key in (("exactly-once", "exactly_once"), ("at-least-once", "at_least_once")):
+            for nprocs in (1, 2):
+                if f"{key}_{nprocs}" not in args.throughput_configs.split(","):
+                    continue
+                say(f"throughput: {delivery}, {nprocs} process(es)")
+                tp[f"{key}_{nprocs}"] = summarise(
+                    [throughput_run(bench, mixed, delivery, nprocs, r) for r in range(args.runs)]
+                )
+    if "ceiling" in sections:
+        for mode in ("consume", "passthrough"):
+            say(f"ceiling: {mode}")
+            tp[f"ceiling_{mode}"] = summarise([ceiling_run(bench, mixed, mode, r) for r in range(args.runs)])
+
+
+def _ratios(tp: dict[str, Any]) -> dict[str, float | None]:
+    eos = tp["exactly_once_1"]["attempts_per_s"]
+
+    def ratio(key: str) -> float | None:
+        base = tp[key]["attempts_per_s"]
+        return round(eos / base, 3) if eos and base else None
+
+    return {
+        "eos_vs_consume": ratio("ceiling_consume"),
+        "eos_vs_passthrough": ratio("ceiling_passthrough"),
+    }
+
+
+def run_latency(bench: Bench, mixed: Mixed, sections: set[str], tp: dict[str, Any], results: dict[str, Any],
+                settings: dict[str, Any]) -> None:
+    """Section 3, and the settings propagation of section 4 measured on the last latency run's processor."""
+    args = bench.args
+    base = tp.get("exactly_once_1", {}).get("attempts_per_s") or 20_000
+    rate = args.latency_rate or base / 2
+    say(f"latency: {rate:,.0f} attempts/s for {args.latency_warmup_seconds} s + {args.latency_seconds} s")
+    lat_runs: list[dict[str, Any]] = []
+    procs: list[Proc] = []
+    for _ in range(args.runs if "latency" in sections else 1):  # each on fresh topics, a new processor
+        for earlier in procs:
+            earlier.stop()  # the last run's processor serves the propagation measurement
+        lat, proc, lat_attempts, lat_evals = latency(
+            bench, mixed, rate, args.latency_seconds if "latency" in sections else 1.0,
+            args.latency_warmup_seconds if "latency" in sections else 0.0,
+        )
+        lat_runs.append(lat)
+        procs = [proc]
+    if "latency" in sections:
+        results["latency"] = median_latency_run(lat_runs)
+    if "propagation" in sections:
+        say(f"settings: propagation of {args.changes} changes")
+        settings["propagation"] = propagation(bench, mixed, proc, lat_attempts, lat_evals, args.changes)
+    proc.stop()
 
 
 if __name__ == "__main__":

@@ -294,7 +294,8 @@ def test_settings_put_refuses_ids_the_contract_rejects(name: str, tmp_path: Path
 @pytest.mark.parametrize("name", sorted(ESCAPED))
 def test_error_lines_echo_flag_values_escaped(name: str) -> None:
     from processor.errors import OpsError
-    from processor.tools.common import account_id, parse_duration_ms, parse_since
+    from processor.tools.accounts import account_id
+    from processor.tools.durations import parse_duration_ms, parse_since
 
     text = ESCAPED[name]
     for call in (lambda: account_id(f"a{text}b"), lambda: parse_duration_ms(f"3{text}d"),

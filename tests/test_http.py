@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from processor.health import Health, HttpServer, serve
-from processor.metrics import Metrics, Tally
+from processor.metrics import Metrics
+from processor.metrics.tally import Tally
 
 
 class FakeClock:

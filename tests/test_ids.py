@@ -164,7 +164,7 @@ def test_a_settings_record_with_an_unsafe_account_id_is_rejected(name: str) -> N
 
 @pytest.mark.parametrize("name", sorted(BAD_IDS))
 def test_a_flag_with_an_unsafe_account_id_is_a_usage_error(name: str) -> None:
-    from processor.tools.common import account_id, account_list
+    from processor.tools.accounts import account_id, account_list
 
     bad = BAD_IDS[name]
     calls = [lambda: account_id(bad, "--account")]
@@ -180,7 +180,7 @@ def test_a_flag_with_an_unsafe_account_id_is_a_usage_error(name: str) -> None:
 
 @pytest.mark.parametrize("good", GOOD_IDS)
 def test_canonical_and_alias_ids_are_valid_everywhere(good: str) -> None:
-    from processor.tools.common import account_id
+    from processor.tools.accounts import account_id
 
     assert _attempt_problem(good, EXT) is None and _attempt_problem(ACC, good) is None
     h = SettingsHistory()

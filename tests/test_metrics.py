@@ -477,7 +477,7 @@ def test_settings_gauges_of_accounts_with_an_invalid_latest_record() -> None:
     ("536870912\n", 536870912), ("max\n", 0), ("9223372036854771712\n", 0), ("garbage", 0), (None, 0),
 ])
 def test_memory_limit_is_read_from_the_cgroup(tmp_path: Path, content: str | None, limit: int) -> None:
-    from processor.metrics import memory_limit_bytes
+    from processor.metrics.cgroup import memory_limit_bytes
 
     path = tmp_path / "memory.max"
     if content is not None:

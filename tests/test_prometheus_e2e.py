@@ -30,7 +30,8 @@ from processor import __version__
 from processor.core.ids import rfc3339_millis
 from processor.health import Health, HttpServer, serve
 from processor.local.workload import Mix, Workload
-from processor.metrics import Metrics, Tally
+from processor.metrics import Metrics
+from processor.metrics.tally import Tally
 
 pytestmark = pytest.mark.prometheus
 

@@ -107,6 +107,65 @@ def wait_ready(proc: Proc, timeout: float) -> float:
     return time.monotonic() - proc.started
 
 
+def cpu_over(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """Busy CPUs of each named process, and of the whole machine, over the next `seconds`."""
+    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+    machine0, t0 = machine_cpu_seconds(), time.monotonic()
+    time.sleep(seconds)
+    cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
+    machine1, t1 = machine_cpu_seconds(), time.monotonic()
+    cpu = {k: round((cpu1[k] - cpu0[k]) / (t1 - t0), 2) for k in pids if cpu0[k] is not None and cpu1[k] is not None}
+    cpu["machine"] = round((machine1 - machine0) / (t1 - t0), 2)
+    return cpu
+
+
+def by_5s_window(samples: list[tuple[float, float]], t_first: float, warmup: float) -> list[dict[str, Any]]:
+    """Latency percentiles by send time in 5 s windows from the first send (the warm-up's included)."""
+    windows = []
+    by_window: dict[int, list[float]] = {}
+    for t, x in samples:
+        by_window.setdefault(int((t - t_first) // 5000), []).append(x)
+    for k in sorted(by_window):
+        xs = sorted(by_window[k])
+        windows.append({"from_s": k * 5, "warmup": k * 5 < warmup, "events": len(xs),
+                        "p50_ms": round(percentile(xs, 0.5), 1), "p99_ms": round(percentile(xs, 0.99), 1)})
+    return windows
+
+
+def latency_reader(bootstrap: str, evals: str) -> tuple[Reader, list[tuple[float, float]]]:
+    """A reader of the eval topic and the (send ms, latency ms) samples it appends to, one per event."""
+    samples: list[tuple[float, float]] = []
+
+    def on_message(now_ms: float, value: bytes) -> None:
+        sent_ms = event_time_of(value)
+        samples.append((sent_ms, now_ms - sent_ms))
+
+    return Reader(bootstrap, evals, on_message), samples
+
+
+def start_load(bench: Bench, group: str, attempts: str, rate: float, seconds: float) -> Proc:
+    """The paced load generator (a worker process, so it never competes with the reader for the GIL)."""
+    return bench.worker("load", group + "-load", topic=attempts,
+                        extra=["--w-rate", str(rate), "--w-seconds", str(seconds), "--w-linger-ms",
+                               str(bench.args.load_linger_ms), "--w-accounts",
+                               str(bench.args.accounts), "--w-huge", str(bench.args.huge_allowlists)])
+
+
+def wait_committed(bench: Bench, group: str, attempts: str, sent: int) -> None:
+    """Everything offered is evaluated and committed: wait (60 s at most) for the group to reach the end."""
+    watch = CommitWatch(bench.bootstrap, group, attempts)
+    deadline = time.monotonic() + 60
+    while watch.total() < sent and time.monotonic() < deadline:
+        time.sleep(0.1)
+    watch.close()
+
+
+def _warmup_figures(early: list[float]) -> dict[str, Any]:
+    return {"events": len(early), "p50_ms": round(percentile(early, 0.5), 1) if early else None,
+            "p99_ms": round(percentile(early, 0.99), 1) if early else None,
+            "max_ms": round(early[-1], 1) if early else None}
+
+
 def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float,
             warmup: float = 0.0) -> tuple[dict[str, Any], Proc, str, str]:
     """Offer `rate` attempts/s for `warmup` + `seconds` on fresh topics; latency of every emitted eval
@@ -121,41 +180,21 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float,
     quiet_s = 0.0 if bench.args.quick else quiesce()  # --quick checks correctness only
     proc = bench.processor(group, evals, attempts_topic=attempts, extra=bench.args.latency_arg)
     ready_s = wait_ready(proc, 300)
-    samples: list[tuple[float, float]] = []  # (send ms, latency ms)
-
-    def on_message(now_ms: float, value: bytes) -> None:
-        sent_ms = event_time_of(value)
-        samples.append((sent_ms, now_ms - sent_ms))
-
-    reader = Reader(bench.bootstrap, evals, on_message)
+    reader, samples = latency_reader(bench.bootstrap, evals)
     time.sleep(1.0)  # the reader's assignment settles
-    load = bench.worker("load", group + "-load", topic=attempts,
-                        extra=["--w-rate", str(rate), "--w-seconds", str(warmup + seconds), "--w-linger-ms",
-                               str(bench.args.load_linger_ms), "--w-accounts",
-                               str(bench.args.accounts), "--w-huge", str(bench.args.huge_allowlists)])
+    load = start_load(bench, group, attempts, rate, warmup + seconds)
     # CPU of each party over the offered window (2 CPUs shared by all of them and the broker).
     pids = {"processor": proc.popen.pid, "load_generator": load.popen.pid, "bench_reader": os.getpid()}
     if bench.broker_pid:
         pids["broker"] = bench.broker_pid
     time.sleep(warmup + min(2.0, seconds / 4))  # past the warm-up and the generator's start-up (templates)
-    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
-    machine0, t0 = machine_cpu_seconds(), time.monotonic()
-    time.sleep(max(0.0, seconds / 2))
-    cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
-    machine1, t1 = machine_cpu_seconds(), time.monotonic()
-    cpu = {k: round((cpu1[k] - cpu0[k]) / (t1 - t0), 2) for k in pids if cpu0[k] is not None and cpu1[k] is not None}
-    cpu["machine"] = round((machine1 - machine0) / (t1 - t0), 2)
+    cpu = cpu_over(pids, max(0.0, seconds / 2))
     rc = load.popen.wait(warmup + seconds + 120)
     if rc != 0:
         raise RuntimeError(f"load generator failed:\n{tail(load.log)}")
     proc.check()
     sent = json.loads(load.log.read_text().strip().splitlines()[-1])
-    # Everything offered is evaluated and committed: wait for the group to reach the end.
-    watch = CommitWatch(bench.bootstrap, group, attempts)
-    deadline = time.monotonic() + 60
-    while watch.total() < sent["sent"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    watch.close()
+    wait_committed(bench, group, attempts, sent["sent"])
     time.sleep(1.0)
     reader.close()
     commits = proc.histogram("access_eval_commit_seconds")
@@ -164,22 +203,12 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float,
     measured_from = t_first + warmup * 1000
     lat = sorted(x for t, x in samples if t >= measured_from)
     early = sorted(x for t, x in samples if t < measured_from)
-    windows = []
-    by_window: dict[int, list[float]] = {}
-    for t, x in samples:  # by send time, from the first send (the warm-up's windows included)
-        by_window.setdefault(int((t - t_first) // 5000), []).append(x)
-    for k in sorted(by_window):
-        xs = sorted(by_window[k])
-        windows.append({"from_s": k * 5, "warmup": k * 5 < warmup, "events": len(xs),
-                        "p50_ms": round(percentile(xs, 0.5), 1), "p99_ms": round(percentile(xs, 0.99), 1)})
     out = {
         "offered_per_s": round(rate),
         "achieved_per_s": round(sent["sent"] / sent["seconds"]),
         "seconds": seconds,
         "warmup_seconds": warmup,
-        "warmup": {"events": len(early), "p50_ms": round(percentile(early, 0.5), 1) if early else None,
-                   "p99_ms": round(percentile(early, 0.99), 1) if early else None,
-                   "max_ms": round(early[-1], 1) if early else None},
+        "warmup": _warmup_figures(early),
         "attempts": sent["sent"],
         "events": len(lat),
         "p50_ms": round(percentile(lat, 0.50), 1),
@@ -190,7 +219,7 @@ def latency(bench: Bench, mixed: Mixed, rate: float, seconds: float,
         "processor_args": bench.args.latency_arg,
         "cpu": cpu,
         "commits": commits,
-        "by_5s_window": windows,
+        "by_5s_window": by_5s_window(samples, t_first, warmup),
     }
     say(f"  latency at {rate:,.0f}/s: p50 {out['p50_ms']} ms p99 {out['p99_ms']} ms max {out['max_ms']} ms "
         f"({len(lat)} events); warm-up {out['warmup']}; cpu {cpu}; transaction commits {commits}")

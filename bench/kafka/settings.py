@@ -28,74 +28,89 @@ from bench.kafka.workload import Mixed, attempt_value, probe_doc, settings_docs
 from processor.local.workload import Workload
 
 
-def propagation(bench: Bench, mixed: Mixed, proc: Proc, attempts: str, evals: str, changes: int) -> dict[str, Any]:
-    """Publish `changes` settings versions of the probe account (monitor) while probe attempts flow;
-    delay = evaluatedAt of the first eval event naming the new version - the record's timestamp."""
-    from processor.codec.avro import EvalCodec
+class FirstEvaluations:
+    """The first evaluatedAt of the probe account's eval events per settings offset (fed by a Reader)."""
 
-    codec = EvalCodec()
-    seen: dict[int, float] = {}  # settings offset -> first evaluatedAt
-    lock = threading.Lock()
+    def __init__(self, probe_account: str) -> None:
+        from processor.codec.avro import EvalCodec
 
-    def on_message(_now: float, value: bytes) -> None:
-        e = codec.decode(value)
-        if e["target"]["accountId"] != mixed.probe_account:
+        self.codec = EvalCodec()
+        self.probe_account = probe_account
+        self.seen: dict[int, float] = {}  # settings offset -> first evaluatedAt
+        self.lock = threading.Lock()
+
+    def on_message(self, _now: float, value: bytes) -> None:
+        e = self.codec.decode(value)
+        if e["target"]["accountId"] != self.probe_account:
             return
         off = e["responseData"]["settingsVersion"]["offset"]
         at = e["observer"]["evaluatedAt"]
         at_ms = at.timestamp() * 1000 if hasattr(at, "timestamp") else float(at)
-        with lock:
-            if off not in seen or at_ms < seen[off]:
-                seen[off] = at_ms
+        with self.lock:
+            if off not in self.seen or at_ms < self.seen[off]:
+                self.seen[off] = at_ms
 
+    def wait(self, offset: int, timeout: float = 20) -> float:
+        """The first evaluatedAt (ms) of an event naming the settings version at `offset`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                at = self.seen.get(offset)
+            if at is not None:
+                return at
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"settings change at offset {offset} never reached evaluation")
+            time.sleep(0.01)
+
+
+def probe_load(bench: Bench, mixed: Mixed, attempts: str, stop: threading.Event) -> None:
+    """Probe attempts every 5 ms until `stop` (run in a thread)."""
+    p = Producer({"bootstrap.servers": bench.bootstrap, "linger.ms": 0, "enable.idempotence": True})
+    i = 0
+    while not stop.is_set():
+        i += 1
+        p.produce(attempts, attempt_value(f"probe-{i}", mixed.probe_account, mixed.probe_external,
+                                          int(time.time() * 1000)), mixed.probe_account.encode())
+        p.poll(0)
+        time.sleep(0.005)
+    p.flush(10)
+
+
+def publish_change(producer: Producer, bench: Bench, mixed: Mixed, k: int) -> tuple[int, int]:
+    """Publish the probe account's `k`th settings version -> (its offset, its timestamp ms)."""
+    got: list[Any] = []
+    producer.produce(
+        bench.settings_topic,
+        probe_doc(mixed.probe_account, [mixed.probe_external + "-x", f"{k:032x}"]),
+        mixed.probe_account.encode(),
+        on_delivery=lambda err, msg: got.append((err, msg)),
+    )
+    producer.flush(10)
+    err, msg = got[0]
+    if err is not None:
+        raise RuntimeError(f"settings change not delivered: {err}")
+    return msg.offset(), msg.timestamp()[1]
+
+
+def propagation(bench: Bench, mixed: Mixed, proc: Proc, attempts: str, evals: str, changes: int) -> dict[str, Any]:
+    """Publish `changes` settings versions of the probe account (monitor) while probe attempts flow;
+    delay = evaluatedAt of the first eval event naming the new version - the record's timestamp."""
+    first = FirstEvaluations(mixed.probe_account)
     # From the current end: the latency section's ~900k events before it are of no interest, and
     # decoding them first took longer than a change's deadline.
-    reader = Reader(bench.bootstrap, evals, on_message, start=end_offsets(bench.bootstrap, evals))
+    reader = Reader(bench.bootstrap, evals, first.on_message, start=end_offsets(bench.bootstrap, evals))
     stop = threading.Event()
-
-    def probe_load() -> None:
-        p = Producer({"bootstrap.servers": bench.bootstrap, "linger.ms": 0, "enable.idempotence": True})
-        i = 0
-        while not stop.is_set():
-            i += 1
-            p.produce(attempts, attempt_value(f"probe-{i}", mixed.probe_account, mixed.probe_external,
-                                              int(time.time() * 1000)), mixed.probe_account.encode())
-            p.poll(0)
-            time.sleep(0.005)
-        p.flush(10)
-
-    sender = threading.Thread(target=probe_load, daemon=True)
+    sender = threading.Thread(target=probe_load, args=(bench, mixed, attempts, stop), daemon=True)
     sender.start()
     producer = Producer({"bootstrap.servers": bench.bootstrap, "linger.ms": 0, "enable.idempotence": True})
     delays: list[float] = []
     rng = random.Random(3)
-    got: list[Any] = []
     try:
         for k in range(changes):
             time.sleep(0.5 + rng.random())
             proc.check()
-            got.clear()
-            producer.produce(
-                bench.settings_topic,
-                probe_doc(mixed.probe_account, [mixed.probe_external + "-x", f"{k:032x}"]),
-                mixed.probe_account.encode(),
-                on_delivery=lambda err, msg: got.append((err, msg)),
-            )
-            producer.flush(10)
-            err, msg = got[0]
-            if err is not None:
-                raise RuntimeError(f"settings change not delivered: {err}")
-            offset, published_ms = msg.offset(), msg.timestamp()[1]
-            deadline = time.monotonic() + 20
-            while True:
-                with lock:
-                    at = seen.get(offset)
-                if at is not None:
-                    delays.append(at - published_ms)
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"settings change at offset {offset} never reached evaluation")
-                time.sleep(0.01)
+            offset, published_ms = publish_change(producer, bench, mixed, k)
+            delays.append(first.wait(offset) - published_ms)
     finally:
         stop.set()
         sender.join(10)

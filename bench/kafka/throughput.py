@@ -21,6 +21,14 @@ from bench.kafka.topics import (
 )
 from bench.kafka.workload import Mixed
 
+#: CPU seconds so far of each process, of the broker (when the bench started it) and of the whole machine.
+CpuMark = tuple[list[float | None], float | None, float | None]
+
+
+def cpu_mark(bench: Bench, procs: list[Proc]) -> CpuMark:
+    return ([cpu_seconds(p.popen.pid) for p in procs], cpu_seconds(bench.broker_pid) if bench.broker_pid else None,
+            machine_cpu_seconds())
+
 
 def drain(bench: Bench, group: str, procs: list[Proc], total: int, timeout: float) -> dict[str, Any]:
     """Time from the first committed offset to all `total` offsets committed (polled every 50 ms).
@@ -32,8 +40,8 @@ def drain(bench: Bench, group: str, procs: list[Proc], total: int, timeout: floa
     try:
         deadline = time.monotonic() + timeout
         first_t = first_n = None
-        cpu0: list[float | None] = []
-        broker0 = None
+        # stays unknown when all is committed before the group was complete (tiny --quick)
+        mark0: CpuMark = ([None] * len(procs), None, None)
         all_ready = len(procs) == 1
         while True:
             for p in procs:
@@ -44,9 +52,7 @@ def drain(bench: Bench, group: str, procs: list[Proc], total: int, timeout: floa
             now = time.monotonic()
             if first_t is None and n > 0 and all_ready:
                 first_t, first_n = now, n
-                cpu0 = [cpu_seconds(p.popen.pid) for p in procs]
-                broker0 = cpu_seconds(bench.broker_pid) if bench.broker_pid else None
-                machine0 = machine_cpu_seconds()
+                mark0 = cpu_mark(bench, procs)
             if n >= total:
                 break
             if now > deadline:
@@ -54,23 +60,26 @@ def drain(bench: Bench, group: str, procs: list[Proc], total: int, timeout: floa
             time.sleep(0.05)
         if first_t is None or first_n is None:  # all committed before the group was complete (tiny --quick)
             first_t, first_n = now, total
-            cpu0 = [None] * len(procs)
-            broker0 = machine0 = None
         elapsed = now - first_t
-        cpu1 = [cpu_seconds(p.popen.pid) for p in procs]
-        broker1 = cpu_seconds(bench.broker_pid) if bench.broker_pid else None
-        machine1 = machine_cpu_seconds()
+        mark1 = cpu_mark(bench, procs)
         rss = [proc_status_kb(p.popen.pid, "VmHWM") for p in procs]
     finally:
         watch.close()
     drained = total - first_n
-    from_start = now - min(p.started for p in procs)
     out: dict[str, Any] = {
-        "from_start_s": round(from_start, 3),
+        "from_start_s": round(now - min(p.started for p in procs), 3),
         # None when everything was committed before the first observation (tiny --quick sizes)
         "attempts_per_s": round(drained / elapsed) if drained and elapsed > 0 else None,
         "seconds": round(elapsed, 3),
         "attempts_timed": drained,
+    }
+    return out | cpu_shares(mark0, mark1, elapsed, rss)
+
+
+def cpu_shares(mark0: CpuMark, mark1: CpuMark, elapsed: float, rss: list[int | None]) -> dict[str, Any]:
+    """Busy CPUs of each process, the broker and the whole machine between two marks; peak RSS."""
+    (cpu0, broker0, machine0), (cpu1, broker1, machine1) = mark0, mark1
+    out: dict[str, Any] = {
         "cpu_per_process": [
             round((b - a) / elapsed, 2) if a is not None and b is not None and elapsed > 0 else None
             for a, b in zip(cpu0, cpu1, strict=True)
@@ -79,7 +88,7 @@ def drain(bench: Bench, group: str, procs: list[Proc], total: int, timeout: floa
     }
     if broker0 is not None and broker1 is not None and elapsed > 0:
         out["broker_cpu"] = round((broker1 - broker0) / elapsed, 2)
-    if elapsed > 0 and machine0 is not None:
+    if elapsed > 0 and machine0 is not None and machine1 is not None:
         # Busy CPUs of the whole machine during the run: ours plus anything else running (noise).
         out["machine_cpu"] = round((machine1 - machine0) / elapsed, 2)
     return out

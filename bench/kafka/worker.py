@@ -6,12 +6,15 @@ import argparse
 import json
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from processor.core.ids import rfc3339_millis
 from processor.local.workload import Workload
+
+if TYPE_CHECKING:
+    from processor.config import RunConfig
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -20,70 +23,85 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.worker == "load":
         return load_worker(args)
     from processor.config import RunConfig
-    from processor.kafka import clients
 
     flags = parse_processor_args(args.processor_arg)
     eos = args.worker == "passthrough"
     cfg = RunConfig(bootstrap_servers=args.bootstrap_servers, group_id=args.w_group, attempts_topic=args.w_topic,
                     eval_topic=args.w_out_topic or "unused", transactional_id=args.w_txn_id,
                     delivery="exactly-once" if eos else "at-least-once", **flags)
-    props = cfg.kafka_properties()
-    consumer = Consumer(clients.processor_consumer_conf(props, cfg.group_id))
-    producer = Producer(clients.processor_producer_conf(props, cfg.txn_id())) if eos else None
-    if producer is not None:
-        producer.init_transactions(30)
-    stopping = [False]
+    client = CeilingClient(cfg, eos, args.w_out_topic)
 
     def stop(_s: int, _f: Any) -> None:
-        stopping[0] = True
+        client.stopping = True
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    consumer.subscribe([args.w_topic])
-    commit_s = cfg.commit_interval_ms / 1000
-    offsets: dict[tuple[str, int], int] = {}
-    in_txn = False
-    started = 0.0
-    out = args.w_out_topic
-
-    def commit() -> None:
-        nonlocal in_txn
-        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        if producer is not None:
-            if tps:
-                producer.send_offsets_to_transaction(tps, consumer.consumer_group_metadata(), 30)
-            producer.commit_transaction(30)
-        elif tps:
-            consumer.commit(offsets=tps, asynchronous=False)
-        offsets.clear()
-        in_txn = False
-
-    while not stopping[0]:
-        msgs = consumer.consume(cfg.batch_size, 0.1)
-        if msgs:
-            if not in_txn:
-                if producer is not None:
-                    producer.begin_transaction()
-                in_txn, started = True, time.monotonic()
-            for m in msgs:
-                if m.error() is not None:
-                    continue
-                offsets[(m.topic(), m.partition())] = m.offset() + 1
-                if producer is not None:
-                    while True:
-                        try:
-                            producer.produce(out, m.value(), m.key())
-                            break
-                        except BufferError:
-                            producer.poll(0.05)
-            if producer is not None:
-                producer.poll(0)
-        if in_txn and time.monotonic() - started >= commit_s:
-            commit()
-    if in_txn:
-        commit()
-    consumer.close()
+    client.run(args.w_topic)
     return 0
+
+
+class CeilingClient:
+    """A consumer (and, exactly-once, a transactional producer copying every record to `out`) that
+    commits like the processor, every commit interval: the processor's loop without the processing."""
+
+    def __init__(self, cfg: RunConfig, eos: bool, out: str) -> None:
+        from processor.kafka import clients
+
+        props = cfg.kafka_properties()
+        self.consumer = Consumer(clients.processor_consumer_conf(props, cfg.group_id))
+        self.producer = Producer(clients.processor_producer_conf(props, cfg.txn_id())) if eos else None
+        if self.producer is not None:
+            self.producer.init_transactions(30)
+        self.batch_size = cfg.batch_size
+        self.commit_s = cfg.commit_interval_ms / 1000
+        self.out = out
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.in_txn = False
+        self.started = 0.0
+        self.stopping = False
+
+    def run(self, topic: str) -> None:
+        self.consumer.subscribe([topic])
+        while not self.stopping:
+            msgs = self.consumer.consume(self.batch_size, 0.1)
+            if msgs:
+                self.take(msgs)
+            if self.in_txn and time.monotonic() - self.started >= self.commit_s:
+                self.commit()
+        if self.in_txn:
+            self.commit()
+        self.consumer.close()
+
+    def take(self, msgs: list[Any]) -> None:
+        producer = self.producer
+        if not self.in_txn:
+            if producer is not None:
+                producer.begin_transaction()
+            self.in_txn, self.started = True, time.monotonic()
+        for m in msgs:
+            if m.error() is not None:
+                continue
+            self.offsets[(m.topic(), m.partition())] = m.offset() + 1
+            if producer is not None:
+                while True:
+                    try:
+                        producer.produce(self.out, m.value(), m.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+        if producer is not None:
+            producer.poll(0)
+
+    def commit(self) -> None:
+        tps = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
+        if self.producer is not None:
+            if tps:
+                self.producer.send_offsets_to_transaction(tps, self.consumer.consumer_group_metadata(), 30)
+            self.producer.commit_transaction(30)
+        elif tps:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+        self.offsets.clear()
+        self.in_txn = False
 
 
 def parse_processor_args(argv: list[str]) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from processor.cli.common import add_eval_topic, add_kafka_flags, add_settings_topic, command_parser
 from processor.core.allowlist_advice import DEFAULT_COVER_SHARE, DEFAULT_MAX_ADDITIONS
-from processor.tools.common import run_tool
 from processor.tools.report import DEFAULT_TOP, FORMATS, cmd_report
+from processor.tools.runner import run_tool
 
 if TYPE_CHECKING:
     from processor.cli.common import SubParsers

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from processor.cli.common import add_format, add_kafka_flags, add_settings_topic, command_parser
-from processor.tools.common import run_tool
+from processor.tools.runner import run_tool
 from processor.tools.settings import cmd_delete, cmd_get, cmd_list, cmd_put
 
 if TYPE_CHECKING:
@@ -44,6 +44,14 @@ def add_parser(sub: SubParsers) -> None:
     ssub = p.add_subparsers(dest="settings_command", metavar="ACTION")
     ssub.required = True
 
+    _add_put(ssub)
+    _add_get(ssub)
+    _add_delete(ssub)
+    _add_list(ssub)
+
+
+def _add_put(ssub: SubParsers) -> None:
+    """`settings put`: a whole document from a file, or one identity type merged into the current one."""
     put = command_parser(
         ssub,
         "put",
@@ -75,6 +83,9 @@ def add_parser(sub: SubParsers) -> None:
     put.add_argument("--dry-run", action="store_true", help="validate and print the document, send nothing")
     put.set_defaults(func=lambda a: run_tool("settings put", cmd_put, a))
 
+
+def _add_get(ssub: SubParsers) -> None:
+    """`settings get`: one account's settings in force now."""
     get = command_parser(
         ssub,
         "get",
@@ -89,6 +100,9 @@ def add_parser(sub: SubParsers) -> None:
     add_format(get)
     get.set_defaults(func=lambda a: run_tool("settings get", cmd_get, a))
 
+
+def _add_delete(ssub: SubParsers) -> None:
+    """`settings delete`: a tombstone, confirmed."""
     delete = command_parser(
         ssub,
         "delete",
@@ -105,6 +119,9 @@ def add_parser(sub: SubParsers) -> None:
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     delete.set_defaults(func=lambda a: run_tool("settings delete", cmd_delete, a))
 
+
+def _add_list(ssub: SubParsers) -> None:
+    """`settings list`: every account with settings, or those whose latest record was rejected."""
     lst = command_parser(
         ssub,
         "list",

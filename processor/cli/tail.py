@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from processor.cli.common import add_eval_topic, add_format, add_kafka_flags, command_parser
-from processor.tools.common import run_tool
+from processor.tools.runner import run_tool
 from processor.tools.tail import cmd_tail
 
 if TYPE_CHECKING:

@@ -45,10 +45,9 @@ from processor.local.process import (
     live_state,
     port_free,
     port_taken_error,
-    start_ticks,
+    spawn_detached,
     terminate,
     wait_ports_free,
-    write_state,
 )
 from processor.local.properties import DEFAULT_PORT, HOST, PROPERTIES_FILE, format_storage, server_properties
 
@@ -148,22 +147,10 @@ def start(
 
         cmd = [java, *JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(data / PROPERTIES_FILE)]
         started = time.monotonic()
-        with log_path.open("ab") as log:
-            log_offset = log.tell()
-            proc = subprocess.Popen(
-                cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=data, start_new_session=True
-            )
-        children[proc.pid] = proc
-        state = {
-            "host": HOST,
-            "port": port,
-            "controller_port": cport,
-            "pid": proc.pid,
-            "start_ticks": start_ticks(proc.pid),
-            "kafka_version": KAFKA_VERSION,
-            "started_at": time.time(),
-        }
-        write_state(data / STATE_FILE, state)
+        proc, log_offset, state = spawn_detached(
+            cmd, data, log_path, data / STATE_FILE,
+            {"host": HOST, "port": port, "controller_port": cport, "kafka_version": KAFKA_VERSION},
+        )
         info = _info(state, data)
         try:
             wait_ready(proc, info, log_path, log_offset, timeout, say)

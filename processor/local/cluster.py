@@ -24,8 +24,8 @@ single broker's layout, so `broker.stop(node_dir)` stops one node), and ``proxy/
 `broker.stop` of the cluster's data dir stops it all; `access-eval local start --brokers N|--proxy` and
 `status` print what `processor.local.commands` makes of `start`, `status` and `describe`.
 
-Size (over 400 lines): node layout, start/stop/status of every node and the proxy wiring are one
-lifecycle; the proxy itself is faultproxy.py.
+Start/stop/status of every node and the proxy wiring are one lifecycle; the ports and each node's
+configuration are `cluster_layout`, the proxy itself is `faultproxy`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from typing import Any
 from processor.errors import LocalKafkaError
 from processor.kafka import clients
 from processor.local import faultproxy
+from processor.local.cluster_layout import listening_ports, plan_layout, server_properties
 from processor.local.fetch import KAFKA_VERSION, fetch_jars
 from processor.local.java import JVM_OPTS, check_java
 from processor.local.paths import (
@@ -59,24 +60,19 @@ from processor.local.paths import (
 from processor.local.process import (
     alive,
     children,
-    free_port,
     live_state,
-    port_free,
     port_taken_error,
-    start_ticks,
+    spawn_detached,
     stop_processes,
     wait_ports_free,
-    write_state,
 )
 from processor.local.properties import (
     DEFAULT_PORT,
     HOST,
     PROPERTIES_FILE,
-    cluster_id,
     format_command,
     is_formatted,
 )
-from processor.local.properties import server_properties as node_properties
 
 __all__ = ["CLUSTER_FILE", "ClusterInfo", "NodeInfo", "describe", "is_cluster", "kill_node", "start",
            "start_node", "status", "stop"]
@@ -85,10 +81,6 @@ CLUSTER_FILE = "cluster.json"
 NODE_START_TIMEOUT_S = 90.0  # the single broker's
 START_TIMEOUT_S = 2 * NODE_START_TIMEOUT_S  # every JVM starts on the same cores
 STOP_TIMEOUT_S = 60.0
-
-#: Classic consumer groups: a killed member is noticed after its session timeout, which may not be
-#: lower than this (broker default 6 s). Lowered so tests (and a developer's experiments) wait 1-3 s.
-GROUP_MIN_SESSION_TIMEOUT_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -154,87 +146,6 @@ def _proxy_dir(data: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
-# Configuration
-
-
-def _layout(port: int | None, brokers: int, proxy: bool, previous: dict[str, Any] | None) -> dict[str, Any]:
-    """Ports of every node (reused from the last run when free), the cluster id, the proxy API port."""
-    if previous and len(previous.get("nodes", [])) == brokers and bool(previous.get("proxy_api_port")) == proxy:
-        wanted = [p for n in previous["nodes"] for p in _ports_of(n)] + [previous.get("proxy_api_port") or 0]
-        if all(p == 0 or port_free(p) for p in wanted):
-            return previous
-    taken: set[int] = set()
-
-    def pick(fixed: int | None = None) -> int:
-        if fixed is not None:
-            if fixed in taken or not port_free(fixed):
-                raise port_taken_error(fixed, "port")
-            taken.add(fixed)
-            return fixed
-        candidate = free_port(exclude=taken | (set(range(port, port + brokers)) if port is not None else set()))
-        taken.add(candidate)
-        return candidate
-
-    nodes = []
-    for i in range(1, brokers + 1):
-        advertised = pick(port + i - 1 if port is not None else None)
-        client = pick() if proxy else advertised
-        nodes.append({"id": i, "client_port": client, "advertised_port": advertised, "direct_port": pick(),
-                      "internal_port": pick(), "controller_port": pick()})
-    return {"cluster_id": cluster_id(), "kafka_version": KAFKA_VERSION, "nodes": nodes,
-            "proxy_api_port": pick() if proxy else None}
-
-
-def _ports_of(node: dict[str, Any]) -> list[int]:
-    ports = {node["client_port"], node["advertised_port"], node["direct_port"], node["internal_port"],
-             node["controller_port"]}
-    return sorted(int(p) for p in ports)
-
-
-def _listening_ports(node: dict[str, Any]) -> list[int]:
-    """The ports the node's JVM binds (the advertised one belongs to the proxy when proxied)."""
-    return [node["client_port"], node["direct_port"], node["internal_port"], node["controller_port"]]
-
-
-def server_properties(node_dir: Path, node: dict[str, Any], layout: dict[str, Any]) -> str:
-    """One node's config: the single broker's (`properties.server_properties`) with the cluster's
-    listeners, quorum and replication on top (later keys win in java.util.Properties)."""
-    h = HOST
-    brokers = len(layout["nodes"])
-    rf = min(3, brokers)
-    min_isr = 2 if brokers >= 3 else 1
-    voters = ",".join(f"{n['id']}@{h}:{n['controller_port']}" for n in layout["nodes"])
-    props = {
-        "node.id": str(node["id"]),
-        "controller.quorum.voters": voters,
-        "listeners": f"CLIENT://{h}:{node['client_port']},DIRECT://{h}:{node['direct_port']},"
-                     f"INTERNAL://{h}:{node['internal_port']},CONTROLLER://{h}:{node['controller_port']}",
-        "advertised.listeners": f"CLIENT://{h}:{node['advertised_port']},DIRECT://{h}:{node['direct_port']},"
-                                f"INTERNAL://{h}:{node['internal_port']}",
-        "inter.broker.listener.name": "INTERNAL",
-        "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "CLIENT:PLAINTEXT,DIRECT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "default.replication.factor": str(rf),
-        "min.insync.replicas": str(min_isr),
-        "offsets.topic.replication.factor": str(rf),
-        "transaction.state.log.replication.factor": str(rf),
-        "transaction.state.log.min.isr": str(min_isr),
-        "share.coordinator.state.topic.replication.factor": str(rf),
-        "share.coordinator.state.topic.min.isr": str(min_isr),
-        "group.min.session.timeout.ms": str(GROUP_MIN_SESSION_TIMEOUT_MS),
-        # Abort transactions past their transaction.timeout.ms within 1 s of expiry (default: 10 s checks).
-        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
-        # Modest CPU: three JVMs share the machine.
-        "num.io.threads": "2",
-        "num.replica.fetchers": "1",
-        "background.threads": "4",
-    }
-    base = node_properties(node_dir, node["client_port"], node["controller_port"])
-    return (base.replace("processor/local/properties.py", "processor/local/cluster.py")
-            + "# cluster overrides\n" + "".join(f"{k}={v}\n" for k, v in props.items()))
-
-
-# --------------------------------------------------------------------------------------------------
 # Processes
 
 
@@ -269,18 +180,11 @@ def _launch(java: str, libs: Path, data: Path, node: dict[str, Any], layout: dic
     log_path = node_dir / LOG_FILE
     rotate_log(log_path)
     cmd = [java, *JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(node_dir / PROPERTIES_FILE)]
-    with log_path.open("ab") as log:
-        offset = log.tell()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=node_dir,
-                                start_new_session=True)
-    children[proc.pid] = proc
     # `port` + `controller_port` are what `broker.stop(node_dir)` waits to be released.
-    write_state(node_dir / STATE_FILE, {
+    proc, offset, _ = spawn_detached(cmd, node_dir, log_path, node_dir / STATE_FILE, {
         "host": HOST, "port": node["client_port"], "controller_port": node["controller_port"],
         "advertised_port": node["advertised_port"], "direct_port": node["direct_port"],
-        "internal_port": node["internal_port"], "node_id": node["id"], "pid": proc.pid,
-        "start_ticks": start_ticks(proc.pid), "kafka_version": KAFKA_VERSION,
-        "started_at": time.time(),
+        "internal_port": node["internal_port"], "node_id": node["id"], "kafka_version": KAFKA_VERSION,
     })
     return proc, offset
 
@@ -389,7 +293,7 @@ def start(
             raise LocalKafkaError(f"{data} holds a single-node broker's data: use another --data-dir for a cluster")
         java = check_java()
         libs = fetch_jars(progress=say)
-        layout = _layout(port, brokers, proxy, previous)
+        layout = plan_layout(port, brokers, proxy, previous)
         if previous is not None and layout is not previous:  # new ports: the old logs name the old quorum
             layout["cluster_id"] = previous["cluster_id"]
             if [n["controller_port"] for n in previous["nodes"]] != [n["controller_port"] for n in layout["nodes"]]:
@@ -421,7 +325,7 @@ def _start_node_locked(data: Path, layout: dict[str, Any], node_id: int, timeout
     node = next(n for n in layout["nodes"] if n["id"] == node_id)
     if live_state(_node_dir(data, node_id) / STATE_FILE) is not None:
         return
-    for p in _listening_ports(node):
+    for p in listening_ports(node):
         if not wait_ports_free([p]):
             raise port_taken_error(p, "port")
     java = check_java()

@@ -31,8 +31,9 @@ from processor.local import broker
 from processor.local.demo_traffic import HISTORY_DAYS, DemoTraffic
 from processor.metrics import Metrics
 from processor.stream.loop import Processor
-from processor.tools.common import confirm, debug_logging
+from processor.tools.prompt import confirm
 from processor.tools.report import ReportOptions, regenerate_command, run_report
+from processor.tools.runner import debug_logging
 
 DEMO_GROUP = "access-eval-demo"
 DEFAULT_SEED = 7

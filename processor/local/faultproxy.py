@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,7 @@ from typing import Any
 
 from processor.errors import LocalKafkaError
 from processor.local.paths import STATE_FILE, repo_root, tail_log
-from processor.local.process import children, live_state, start_ticks, terminate, wait_ports_free, write_state
+from processor.local.process import children, live_state, spawn_detached, terminate, wait_ports_free
 from processor.local.properties import HOST
 
 __all__ = ["TOXIPROXY_VERSION", "Toxiproxy", "find_server", "server_state", "start_server", "stop_server"]
@@ -119,14 +118,8 @@ def start_server(state_dir: Path, api_port: int, timeout: float = 30.0) -> int:
     binary = find_server()
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / LOG_FILE
-    with log_path.open("ab") as log:
-        offset = log.tell()
-        proc = subprocess.Popen([binary, "-host", HOST, "-port", str(api_port)], stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, cwd=state_dir, start_new_session=True)
-    children[proc.pid] = proc
-    write_state(state_dir / STATE_FILE, {"host": HOST, "port": api_port, "pid": proc.pid,
-                                         "start_ticks": start_ticks(proc.pid), "kind": "toxiproxy",
-                                         "started_at": time.time()})
+    proc, offset, _ = spawn_detached([binary, "-host", HOST, "-port", str(api_port)], state_dir, log_path,
+                                     state_dir / STATE_FILE, {"host": HOST, "port": api_port, "kind": "toxiproxy"})
     api = Toxiproxy(api_port)
     deadline = time.monotonic() + timeout
     while not api.alive():

@@ -105,6 +105,26 @@ def _run_mvn(mvn: str, pom_dir: Path, out_dir: Path, repo_local: Path, progress:
     except OSError as exc:
         raise LocalKafkaError(f"could not run {mvn}: {exc}") from exc
     assert proc.stdout is not None
+    try:
+        rc, errors, recent = _relay(proc, progress)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+    if rc != 0:
+        detail = "\n".join(errors[:15] or recent[-20:])
+        raise LocalKafkaError(
+            f"downloading the Kafka {KAFKA_VERSION} jars with mvn failed (exit {rc}). Check that this "
+            "machine reaches Maven Central (or the mirror in your ~/.m2/settings.xml) and re-run "
+            f"`access-eval local fetch`. mvn said:\n{detail}"
+        )
+
+
+def _relay(proc: subprocess.Popen[str], progress: Progress) -> tuple[int, list[str], list[str]]:
+    """Read mvn's output until it exits (a thread reads, so the heartbeat goes on while mvn is quiet);
+    -> (exit status, its [ERROR] lines, its last 60 lines)."""
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump(stream: TextIO) -> None:
@@ -119,40 +139,26 @@ def _run_mvn(mvn: str, pom_dir: Path, out_dir: Path, repo_local: Path, progress:
     jars = 0
     started = time.monotonic()
     last_said = started
-    try:
-        while True:
-            try:
-                line = lines.get(timeout=1.0)
-            except queue.Empty:
-                if time.monotonic() - last_said >= HEARTBEAT_S:
-                    elapsed = time.monotonic() - started
-                    progress(f"  still downloading, {jars} jars so far ({elapsed:.0f} s)")
-                    last_said = time.monotonic()
-                continue
-            if line is None:
-                break
-            recent.append(line)
-            if line.startswith("[ERROR]"):
-                errors.append(line)
-            match = _DOWNLOADED.search(line)
-            if match:
-                jars += 1
-                progress(f"  downloaded {match.group(1)} ({match.group(2)})")
+    while True:
+        try:
+            line = lines.get(timeout=1.0)
+        except queue.Empty:
+            if time.monotonic() - last_said >= HEARTBEAT_S:
+                elapsed = time.monotonic() - started
+                progress(f"  still downloading, {jars} jars so far ({elapsed:.0f} s)")
                 last_said = time.monotonic()
-        rc = proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        proc.stdout.close()
-    if rc != 0:
-        detail = "\n".join(errors[:15] or list(recent)[-20:])
-        raise LocalKafkaError(
-            f"downloading the Kafka {KAFKA_VERSION} jars with mvn failed (exit {rc}). Check that this "
-            "machine reaches Maven Central (or the mirror in your ~/.m2/settings.xml) and re-run "
-            f"`access-eval local fetch`. mvn said:\n{detail}"
-        )
+            continue
+        if line is None:
+            break
+        recent.append(line)
+        if line.startswith("[ERROR]"):
+            errors.append(line)
+        match = _DOWNLOADED.search(line)
+        if match:
+            jars += 1
+            progress(f"  downloaded {match.group(1)} ({match.group(2)})")
+            last_said = time.monotonic()
+    return proc.wait(), errors, list(recent)
 
 
 def _check_slf4j_binding(libs: Path) -> None:

@@ -102,6 +102,22 @@ def port_taken_error(port: int, what: str) -> LocalKafkaError:
     )
 
 
+def spawn_detached(
+    cmd: list[str], cwd: Path, log_path: Path, state_path: Path, state: dict[str, Any]
+) -> tuple[subprocess.Popen[bytes], int, dict[str, Any]]:
+    """Start a server that outlives this process (a session of its own), its output appended to
+    `log_path`, and record it in `state_path`: `state` plus its pid, start ticks and start time, so a
+    later `stop` finds exactly that process. -> (process, log offset of its output, state written)."""
+    with log_path.open("ab") as log:
+        offset = log.tell()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=cwd,
+                                start_new_session=True)
+    children[proc.pid] = proc
+    written = {**state, "pid": proc.pid, "start_ticks": start_ticks(proc.pid), "started_at": time.time()}
+    write_state(state_path, written)
+    return proc, offset, written
+
+
 # --- state files: the pid (and start ticks) and ports of a detached server, for another process ---
 
 

@@ -44,10 +44,9 @@ from processor.local.process import (
     free_port,
     live_state,
     port_free,
-    start_ticks,
+    spawn_detached,
     terminate,
     wait_ports_free,
-    write_state,
 )
 from processor.local.properties import HOST
 
@@ -239,6 +238,33 @@ def _terminate(pid: int, timeout: float) -> None:
 # --- lifecycle --------------------------------------------------------------------------------------
 
 
+def _command(java: str, app: Path, port: int, mport: int) -> list[str]:
+    return [
+        java, *JVM_OPTS,
+        f"-Dquarkus.http.host={HOST}", f"-Dquarkus.http.port={port}",
+        f"-Dquarkus.management.host={HOST}", f"-Dquarkus.management.port={mport}",
+        f"-Dapicurio.rules.global.compatibility={COMPATIBILITY}",
+        "-jar", str(app / "quarkus-run.jar"),
+    ]  # fmt: skip
+
+
+def _wait_answers(proc: subprocess.Popen[bytes], info: RegistryInfo, log_path: Path, offset: int, deadline: float,
+                  timeout: float) -> None:
+    """Poll until the API answers, failing early (with the log tail) if the JVM exits."""
+    while not _answers(info):
+        if (rc := proc.poll()) is not None:
+            raise LocalRegistryError(
+                f"Apicurio Registry exited during start-up (exit {rc}); last lines of {log_path}:\n"
+                f"{tail_log(log_path, 30, offset)}"
+            )
+        if time.monotonic() > deadline:
+            raise LocalRegistryError(
+                f"Apicurio Registry did not answer on {info.url} within {timeout:.0f} s; last lines of "
+                f"{log_path}:\n{tail_log(log_path, 30, offset)}"
+            )
+        time.sleep(0.1)
+
+
 def start(
     port: int = DEFAULT_PORT,
     data_dir: Path | None = None,
@@ -265,40 +291,16 @@ def start(
         java = find_java()
         app = fetch_app(progress=say)
         mport = management_port or free_port(exclude=(port,))
-        cmd = [
-            java, *JVM_OPTS,
-            f"-Dquarkus.http.host={HOST}", f"-Dquarkus.http.port={port}",
-            f"-Dquarkus.management.host={HOST}", f"-Dquarkus.management.port={mport}",
-            f"-Dapicurio.rules.global.compatibility={COMPATIBILITY}",
-            "-jar", str(app / "quarkus-run.jar"),
-        ]  # fmt: skip
         log_path = data / LOG_FILE
         rotate_log(log_path, LOG_ROTATE_BYTES)
         started = time.monotonic()
-        with log_path.open("ab") as log:
-            offset = log.tell()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=data,
-                                    start_new_session=True)
-        children[proc.pid] = proc
-        state = {"host": HOST, "port": port, "management_port": mport, "pid": proc.pid,
-                 "start_ticks": start_ticks(proc.pid), "version": APICURIO_VERSION, "java": java,
-                 "started_at": time.time()}
-        write_state(data / STATE_FILE, state)
+        proc, offset, state = spawn_detached(
+            _command(java, app, port, mport), data, log_path, data / STATE_FILE,
+            {"host": HOST, "port": port, "management_port": mport, "version": APICURIO_VERSION, "java": java},
+        )
         info = _info(state, data)
         try:
-            deadline = started + timeout
-            while not _answers(info):
-                if (rc := proc.poll()) is not None:
-                    raise LocalRegistryError(
-                        f"Apicurio Registry exited during start-up (exit {rc}); last lines of {log_path}:\n"
-                        f"{tail_log(log_path, 30, offset)}"
-                    )
-                if time.monotonic() > deadline:
-                    raise LocalRegistryError(
-                        f"Apicurio Registry did not answer on {info.url} within {timeout:.0f} s; last lines of "
-                        f"{log_path}:\n{tail_log(log_path, 30, offset)}"
-                    )
-                time.sleep(0.1)
+            _wait_answers(proc, info, log_path, offset, started + timeout, timeout)
         except BaseException:
             with contextlib.suppress(LocalRegistryError):
                 _terminate(proc.pid, 10.0)

@@ -25,7 +25,8 @@ from processor.core.evaluator import assess_at
 from processor.core.policy import Verdict
 from processor.core.settings import SettingsHistory
 from processor.logs import kv
-from processor.metrics import Metrics, Tally
+from processor.metrics import Metrics
+from processor.metrics.tally import Tally
 from processor.stream.transaction import Transaction
 
 log = logging.getLogger("access_eval.pipeline")

@@ -21,7 +21,8 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from processor.config import ConfigError
 from processor.kafka.admin import ACL_HINT, AUTH_ERRORS
 from processor.logs import kv
-from processor.metrics import Metrics, Tally
+from processor.metrics import Metrics
+from processor.metrics.tally import Tally
 from processor.stream.context import RunContext
 from processor.stream.producer import TxnProducer
 

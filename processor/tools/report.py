@@ -30,17 +30,10 @@ from processor.core.would_be_denies import AccountTally, Window, WouldBeDenies
 from processor.errors import EXIT_OK, OpsError, usage_error
 from processor.kafka.eval_reader import EvalReader
 from processor.kafka.settings_log import DocumentView, read_view
-from processor.tools.common import (
-    account_id,
-    connect,
-    kafka_props,
-    now_ms,
-    parse_since,
-    quiet_processor_logs,
-    raw_properties,
-    topic_exists,
-    topic_partitions,
-)
+from processor.tools.accounts import account_id
+from processor.tools.connection import connect, kafka_props, raw_properties, topic_exists, topic_partitions
+from processor.tools.durations import now_ms, parse_since
+from processor.tools.runner import quiet_processor_logs
 
 #: Eval events are produced after their attempt's event time, except attempts up to the processor's
 #: max-future bound (1 h) ahead of its clock: start reading this much before the window.

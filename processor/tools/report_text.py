@@ -13,7 +13,7 @@ from typing import Any
 from processor.core.allowlist_advice import NOT_PLAIN, RECOMMENDED
 from processor.core.display import printable, shell_command
 from processor.core.switch_report import allowlist_commands, coverage_sentence, headline, n_of, pct
-from processor.tools.common import format_table
+from processor.tools.output import format_table
 
 MAX_ACTIONS_SHOWN = 3
 

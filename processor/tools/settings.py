@@ -19,18 +19,12 @@ from processor.core.ids import IDENTITY_TYPES, STATES, normalize_account, rfc333
 from processor.core.settings import InvalidSettings, parse_settings
 from processor.errors import EXIT_FAIL, EXIT_OK, usage_error
 from processor.kafka.settings_log import Current, DocumentView, Entry, publish, read_view
-from processor.tools.common import (
-    account_id,
-    account_list,
-    confirm,
-    connect,
-    format_table,
-    kafka_props,
-    now_ms,
-    quiet_processor_logs,
-    topic_partitions,
-    write_json,
-)
+from processor.tools.accounts import account_id, account_list
+from processor.tools.connection import connect, kafka_props, topic_partitions
+from processor.tools.durations import now_ms
+from processor.tools.output import format_table, write_json
+from processor.tools.prompt import confirm
+from processor.tools.runner import quiet_processor_logs
 
 ALLOWLIST_PREVIEW = 3
 

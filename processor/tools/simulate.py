@@ -25,7 +25,7 @@ from processor.core.settings import (
 )
 from processor.core.would_be_denies import WouldBeDenies
 from processor.errors import EXIT_OK, EXIT_USAGE, InputError
-from processor.tools.common import format_table
+from processor.tools.output import format_table
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:

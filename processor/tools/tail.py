@@ -14,15 +14,9 @@ from processor.core.events import to_json_obj
 from processor.core.ids import normalize_account, rfc3339_millis, to_millis
 from processor.errors import EXIT_FAIL, EXIT_OK, usage_error
 from processor.kafka.eval_reader import EvalReader
-from processor.tools.common import (
-    account_id,
-    connect,
-    kafka_props,
-    now_ms,
-    parse_since,
-    raw_properties,
-    topic_partitions,
-)
+from processor.tools.accounts import account_id
+from processor.tools.connection import connect, kafka_props, raw_properties, topic_partitions
+from processor.tools.durations import now_ms, parse_since
 
 # --- filters and output ---------------------------------------------------------------------------
 

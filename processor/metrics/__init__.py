@@ -1,12 +1,13 @@
 """Prometheus metrics of the stream processor (SPEC §9: the names are an interface).
 
-Size (over 400 lines): every metric is declared here, next to the bounded label sets and the
-commit-only rule, so the interface can be read in one place.
+Every metric is declared here, next to the bounded label sets, so the interface can be read in one
+place. What feeds them lives beside it: `tally` (work held back until its transaction commits), `lag`
+(librdkafka's statistics read as consumer lag) and `cgroup` (the container's memory limit).
 
 Two rules shape this module:
 
 * **Counters move only for committed work** (SPEC §8). The processing loop tallies a batch in a
-  :class:`Tally` and hands it to :meth:`Metrics.commit` only after the Kafka transaction that
+  :class:`~processor.metrics.tally.Tally` and hands it to :meth:`Metrics.commit` only after the Kafka transaction that
   carries the batch committed. An aborted transaction is replayed later; counting it now would
   count its attempts twice.
 * **Label values are bounded.** Every label value comes from a closed set (identity types,
@@ -18,12 +19,10 @@ Two rules shape this module:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from prometheus_client import (
@@ -50,11 +49,12 @@ from processor.core.outcomes import (
     WOULD_BE_DENY,
 )
 from processor.core.settings import REJECT_REASONS
+from processor.metrics.cgroup import memory_limit_bytes
+from processor.metrics.lag import assigned_lags, consumer_stats
+from processor.metrics.tally import Tally
 
 log = logging.getLogger(__name__)
 
-#: Outcomes that :meth:`Tally.add` accepts (``invalid`` goes through :meth:`Tally.add_invalid`).
-DECISION_OUTCOMES: Final[frozenset[str]] = frozenset(OUTCOMES) - {INVALID}
 #: Label value for an identity type outside the closed set (should not happen: such attempts are invalid).
 OTHER: Final = "other"
 PERMIT_STATES: Final[tuple[str, ...]] = (REPORT_ONLY_STATE, ENFORCING_STATE)
@@ -83,77 +83,6 @@ BATCH_SIZE_BUCKETS: Final[tuple[float, ...]] = (
     1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
 )  # fmt: skip
 
-#: librdkafka partition fetch states in which the partition is assigned to this consumer
-#: (STATISTICS.md: none, stopping, stopped, offset-query, offset-wait, validate-epoch-wait, active).
-_ASSIGNED_FETCH_STATES: Final[frozenset[str]] = frozenset(
-    {"active", "offset-query", "offset-wait", "validate-epoch-wait"}
-)
-
-_Key = tuple[str, str, str, str]
-
-
-
-class Tally:
-    """What one Kafka transaction did, held back until the transaction commits.
-
-    The processor counts a batch in a local dict and calls ``add`` once per distinct key with the
-    count; label mapping and validation of the rarer fields happen once per distinct key in
-    :meth:`Metrics.commit`.
-    """
-
-    __slots__ = ("_ages", "_counts", "_invalid", "_n")
-
-    def __init__(self) -> None:
-        self._counts: defaultdict[_Key, int] = defaultdict(int)
-        self._invalid: defaultdict[str, int] = defaultdict(int)
-        self._ages: list[float] = []
-        self._n = 0
-
-    def add(self, outcome: str, identity_type: str, state: str, account_id: str, n: int = 1) -> None:
-        """Count `n` evaluated attempts alike.
-
-        ``state`` is the identity type's state (``""`` when the outcome does not depend on it,
-        ``enabled``, ``monitor`` or ``limited``); ``account_id`` is the target account, used only
-        for opted-in per-account labels. An unknown outcome raises ValueError here, at the call
-        site, rather than after the transaction committed.
-        """
-        if outcome not in DECISION_OUTCOMES:
-            raise ValueError(f"unknown outcome {outcome!r}; expected one of {sorted(DECISION_OUTCOMES)}")
-        self._counts[(outcome, identity_type, state, account_id)] += n
-        self._n += n
-
-    def add_invalid(self, reason: str) -> None:
-        """Count one attempt sent to the DLQ (outcome ``invalid``) with its reason."""
-        self._invalid[reason] += 1
-        self._n += 1
-
-    def observe_age(self, seconds: float) -> None:
-        """Record one event-age sample (now - event_time); the caller decides how often to sample."""
-        self._ages.append(seconds)
-
-    def clear(self) -> None:
-        """Forget everything (after commit, or when the transaction aborted)."""
-        self._counts.clear()
-        self._invalid.clear()
-        self._ages.clear()
-        self._n = 0
-
-    def merge(self, other: Tally) -> None:
-        """Add ``other``'s counts and samples to this tally (``other`` is left unchanged)."""
-        for key, n in other._counts.items():
-            self._counts[key] += n
-        for reason, n in other._invalid.items():
-            self._invalid[reason] += n
-        self._ages.extend(other._ages)
-        self._n += other._n
-
-    def __len__(self) -> int:
-        """Number of attempts tallied (valid and invalid)."""
-        return self._n
-
-    def __repr__(self) -> str:
-        return f"Tally(attempts={self._n}, keys={len(self._counts)}, invalid={dict(self._invalid)})"
-
 
 class Metrics:
     """All metrics of one processor instance, on their own registry.
@@ -178,7 +107,24 @@ class Metrics:
         self.account_labels: frozenset[str] = frozenset(accounts)
         r = self.registry
 
-        # --- decisions (SPEC §9) -------------------------------------------------------------
+        self._declare_decisions(r, accounts)
+        self._declare_batches(r)
+        self._declare_settings(r)
+        self._declare_client(r)
+
+        # Standard process_* / python_* metrics on this registry (the global one already has them).
+        if r is not REGISTRY:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+        self._identity_label: dict[str, str] = {t: t for t in IDENTITY_TYPES}
+        self._invalid_label: dict[str, str] = {x: x for x in INVALID_REASONS}
+
+    # --- the declarations, one group of the interface each ------------------------------------
+
+    def _declare_decisions(self, r: CollectorRegistry, accounts: list[str]) -> None:
+        """Decisions (SPEC §9), every bounded series created at 0 so rate() sees the first increment."""
         self.permits = Counter(
             "access_eval_permits_total",
             "Cross-account attempts allowed by the allowlist, by identity type and state (committed work).",
@@ -233,7 +179,8 @@ class Metrics:
                     if outcome != INVALID:
                         self.account_decisions.labels(account_id=account, outcome=outcome)
 
-        # --- latency, age, batches -----------------------------------------------------------
+    def _declare_batches(self, r: CollectorRegistry) -> None:
+        """Latency, event age, batches and transactions."""
         self.event_age = Histogram(
             "access_eval_event_age_seconds",
             "Age of attempts when evaluated (evaluation wall clock - event_time), sampled, committed work.",
@@ -277,7 +224,8 @@ class Metrics:
             registry=r,
         )
 
-        # --- settings view (SPEC §3) ---------------------------------------------------------
+    def _declare_settings(self, r: CollectorRegistry) -> None:
+        """The settings view (SPEC §3)."""
         self.settings_accounts = Gauge(
             "access_eval_settings_accounts", "Accounts with settings held in memory.", registry=r
         )
@@ -329,7 +277,8 @@ class Metrics:
         for itype in IDENTITY_TYPES:
             self.settings_downgrades.labels(identity_type=itype)
 
-        # --- Kafka client and health ---------------------------------------------------------
+    def _declare_client(self, r: CollectorRegistry) -> None:
+        """The Kafka client, health, the build and the memory limit."""
         self.consumer_lag = Gauge(
             "access_eval_consumer_lag",
             "Messages between the partition's end (LSO for read_committed) and this consumer's position.",
@@ -353,14 +302,6 @@ class Metrics:
         )
         self.memory_limit.set(memory_limit_bytes())
 
-        # Standard process_* / python_* metrics on this registry (the global one already has them).
-        if r is not REGISTRY:
-            ProcessCollector(registry=r)
-            PlatformCollector(registry=r)
-            GCCollector(registry=r)
-
-        self._identity_label: dict[str, str] = {t: t for t in IDENTITY_TYPES}
-        self._invalid_label: dict[str, str] = {x: x for x in INVALID_REASONS}
 
     # --- committed work -----------------------------------------------------------------------
 
@@ -482,32 +423,22 @@ class Metrics:
     def update_from_stats(self, stats_json: str) -> None:
         """Update consumer-lag gauges from a librdkafka statistics JSON (the ``stats_cb`` payload).
 
-        Only consumer handles and partitions assigned to them count (not the internal partition
-        -1, not partitions whose fetch state is none/stopping/stopped). See :func:`_lag` for which
-        librdkafka field gives the lag; an unknown lag keeps the previous value.
+        Only consumer handles and partitions assigned to them count (`lag.assigned_lags`); an unknown
+        lag keeps the previous value.
         Series for partitions that the same client no longer reports are removed, so the series
         count stays bounded by the partitions actually assigned. Malformed stats are logged and
         ignored: metrics must never break processing.
         """
         try:
-            stats = json.loads(stats_json)
-            if not isinstance(stats, dict) or stats.get("type", "consumer") != "consumer":
+            stats = consumer_stats(stats_json)
+            if stats is None:
                 return
             client = str(stats.get("name", ""))
             seen: set[tuple[str, str]] = set()
-            topics = stats.get("topics") or {}
-            for topic_name, topic in _items(topics):
-                for pkey, part in _items(_get(topic, "partitions")):
-                    if not isinstance(part, Mapping):
-                        continue
-                    partition = part.get("partition", pkey)
-                    if str(partition) == "-1" or part.get("fetch_state") not in _ASSIGNED_FETCH_STATES:
-                        continue
-                    key = (str(topic_name), str(partition))
-                    seen.add(key)
-                    lag = _lag(part)
-                    if lag is not None:
-                        self.consumer_lag.labels(topic=key[0], partition=key[1]).set(lag)
+            for key, lag in assigned_lags(stats):
+                seen.add(key)
+                if lag is not None:
+                    self.consumer_lag.labels(topic=key[0], partition=key[1]).set(lag)
             previous = self._lag_series.get(client, set())
             others = set().union(*(s for c, s in self._lag_series.items() if c != client))
             for topic_name, partition in previous - seen - others:
@@ -521,63 +452,3 @@ class Metrics:
         """Drop every lag series (call when a consumer is closed: its partitions are no longer ours)."""
         self.consumer_lag.clear()
         self._lag_series.clear()
-
-
-#: cgroup v2, then v1: where a container's memory limit is read from.
-CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
-
-
-def memory_limit_bytes(paths: Iterable[Path] = CGROUP_MEMORY_LIMITS) -> int:
-    """The memory limit of this process's cgroup, 0 for none ("max", v1's near-2^63 "unlimited", no
-    cgroup): AccessEvalMemoryNearLimit compares RSS with it, so a limit the chart sets needs no copy."""
-    for path in paths:
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text == "max":
-            return 0
-        with contextlib.suppress(ValueError):
-            value = int(text)
-            return value if 0 < value < 2**60 else 0
-    return 0
-
-
-def _items(obj: Any) -> Iterable[tuple[Any, Any]]:
-    return obj.items() if isinstance(obj, Mapping) else ()
-
-
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else None
-
-
-def _lag(part: Mapping[str, Any]) -> int | None:
-    """The partition's lag from one librdkafka partition object, or None when unknown.
-
-    1. ``consumer_lag_stored``: end - stored offset, when the application stores offsets
-       (``store_offsets`` after each committed transaction makes this the lag of committed work).
-    2. end - ``app_offset`` (the position handed to the application): with
-       ``enable.auto.offset.store=false`` and offsets committed through the producer's transaction,
-       librdkafka knows neither a stored nor a committed offset, and both lag fields are -1.
-    3. ``consumer_lag`` (end - committed offset), e.g. right after assignment.
-
-    "end" is ``ls_offset`` (the last stable offset, what a read_committed consumer can reach),
-    else ``hi_offset``.
-    """
-    stored = _nonneg(part.get("consumer_lag_stored"))
-    if stored is not None:
-        return stored
-    end = _nonneg(part.get("ls_offset"))
-    if end is None:
-        end = _nonneg(part.get("hi_offset"))
-    app = _nonneg(part.get("app_offset"))
-    if end is not None and app is not None:
-        return max(0, end - app)
-    return _nonneg(part.get("consumer_lag"))
-
-
-def _nonneg(value: Any) -> int | None:
-    """librdkafka marks unknown offsets and lags with negative numbers (-1, -1001)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
