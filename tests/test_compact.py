@@ -20,9 +20,9 @@ from processor.core.compact import (
     pack_version,
     unpack_version,
 )
-from processor.core.ids import to_millis
 from processor.core.settings import DEFAULT_RULES, Rule, SettingsHistory, SmallSet, parse_settings, rules_of
 from processor.core.settings_fast import fast_rules, fast_settings
+from processor.core.times import to_millis
 
 A = "0123456789abcdef0123456789abcdef"
 B = "fedcba9876543210fedcba9876543210"

@@ -11,15 +11,8 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from processor.core.ids import (
-    ACCOUNT_ID_MAX,
-    IDENTITY_TYPES,
-    AccountId,
-    Rfc3339,
-    is_valid_account,
-    normalize_account,
-    to_millis,
-)
+from processor.core.ids import ACCOUNT_ID_MAX, IDENTITY_TYPES, AccountId, is_valid_account, normalize_account
+from processor.core.times import Rfc3339, to_millis
 
 #: Attempts before this instant are invalid (SPEC §4).
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z

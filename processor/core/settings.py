@@ -23,7 +23,7 @@ from processor.core.compact import (
     packed_resets,
     unpack_version,
 )
-from processor.core.ids import IDENTITY_TYPES, MAX_TIME_MS, account_problem, normalize_account, to_millis
+from processor.core.ids import IDENTITY_TYPES, account_problem, normalize_account
 from processor.core.settings_doc import (  # re-exported: callers import one module
     DEFAULT_RULES,
     MAX_ALLOWLIST_IDS,
@@ -47,6 +47,7 @@ from processor.core.settings_doc import (  # re-exported: callers import one mod
     rules_of,
 )
 from processor.core.settings_fast import FastTypes, fast_rules, fast_settings
+from processor.core.times import MAX_TIME_MS, to_millis
 from processor.core.versions import (
     BEGINNING_OF_TIME,
     REJECT_REASONS,

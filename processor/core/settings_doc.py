@@ -13,14 +13,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from processor.core.ids import (
-    IDENTITY_TYPES,
-    MAX_TIME_MS,
-    AccountId,
-    Rfc3339,
-    rfc3339_millis,
-    to_millis,
-)
+from processor.core.ids import IDENTITY_TYPES, AccountId
+from processor.core.times import MAX_TIME_MS, Rfc3339, rfc3339_millis, to_millis
 
 #: Caps (contract §3), so that no record can exhaust a replica: every replica reads the whole topic.
 #: An allowlist may hold 10,000+ ids; 50,000 per identity type leaves room. 8 MiB per record lets three

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from processor.core.display import printable
-from processor.core.ids import IDENTITY_TYPES, normalize_account, rfc3339_millis
+from processor.core.ids import IDENTITY_TYPES, normalize_account
 from processor.core.settings import InvalidSettings, SettingsDocument, SettingsHistory, document_from_json
+from processor.core.times import rfc3339_millis
 from processor.errors import OpsError
 from processor.kafka import clients
 

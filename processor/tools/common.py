@@ -20,7 +20,8 @@ from typing import Any
 
 from processor.config import KAFKA_ENV_PREFIX, ConfigError, kafka_only, read_properties
 from processor.core.display import fit, pad, printable, width
-from processor.core.ids import account_problem, normalize_account, rfc3339_millis, to_millis
+from processor.core.ids import account_problem, normalize_account
+from processor.core.times import rfc3339_millis, to_millis
 from processor.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OpsError, usage_error
 from processor.kafka import clients
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from processor.codec.eval_fields import ReportCodec
 from processor.core.allowlist_advice import DEFAULT_COVER_SHARE, DEFAULT_MAX_ADDITIONS, Allowlists
-from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
+from processor.core.ids import IDENTITY_TYPES
 from processor.core.outcomes import REPORT_ONLY_STATE
 from processor.core.switch_report import (
     account_report,
@@ -26,6 +26,7 @@ from processor.core.switch_report import (
     fleet_verdict,
     rank_fleet,
 )
+from processor.core.times import rfc3339_millis
 from processor.core.would_be_denies import AccountTally, Window, WouldBeDenies
 from processor.errors import EXIT_OK, OpsError, usage_error
 from processor.kafka.eval_reader import EvalReader

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from processor.core.display import printable
-from processor.core.ids import IDENTITY_TYPES, STATES, normalize_account, rfc3339_millis, to_millis
+from processor.core.ids import IDENTITY_TYPES, STATES, normalize_account
 from processor.core.settings import InvalidSettings, parse_settings
+from processor.core.times import rfc3339_millis, to_millis
 from processor.errors import EXIT_FAIL, EXIT_OK, usage_error
 from processor.kafka.settings_log import Current, DocumentView, Entry, publish, read_view
 from processor.tools.common import (

@@ -11,7 +11,8 @@ from typing import Any
 
 from processor.core.display import fit, pad, printable
 from processor.core.events import to_json_obj
-from processor.core.ids import normalize_account, rfc3339_millis, to_millis
+from processor.core.ids import normalize_account
+from processor.core.times import rfc3339_millis, to_millis
 from processor.errors import EXIT_FAIL, EXIT_OK, usage_error
 from processor.kafka.eval_reader import EvalReader
 from processor.tools.common import (
