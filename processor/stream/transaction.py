@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from processor.config import ConfigError
 from processor.health import Health
-from processor.kafka.admin import ACL_HINT, AUTH_ERRORS
+from processor.kafka.errors import ACL_HINT, AUTH_ERRORS
 from processor.logs import kv
 from processor.metrics import Metrics, Tally
 from processor.stream.producer import TxnProducer

@@ -131,7 +131,7 @@ def connect(props: dict[str, Any], timeout_s: float) -> Any:
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from processor.kafka.admin import AUTH_ERRORS
+    from processor.kafka.errors import AUTH_ERRORS
 
     errors: list[KafkaError] = []
     admin = AdminClient(clients.admin_conf(props, error_cb=errors.append))
