@@ -17,9 +17,10 @@ from typing import Any
 from processor.core.display import printable
 from processor.core.ids import IDENTITY_TYPES, STATES, normalize_account
 from processor.core.settings import InvalidSettings, parse_settings
+from processor.core.settings_view import Current, DocumentView, Entry
 from processor.core.times import rfc3339_millis, to_millis
 from processor.errors import EXIT_FAIL, EXIT_OK, usage_error
-from processor.kafka.settings_log import Current, DocumentView, Entry, publish, read_view
+from processor.kafka.settings_log import publish, read_view
 from processor.tools.common import (
     account_id,
     account_list,
