@@ -11,6 +11,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from processor.core.errors import AccessEvalError
 from processor.core.ids import ACCOUNT_ID_MAX, IDENTITY_TYPES, AccountId, is_valid_account, normalize_account
 from processor.core.times import Rfc3339, to_millis
 
@@ -167,7 +168,7 @@ _FAST_MAX_LEN = 4_300
 _FAST_ERRORS = (msgspec.DecodeError, UnicodeError, RecursionError)
 
 
-class InvalidAttempt(Exception):
+class InvalidAttempt(AccessEvalError):
     """A rejected attempt: `reason` is one of INVALID_REASONS, `detail` names the field and problem."""
 
     def __init__(self, reason: str, detail: str) -> None:

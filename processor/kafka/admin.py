@@ -10,14 +10,17 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from processor.config import ConfigError
+from processor.errors import EXIT_OK, AccessEvalError
 from processor.kafka import clients
 from processor.kafka.errors import ACL_HINT, AUTH_ERRORS
 from processor.logs import kv
 
 log = logging.getLogger("access_eval.kafka")
 
-class StartupCancelled(Exception):
-    """Asked to stop (SIGTERM) while still waiting for the cluster."""
+class StartupCancelled(AccessEvalError):
+    """Asked to stop (SIGTERM) while still waiting for the cluster: a clean stop (exit 0)."""
+
+    exit_code = EXIT_OK
 
 
 def wait_for_cluster(

@@ -18,11 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from processor.config import KAFKA_ENV_PREFIX, ConfigError, kafka_only, read_properties
+from processor.config import KAFKA_ENV_PREFIX, kafka_only, read_properties
 from processor.core.display import fit, pad, printable, width
 from processor.core.ids import account_problem, normalize_account
 from processor.core.times import rfc3339_millis, to_millis
-from processor.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OpsError, usage_error
+from processor.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, AccessEvalError, OpsError, usage_error
 from processor.kafka import clients
 
 # --- identifiers and time -------------------------------------------------------------------------
@@ -203,12 +203,9 @@ def run_tool(name: str, func: Callable[[argparse.Namespace], int], args: argpars
     clients.quiet_librdkafka(debug=debug_logging())
     try:
         return func(args)
-    except OpsError as exc:
+    except AccessEvalError as exc:  # OpsError: its code; ConfigError, invalid input: 2; the rest: 1
         print(f"access-eval {name}: {exc}", file=sys.stderr)
-        return exc.code
-    except ConfigError as exc:
-        print(f"access-eval {name}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     except KafkaException as exc:
         err = exc.args[0]
         text = err.str() if hasattr(err, "str") else str(err)
