@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from processor.config import KAFKA_ENV_PREFIX, kafka_only, read_properties
 from processor.core.display import fit, pad, printable, width
@@ -102,7 +102,17 @@ def now_ms() -> int:
 # --- Kafka ----------------------------------------------------------------------------------------
 
 
-def raw_properties(args: argparse.Namespace) -> dict[str, str]:
+class KafkaFlags(Protocol):
+    """What reaching Kafka takes from a command's flags: a typed options object or argparse's namespace."""
+
+    @property
+    def bootstrap_servers(self) -> str | None: ...
+
+    @property
+    def kafka_config(self) -> str | None: ...
+
+
+def raw_properties(args: KafkaFlags) -> dict[str, str]:
     """The properties file (--kafka-config / ACCESS_EVAL_KAFKA_CONFIG), then ACCESS_EVAL_KAFKA_* variables."""
     props: dict[str, str] = {}
     path = args.kafka_config or os.environ.get("ACCESS_EVAL_KAFKA_CONFIG")
@@ -114,7 +124,7 @@ def raw_properties(args: argparse.Namespace) -> dict[str, str]:
     return props
 
 
-def kafka_props(args: argparse.Namespace) -> dict[str, Any]:
+def kafka_props(args: KafkaFlags) -> dict[str, Any]:
     """The user's librdkafka properties for the tools: pass-through properties + bootstrap servers.
     Each client's own configuration is built from them by `processor.kafka.clients`."""
     bootstrap = args.bootstrap_servers or os.environ.get("ACCESS_EVAL_BOOTSTRAP_SERVERS")
