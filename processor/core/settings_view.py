@@ -49,9 +49,8 @@ class DocumentView:
 
     Composition, not a subclass: the history decides every record (`SettingsHistory.apply_record`, the
     processor's one rule), and the reader hands the view each record with that decision (`note`; the
-    table's `on_record` hook). The version a record made
-    is the history's latest for its account: a record supersedes its account's versions from its
-    effective time on, so it is always the last one.
+    table's `on_record` hook). The version a record made is the history's latest for its account: a
+    record supersedes its account's versions from its effective time on, so it is always the last one.
     """
 
     def __init__(self, history: SettingsHistory | None = None) -> None:

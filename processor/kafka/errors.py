@@ -1,6 +1,6 @@
-"""Kafka error classification: which client error codes retrying cannot fix, and what each asks the
-operator to change. One home, because `run`'s startup (`admin`), its loop and transaction (`stream/`)
-and the tools (`tools/`) all decide on the same codes."""
+"""Kafka error classification: the client error codes retrying cannot fix and what they ask the
+operator to change, and the ones a metadata refresh fixes. One home, because `run`'s startup (`admin`),
+its loop and transaction (`stream/`), the settings table and the tools (`tools/`) decide on them."""
 
 from __future__ import annotations
 
@@ -20,3 +20,11 @@ ACL_HINT = (
     "check the ACLs of the Kafka principal (sasl.username / ACCESS_EVAL_KAFKA_SASL_USERNAME): READ on "
     "--settings-topic, --attempts-topic and --group-id, WRITE on --eval-topic, --dlq-topic and --transactional-id"
 )
+#: Errors of an end-offsets query that mean the client's idea of the partition's leader is stale
+#: (broker failover): asking for metadata once fixes them.
+STALE_LEADER_ERRORS = {
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._DESTROY_BROKER,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+}

@@ -17,18 +17,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from processor.core.display import printable
 from processor.core.settings import InvalidSettings, SettingsHistory, key_in_normal_form
 from processor.kafka import clients
+from processor.kafka.errors import STALE_LEADER_ERRORS
 from processor.logs import kv
 
 log = logging.getLogger("access_eval.settings")
 
-
-#: Errors of an end-offsets query that mean the client's idea of the partition's leader is stale.
-STALE_LEADER_ERRORS = {
-    KafkaError._UNKNOWN_PARTITION,
-    KafkaError._DESTROY_BROKER,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-}
 
 def log_downgrade(metrics: Any, account: str, types: list[str], topic: str, partition: int, offset: int) -> None:
     """A record made identity types of an account unrestricted: one info line and the labelled counter
