@@ -47,8 +47,9 @@ from processor.codec.avro import EvalCodec  # noqa: E402
 from processor.core.attempts import Attempt, InvalidAttempt, parse_attempt  # noqa: E402
 from processor.core.conflicts import AttemptIdConflicts  # noqa: E402
 from processor.core.evaluator import assess  # noqa: E402
-from processor.core.ids import IDENTITY_TYPES, rfc3339_millis  # noqa: E402
+from processor.core.ids import IDENTITY_TYPES  # noqa: E402
 from processor.core.settings import SettingsHistory  # noqa: E402
+from processor.core.times import rfc3339_millis  # noqa: E402
 
 TARGET_PER_S = 120_000
 FULL = {"attempts": 300_000, "accounts": 100_000, "huge": 10, "runs": 3}

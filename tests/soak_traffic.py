@@ -35,7 +35,8 @@ from spec_model import SettingsRecord, expect
 from test_faults import HOSTILE_TARGET, draw_examples, hostile_payloads, invalid_settings, settings_doc
 
 from processor.codec.avro import EvalCodec
-from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
+from processor.core.ids import IDENTITY_TYPES
+from processor.core.times import rfc3339_millis
 from processor.local.workload import Mix, Workload, account_id
 
 LATE_SHARE = 0.05

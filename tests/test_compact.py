@@ -20,9 +20,9 @@ from processor.core.compact import (
     pack_version,
     unpack_version,
 )
-from processor.core.ids import to_millis
 from processor.core.settings import DEFAULT_RULES, Rule, SettingsHistory, SmallSet, parse_settings, rules_of
 from processor.core.settings_fast import fast_rules, fast_settings
+from processor.core.times import to_millis
 
 A = "0123456789abcdef0123456789abcdef"
 B = "fedcba9876543210fedcba9876543210"
@@ -272,7 +272,7 @@ def test_table_poll_applies_a_batch_with_gc_off_and_restores_it(enabled: bool) -
             return super().apply_canonical(*args)
 
     table = SettingsTable.__new__(SettingsTable)
-    table.topic, table.metrics, table.consumer = "s", None, Consumer()
+    table.topic, table.metrics, table.consumer, table.on_record = "s", None, Consumer(), None
     table.history = History()
     table.history.bind_topic("s")
     table.position = {0: 0}
@@ -287,18 +287,58 @@ def test_table_poll_applies_a_batch_with_gc_off_and_restores_it(enabled: bool) -
     assert table.position == {0: 3} and sorted(table.history.accounts()) == sorted((A, B, C))
 
 
-def test_a_subclass_extending_apply_document_sees_every_document() -> None:
-    """The fast paths stand in for `apply_document` and `apply_record`: a subclass that extends them (the
-    tools' DocumentView keeps each raw document) gets the model path, canonical records included."""
-    got: list[str] = []
+def test_the_tools_view_is_told_of_every_record_the_fast_path_included() -> None:
+    """The tools' DocumentView keeps raw documents beside the history, told of each record through the
+    table's `on_record` hook with the history's decision: canonical records the bootstrap step applies,
+    model-path records, rejections and tombstones alike, each document at its effective time."""
+    from processor.core.settings_view import DocumentView, Entry
+    from processor.kafka.table import SettingsTable
 
-    class Keeping(SettingsHistory):
-        def apply_document(self, doc: Any, effective_ms: int, *args: Any) -> None:
-            got.append(doc.account_id)
-            super().apply_document(doc, effective_ms, *args)
+    ts = 1_767_225_600_000
+    other = json.dumps({"account_id": "acct-x", "updated_at": "2025-12-01T00:00:00Z",
+                        "external_account_identity_interaction": {"identity_types": {}}}).encode()
+    records: list[tuple[bytes, bytes | None]] = [
+        (A.encode(), CANONICAL[0]),  # canonical, updated_at 2026-01-01T00:00:00Z
+        (B.encode(), doc({}).replace(A.encode(), B.encode())),  # canonical, no updated_at: the timestamp
+        (b"acct-x", other),  # not a 32-hex key: the model's path
+        (B.encode(), b"{"),  # rejected: B keeps its version
+        (b"acct-x", None),  # tombstone
+    ]
+    fast: list[int] = []
 
-    h = Keeping()
-    h.bind_topic("s")
-    assert h.apply_canonical(A.encode(), CANONICAL[0], 0, "s", 0, 0) is False
-    assert h.apply_record(A.encode(), CANONICAL[0], 0, "s", 0, 0) is None
-    assert got == [A] and h.latest(A) is not None
+    class Consumer:
+        def consume(self, n: int, timeout: float) -> list[_Msg]:
+            return [_Msg(k, v, i) for i, (k, v) in enumerate(records)]  # type: ignore[arg-type]
+
+    class History(SettingsHistory):
+        def apply_canonical(self, key: Any, value: Any, ts: int, topic: Any, p: int, off: int) -> bool:
+            took = super().apply_canonical(key, value, ts, topic, p, off)
+            fast.extend([off] if took else [])
+            return took
+
+    view = DocumentView(History())
+    table = SettingsTable.__new__(SettingsTable)
+    table.topic, table.metrics, table.consumer, table.on_record = "s", None, Consumer(), view.note
+    table.history = view.history
+    table.history.bind_topic("s")
+    table.position = {0: 0}
+    assert table.poll(0.0) == 5
+    assert fast == [0, 1] and view.records == 5
+    new_year = to_millis_text("2026-01-01T00:00:00Z")
+    assert view.entries[A] == [Entry(A, new_year, ts, "s", 0, 0, json.loads(CANONICAL[0]))]
+    assert [(e.effective_ms, e.offset, e.raw is not None) for e in view.entries[B]] == [(ts, 1, True)]
+    assert [(e.effective_ms, e.offset, e.raw) for e in view.entries["acct-x"]] == [
+        (to_millis_text("2025-12-01T00:00:00Z"), 2, json.loads(other)), (ts, 4, None)]
+    assert [(r.account, r.offset, r.reason) for r in view.rejections[B]] == [(B, 3, "bad_json")]
+    assert view.keys == {A: {A.encode(): False}, B: {B.encode(): False}, "acct-x": {b"acct-x": True}}
+    assert view.live_keys("acct-x") == [] and view.live_keys(B) == [B.encode()]
+    current = view.current(B, ts)
+    assert current.exists and current.entry is not None and current.entry.offset == 1
+    assert [r.offset for r in current.rejected] == [3] and view.has_invalid_latest(B)
+    assert not view.current("acct-x", ts).exists
+
+
+def to_millis_text(text: str) -> int:
+    from datetime import datetime
+
+    return to_millis(datetime.fromisoformat(text.replace("Z", "+00:00")))

@@ -54,7 +54,8 @@ from processor_harness import (
 from spec_model import SettingsRecord, expect, parse_rfc3339
 
 from processor.core.attempts import MIN_EVENT_TIME_MS as MIN_EVENT_MS
-from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
+from processor.core.ids import IDENTITY_TYPES
+from processor.core.times import rfc3339_millis
 from processor.local.workload import Mix, Workload
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]

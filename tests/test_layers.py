@@ -17,21 +17,21 @@ PACKAGE = Path(__file__).resolve().parent.parent / "processor"
 #: Layer of each part, bottom up. A module may import its own part and parts of a lower layer only.
 LAYERS: dict[str, int] = {
     "processor": 0,  # the package itself: name and version
-    "core": 1,  # pure: imports nothing of the rest
-    "errors": 1,  # exit codes and exception types
-    "signals": 1,  # stop signals held until `run` can act on them (stdlib only)
-    "logs": 2,
-    "config": 2,
-    "codec": 3,
-    "metrics": 3,
-    "health": 4,
-    "kafka": 5,
-    "stream": 6,
-    "tools": 6,
-    "local": 7,
-    "cli": 8,
-    "launch": 9,  # the executable's entry: holds stop signals, then imports the commands
-    "__main__": 10,  # `python -m processor`
+    "core": 1,  # pure: imports nothing of the rest (its core/errors.py holds the root exception)
+    "errors": 2,  # exit codes and the command-level exception types; re-exports the core's root exception
+    "signals": 2,  # stop signals held until `run` can act on them (stdlib only)
+    "logs": 3,
+    "config": 3,
+    "codec": 4,
+    "metrics": 4,
+    "health": 5,
+    "kafka": 6,
+    "stream": 7,
+    "tools": 7,
+    "local": 8,
+    "cli": 9,
+    "launch": 10,  # the executable's entry: holds stop signals, then imports the commands
+    "__main__": 11,  # `python -m processor`
 }
 #: Third-party imports the pure core may use: models and decoding, nothing that does I/O.
 CORE_THIRD_PARTY = {"pydantic", "pydantic_core", "msgspec", "annotated_types", "typing_extensions"}

@@ -28,8 +28,8 @@ from processor_harness import (
 
 from processor.cli.main import build_parser
 from processor.codec.avro import EvalCodec
-from processor.core.ids import rfc3339_millis
 from processor.core.settings import SettingsHistory, parse_settings
+from processor.core.times import rfc3339_millis
 
 REPO = Path(__file__).resolve().parent.parent
 HOUR = 3_600_000

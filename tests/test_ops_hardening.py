@@ -23,7 +23,7 @@ from test_ops import DAY, HOUR, REPO, ae, make_event, ok, one_line_error, produc
 
 from processor.codec.avro import EvalCodec
 from processor.config import RunConfig
-from processor.core.ids import rfc3339_millis
+from processor.core.times import rfc3339_millis
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

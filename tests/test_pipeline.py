@@ -24,7 +24,7 @@ from processor_harness import (
 )
 
 from processor.core.events import to_json_obj
-from processor.core.ids import rfc3339_millis
+from processor.core.times import rfc3339_millis
 from processor.local.workload import Mix, Workload
 from processor.tools.simulate import simulate
 

@@ -27,7 +27,7 @@ from prometheus_harness import (
 )
 
 from processor import __version__
-from processor.core.ids import rfc3339_millis
+from processor.core.times import rfc3339_millis
 from processor.health import Health, HttpServer, serve
 from processor.local.workload import Mix, Workload
 from processor.metrics import Metrics

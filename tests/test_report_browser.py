@@ -25,7 +25,7 @@ from kafka_harness import Topics
 from processor_harness import REPO, produce, start_processor, wait_all_committed
 from required import missing
 
-from processor.core.ids import rfc3339_millis
+from processor.core.times import rfc3339_millis
 from processor.local.broker import BrokerInfo
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]

@@ -12,7 +12,7 @@ from strategies import TIMESTAMPS, eval_events
 
 from processor.codec.avro import EvalCodec
 from processor.codec.eval_fields import ReportCodec, ReportFields
-from processor.core.ids import to_millis
+from processor.core.times import to_millis
 
 CODEC = EvalCodec()
 FIELDS = ReportFields(CODEC)

@@ -38,7 +38,6 @@ from processor.codec.avro import EvalCodec
 from processor.core.attempts import parse_attempt
 from processor.core.evaluator import assess, assess_at
 from processor.core.events import build_event
-from processor.core.ids import from_millis, to_millis
 from processor.core.settings import (
     BEGINNING_OF_TIME,
     InvalidSettings,
@@ -46,6 +45,7 @@ from processor.core.settings import (
     TombstoneLine,
     parse_settings_line,
 )
+from processor.core.times import from_millis, to_millis
 
 #: 9999-12-31T23:59:59.999Z, the last instant SPEC §3 accepts.
 MAX_MS = to_millis(datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC))

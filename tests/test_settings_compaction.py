@@ -23,8 +23,8 @@ from spec_model import SettingsLog, SettingsRecord, expect, settings_version
 from strategies import ACCOUNTS, BASE_MS, MINUTE, STATES, attempt_obj, dumps, iso, norm, settings_obj, spec_rules
 from test_faults import COMPACTING, fully_compacted, settings_seen
 
-from processor.core.ids import rfc3339_millis
 from processor.core.settings import DEFAULT_RULES, TYPE_INDEX, SettingsHistory
+from processor.core.times import rfc3339_millis
 
 POOL = ACCOUNTS[:3]
 #: A few instants only, so equal effective times and out-of-order ones are common.

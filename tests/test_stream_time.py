@@ -16,7 +16,7 @@ from kafka_harness import Topics, wait_until
 from processor_harness import produce, read_topic, settings_record, start_processor
 
 from processor.codec.avro import EvalCodec
-from processor.core.ids import rfc3339_millis
+from processor.core.times import rfc3339_millis
 
 HOUR = 3_600_000
 

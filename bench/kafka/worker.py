@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from processor.core.ids import rfc3339_millis
+from processor.core.times import rfc3339_millis
 from processor.local.workload import Workload
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ from bench.kafka.topics import (
     create_topics,
     preload,
 )
-from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
+from processor.core.ids import IDENTITY_TYPES
+from processor.core.times import rfc3339_millis
 from processor.local.workload import Mix, Workload
 
 

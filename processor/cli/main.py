@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from processor import __version__, signals
 from processor.cli import demo, local, report, run, settings, simulate, tail
-from processor.errors import EXIT_INTERRUPTED
+from processor.errors import EXIT_INTERRUPTED, AccessEvalError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except AccessEvalError as exc:  # the last resort: one line and the exception's exit status, no traceback
+        print(f"access-eval {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     return code
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING
 
 from processor.cli.common import add_format, add_kafka_flags, add_settings_topic, command_parser
 from processor.tools.runner import run_tool
-from processor.tools.settings import cmd_delete, cmd_get, cmd_list, cmd_put
+from processor.tools.settings import PutRequest, SettingsTopic, cmd_delete, cmd_get, cmd_list, cmd_put
 
 if TYPE_CHECKING:
     from processor.cli.common import SubParsers
@@ -81,7 +82,7 @@ def _add_put(ssub: SubParsers) -> None:
     put.add_argument("--clear-allow", action="store_true", help="empty the type's allowlist")
     put.add_argument("--updated-at", help="RFC 3339 time from which this version is in force (default: now)")
     put.add_argument("--dry-run", action="store_true", help="validate and print the document, send nothing")
-    put.set_defaults(func=lambda a: run_tool("settings put", cmd_put, a))
+    put.set_defaults(func=lambda a: run_tool("settings put", _put, a))
 
 
 def _add_get(ssub: SubParsers) -> None:
@@ -98,7 +99,7 @@ def _add_get(ssub: SubParsers) -> None:
     add_settings_topic(get)
     get.add_argument("--account", required=True, help="account id")
     add_format(get)
-    get.set_defaults(func=lambda a: run_tool("settings get", cmd_get, a))
+    get.set_defaults(func=lambda a: run_tool("settings get", _get, a))
 
 
 def _add_delete(ssub: SubParsers) -> None:
@@ -117,7 +118,7 @@ def _add_delete(ssub: SubParsers) -> None:
     add_settings_topic(delete)
     delete.add_argument("--account", required=True, help="account id")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    delete.set_defaults(func=lambda a: run_tool("settings delete", cmd_delete, a))
+    delete.set_defaults(func=lambda a: run_tool("settings delete", _delete, a))
 
 
 def _add_list(ssub: SubParsers) -> None:
@@ -140,4 +141,39 @@ def _add_list(ssub: SubParsers) -> None:
         "partition/offset, whether a valid version is still in force); exit status 0 either way",
     )
     add_format(lst)
-    lst.set_defaults(func=lambda a: run_tool("settings list", cmd_list, a))
+    lst.set_defaults(func=lambda a: run_tool("settings list", _list, a))
+
+
+# --- flags -> the commands' typed parameters ------------------------------------------------------
+
+
+def _topic(args: argparse.Namespace) -> SettingsTopic:
+    return SettingsTopic(args.settings_topic, args.bootstrap_servers, args.kafka_config, args.timeout)
+
+
+def _put(args: argparse.Namespace) -> int:
+    request = PutRequest(
+        account=args.account,
+        file=args.file,
+        identity_type=args.identity_type,
+        state=args.state,
+        allow=None if args.allow is None else tuple(args.allow),
+        add_allow=tuple(args.add_allow or ()),
+        remove_allow=tuple(args.remove_allow or ()),
+        clear_allow=args.clear_allow,
+        updated_at=args.updated_at,
+        dry_run=args.dry_run,
+    )
+    return cmd_put(_topic(args), request)
+
+
+def _get(args: argparse.Namespace) -> int:
+    return cmd_get(_topic(args), args.account, args.format)
+
+
+def _delete(args: argparse.Namespace) -> int:
+    return cmd_delete(_topic(args), args.account, yes=args.yes)
+
+
+def _list(args: argparse.Namespace) -> int:
+    return cmd_list(_topic(args), args.format, invalid=args.invalid)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING
 
 from processor.cli.common import add_eval_topic, add_format, add_kafka_flags, command_parser
 from processor.tools.runner import run_tool
-from processor.tools.tail import cmd_tail
+from processor.tools.tail import TailOptions, cmd_tail
 
 if TYPE_CHECKING:
     from processor.cli.common import SubParsers
@@ -61,4 +62,15 @@ def add_parser(sub: SubParsers) -> None:
     mode.add_argument("--report-only", action="store_true", help="only report-only results (state monitor)")
     p.add_argument("--identity-type", choices=["user", "service_id", "service"], help="only this identity type")
     add_format(p, default="json")
-    p.set_defaults(func=lambda a: run_tool("tail", cmd_tail, a))
+    p.set_defaults(func=lambda a: run_tool("tail", _tail, a))
+
+
+def _tail(args: argparse.Namespace) -> int:
+    """The flags as `tail`'s typed options."""
+    return cmd_tail(TailOptions(
+        eval_topic=args.eval_topic, bootstrap_servers=args.bootstrap_servers, kafka_config=args.kafka_config,
+        timeout_s=args.timeout, schema_registry_url=args.schema_registry_url, from_beginning=args.from_beginning,
+        since=args.since, follow=args.follow, limit=args.limit, account=args.account,
+        external_account=args.external_account, decision=args.decision, enforced=args.enforced,
+        report_only=args.report_only, identity_type=args.identity_type, fmt=args.format,
+    ))

@@ -24,6 +24,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from processor.core.events import EVENT_SOURCES, Constant, EventSources, PerVerdict, Source
+from processor.errors import AccessEvalError
 
 if TYPE_CHECKING:
     from processor.core.attempts import Attempt
@@ -35,7 +36,7 @@ CONFLUENT_MAGIC = b"\x00"
 CONTENT_TYPE = "application/vnd.apache.avro"  # plus framing in the `content-type` header parameter
 
 
-class DecodeError(ValueError):
+class DecodeError(AccessEvalError, ValueError):
     """Bytes that are not an eval event this reader can resolve."""
 
 
@@ -105,7 +106,7 @@ _OPT_LENGTHS = [_NON_NULL + n for n in _LENGTHS]
 _PER_KEY_MAX = 64
 
 
-class SourceMismatch(ValueError):
+class SourceMismatch(AccessEvalError, ValueError):
     """The schema and the field sources describe different records: fix events.EVENT_SOURCES."""
 
 

@@ -11,15 +11,9 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from processor.core.ids import (
-    ACCOUNT_ID_MAX,
-    IDENTITY_TYPES,
-    AccountId,
-    Rfc3339,
-    is_valid_account,
-    normalize_account,
-    to_millis,
-)
+from processor.core.errors import AccessEvalError
+from processor.core.ids import ACCOUNT_ID_MAX, IDENTITY_TYPES, AccountId, is_valid_account, normalize_account
+from processor.core.times import Rfc3339, to_millis
 
 #: Attempts before this instant are invalid (SPEC §4).
 MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -174,7 +168,7 @@ _FAST_MAX_LEN = 4_300
 _FAST_ERRORS = (msgspec.DecodeError, UnicodeError, RecursionError)
 
 
-class InvalidAttempt(Exception):
+class InvalidAttempt(AccessEvalError):
     """A rejected attempt: `reason` is one of INVALID_REASONS, `detail` names the field and problem."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 
 from processor import PRODUCT, __version__
 from processor.core.attempts import Attempt
-from processor.core.ids import rfc3339_millis, to_millis
 from processor.core.policy import Verdict
 from processor.core.settings import BEGINNING_OF_TIME, SettingsVersion
+from processor.core.times import rfc3339_millis, to_millis
 
 EVAL_ACTION = "iam-access-management.account-settings.eval"
 #: Namespace of eval event ids: id = UUIDv5(EVENT_ID_NAMESPACE, the attempt's identity) (`event_id`, contract §7.1).

@@ -23,7 +23,7 @@ from processor.core.compact import (
     packed_resets,
     unpack_version,
 )
-from processor.core.ids import IDENTITY_TYPES, MAX_TIME_MS, account_problem, normalize_account, to_millis
+from processor.core.ids import IDENTITY_TYPES, account_problem, normalize_account
 from processor.core.settings_doc import (  # re-exported: callers import one module
     DEFAULT_RULES,
     MAX_ALLOWLIST_IDS,
@@ -47,6 +47,7 @@ from processor.core.settings_doc import (  # re-exported: callers import one mod
     rules_of,
 )
 from processor.core.settings_fast import FastTypes, fast_rules, fast_settings
+from processor.core.times import MAX_TIME_MS, to_millis
 from processor.core.versions import (
     BEGINNING_OF_TIME,
     REJECT_REASONS,
@@ -85,9 +86,6 @@ class SettingsHistory:
         self._unpacked: dict[int | str, SettingsVersion] = {}
         #: The topic `apply_canonical` takes records of, and its index (see `bind_topic`).
         self._topic_last: tuple[object, int] = (_UNBOUND, -1)
-        #: The fast paths skip `apply_document` / `apply_record`: not for a subclass extending them (DocumentView).
-        self._fast_documents = type(self).apply_document is SettingsHistory.apply_document
-        self._fast_ok = self._fast_documents and type(self).apply_record is SettingsHistory.apply_record
         self._multi: set[int | str] = set()
         #: Accounts whose latest version has every type `enabled` (a reset): forgotten once that version
         #: is the only one left and older than retention, so they do not stay in memory forever.
@@ -180,8 +178,7 @@ class SettingsHistory:
         """`apply_record` for the bootstrap's common case in one step (same effect and counters): a canonical
         record (`settings_fast`) under a normal 32-hex key, of an account not held yet, whose version packs.
         False: nothing changed, use `apply_record`."""
-        if (not value or not key or len(key) != 32 or key != key.lower() or self._topic_last[0] != topic
-                or not self._fast_ok):
+        if not value or not key or len(key) != 32 or key != key.lower() or self._topic_last[0] != topic:
             return False
         try:
             kb = int.from_bytes(unhexlify(key), "big")
@@ -270,7 +267,7 @@ class SettingsHistory:
                 return _late_timestamp(timestamp_ms)
             self.apply_tombstone(account, timestamp_ms, topic, partition, offset)
             return None
-        fast = fast_settings(value, account) if self._fast_documents else None
+        fast = fast_settings(value, account)
         if fast is not None:
             return self._apply_fast(account, fast[0], fast[1], timestamp_ms, topic, partition, offset)
         try:

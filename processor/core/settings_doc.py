@@ -13,14 +13,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from processor.core.ids import (
-    IDENTITY_TYPES,
-    MAX_TIME_MS,
-    AccountId,
-    Rfc3339,
-    rfc3339_millis,
-    to_millis,
-)
+from processor.core.errors import EXIT_USAGE, AccessEvalError
+from processor.core.ids import IDENTITY_TYPES, AccountId
+from processor.core.times import MAX_TIME_MS, Rfc3339, rfc3339_millis, to_millis
 
 #: Caps (contract §3), so that no record can exhaust a replica: every replica reads the whole topic.
 #: An allowlist may hold 10,000+ ids; 50,000 per identity type leaves room. 8 MiB per record lets three
@@ -236,7 +231,11 @@ DEFAULT_RULES: Rules = (None, None, None)
 TYPE_INDEX: dict[str, int] = {t: i for i, t in enumerate(IDENTITY_TYPES)}
 
 
-class InvalidSettings(Exception):
+class InvalidSettings(AccessEvalError):
+    """A rejected settings record (`reason` one of REJECT_REASONS); from a command's input, exit 2."""
+
+    exit_code = EXIT_USAGE
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
@@ -257,8 +256,8 @@ def parse_settings(raw: bytes | str) -> SettingsDocument:
     return doc
 
 
-class _NonJsonNumber(Exception):
-    pass
+class _NonJsonNumber(AccessEvalError):
+    """NaN/Infinity met while re-reading a record strictly; turned into InvalidSettings at once."""
 
 
 def _non_json_constant(name: str) -> object:

@@ -17,8 +17,9 @@ from typing import Literal
 import msgspec
 
 from processor.core.compact import pack_hex_ids, packed_ids
-from processor.core.ids import IDENTITY_TYPES, MAX_TIME_MS, to_millis
+from processor.core.ids import IDENTITY_TYPES
 from processor.core.settings_doc import MAX_ALLOWLIST_IDS, MAX_RECORD_BYTES, SMALL_ALLOWLIST, Rule, Rules, allowed_ids
+from processor.core.times import MAX_TIME_MS, to_millis
 
 
 class _Type(msgspec.Struct):

@@ -22,8 +22,8 @@ from processor.core.allowlist_advice import (
     Allowlists,
     advise,
 )
-from processor.core.ids import rfc3339_millis
 from processor.core.outcomes import REPORT_ONLY_STATE, UNRESTRICTED_STATE
+from processor.core.times import rfc3339_millis
 from processor.core.would_be_denies import HOUR_MS, MAX_ACTIONS, AccountTally, Window
 
 SUGGESTION_RULE = (

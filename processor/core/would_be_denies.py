@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from processor.core.ids import normalize_account, rfc3339_millis, to_millis
+from processor.core.ids import normalize_account
 from processor.core.outcomes import ENFORCED_DENY, OUTCOMES, PERMIT, event_outcome
+from processor.core.times import rfc3339_millis, to_millis
 
 MAX_ACTIONS = 20
 HOUR_MS = 3_600_000

@@ -10,29 +10,17 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from processor.config import ConfigError
+from processor.errors import EXIT_OK, AccessEvalError
 from processor.kafka import clients
+from processor.kafka.errors import ACL_HINT, AUTH_ERRORS
 from processor.logs import kv
 
 log = logging.getLogger("access_eval.kafka")
 
-#: Errors that mean the credentials or permissions are wrong: retrying will not fix them.
-AUTH_ERRORS = {
-    KafkaError._AUTHENTICATION,
-    KafkaError.SASL_AUTHENTICATION_FAILED,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.GROUP_AUTHORIZATION_FAILED,
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-}
-#: What an authorization failure asks the operator to fix: the ACLs `run` needs (docs/configuration.md).
-ACL_HINT = (
-    "check the ACLs of the Kafka principal (sasl.username / ACCESS_EVAL_KAFKA_SASL_USERNAME): READ on "
-    "--settings-topic, --attempts-topic and --group-id, WRITE on --eval-topic, --dlq-topic and --transactional-id"
-)
+class StartupCancelled(AccessEvalError):
+    """Asked to stop (SIGTERM) while still waiting for the cluster: a clean stop (exit 0)."""
 
-
-class StartupCancelled(Exception):
-    """Asked to stop (SIGTERM) while still waiting for the cluster."""
+    exit_code = EXIT_OK
 
 
 def wait_for_cluster(

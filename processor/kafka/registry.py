@@ -35,6 +35,7 @@ import fastavro
 from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import REGISTRY_PROPS_PREFIX as PROPS_PREFIX
 from processor.config import ConfigError
+from processor.errors import AccessEvalError
 from processor.logs import kv, redact_text
 
 log = logging.getLogger("access_eval")
@@ -134,7 +135,7 @@ def _what(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-class RegistryUnavailable(Exception):
+class RegistryUnavailable(AccessEvalError):
     """The registry could not be asked (connection refused, timeout, 5xx, 408/429): worth retrying."""
 
 

@@ -15,20 +15,13 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from processor.core.display import printable
-from processor.core.settings import SettingsHistory, key_in_normal_form
+from processor.core.settings import InvalidSettings, SettingsHistory, key_in_normal_form
 from processor.kafka import clients
+from processor.kafka.errors import STALE_LEADER_ERRORS
 from processor.logs import kv
 
 log = logging.getLogger("access_eval.settings")
 
-
-#: Errors of an end-offsets query that mean the client's idea of the partition's leader is stale.
-STALE_LEADER_ERRORS = {
-    KafkaError._UNKNOWN_PARTITION,
-    KafkaError._DESTROY_BROKER,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-}
 
 def log_downgrade(metrics: Any, account: str, types: list[str], topic: str, partition: int, offset: int) -> None:
     """A record made identity types of an account unrestricted: one info line and the labelled counter
@@ -42,11 +35,17 @@ def log_downgrade(metrics: Any, account: str, types: list[str], topic: str, part
         metrics.settings_downgraded(types)
 
 
+#: Told of every record the history decided, with the decision (None: accepted): key, value, timestamp,
+#: topic, partition, offset, problem. The tools' `DocumentView.note` keeps raw documents through it.
+OnRecord = Callable[[bytes | None, bytes | None, int, str, int, int, InvalidSettings | None], None]
+
+
 class SettingsTable:
     def __init__(self, props: dict[str, Any], topic: str, history: SettingsHistory, metrics: Any = None,
-                 group_id: str = clients.TABLE_GROUP) -> None:
+                 group_id: str = clients.TABLE_GROUP, on_record: OnRecord | None = None) -> None:
         self.topic = topic
         self.history = history
+        self.on_record = on_record
         self.metrics = metrics
         self.consumer = Consumer(clients.table_reader_conf(props, group_id))
         self.offsets_client = Consumer(clients.offsets_reader_conf(props, group_id))  # see offsets_reader_conf
@@ -138,6 +137,8 @@ class SettingsTable:
                 self.position[p] = off + 1  # the bootstrap's common case: nothing to log, one counter
                 if self.metrics is not None:
                     self.metrics.settings_applied()
+                if self.on_record is not None:
+                    self.on_record(m.key(), m.value(), m.timestamp()[1], self.topic, p, off, None)
             else:
                 self._apply(m)
             applied += 1
@@ -150,6 +151,8 @@ class SettingsTable:
         unknown_before = self.history.unknown_identity_types
         problem = self.history.apply_record(m.key(), m.value(), ts, self.topic, p, off)
         self.position[p] = off + 1
+        if self.on_record is not None:
+            self.on_record(m.key(), m.value(), ts, self.topic, p, off, problem)
         if self.metrics is not None:
             if problem is None:
                 self.metrics.settings_applied()

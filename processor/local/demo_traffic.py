@@ -19,8 +19,9 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
+from processor.core.ids import IDENTITY_TYPES
 from processor.core.outcomes import ENFORCING_STATE, REPORT_ONLY_STATE, UNRESTRICTED_STATE
+from processor.core.times import rfc3339_millis
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

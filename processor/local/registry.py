@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from processor.errors import AccessEvalError
 from processor.local.fetch import DEPENDENCY_PLUGIN
 from processor.local.java import as_java, first_java, java_major
 from processor.local.paths import Progress, default_dir, locked, rotate_log, say_stderr, tail_log
@@ -91,7 +92,7 @@ LOG_ROTATE_BYTES = 20 * 1024 * 1024
 MARKER_FILE = ".complete"
 
 
-class LocalRegistryError(Exception):
+class LocalRegistryError(AccessEvalError):
     """A failure the user can act on; the message says what to install, free or change."""
 
 

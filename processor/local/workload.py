@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
+from processor.core.ids import IDENTITY_TYPES
 from processor.core.outcomes import (
     ENFORCED_DENY,
     ENFORCING_STATE,
@@ -23,6 +23,7 @@ from processor.core.outcomes import (
     UNRESTRICTED_STATE,
     WOULD_BE_DENY,
 )
+from processor.core.times import rfc3339_millis
 
 
 def account_id(rng: random.Random) -> str:

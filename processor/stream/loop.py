@@ -29,7 +29,7 @@ from processor.core.settings import SettingsHistory
 from processor.errors import EXIT_AUTH, EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from processor.health import Health
 from processor.kafka import clients
-from processor.kafka.admin import AUTH_ERRORS
+from processor.kafka.errors import AUTH_ERRORS
 from processor.kafka.table import SettingsTable
 from processor.logs import kv, redact
 from processor.metrics import Metrics

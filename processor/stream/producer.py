@@ -19,6 +19,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from processor.config import DEFAULT_TRANSACTION_TIMEOUT_MS, ConfigError
+from processor.errors import AccessEvalError
 from processor.kafka import clients
 from processor.logs import kv
 
@@ -35,7 +36,7 @@ BLOCKED_UNREADY_S = 5.0
 ProducerFactory = Callable[[dict[str, Any]], Any]
 
 
-class StopRequested(Exception):
+class StopRequested(AccessEvalError):
     """Asked to stop while waiting to (re)initialise the transactional producer."""
 
 

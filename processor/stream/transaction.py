@@ -19,7 +19,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from processor.config import ConfigError
-from processor.kafka.admin import ACL_HINT, AUTH_ERRORS
+from processor.errors import AccessEvalError
+from processor.kafka.errors import ACL_HINT, AUTH_ERRORS
 from processor.logs import kv
 from processor.metrics import Metrics
 from processor.metrics.tally import Tally
@@ -38,7 +39,7 @@ class SharedTransactionalId(ConfigError):
     """Two live instances use one transactional id: they would fence each other forever (exit 2)."""
 
 
-class NonIncreasingOffset(RuntimeError):
+class NonIncreasingOffset(AccessEvalError, RuntimeError):
     """A batch's offset for a partition is not past what the open transaction holds: a bug, never a
     passing state, so it stops the process (exit 1) before the offsets are committed."""
 

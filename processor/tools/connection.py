@@ -3,17 +3,26 @@ an unreachable or refusing cluster into one line, and topic look-ups that name t
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from processor.config import KAFKA_ENV_PREFIX, kafka_only, read_properties
 from processor.errors import OpsError, usage_error
 from processor.kafka import clients
 
 
-def raw_properties(args: argparse.Namespace) -> dict[str, str]:
+class KafkaFlags(Protocol):
+    """What reaching Kafka takes from a command's flags: a typed options object or argparse's namespace."""
+
+    @property
+    def bootstrap_servers(self) -> str | None: ...
+
+    @property
+    def kafka_config(self) -> str | None: ...
+
+
+def raw_properties(args: KafkaFlags) -> dict[str, str]:
     """The properties file (--kafka-config / ACCESS_EVAL_KAFKA_CONFIG), then ACCESS_EVAL_KAFKA_* variables."""
     props: dict[str, str] = {}
     path = args.kafka_config or os.environ.get("ACCESS_EVAL_KAFKA_CONFIG")
@@ -25,7 +34,7 @@ def raw_properties(args: argparse.Namespace) -> dict[str, str]:
     return props
 
 
-def kafka_props(args: argparse.Namespace) -> dict[str, Any]:
+def kafka_props(args: KafkaFlags) -> dict[str, Any]:
     """The user's librdkafka properties for the tools: pass-through properties + bootstrap servers.
     Each client's own configuration is built from them by `processor.kafka.clients`."""
     bootstrap = args.bootstrap_servers or os.environ.get("ACCESS_EVAL_BOOTSTRAP_SERVERS")
@@ -42,7 +51,7 @@ def connect(props: dict[str, Any], timeout_s: float) -> Any:
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from processor.kafka.admin import AUTH_ERRORS
+    from processor.kafka.errors import AUTH_ERRORS
 
     errors: list[KafkaError] = []
     admin = AdminClient(clients.admin_conf(props, error_cb=errors.append))

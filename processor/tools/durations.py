@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 
 from processor.core.display import printable
-from processor.core.ids import rfc3339_millis, to_millis
+from processor.core.times import rfc3339_millis, to_millis
 from processor.errors import usage_error
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")

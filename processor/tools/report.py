@@ -16,8 +16,9 @@ from typing import Any
 
 from processor.codec.eval_fields import ReportCodec
 from processor.core.allowlist_advice import DEFAULT_COVER_SHARE, DEFAULT_MAX_ADDITIONS, Allowlists
-from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
+from processor.core.ids import IDENTITY_TYPES
 from processor.core.outcomes import REPORT_ONLY_STATE
+from processor.core.settings_view import DocumentView
 from processor.core.switch_report import (
     account_report,
     allowlists_of,
@@ -26,10 +27,11 @@ from processor.core.switch_report import (
     fleet_verdict,
     rank_fleet,
 )
+from processor.core.times import rfc3339_millis
 from processor.core.would_be_denies import AccountTally, Window, WouldBeDenies
 from processor.errors import EXIT_OK, OpsError, usage_error
 from processor.kafka.eval_reader import EvalReader
-from processor.kafka.settings_log import DocumentView, read_view
+from processor.kafka.settings_log import read_view
 from processor.tools.accounts import account_id
 from processor.tools.connection import connect, kafka_props, raw_properties, topic_exists, topic_partitions
 from processor.tools.durations import now_ms, parse_since

@@ -9,8 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from processor.config import ConfigError
-from processor.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OpsError
+from processor.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, AccessEvalError
 from processor.kafka import clients
 
 
@@ -31,12 +30,9 @@ def run_tool(name: str, func: Callable[[argparse.Namespace], int], args: argpars
     clients.quiet_librdkafka(debug=debug_logging())
     try:
         return func(args)
-    except OpsError as exc:
+    except AccessEvalError as exc:  # OpsError: its code; ConfigError, invalid input: 2; the rest: 1
         print(f"access-eval {name}: {exc}", file=sys.stderr)
-        return exc.code
-    except ConfigError as exc:
-        print(f"access-eval {name}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     except KafkaException as exc:
         err = exc.args[0]
         text = err.str() if hasattr(err, "str") else str(err)

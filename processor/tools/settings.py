@@ -7,18 +7,20 @@ newer record was rejected. Writing validates with the processor's models first.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from processor.core.display import printable
-from processor.core.ids import IDENTITY_TYPES, STATES, normalize_account, rfc3339_millis, to_millis
+from processor.core.ids import IDENTITY_TYPES, STATES, normalize_account
 from processor.core.settings import InvalidSettings, parse_settings
+from processor.core.settings_view import Current, DocumentView, Entry
+from processor.core.times import rfc3339_millis, to_millis
 from processor.errors import EXIT_FAIL, EXIT_OK, usage_error
-from processor.kafka.settings_log import Current, DocumentView, Entry, publish, read_view
+from processor.kafka.settings_log import publish, read_view
 from processor.tools.accounts import account_id, account_list
 from processor.tools.connection import connect, kafka_props, topic_partitions
 from processor.tools.durations import now_ms
@@ -29,12 +31,41 @@ from processor.tools.runner import quiet_processor_logs
 ALLOWLIST_PREVIEW = 3
 
 
-def _open(args: argparse.Namespace) -> tuple[dict[str, Any], DocumentView]:
-    props = kafka_props(args)
-    admin = connect(props, args.timeout)
-    topic_partitions(admin, args.settings_topic, "--settings-topic")
+@dataclass(frozen=True)
+class SettingsTopic:
+    """Where a settings command reads and writes (typed, so the commands run and are tested without
+    argparse; `processor.cli.settings` builds it from the flags). Kafka is reached only when needed:
+    `put --dry-run` validates without any broker."""
+
+    name: str
+    bootstrap_servers: str | None = None
+    kafka_config: str | None = None
+    timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class PutRequest:
+    """What `settings put` was asked: a whole document (`file`), or one identity type merged into the
+    account's current document. Ids and the account are raw flag values, validated by `cmd_put`."""
+
+    account: str
+    file: str | None = None
+    identity_type: str | None = None
+    state: str | None = None
+    allow: tuple[str, ...] | None = None  # replaces the allowlist; None: keep it
+    add_allow: tuple[str, ...] = ()
+    remove_allow: tuple[str, ...] = ()
+    clear_allow: bool = False
+    updated_at: str | None = None
+    dry_run: bool = False
+
+
+def _open(topic: SettingsTopic) -> tuple[dict[str, Any], DocumentView]:
+    props = kafka_props(topic)
+    admin = connect(props, topic.timeout_s)
+    topic_partitions(admin, topic.name, "--settings-topic")
     quiet_processor_logs()
-    return props, read_view(props, args.settings_topic, args.timeout)
+    return props, read_view(props, topic.name, topic.timeout_s)
 
 
 # --- get / list -----------------------------------------------------------------------------------
@@ -78,11 +109,11 @@ def render_current(cur: Current) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cmd_get(args: argparse.Namespace) -> int:
-    account = account_id(args.account)
-    _props, view = _open(args)
+def cmd_get(topic: SettingsTopic, account: str, fmt: str = "table") -> int:
+    account = account_id(account)
+    _props, view = _open(topic)
     cur = view.current(account, now_ms())
-    if args.format == "json":
+    if fmt == "json":
         write_json(cur.as_json())
     else:
         sys.stdout.write(render_current(cur))
@@ -113,14 +144,14 @@ def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def cmd_list_invalid(args: argparse.Namespace, view: DocumentView) -> int:
+def cmd_list_invalid(topic: str, view: DocumentView, fmt: str = "table") -> int:
     """`settings list --invalid`: the accounts whose latest record was rejected (exit 0 either way)."""
     rows = invalid_latest_json(view)
-    if args.format == "json":
+    if fmt == "json":
         write_json(rows)
         return EXIT_OK
     if not rows:
-        print(f"no account whose latest settings record was rejected in {args.settings_topic} "
+        print(f"no account whose latest settings record was rejected in {topic} "
               f"({view.records} records read)")
         return EXIT_OK
     print(format_table(
@@ -130,25 +161,25 @@ def cmd_list_invalid(args: argparse.Namespace, view: DocumentView) -> int:
     ))
     lost = sum(1 for r in rows if not r["has_valid_version"])
     print(
-        f"\n{len(rows)} account(s) in {args.settings_topic} whose latest record was rejected; {lost} without any "
+        f"\n{len(rows)} account(s) in {topic} whose latest record was rejected; {lost} without any "
         "valid version. Publish a valid record for each (`settings put --account ID ...`) before compaction "
         "removes the version still in force."
     )
     return EXIT_OK
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    _props, view = _open(args)
-    if args.invalid:
-        return cmd_list_invalid(args, view)
+def cmd_list(topic: SettingsTopic, fmt: str = "table", invalid: bool = False) -> int:
+    _props, view = _open(topic)
+    if invalid:
+        return cmd_list_invalid(topic.name, view, fmt)
     at = now_ms()
     currents = [view.current(a, at) for a in sorted(view.entries)]
     currents = [c for c in currents if c.exists or c.scheduled]
-    if args.format == "json":
+    if fmt == "json":
         write_json([c.as_json() for c in currents])
         return EXIT_OK
     if not currents:
-        print(f"no accounts with settings in {args.settings_topic} ({view.records} records read)")
+        print(f"no accounts with settings in {topic.name} ({view.records} records read)")
         return EXIT_OK
     rows = []
     for c in currents:
@@ -206,7 +237,7 @@ def _from_file(path: str, account: str) -> dict[str, Any]:
     return obj
 
 
-def _merge(args: argparse.Namespace, base: dict[str, Any] | None, account: str) -> dict[str, Any]:
+def _merge(req: PutRequest, base: dict[str, Any] | None, account: str) -> dict[str, Any]:
     """Set one identity type on (a copy of) the current document, keeping everything else."""
     doc: dict[str, Any] = json.loads(json.dumps(base)) if base is not None else {}
     doc["account_id"] = account
@@ -217,37 +248,38 @@ def _merge(args: argparse.Namespace, base: dict[str, Any] | None, account: str) 
     types = interaction.get("identity_types")
     if not isinstance(types, dict):
         types = interaction["identity_types"] = {}
-    entry = types.get(args.identity_type)
+    assert req.identity_type is not None and req.state is not None  # _check_put_flags
+    entry = types.get(req.identity_type)
     entry = dict(entry) if isinstance(entry, dict) else {}
     allowed = [normalize_account(a) for a in entry.get("external_allowed_accounts") or [] if isinstance(a, str)]
-    if args.clear_allow:
+    if req.clear_allow:
         allowed = []
-    if args.allow is not None:
-        allowed = account_list(args.allow, "--allow")
-    for a in account_list(args.add_allow, "--add-allow"):
+    if req.allow is not None:
+        allowed = account_list(list(req.allow), "--allow")
+    for a in account_list(list(req.add_allow), "--add-allow"):
         if a not in allowed:
             allowed.append(a)
-    removed = set(account_list(args.remove_allow, "--remove-allow"))
+    removed = set(account_list(list(req.remove_allow), "--remove-allow"))
     allowed = [a for a in allowed if a not in removed]
-    entry["state"] = args.state
+    entry["state"] = req.state
     entry["external_allowed_accounts"] = allowed
-    types[args.identity_type] = entry
+    types[req.identity_type] = entry
     return doc
 
 
-def _check_put_flags(args: argparse.Namespace) -> None:
-    allow_flags = args.allow is not None or args.add_allow or args.remove_allow or args.clear_allow
-    if args.file and (args.identity_type or args.state or allow_flags):
+def _check_put_flags(req: PutRequest) -> None:
+    allow_flags = req.allow is not None or req.add_allow or req.remove_allow or req.clear_allow
+    if req.file and (req.identity_type or req.state or allow_flags):
         usage_error("--file cannot be combined with --identity-type/--state/--allow flags")
-    if not args.file:
-        if not args.identity_type or args.state is None:
+    if not req.file:
+        if not req.identity_type or req.state is None:
             usage_error("give --file F, or --identity-type T and --state S")
-        if args.state not in STATES:
-            usage_error(f"--state: unknown state {args.state!r}: use one of {', '.join(STATES)}")
+        if req.state not in STATES:
+            usage_error(f"--state: unknown state {req.state!r}: use one of {', '.join(STATES)}")
         # Validate ids now, before any Kafka contact.
-        account_list(args.allow, "--allow")
-        account_list(args.add_allow, "--add-allow")
-        account_list(args.remove_allow, "--remove-allow")
+        account_list(list(req.allow or ()), "--allow")
+        account_list(list(req.add_allow), "--add-allow")
+        account_list(list(req.remove_allow), "--remove-allow")
 
 
 def validate_document(obj: dict[str, Any], account: str) -> bytes:
@@ -276,23 +308,23 @@ def validate_document(obj: dict[str, Any], account: str) -> bytes:
     return value
 
 
-def cmd_put(args: argparse.Namespace) -> int:
-    account = account_id(args.account)
-    _check_put_flags(args)
-    updated_at = _parse_time(args.updated_at, "--updated-at") if args.updated_at else None
-    if args.file:
-        obj = _from_file(args.file, account)
+def cmd_put(topic: SettingsTopic, req: PutRequest) -> int:
+    account = account_id(req.account)
+    _check_put_flags(req)
+    updated_at = _parse_time(req.updated_at, "--updated-at") if req.updated_at else None
+    if req.file:
+        obj = _from_file(req.file, account)
         if updated_at is not None:
             obj["updated_at"] = updated_at
         value = validate_document(obj, account)  # validated before any Kafka contact
-        if args.dry_run:
+        if req.dry_run:
             write_json(obj)
             return EXIT_OK
-        props, view = _open(args)
+        props, view = _open(topic)
     else:
-        props, view = _open(args)
+        props, view = _open(topic)
         cur = view.current(account, now_ms())
-        obj = _merge(args, cur.entry.raw if cur.entry is not None else None, account)
+        obj = _merge(req, cur.entry.raw if cur.entry is not None else None, account)
         if updated_at is not None:
             obj["updated_at"] = updated_at
         value = validate_document(obj, account)
@@ -302,16 +334,16 @@ def cmd_put(args: argparse.Namespace) -> int:
                 "merged into the version in force",
                 file=sys.stderr,
             )
-        if args.dry_run:
+        if req.dry_run:
             write_json(obj)
             return EXIT_OK
     for key in _keys_in_use(view, account):
-        partition, offset = publish(props, args.settings_topic, key, value, args.timeout)
-        print(f"published settings of {account}{_spelt(key, account)} to {args.settings_topic} "
+        partition, offset = publish(props, topic.name, key, value, topic.timeout_s)
+        print(f"published settings of {account}{_spelt(key, account)} to {topic.name} "
               f"[{partition}] @ {offset}")
     doc = parse_settings(value)
     cur = Current(
-        account, Entry(account, now_ms(), now_ms(), args.settings_topic, partition, offset, json.loads(value))
+        account, Entry(account, now_ms(), now_ms(), topic.name, partition, offset, json.loads(value))
     )
     rows = [[t, v["state"], _allowlist_cell(v["external_allowed_accounts"])] for t, v in cur.identity_types().items()]
     print(format_table(["identity type", "state", "external_allowed_accounts"], rows))
@@ -323,19 +355,19 @@ def cmd_put(args: argparse.Namespace) -> int:
 # --- delete ---------------------------------------------------------------------------------------
 
 
-def cmd_delete(args: argparse.Namespace) -> int:
-    account = account_id(args.account)
-    if not args.yes and not sys.stdin.isatty():
+def cmd_delete(topic: SettingsTopic, account: str, yes: bool = False) -> int:
+    account = account_id(account)
+    if not yes and not sys.stdin.isatty():
         usage_error(
             f"refusing to delete the settings of {account} without confirmation: stdin is not a terminal; pass --yes"
         )
-    props, view = _open(args)
+    props, view = _open(topic)
     cur = view.current(account, now_ms())
     keys = view.live_keys(account)
     if not cur.exists and not cur.scheduled and not keys and not view.has_invalid_latest(account):
         print(f"no settings in force for {account}: nothing to delete")
         return EXIT_OK
-    if not args.yes:
+    if not yes:
         sys.stderr.write(render_current(cur) + "\n")
         if not confirm(
             f"Delete the settings of {account}? Every identity type reverts to enabled (nothing evaluated or "
@@ -344,8 +376,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
             print("not deleted", file=sys.stderr)
             return EXIT_FAIL
     for key in keys or [account.encode()]:
-        partition, offset = publish(props, args.settings_topic, key, None, args.timeout)
-        print(f"deleted settings of {account}{_spelt(key, account)}: tombstone at {args.settings_topic} "
+        partition, offset = publish(props, topic.name, key, None, topic.timeout_s)
+        print(f"deleted settings of {account}{_spelt(key, account)}: tombstone at {topic.name} "
               f"[{partition}] @ {offset}")
     return EXIT_OK
 

@@ -14,7 +14,6 @@ from processor.core.attempts import InvalidAttempt, parse_attempt
 from processor.core.display import printable
 from processor.core.evaluator import assess
 from processor.core.events import build_event, to_json_obj
-from processor.core.ids import to_millis
 from processor.core.outcomes import INVALID, WOULD_BE_DENY
 from processor.core.settings import (
     BEGINNING_OF_TIME,
@@ -23,6 +22,7 @@ from processor.core.settings import (
     TombstoneLine,
     parse_settings_line,
 )
+from processor.core.times import to_millis
 from processor.core.would_be_denies import WouldBeDenies
 from processor.errors import EXIT_OK, EXIT_USAGE, InputError
 from processor.tools.output import format_table

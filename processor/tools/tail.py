@@ -2,32 +2,59 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from processor.core.display import fit, pad, printable
 from processor.core.events import to_json_obj
-from processor.core.ids import normalize_account, rfc3339_millis, to_millis
+from processor.core.ids import normalize_account
+from processor.core.times import rfc3339_millis, to_millis
 from processor.errors import EXIT_FAIL, EXIT_OK, usage_error
 from processor.kafka.eval_reader import EvalReader
 from processor.tools.accounts import account_id
 from processor.tools.connection import connect, kafka_props, raw_properties, topic_partitions
 from processor.tools.durations import now_ms, parse_since
 
+
+@dataclass(frozen=True)
+class TailOptions:
+    """What `tail` was asked (typed, so the command runs and is tested without argparse;
+    `processor.cli.tail` builds it from the flags). Ids are raw flag values, validated by `Filter`."""
+
+    eval_topic: str
+    bootstrap_servers: str | None = None
+    kafka_config: str | None = None
+    timeout_s: float = 15.0
+    schema_registry_url: str | None = None
+    # where it starts and when it stops
+    from_beginning: bool = False
+    since: str | None = None
+    follow: bool = False
+    limit: int | None = None
+    # filters
+    account: str | None = None
+    external_account: str | None = None
+    decision: str | None = None
+    enforced: bool = False
+    report_only: bool = False
+    identity_type: str | None = None
+    fmt: str = "json"
+
+
 # --- filters and output ---------------------------------------------------------------------------
 
 
 class Filter:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.account = account_id(args.account) if args.account else None
-        self.external = account_id(args.external_account, "--external-account") if args.external_account else None
-        self.decision = args.decision
-        self.enforced: bool | None = True if args.enforced else False if args.report_only else None
-        self.identity_type = args.identity_type
+    def __init__(self, opts: TailOptions) -> None:
+        self.account = account_id(opts.account) if opts.account else None
+        self.external = account_id(opts.external_account, "--external-account") if opts.external_account else None
+        self.decision = opts.decision
+        self.enforced: bool | None = True if opts.enforced else False if opts.report_only else None
+        self.identity_type = opts.identity_type
 
     def __call__(self, e: dict[str, Any]) -> bool:
         rd = e["responseData"]
@@ -88,44 +115,44 @@ def table_row(e: dict[str, Any]) -> str:
     return _line(cells).rstrip()
 
 
-def cmd_tail(args: argparse.Namespace) -> int:
-    if args.limit is not None and args.limit < 1:
+def cmd_tail(opts: TailOptions) -> int:
+    if opts.limit is not None and opts.limit < 1:
         usage_error("--limit must be at least 1")
-    match = Filter(args)  # validates ids before any Kafka contact
+    match = Filter(opts)  # validates ids before any Kafka contact
     start: int | str
-    if args.from_beginning:
+    if opts.from_beginning:
         start = "beginning"
-    elif args.since:
-        start, _words = parse_since(args.since, now_ms())
+    elif opts.since:
+        start, _words = parse_since(opts.since, now_ms())
     else:
         start = "end"
-    stop_at_end = start != "end" and not args.follow
-    props = kafka_props(args)
-    partitions = topic_partitions(connect(props, args.timeout), args.eval_topic, "--eval-topic")
+    stop_at_end = start != "end" and not opts.follow
+    props = kafka_props(opts)
+    partitions = topic_partitions(connect(props, opts.timeout_s), opts.eval_topic, "--eval-topic")
     reader = EvalReader(
-        props, args.eval_topic, partitions, registry_url=args.schema_registry_url, raw_props=raw_properties(args)
+        props, opts.eval_topic, partitions, registry_url=opts.schema_registry_url, raw_props=raw_properties(opts)
     )
     out = sys.stdout
     printed = 0
     try:
-        reader.start(start, timeout_s=args.timeout)
+        reader.start(start, timeout_s=opts.timeout_s)
         if not stop_at_end:
             where = "the end" if start == "end" else "the start position"
-            print(f"access-eval tail: following {args.eval_topic} from {where}; Ctrl-C to stop", file=sys.stderr)
+            print(f"access-eval tail: following {opts.eval_topic} from {where}; Ctrl-C to stop", file=sys.stderr)
             sys.stderr.flush()
-        if args.format == "table":
+        if opts.fmt == "table":
             out.write(table_header() + "\n")
             out.flush()
         for event in reader.events(stop_at_end=stop_at_end, key=match.account):
             if not match(event):
                 continue
-            if args.format == "json":
+            if opts.fmt == "json":
                 out.write(json.dumps(to_json_obj(event), separators=(",", ":")) + "\n")
             else:
                 out.write(table_row(event) + "\n")
             out.flush()
             printed += 1
-            if args.limit is not None and printed >= args.limit:
+            if opts.limit is not None and printed >= opts.limit:
                 break
     except KeyboardInterrupt:
         pass  # Ctrl-C is how `tail` without a limit ends
