@@ -1,9 +1,13 @@
 """Build and run the container image with buildah/podman, without a Docker daemon or a registry.
 
-Used by tests/test_image.py and, as a script, by `scripts/bootstrap --all`:
+The build tool of `make image` and `scripts/bootstrap --all`; tests/packaging/test_image.py builds
+and runs the image with the same functions:
 
-    .venv/bin/python tests/image_harness.py base        # make .cache/image/base.tar and import it (cached)
-    .venv/bin/python tests/image_harness.py build TAG   # build the Dockerfile on that base (`make image`)
+    .venv/bin/python scripts/build_image.py base        # make .cache/image/base.tar and import it (cached)
+    .venv/bin/python scripts/build_image.py build TAG   # build the Dockerfile on that base (`make image`)
+
+It lives in scripts/, not in the product: it needs the checkout (Dockerfile, .cache/) and users
+build images with `make image`, never through `access-eval`.
 
 No registry can be reached, so the Dockerfile's `PYTHON_IMAGE` build argument is pointed at a Debian
 bookworm base made with mmdebstrap from Debian packages (python3 3.11, like python:3.11-slim).
@@ -14,6 +18,7 @@ hard limits of this machine). The engine is rootful podman/buildah with chroot i
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -162,15 +167,24 @@ def build_image(tag: str, base: str, buildah: str = "buildah") -> float:
     return time.monotonic() - start
 
 
-if __name__ == "__main__":
-    if not (sys.argv[1:] == ["base"] or (len(sys.argv) == 3 and sys.argv[1] == "build")):
-        sys.exit("usage: image_harness.py base | build TAG")
+def main(argv: list[str] | None = None) -> int:
+    """`base` makes and imports the Debian base (cached); `build TAG` also builds the Dockerfile on it."""
+    parser = argparse.ArgumentParser(prog="scripts/build_image.py", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("base", help="make .cache/image/base.tar and import it into the engine (cached)")
+    sub.add_parser("build", help="build the Dockerfile on that base").add_argument("tag")
+    args = parser.parse_args(argv)
     result = ensure_base()
     made = "cached" if result.tar_seconds is None else f"made in {result.tar_seconds:.0f} s"
     imported = "present" if result.import_seconds is None else f"imported in {result.import_seconds:.0f} s"
     print(f"image base {result.ref}: {BASE_TAR.relative_to(REPO)} {made}, {imported}")
-    if sys.argv[1] == "build":
-        seconds = build_image(sys.argv[2], result.ref)
-        size = int(run(["podman", "image", "inspect", "--format", "{{.Size}}", sys.argv[2]]).stdout)
-        print(f"image {sys.argv[2]}: {size / 1e6:.0f} MB, built in {seconds:.0f} s"
+    if args.command == "build":
+        seconds = build_image(args.tag, result.ref)
+        size = int(run(["podman", "image", "inspect", "--format", "{{.Size}}", args.tag]).stdout)
+        print(f"image {args.tag}: {size / 1e6:.0f} MB, built in {seconds:.0f} s"
               f" (podman with CONTAINERS_STORAGE_CONF={ENGINE_DIR / 'storage.conf'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

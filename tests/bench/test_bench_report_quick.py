@@ -13,7 +13,7 @@ import pytest
 
 from processor.local.broker import BrokerInfo
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 

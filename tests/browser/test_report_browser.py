@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_harness import Topics
-from processor_harness import REPO, produce, start_processor, wait_all_committed
-from required import missing
 
 from processor.core.ids import rfc3339_millis
 from processor.local.broker import BrokerInfo
+from tests.support.kafka_harness import Topics
+from tests.support.processor_harness import REPO, produce, start_processor, wait_all_committed
+from tests.support.required import missing
 
 pytestmark = [pytest.mark.kafka, pytest.mark.browser]
 
@@ -42,7 +42,7 @@ SCREENSHOT_ENV = "ACCESS_EVAL_SCREENSHOT_DIR"
 
 
 def chromium() -> str:
-    """Debian's chromium; missing: fail (tests/required.py), naming `scripts/bootstrap --all`."""
+    """Debian's chromium; missing: fail (tests/support/required.py), naming `scripts/bootstrap --all`."""
     found = shutil.which("chromium") or ("/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None)
     if found is None:
         missing("'chromium' (Debian package chromium)", "run `scripts/bootstrap --all`")

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_harness import free_port
-from processor_harness import REPO, read_evals, read_topic
 
 from processor.local.broker import BrokerInfo
+from tests.support.kafka_harness import free_port
+from tests.support.processor_harness import REPO, read_evals, read_topic
 
 pytestmark = pytest.mark.kafka
 

@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from kafka_harness import Topics, free_port, wait_until
 
 from processor import local
 from processor.cli.main import build_parser  # plain import: the CLI exists
 from processor.local import BrokerInfo, LocalKafkaError
 from processor.local.java import parse_java_major
 from processor.local.properties import cluster_id
+from tests.support.kafka_harness import Topics, free_port, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 180

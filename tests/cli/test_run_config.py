@@ -13,8 +13,14 @@ from typing import Any
 
 import pytest
 from confluent_kafka.admin import ConfigResource
-from kafka_harness import Topics, free_port, wait_until
-from processor_harness import (
+
+from processor import config as run_config
+from processor.cli.main import build_parser, main
+from processor.config import RunConfig, load
+from processor.stream import app
+from tests.stream.test_pipeline import attempt, doc
+from tests.support.kafka_harness import Topics, free_port, wait_until
+from tests.support.processor_harness import (
     REPO,
     RunningProcessor,
     produce,
@@ -23,12 +29,6 @@ from processor_harness import (
     settings_record,
     wait_all_committed,
 )
-from test_pipeline import attempt, doc
-
-from processor import config as run_config
-from processor.cli.main import build_parser, main
-from processor.config import RunConfig, load
-from processor.stream import app
 
 CONSOLE_SCRIPT = REPO / ".venv" / "bin" / "access-eval"
 

@@ -4,7 +4,7 @@ Every broker advertises the proxy's address on its client listener, so every con
 processor under test crosses the proxy; the test's own publishing and checking use the unproxied
 DIRECT listener (`ClusterInfo.direct_bootstrap`), so injected faults hit only the processor.
 Every test ends with fault_harness.check_exactly_once (one eval event per expected attempt, equal
-to the contract model's event, tests/spec_model.py; one dead letter per invalid attempt; nothing
+to the contract model's event, tests/support/spec_model.py; one dead letter per invalid attempt; nothing
 else) and counters equal to the output.
 
 Knobs: ACCESS_EVAL_CLUSTER_ATTEMPTS (attempts per test, default 30000), ACCESS_EVAL_FAULT_SEED.
@@ -27,7 +27,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from fault_harness import (
+
+from processor.local import cluster as local_cluster
+from processor.local.cluster import ClusterInfo, proxy_name
+from tests.faults.test_faults import SEED, publish_settings, workload_inputs
+from tests.support.fault_harness import (
     check_exactly_once,
     count_uncommitted_visible,
     expect_workload,
@@ -35,13 +39,9 @@ from fault_harness import (
     record_figures,
     stacks,
 )
-from kafka_harness import Topics, start_watchdog, wait_until
-from processor_harness import RunningProcessor, start_processor, wait_all_committed
-from required import require_binary
-from test_faults import SEED, publish_settings, workload_inputs
-
-from processor.local import cluster as local_cluster
-from processor.local.cluster import ClusterInfo, proxy_name
+from tests.support.kafka_harness import Topics, start_watchdog, wait_until
+from tests.support.processor_harness import RunningProcessor, start_processor, wait_all_committed
+from tests.support.required import require_binary
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults, pytest.mark.cluster]
 

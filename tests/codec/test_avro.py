@@ -17,20 +17,6 @@ import pytest
 from fastavro.schema import to_parsing_canonical_form
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import (
-    ACCOUNTS,
-    BASE_MS,
-    INTS,
-    LONGS,
-    NOW_MS,
-    SPEC_EXAMPLE,
-    TIMESTAMPS,
-    attempt_obj,
-    dumps,
-    eval_events,
-    iso,
-    settings_obj,
-)
 
 from processor.codec.avro import (
     DecodeError,
@@ -47,8 +33,22 @@ from processor.core.evaluator import assess
 from processor.core.events import EVENT_SOURCES, build_event
 from processor.core.policy import Verdict
 from processor.core.settings import BEGINNING_OF_TIME, DEFAULT_RULES, SettingsHistory, SettingsVersion
+from tests.support.strategies import (
+    ACCOUNTS,
+    BASE_MS,
+    INTS,
+    LONGS,
+    NOW_MS,
+    SPEC_EXAMPLE,
+    TIMESTAMPS,
+    attempt_obj,
+    dumps,
+    eval_events,
+    iso,
+    settings_obj,
+)
 
-AVSC = Path(__file__).resolve().parent.parent / "schemas" / "eval_event.avsc"
+AVSC = Path(__file__).resolve().parents[2] / "schemas" / "eval_event.avsc"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import jsonschema
 import pytest
-from strategies import SPEC_EXAMPLE, SPEC_EXAMPLE_EVENT_MS
 
 from processor.codec import jsonschemas
 from processor.core.attempts import parse_attempt
 from processor.core.settings import parse_settings
+from tests.support.strategies import SPEC_EXAMPLE, SPEC_EXAMPLE_EVENT_MS
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 ATTEMPT = "access_attempt.schema.json"
 SETTINGS = "settings_record.schema.json"
 

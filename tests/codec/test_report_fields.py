@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from hypothesis import given
-from strategies import TIMESTAMPS, eval_events
 
 from processor.codec.avro import EvalCodec
 from processor.codec.eval_fields import ReportCodec, ReportFields
 from processor.core.ids import to_millis
+from tests.support.strategies import TIMESTAMPS, eval_events
 
 CODEC = EvalCodec()
 FIELDS = ReportFields(CODEC)

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import ACCOUNTS, BASE_MS, NOW_MS, SPEC_EXAMPLE, SPEC_EXAMPLE_EVENT_MS, attempt_obj, iso
 
 from processor.codec.avro import EvalCodec
 from processor.core.attempts import INVALID_REASONS, InvalidAttempt, parse_attempt
 from processor.core.evaluator import assess
 from processor.core.events import build_event
 from processor.core.settings import SettingsHistory
+from tests.support.strategies import ACCOUNTS, BASE_MS, NOW_MS, SPEC_EXAMPLE, SPEC_EXAMPLE_EVENT_MS, attempt_obj, iso
 
 HOUR_MS = 3_600_000
 Y2000_MS = 946_684_800_000  # 2000-01-01T00:00:00Z

@@ -11,11 +11,11 @@ import shlex
 import unicodedata
 
 import pytest
-from hostile import ALL, ESCAPED, SHELL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processor.core.display import fit, is_plain, pad, printable, shell_command, width
+from tests.support.hostile import ALL, ESCAPED, SHELL
 
 #: DerivedCoreProperties.txt, Default_Ignorable_Code_Point=yes (Unicode 15.1): invisible by definition.
 DEFAULT_IGNORABLE = [

@@ -2,7 +2,7 @@
 share an event id; a re-delivered identical attempt keeps its id; attempt ids reused with different
 content are counted (`access_eval_attempt_id_conflicts_total`).
 
-Expected ids come from tests/spec_model.py (`expected_event_id`, written from the contract), never
+Expected ids come from tests/support/spec_model.py (`expected_event_id`, written from the contract), never
 from the processor's own `event_id`.
 """
 
@@ -13,9 +13,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from spec_model import expected_event_id
-from strategies import ACCOUNTS, BASE_MS, NOW_MS, attempt_obj, dumps, settings_obj
-
 from processor.codec.avro import EvalCodec
 from processor.config import RunConfig
 from processor.core.attempts import parse_attempt
@@ -24,6 +21,8 @@ from processor.core.events import build_event
 from processor.core.settings import SettingsHistory
 from processor.metrics import Metrics
 from processor.stream.batch import Batch
+from tests.support.spec_model import expected_event_id
+from tests.support.strategies import ACCOUNTS, BASE_MS, NOW_MS, attempt_obj, dumps, settings_obj
 
 A, B, X, Y, Z = ACCOUNTS[:5]
 SHARED_ID = "att-shared"
@@ -54,7 +53,7 @@ def _history() -> SettingsHistory:
 
 def _spec_attempt(obj: dict[str, Any]) -> dict[str, Any]:
     """What spec_model.expected_event_id reads: the attempt with normalised ids and its event ms."""
-    from spec_model import parse_attempt as spec_parse
+    from tests.support.spec_model import parse_attempt as spec_parse
 
     return spec_parse(dumps(obj), NOW_MS)
 
@@ -186,7 +185,7 @@ def test_simulate_gives_a_report_only_event_and_an_enforced_deny_sharing_an_atte
     tmp_path: Path,
 ) -> None:
     """The issue's `simulate` case: the same attempt id on monitored account A and limited account B."""
-    from test_simulate import run
+    from tests.tools.test_simulate import run
 
     since = "2026-01-01T00:00:00Z"
     settings = [settings_obj(A, {"user": {"state": "monitor", "external_allowed_accounts": []}}, since),

@@ -19,12 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from strategies import NOW_MS, attempt_obj
 
 from processor.codec import avro
 from processor.core.attempts import AccessAttempt, InvalidAttempt, _classify, parse_attempt
 from processor.core.ids import to_millis
 from processor.core.settings import SMALL_ALLOWLIST, Rule, SmallSet, allowed_ids, parse_settings, rules_of
+from tests.support.strategies import NOW_MS, attempt_obj
 
 BASE = attempt_obj("A3F1C0D2E4B5968778695A4B3C2D1E0F ", " 0b1c2d3e4f5a69788796a5b4c3d2e1f0", "user")
 BASE.update(

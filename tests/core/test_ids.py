@@ -11,7 +11,6 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import ACCOUNTS, BASE_MS, NOW_MS, attempt_obj, dumps, settings_obj
 
 from processor.config import RunConfig
 from processor.core.attempts import AccessAttempt, parse_attempt
@@ -20,6 +19,7 @@ from processor.core.ids import normalize_account
 from processor.core.settings import SettingsHistory, parse_settings
 from processor.errors import EXIT_USAGE, OpsError
 from processor.metrics import Metrics
+from tests.support.strategies import ACCOUNTS, BASE_MS, NOW_MS, attempt_obj, dumps, settings_obj
 
 #: PropList.txt, White_Space=yes.
 WHITE_SPACE = (

@@ -14,8 +14,15 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from spec_model import expected_event_id
-from strategies import (
+
+from processor import PRODUCT, __version__
+from processor.core.attempts import parse_attempt
+from processor.core.evaluator import assess
+from processor.core.events import EVENT_ID_NAMESPACE, build_event, event_id
+from processor.core.policy import OUTCOMES, evaluate
+from processor.core.settings import SettingsHistory, parse_settings, rules_of
+from tests.support.spec_model import expected_event_id
+from tests.support.strategies import (
     ACCOUNTS,
     BASE_MS,
     IDENTITY_TYPES,
@@ -27,13 +34,6 @@ from strategies import (
     settings_obj,
     spec_decide,
 )
-
-from processor import PRODUCT, __version__
-from processor.core.attempts import parse_attempt
-from processor.core.evaluator import assess
-from processor.core.events import EVENT_ID_NAMESPACE, build_event, event_id
-from processor.core.policy import OUTCOMES, evaluate
-from processor.core.settings import SettingsHistory, parse_settings, rules_of
 
 TARGET = ACCOUNTS[0]
 EXTERNAL = ACCOUNTS[1]

@@ -10,8 +10,6 @@ import logging
 from typing import Any
 
 import pytest
-from spec_model import Invalid, settings_version
-from strategies import ACCOUNTS, BASE_MS, HOUR, MINUTE, NOW_MS, attempt_obj, dumps, iso, settings_obj
 
 from processor.core.attempts import parse_attempt
 from processor.core.evaluator import assess
@@ -21,6 +19,8 @@ from processor.core.settings import (
     REJECT_REASONS,
     SettingsHistory,
 )
+from tests.support.spec_model import Invalid, settings_version
+from tests.support.strategies import ACCOUNTS, BASE_MS, HOUR, MINUTE, NOW_MS, attempt_obj, dumps, iso, settings_obj
 
 ACC, EXT = ACCOUNTS[0], ACCOUNTS[1]
 T1, T2 = BASE_MS + 10 * MINUTE, BASE_MS + 20 * MINUTE

@@ -1,4 +1,4 @@
-"""The contract model the fault tests take their expectations from (tests/spec_model.py), on cases
+"""The contract model the fault tests take their expectations from (tests/support/spec_model.py), on cases
 worked out by hand from docs/contract.md; and its independence from the product."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spec_model import EVENT_ID_NAMESPACE, Invalid, expect, parse_rfc3339
-from strategies import ACCOUNTS, attempt_obj, dumps, iso
 
-TESTS = Path(__file__).resolve().parent
+from tests.support.spec_model import EVENT_ID_NAMESPACE, Invalid, expect, parse_rfc3339
+from tests.support.strategies import ACCOUNTS, attempt_obj, dumps, iso
+
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 A, X, Y, Z = ACCOUNTS[0], ACCOUNTS[1], ACCOUNTS[2], ACCOUNTS[3]
 T = 1_795_000_000_000
 MIN = 60_000
@@ -29,7 +30,7 @@ def doc(state: str, allowed: list[str], updated_ms: int | None = None, account: 
 
 def test_the_models_import_nothing_from_the_product() -> None:
     for name in ("spec_model.py", "strategies.py"):
-        tree = ast.parse((TESTS / name).read_text())
+        tree = ast.parse((SUPPORT / name).read_text())
         imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         assert not [m for m in imported if m.split(".")[0] == "processor"], (name, imported)

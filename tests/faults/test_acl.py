@@ -27,9 +27,10 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
-from fault_harness import OwnBroker, problem_lines, run_to_exit
-from kafka_harness import Topics
-from processor_harness import (
+
+from tests.support.fault_harness import OwnBroker, problem_lines, run_to_exit
+from tests.support.kafka_harness import Topics
+from tests.support.processor_harness import (
     committed_offsets,
     produce,
     read_evals,
@@ -37,7 +38,7 @@ from processor_harness import (
     start_processor,
     wait_all_committed,
 )
-from strategies import ACCOUNTS, BASE_MS, attempt_obj, dumps, settings_obj
+from tests.support.strategies import ACCOUNTS, BASE_MS, attempt_obj, dumps, settings_obj
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 

@@ -2,7 +2,7 @@
 
 Every test ends with the same check (fault_harness.check_exactly_once): a read_committed reader
 finds exactly one eval event per expected attempt, and exactly one dead letter per invalid attempt
-(by source partition/offset). What is expected comes from the contract's model (tests/spec_model.py,
+(by source partition/offset). What is expected comes from the contract's model (tests/support/spec_model.py,
 no processor code): which attempts get an event, and each event's decision, settings version,
 echoed attempt fields and key; so a bug in the evaluation core fails these tests too. Figures go
 to stdout and to $ACCESS_EVAL_FAULT_REPORT (docs/guarantees.md quotes them).
@@ -28,7 +28,12 @@ from typing import Any
 import hypothesis
 import pytest
 from confluent_kafka import KafkaException
-from fault_harness import (
+from hypothesis import strategies as st
+
+from processor.core.attempts import MIN_EVENT_TIME_MS as MIN_EVENT_MS
+from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
+from processor.local.workload import Mix, Workload
+from tests.support.fault_harness import (
     OwnBroker,
     check_exactly_once,
     count_uncommitted_visible,
@@ -40,9 +45,8 @@ from fault_harness import (
     run_to_exit,
     stacks,
 )
-from hypothesis import strategies as st
-from kafka_harness import Topics, free_port, wait_until
-from processor_harness import (
+from tests.support.kafka_harness import Topics, free_port, wait_until
+from tests.support.processor_harness import (
     RunningProcessor,
     committed_offsets,
     end_offsets,
@@ -51,11 +55,7 @@ from processor_harness import (
     start_processor,
     wait_all_committed,
 )
-from spec_model import SettingsRecord, expect, parse_rfc3339
-
-from processor.core.attempts import MIN_EVENT_TIME_MS as MIN_EVENT_MS
-from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
-from processor.local.workload import Mix, Workload
+from tests.support.spec_model import SettingsRecord, expect, parse_rfc3339
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 

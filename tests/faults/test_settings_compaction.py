@@ -4,7 +4,7 @@ Compaction keeps the last record of each key by offset. The contract's rule (an 
 supersedes every version of its account whose effective time is at or after its own) makes the
 newest record by offset govern from its effective time on, so a processor that read the full log and
 one that read the compacted log agree on every attempt from that time on. The expectation comes from
-tests/spec_model.py (the contract's model), not from the processor.
+tests/support/spec_model.py (the contract's model), not from the processor.
 """
 
 from __future__ import annotations
@@ -14,17 +14,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fault_harness import check_exactly_once, produce_tracked
 from hypothesis import event, given
 from hypothesis import strategies as st
-from kafka_harness import Topics, wait_until
-from processor_harness import start_processor, wait_all_committed
-from spec_model import SettingsLog, SettingsRecord, expect, settings_version
-from strategies import ACCOUNTS, BASE_MS, MINUTE, STATES, attempt_obj, dumps, iso, norm, settings_obj, spec_rules
-from test_faults import COMPACTING, fully_compacted, settings_seen
 
 from processor.core.ids import rfc3339_millis
 from processor.core.settings import DEFAULT_RULES, TYPE_INDEX, SettingsHistory
+from tests.faults.test_faults import COMPACTING, fully_compacted, settings_seen
+from tests.support.fault_harness import check_exactly_once, produce_tracked
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import start_processor, wait_all_committed
+from tests.support.spec_model import SettingsLog, SettingsRecord, expect, settings_version
+from tests.support.strategies import (
+    ACCOUNTS,
+    BASE_MS,
+    MINUTE,
+    STATES,
+    attempt_obj,
+    dumps,
+    iso,
+    norm,
+    settings_obj,
+    spec_rules,
+)
 
 POOL = ACCOUNTS[:3]
 #: A few instants only, so equal effective times and out-of-order ones are common.

@@ -1,9 +1,9 @@
 """The Helm chart (helm/access-eval): lint, values schema, rendering, offline Kubernetes schema
 validation, and the wiring from values to the running container. The check against a real API
-server (admission, CRD schemas, Pod Security) is tests/test_k8s_apply.py.
+server (admission, CRD schemas, Pod Security) is tests/k8s/test_k8s_apply.py.
 
 Tests that run helm are marked `helm`. helm is found on PATH or in .cache/bin (scripts/bootstrap
---all builds it there); without it these tests fail (tests/required.py).
+--all builds it there); without it these tests fail (tests/support/required.py).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from required import missing
 
 from processor.config import RunConfig
+from tests.support.required import missing
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "access-eval"
 # The ci/ scenario files (chart-testing convention); each renders alone, and all of them together
 # (in this order) enable every optional feature and change every setting: "full values".

@@ -1,4 +1,4 @@
-"""The Helm chart against a real Kubernetes API server (tests/k8s_harness.py: etcd + kube-apiserver
+"""The Helm chart against a real Kubernetes API server (tests/support/k8s_harness.py: etcd + kube-apiserver
 built by scripts/bootstrap --all).
 
 Every rendered variant (defaults, each ci/*-values.yaml alone, all of them together, the HPA) is
@@ -22,9 +22,20 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_harness import KubeAPIServer, kube_version
-from required import missing
-from test_helm import CHART, CI_VALUES, CRD_KINDS, FULL_VALUES, NAMESPACE, RELEASE, Helm, find_helm, values_args
+
+from tests.k8s.test_helm import (
+    CHART,
+    CI_VALUES,
+    CRD_KINDS,
+    FULL_VALUES,
+    NAMESPACE,
+    RELEASE,
+    Helm,
+    find_helm,
+    values_args,
+)
+from tests.support.k8s_harness import KubeAPIServer, kube_version
+from tests.support.required import missing
 
 pytestmark = [pytest.mark.k8s, pytest.mark.helm]
 

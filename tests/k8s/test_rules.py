@@ -1,6 +1,6 @@
 """Alert rules and dashboard: promtool check + unit tests, and static checks of the dashboard JSON.
 
-Every alert in the rule file must have a promtool unit test in tests/rules/ where it fires and one
+Every alert in the rule file must have a promtool unit test in tests/k8s/rules/ where it fires and one
 where it does not; every metric used by the rules and the dashboard must be one the processor
 exports (introspected from a real ``Metrics`` registry) or a standard one.
 """
@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_harness import (
+
+from processor.metrics import Metrics
+from tests.support.prometheus_harness import (
     DASHBOARD_FILE,
     RULE_TESTS_DIR,
     RULES_FILE,
@@ -25,8 +27,6 @@ from prometheus_harness import (
     require_binary,
     rule_exprs,
 )
-
-from processor.metrics import Metrics
 
 README = RULES_FILE.parent / "README.md"
 SEVERITIES = {"critical", "warning", "info"}

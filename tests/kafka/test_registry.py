@@ -3,7 +3,7 @@ under `<topic>-value` and id resolution with confluent-kafka's in-process mock r
 and basic auth over HTTP against a minimal stub of the two REST endpoints the client uses.
 
 Interop with a real registry (Apicurio Registry through its Confluent-compatible API: the processor,
-`tail`, `report`, evolution, outages, concurrency) is tests/test_registry_apicurio.py. The stub stays
+`tail`, `report`, evolution, outages, concurrency) is tests/kafka/test_registry_apicurio.py. The stub stays
 only for what the local registry does not cover: basic-auth credentials reaching the server, and 401.
 """
 
@@ -25,16 +25,16 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pytest
-from kafka_harness import Topics, free_port
-from processor_harness import produce
 
 from processor.cli.main import main as cli_main
 from processor.codec.avro import CONFLUENT_MAGIC, EvalCodec, load_schema_json
 from processor.config import ConfigError, kafka_only, load
 from processor.kafka import registry
 from processor.stream.app import build_codec
+from tests.support.kafka_harness import Topics, free_port
+from tests.support.processor_harness import produce
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "svc-user", "s3cret:with:colons"
 
 

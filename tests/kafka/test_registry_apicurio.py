@@ -31,19 +31,19 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from kafka_harness import Topics, free_port, wait_until
-from processor_harness import end_offsets, produce, start_processor, wait_all_committed
-from registry_harness import apicurio, start_registry
-from spec_model import expected_event_id
-from test_schema_evolution import resolution_failures
 
 from processor.local import java as local_java
 from processor.local import registry as local_registry
 from processor.local.registry import RegistryInfo
+from tests.codec.test_schema_evolution import resolution_failures
+from tests.support.kafka_harness import Topics, free_port, wait_until
+from tests.support.processor_harness import end_offsets, produce, start_processor, wait_all_committed
+from tests.support.registry_harness import apicurio, start_registry
+from tests.support.spec_model import expected_event_id
 
 __all__ = ["apicurio"]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 #: Seconds per request of the tests' own registry clients: confluent-kafka's client waits forever by
 #: default, and one request left unanswered once hung a CI run; with a timeout it is retried instead.
 SR_TIMEOUT_S = 10

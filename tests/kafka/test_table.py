@@ -6,12 +6,12 @@ import json
 from typing import Any
 
 from confluent_kafka import Producer
-from kafka_harness import Topics, wait_until
-from strategies import ACCOUNTS, BASE_MS, HOUR, iso, settings_obj
 
 from processor.core.settings import SettingsHistory
 from processor.kafka.table import SettingsTable
 from processor.metrics import Metrics
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.strategies import ACCOUNTS, BASE_MS, HOUR, iso, settings_obj
 
 ACC = ACCOUNTS[0]
 

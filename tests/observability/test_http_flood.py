@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kafka_harness import wait_until
 
 from processor.health import DEFAULT_MAX_CONNECTIONS, Health, serve
 from processor.metrics import Metrics
+from tests.support.kafka_harness import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FLOOD = 3000
 #: The server process under test: prints its port, then serves until stdin closes.
 SERVER = """

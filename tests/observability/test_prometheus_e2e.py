@@ -14,9 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka_harness import Topics, wait_until
-from processor_harness import produce, settings_record, start_processor, wait_all_committed
-from prometheus_harness import (
+
+from processor import __version__
+from processor.core.ids import rfc3339_millis
+from processor.health import Health, HttpServer, serve
+from processor.local.workload import Mix, Workload
+from processor.metrics import Metrics, Tally
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import produce, settings_record, start_processor, wait_all_committed
+from tests.support.prometheus_harness import (
     JOB,
     PrometheusServer,
     dashboard_exprs,
@@ -25,12 +31,6 @@ from prometheus_harness import (
     rule_exprs,
     running_prometheus,
 )
-
-from processor import __version__
-from processor.core.ids import rfc3339_millis
-from processor.health import Health, HttpServer, serve
-from processor.local.workload import Mix, Workload
-from processor.metrics import Metrics, Tally
 
 pytestmark = pytest.mark.prometheus
 

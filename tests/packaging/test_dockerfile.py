@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CHART_VALUES = ROOT / "helm" / "access-eval" / "values.yaml"
@@ -160,7 +160,7 @@ def test_builder_installs_the_project_into_a_venv() -> None:
 
 
 def test_final_stage_copies_only_the_venv() -> None:
-    """The venv from the builder and nothing else: the wheel carries the schemas (tests/test_wheel.py)."""
+    """The venv from the builder and nothing else: the wheel carries the schemas (tests/packaging/test_wheel.py)."""
     _args, stages = parse()
     builder, final = stages[0], stages[-1]
     assert final.all("ADD") == []

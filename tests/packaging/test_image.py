@@ -1,7 +1,7 @@
 """The container image, built from the repository's Dockerfile and run against the test broker.
 
 No Docker daemon and no registry: buildah builds the Dockerfile on a Debian bookworm base made from
-Debian packages (see tests/image_harness.py), podman runs it the way the Helm chart does
+Debian packages (see scripts/build_image.py), podman runs it the way the Helm chart does
 (read-only root filesystem, a tmpfs on /tmp, no capabilities, no-new-privileges) with the user the
 image itself declares, on the host network so it reaches the session broker on loopback.
 """
@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from image_harness import HOW, build_image, ensure_base, run
-from kafka_harness import Topics, free_port, wait_until
-from processor_harness import produce, read_evals, settings_record, wait_all_committed
-from required import require_binary
-from test_pipeline import T0, attempt, doc
+
+from scripts.build_image import HOW, build_image, ensure_base, run
+from tests.stream.test_pipeline import T0, attempt, doc
+from tests.support.kafka_harness import Topics, free_port, wait_until
+from tests.support.processor_harness import produce, read_evals, settings_record, wait_all_committed
+from tests.support.required import require_binary
 
 pytestmark = [pytest.mark.image, pytest.mark.kafka]
 

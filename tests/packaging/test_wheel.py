@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kafka_harness import Topics, free_port, wait_until
-from processor_harness import produce, read_topic, settings_record
-from strategies import SPEC_EXAMPLE
 
 import processor
 from processor.codec.avro import EvalCodec
+from tests.support.kafka_harness import Topics, free_port, wait_until
+from tests.support.processor_harness import produce, read_topic, settings_record
+from tests.support.strategies import SPEC_EXAMPLE
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA_FILES = ("eval_event.avsc", "access_attempt.schema.json", "settings_record.schema.json")
 
 pytestmark = pytest.mark.wheel

@@ -1,4 +1,4 @@
-"""The randomized fault soak (tests/soak.py), short: part of `make test`. Long runs: `make soak`.
+"""The randomized fault soak (tests/support/soak.py), short: part of `make test`. Long runs: `make soak`.
 
 Knobs: ACCESS_EVAL_SOAK_DURATION (default 3m), ACCESS_EVAL_SOAK_SEED (default: random, printed),
 ACCESS_EVAL_SOAK_OUT_OF_ORDER (1 by default; 0 leaves out the out-of-order updated_at churn).
@@ -13,10 +13,11 @@ import re
 from pathlib import Path
 
 import pytest
-from required import require_binary
-from soak import Options, parse_duration, run
-from soak_check import Verdict, Windows, check_counters, check_events
-from soak_nemesis import KINDS, Fault
+
+from tests.support.required import require_binary
+from tests.support.soak import Options, parse_duration, run
+from tests.support.soak_check import Verdict, Windows, check_counters, check_events
+from tests.support.soak_nemesis import KINDS, Fault
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster, pytest.mark.soak]
 
@@ -131,8 +132,8 @@ def test_parse_duration() -> None:
 
 
 def test_sigterm_exit_1_only_when_kafka_was_unreachable_for_the_whole_shutdown_timeout() -> None:
-    from soak_check import sigterm_exits
-    from soak_world import SHUTDOWN_TIMEOUT_S, Life
+    from tests.support.soak_check import sigterm_exits
+    from tests.support.soak_world import SHUTDOWN_TIMEOUT_S, Life
 
     def life(n: int, rc: int, signalled: float, took: float) -> Life:
         return Life("p0", n, proc=None, started=0.0, ended=signalled + took, how="SIGTERM", rc=rc,  # type: ignore[arg-type]

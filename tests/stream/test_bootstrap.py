@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from fast_io import fast_produce
-from kafka_harness import Topics, wait_until
-from processor_harness import produce, read_evals, settings_record, start_processor, wait_all_committed
-from test_pipeline import T0, attempt, doc
+
+from tests.stream.test_pipeline import T0, attempt, doc
+from tests.support.fast_io import fast_produce
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import produce, read_evals, settings_record, start_processor, wait_all_committed
 
 pytestmark = pytest.mark.kafka
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from kafka_harness import Topics, wait_until
-from processor_harness import (
+
+from tests.stream.test_pipeline import attempt, doc
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import (
     produce,
     read_evals,
     read_topic,
@@ -23,7 +25,6 @@ from processor_harness import (
     start_processor,
     wait_all_committed,
 )
-from test_pipeline import attempt, doc
 
 pytestmark = pytest.mark.kafka
 

@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from kafka_harness import wait_until
+from tests.support.kafka_harness import wait_until
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
 
 

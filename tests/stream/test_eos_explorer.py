@@ -15,7 +15,7 @@ After every action it checks:
 * no process died of a record (SPEC §7), fencing does not go on forever;
 * at the end, with faults off, all input gets committed (nothing stuck).
 
-`python tests/test_eos_explorer.py [--kinds a,b] [-n N] [--seed S]` explores from the command line.
+`python -m tests.stream.test_eos_explorer [--kinds a,b] [-n N] [--seed S]` explores from the command line.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -46,16 +44,14 @@ from processor.stream import transaction as transaction_mod
 from processor.stream.loop import Processor
 from processor.stream.producer import StopRequested
 from processor.stream.transaction import SharedTransactionalId
-
-sys.path.insert(0, os.path.dirname(__file__))
-from fake_kafka import (
+from tests.support.fake_kafka import (
     Clock,
     Cluster,
     FakeCaller,
     FakeConsumer,
     FakeProducer,
 )
-from fake_settings import FakeTable
+from tests.support.fake_settings import FakeTable
 
 logging.getLogger("access_eval").setLevel(logging.CRITICAL)  # thousands of schedules: no log lines
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kafka_harness import Topics, wait_until
-from processor_harness import start_processor
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import start_processor
 
 
 def test_unreachable_broker_stays_live_past_the_bound(tmp_path: Path) -> None:

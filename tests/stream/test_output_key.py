@@ -7,9 +7,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka_harness import Topics
-from processor_harness import produce, read_evals, settings_record, start_processor, wait_all_committed
-from test_pipeline import T0, attempt, doc
+
+from tests.stream.test_pipeline import T0, attempt, doc
+from tests.support.kafka_harness import Topics
+from tests.support.processor_harness import produce, read_evals, settings_record, start_processor, wait_all_committed
 
 pytestmark = pytest.mark.kafka
 

@@ -10,8 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_harness import Topics, wait_until
-from processor_harness import (
+
+from processor.core.events import to_json_obj
+from processor.core.ids import rfc3339_millis
+from processor.local.workload import Mix, Workload
+from processor.tools.simulate import simulate
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import (
     committed_offsets,
     comparable,
     end_offsets,
@@ -22,11 +27,6 @@ from processor_harness import (
     start_processor,
     wait_all_committed,
 )
-
-from processor.core.events import to_json_obj
-from processor.core.ids import rfc3339_millis
-from processor.local.workload import Mix, Workload
-from processor.tools.simulate import simulate
 
 pytestmark = pytest.mark.kafka
 

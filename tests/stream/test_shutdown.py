@@ -10,16 +10,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from fast_io import fast_produce
-from kafka_harness import Topics, wait_until
-from processor_harness import (
+
+from tests.stream.test_pipeline import attempt, doc
+from tests.support.fast_io import fast_produce
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import (
     committed_offsets,
     read_evals,
     settings_record,
     start_processor,
     wait_all_committed,
 )
-from test_pipeline import attempt, doc
 
 pytestmark = pytest.mark.kafka
 

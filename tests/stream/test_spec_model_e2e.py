@@ -1,4 +1,4 @@
-"""End to end against the independent SPEC model of tests/strategies.py, not against `simulate`.
+"""End to end against the independent SPEC model of tests/support/strategies.py, not against `simulate`.
 
 `simulate` and `run` share the evaluation core, so comparing them cannot see a bug in that core. Here
 the expected event of every attempt comes from `spec_decide` with the settings version in force at the
@@ -15,9 +15,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from kafka_harness import Topics, wait_until
-from processor_harness import produce, read_evals, read_topic, start_processor, wait_all_committed
-from strategies import (
+
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import produce, read_evals, read_topic, start_processor, wait_all_committed
+from tests.support.strategies import (
     _INVALID_LINES,
     ACCOUNTS,
     BASE_MS,

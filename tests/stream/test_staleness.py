@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from fast_io import fast_produce
-from kafka_harness import Topics, wait_until
-from processor_harness import produce, read_evals, start_processor, wait_all_committed
-from test_pipeline import attempt, doc
+
+from tests.stream.test_pipeline import attempt, doc
+from tests.support.fast_io import fast_produce
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import produce, read_evals, start_processor, wait_all_committed
 
 pytestmark = pytest.mark.kafka
 

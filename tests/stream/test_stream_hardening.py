@@ -1,4 +1,4 @@
-"""Issue 23 (stream and lifecycle), on the fake clients of tests/fake_kafka.py driving the real `Processor`:
+"""Issue 23 (stream and lifecycle), on the fake clients of tests/support/fake_kafka.py driving the real `Processor`:
 no record can stall a partition (a dead letter always fits; a produce() error that repeats for one record
 is bounded), and start-up misconfigurations that would make every transaction time out or read dead
 letters back as input are refused."""
@@ -18,9 +18,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from fake_kafka import DLQ, EVALS, Clock, Cluster, FakeCaller, FakeConsumer, FakeProducer
-from fake_settings import FakeTable
-from test_eos_explorer import World, patched
 
 from processor.cli.main import main
 from processor.config import RunConfig
@@ -31,6 +28,9 @@ from processor.stream import app
 from processor.stream import producer as producer_mod
 from processor.stream.batch import MAX_PRODUCE_FAILURES
 from processor.stream.loop import Processor
+from tests.stream.test_eos_explorer import World, patched
+from tests.support.fake_kafka import DLQ, EVALS, Clock, Cluster, FakeCaller, FakeConsumer, FakeProducer
+from tests.support.fake_settings import FakeTable
 
 
 def _valid(w: World, p: int, o: int) -> bytes:

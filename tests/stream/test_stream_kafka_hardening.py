@@ -1,5 +1,5 @@
 """Issue 23 (stream and lifecycle) on a real broker and the real `run` process: the poison pill of an
-oversized key, and transaction timeouts of a single stalled instance (tests/test_stream_hardening.py
+oversized key, and transaction timeouts of a single stalled instance (tests/stream/test_stream_hardening.py
 has the same findings on the in-memory fakes)."""
 
 from __future__ import annotations
@@ -12,9 +12,17 @@ from pathlib import Path
 
 from confluent_kafka import IsolationLevel, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
-from kafka_harness import Topics, wait_until
-from processor_harness import produce, read_evals, read_topic, settings_record, start_processor, wait_all_committed
-from test_pipeline import attempt, doc
+
+from tests.stream.test_pipeline import attempt, doc
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import (
+    produce,
+    read_evals,
+    read_topic,
+    settings_record,
+    start_processor,
+    wait_all_committed,
+)
 
 # -- the poison pill on a real broker ---------------------------------------------------------------------
 

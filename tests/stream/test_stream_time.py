@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 from confluent_kafka import Producer
-from kafka_harness import Topics, wait_until
-from processor_harness import produce, read_topic, settings_record, start_processor
 
 from processor.codec.avro import EvalCodec
 from processor.core.ids import rfc3339_millis
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import produce, read_topic, settings_record, start_processor
 
 HOUR = 3_600_000
 

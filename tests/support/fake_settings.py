@@ -1,4 +1,4 @@
-"""The settings table of `run` for the in-memory fakes (tests/fake_kafka.py): bootstrapped at once."""
+"""The settings table of `run` for the in-memory fakes (tests/support/fake_kafka.py): bootstrapped at once."""
 
 from __future__ import annotations
 

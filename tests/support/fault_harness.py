@@ -1,6 +1,6 @@
-"""Helpers for the fault-injection tests (tests/test_faults.py, tests/test_cluster.py): a broker of
+"""Helpers for the fault-injection tests (tests/faults/test_faults.py, tests/cluster/test_cluster.py): a broker of
 the test's own (that may be stopped, restarted, or given a SASL/PLAIN listener), tracked publishing,
-the expected output from the contract's model (tests/spec_model.py, not `simulate`, which shares
+the expected output from the contract's model (tests/support/spec_model.py, not `simulate`, which shares
 the evaluation core with the processor), and the exactly-once check that every fault test ends with.
 """
 
@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from kafka_harness import free_port, start_watchdog, wait_until
-from processor_harness import RunningProcessor, end_offsets, read_topic
-from spec_model import Expectation, SettingsRecord, differences, expect, project
 
 from processor.codec.avro import EvalCodec
 from processor.local import broker as local_broker
@@ -29,6 +26,9 @@ from processor.local.java import JVM_OPTS, check_java
 from processor.local.paths import tail_log
 from processor.local.process import children, start_ticks, write_state
 from processor.local.properties import HOST, PROPERTIES_FILE, format_storage, server_properties
+from tests.support.kafka_harness import free_port, start_watchdog, wait_until
+from tests.support.processor_harness import RunningProcessor, end_offsets, read_topic
+from tests.support.spec_model import Expectation, SettingsRecord, differences, expect, project
 
 # --------------------------------------------------------------------------------------------------
 # A broker of the test's own

@@ -1,6 +1,6 @@
 """A real Kubernetes API server (etcd + kube-apiserver) for tests, driven with kubectl.
 
-Import as ``from k8s_harness import ...`` (conftest.py puts tests/ on sys.path).
+Import as ``from tests.support.k8s_harness import ...``.
 
     with KubeAPIServer.start(tmp_path) as api:
         api.install_crds(["ServiceMonitor"])
@@ -11,7 +11,7 @@ request goes through the real decoding, defaulting, validation, admission (Pod S
 and CRD schemas. etcd and kube-apiserver listen on free loopback ports, keep their data in the
 given tmp dir, are always stopped at the end and are killed with the test process (PR_SET_PDEATHSIG).
 
-Binaries (tests/required.py: missing ones fail the test): ``etcd`` from Debian's ``etcd-server``
+Binaries (tests/support/required.py: missing ones fail the test): ``etcd`` from Debian's ``etcd-server``
 package, ``kube-apiserver`` built from ``tools/kube-apiserver`` into
 ``.cache/bin/kube-apiserver-<version>``, the CRDs downloaded into ``.cache/crds`` (all three by
 ``scripts/bootstrap --all``), and ``kubectl``.
@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kafka_harness import die_with_parent, free_port
-from required import missing, require_binary
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.kafka_harness import die_with_parent, free_port
+from tests.support.required import missing, require_binary
+
+REPO = Path(__file__).resolve().parents[2]
 BOOTSTRAP = REPO / "scripts" / "bootstrap"
 CRD_DIR = REPO / ".cache" / "crds"
 HOW = "run `scripts/bootstrap --all`"

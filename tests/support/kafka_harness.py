@@ -1,8 +1,8 @@
 """Helpers for tests that run against the real local Kafka broker (see conftest.py for the fixtures).
 
-Import from test modules as ``from kafka_harness import wait_until`` (conftest.py puts this folder
-on sys.path). Run as a script, this module is the watchdog that stops a test broker whose pytest
-process died without running its fixture teardown (SIGKILL, pytest-timeout's thread method).
+Import from test modules as ``from tests.support.kafka_harness import wait_until``. Run as a script,
+this module is the watchdog that stops a test broker whose pytest process died without running its
+fixture teardown (SIGKILL, pytest-timeout's thread method).
 """
 
 from __future__ import annotations

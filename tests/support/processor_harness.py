@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from kafka_harness import Topics, free_port, wait_until
 
 from processor.codec.avro import EvalCodec
+from tests.support.kafka_harness import Topics, free_port, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],

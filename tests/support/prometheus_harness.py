@@ -1,6 +1,6 @@
 """A real Prometheus server for tests, plus helpers to query it.
 
-Import as ``from prometheus_harness import ...`` (conftest.py puts tests/ on sys.path).
+Import as ``from tests.support.prometheus_harness import ...``.
 
     with PrometheusServer.start(tmp_path, targets=[f"127.0.0.1:{port}"]) as prom:
         prom.wait_for_series('access_eval_attempts_total{outcome="permit"}', timeout=20)
@@ -10,7 +10,7 @@ The server gets a free loopback port, a temporary config (scrape and rule evalua
 job ``access-eval``, the repository's rule file) and a data dir under the test's tmp dir. It is
 always stopped, even when the test fails, and dies with the test process (PR_SET_PDEATHSIG) if
 that is killed outright. The binaries come from Debian's ``prometheus`` package (installed by
-``scripts/bootstrap --all``): when they are missing the tests fail (tests/required.py).
+``scripts/bootstrap --all``): when they are missing the tests fail (tests/support/required.py).
 """
 
 from __future__ import annotations
@@ -30,14 +30,15 @@ from typing import Any
 
 import pytest
 import yaml
-from kafka_harness import die_with_parent, free_port
-from required import require_binary
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.kafka_harness import die_with_parent, free_port
+from tests.support.required import require_binary
+
+REPO = Path(__file__).resolve().parents[2]
 FILES = REPO / "helm" / "access-eval" / "files"
 RULES_FILE = FILES / "access-eval.rules.yaml"
 DASHBOARD_FILE = FILES / "access-eval-dashboard.json"
-RULE_TESTS_DIR = REPO / "tests" / "rules"
+RULE_TESTS_DIR = REPO / "tests" / "k8s" / "rules"
 JOB = "access-eval"
 
 _START_ATTEMPTS = 3  # a free port picked by the OS can be taken before Prometheus binds it

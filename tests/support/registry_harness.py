@@ -1,12 +1,12 @@
 """A real schema registry for tests: Apicurio Registry started with the code of `access-eval local registry`.
 
-    from registry_harness import apicurio  # session fixture, re-exported into the test module
+    from tests.support.registry_harness import apicurio  # session fixture, re-exported into the test module
 
     def test_something(apicurio: RegistryInfo) -> None:
         apicurio.url  # http://127.0.0.1:PORT/apis/ccompat/v7, the value of --schema-registry-url
 
 Java 21+ and the cached application (`scripts/bootstrap --all`) are required: missing, the test fails
-(tests/required.py).
+(tests/support/required.py).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka_harness import free_port
-from required import missing
 
 from processor.local import registry as local_registry
 from processor.local.registry import LocalRegistryError, RegistryInfo
+from tests.support.kafka_harness import free_port
+from tests.support.required import missing
 
 _START_ATTEMPTS = 3
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ALLOW_VARIABLE = "ACCESS_EVAL_ALLOW_MISSING_TOOLS"
 
 

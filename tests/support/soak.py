@@ -1,5 +1,5 @@
 """A randomized fault soak of `access-eval run`: every fault at once, for as long as you like, checked
-to the last event at the end. `scripts/soak --duration 2h` (or `make soak`); `tests/test_soak.py`
+to the last event at the end. `scripts/soak --duration 2h` (or `make soak`); `tests/soak/test_soak.py`
 runs a short one in `make test`. docs/guarantees.md ("Soak") says what it proves.
 
 It drives, against the three-node local cluster behind Toxiproxy (soak_world), for `--duration`:
@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processor_harness import wait_all_committed
-from soak_check import FINAL, Verdict, check
-from soak_nemesis import KINDS, Nemesis
-from soak_report import Timeline, fault_counts, plot, recovery, summary
-from soak_traffic import Churn, Ledger, Tail, Traffic, now_ms
-from soak_world import SCRAPE_S, Fleet, heal_cluster, soak_topics, wait_fleet_ready
-from test_cluster import running_cluster
+from tests.cluster.test_cluster import running_cluster
+from tests.support.processor_harness import wait_all_committed
+from tests.support.soak_check import FINAL, Verdict, check
+from tests.support.soak_nemesis import KINDS, Nemesis
+from tests.support.soak_report import Timeline, fault_counts, plot, recovery, summary
+from tests.support.soak_traffic import Churn, Ledger, Tail, Traffic, now_ms
+from tests.support.soak_world import SCRAPE_S, Fleet, heal_cluster, soak_topics, wait_fleet_ready
 
 RECOVERY_LIMIT_S = 180.0
 

@@ -1,7 +1,7 @@
 """The soak's one checker, run once every fault is healed and every attempt is committed.
 
 - A read_committed reader finds exactly one eval event per expected attempt, and each event equals
-  the contract model's (tests/spec_model.py `expect`, fed the settings records as published, in log
+  the contract model's (tests/support/spec_model.py `expect`, fed the settings records as published, in log
   order, and every attempt value as read back from the attempts topic), field by field (`project`).
 - Exactly one dead letter per attempt the model calls invalid, by source partition and offset.
 - No uncommitted output is visible: the read_committed reader reaches the end offsets (no
@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
-from kafka_harness import Topics
-from processor_harness import end_offsets
-from soak_nemesis import Fault
-from soak_world import SHUTDOWN_TIMEOUT_S, Life
-from spec_model import SettingsRecord, differences, expect, project
 
 from processor.codec.avro import EvalCodec
+from tests.support.kafka_harness import Topics
+from tests.support.processor_harness import end_offsets
+from tests.support.soak_nemesis import Fault
+from tests.support.soak_world import SHUTDOWN_TIMEOUT_S, Life
+from tests.support.spec_model import SettingsRecord, differences, expect, project
 
 MAX_DIFFS = 20
 UNREACHABLE_KINDS = (" broker-kill ", " quorum-loss ", " partition-all ", " partition-one ", " latency ",

@@ -25,11 +25,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from soak_world import Fleet, Life
-from test_cluster import coordinator, group_coordinator, leaders
-
 from processor.local import cluster as local_cluster
 from processor.local.cluster import ClusterInfo, proxy_name
+from tests.cluster.test_cluster import coordinator, group_coordinator, leaders
+from tests.support.soak_world import Fleet, Life
 
 #: kind -> weight
 KINDS = {"proc-kill": 3, "proc-term": 2, "proc-pause": 2, "rolling-restart": 1, "broker-kill": 3,

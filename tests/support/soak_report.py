@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from soak_nemesis import KINDS, Fault
-
 from processor.core.display import printable
+from tests.support.soak_nemesis import KINDS, Fault
 
 
 class Timeline:

@@ -21,12 +21,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka_harness import Topics, wait_until
-from processor_harness import RunningProcessor, start_processor
-from test_cluster import FAST
-
 from processor.local import cluster as local_cluster
 from processor.local.cluster import ClusterInfo
+from tests.cluster.test_cluster import FAST
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import RunningProcessor, start_processor
 
 SCRAPE_S = 0.5
 #: The settings topic: compacted, and cleaned often, so the cleaner runs many times during a soak.

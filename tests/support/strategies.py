@@ -4,7 +4,7 @@ retention) that tests can reuse.
 The `spec_*` functions are written from the SPEC text alone (no processor imports), so tests that
 compare the processor against them are checking the code against the contract, not against itself.
 
-    from strategies import ACCOUNTS, attempt_obj, scenarios, spec_decide, eval_events
+    from tests.support.strategies import ACCOUNTS, attempt_obj, scenarios, spec_decide, eval_events
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The hostile-input corpus (tests/hostile.py) against what an operator reads and pastes.
+"""The hostile-input corpus (tests/support/hostile.py) against what an operator reads and pastes.
 
-Assertions are on the rendered screen (pyte, tests/screen_harness.py), not only on bytes: no forged
+Assertions are on the rendered screen (pyte, tests/support/screen_harness.py), not only on bytes: no forged
 row, no cleared screen, no window title, every hostile string visible in its escaped form, one record
 per row; and on what a pasted command does in a sandboxed shell. docs/threat-model.md states the
 promises, docs/guarantees.md records the figures this file prints.
@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile import ALL, ESCAPED, FORGED_ROW, HOSTILE_IDS, MARKUP, PARTNER
-from kafka_harness import Topics
-from processor_harness import produce, read_topic, start_processor, wait_all_committed
-from screen_harness import forbidden, paste, screen, shown
-from test_ops import ae, ok, produce_events
 
 from processor.core.display import shell_command
 from processor.tools import tail
+from tests.support.hostile import ALL, ESCAPED, FORGED_ROW, HOSTILE_IDS, MARKUP, PARTNER
+from tests.support.kafka_harness import Topics
+from tests.support.processor_harness import produce, read_topic, start_processor, wait_all_committed
+from tests.support.screen_harness import forbidden, paste, screen, shown
+from tests.tools.test_ops import ae, ok, produce_events
 
 TARGET = "a3f1c0d2e4b5968778695a4b3c2d1e0f"
 EXT = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
-from kafka_harness import Topics, free_port, wait_until
-from processor_harness import answer_on_a_terminal, end_offsets, produce, start_processor
-from test_ops import DAY, HOUR, REPO, ae, make_event, ok, one_line_error, produce_events, sput
 
 from processor.codec.avro import EvalCodec
 from processor.config import RunConfig
 from processor.core.ids import rfc3339_millis
+from tests.support.kafka_harness import Topics, free_port, wait_until
+from tests.support.processor_harness import answer_on_a_terminal, end_offsets, produce, start_processor
+from tests.tools.test_ops import DAY, HOUR, REPO, ae, make_event, ok, one_line_error, produce_events, sput
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -16,8 +16,13 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from kafka_harness import Topics, free_port
-from processor_harness import (
+
+from processor.cli.main import build_parser
+from processor.codec.avro import EvalCodec
+from processor.core.ids import rfc3339_millis
+from processor.core.settings import SettingsHistory, parse_settings
+from tests.support.kafka_harness import Topics, free_port
+from tests.support.processor_harness import (
     answer_on_a_terminal,
     end_offsets,
     produce,
@@ -26,12 +31,7 @@ from processor_harness import (
     wait_all_committed,
 )
 
-from processor.cli.main import build_parser
-from processor.codec.avro import EvalCodec
-from processor.core.ids import rfc3339_millis
-from processor.core.settings import SettingsHistory, parse_settings
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HOUR = 3_600_000
 DAY = 24 * HOUR
 

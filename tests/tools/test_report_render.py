@@ -150,7 +150,7 @@ def test_bad_report_flags_are_one_line_usage_errors_before_kafka(args: list[str]
 
     proc = subprocess.run(
         [sys.executable, "-m", "processor", "report", "--bootstrap-servers", "127.0.0.1:9", "--account", "a", *args],
-        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr

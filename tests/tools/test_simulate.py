@@ -25,7 +25,17 @@ import fastavro
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import (
+
+from processor import __version__
+from processor.codec.avro import EvalCodec
+from processor.core.attempts import InvalidAttempt, parse_attempt
+from processor.core.evaluator import assess
+from processor.core.events import EVENT_ID_NAMESPACE, build_event
+from processor.core.settings import SettingsHistory, parse_settings
+from processor.core.would_be_denies import WouldBeDenies
+from processor.tools import simulate as simulate_module
+from processor.tools.simulate import simulate
+from tests.support.strategies import (
     ACCOUNTS,
     BASE_MS,
     HOUR,
@@ -44,17 +54,7 @@ from strategies import (
     spec_decide,
 )
 
-from processor import __version__
-from processor.codec.avro import EvalCodec
-from processor.core.attempts import InvalidAttempt, parse_attempt
-from processor.core.evaluator import assess
-from processor.core.events import EVENT_ID_NAMESPACE, build_event
-from processor.core.settings import SettingsHistory, parse_settings
-from processor.core.would_be_denies import WouldBeDenies
-from processor.tools import simulate as simulate_module
-from processor.tools.simulate import simulate
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AVSC = ROOT / "schemas" / "eval_event.avsc"
 ACC, EXT, EXT2 = ACCOUNTS[0], ACCOUNTS[1], ACCOUNTS[2]
 #: The properties follow the Hypothesis profile (tests/conftest.py: `ci` runs 500 examples, derandomized);

@@ -1,5 +1,5 @@
 // Types that a dashboard *file* (JSON) must satisfy, built from Grafana's own generated schema types
-// (@grafana/schema). tests/test_dashboard_schema.py writes the dashboard as a TypeScript module that
+// (@grafana/schema). tests/k8s/test_dashboard_schema.py writes the dashboard as a TypeScript module that
 // imports these and runs `tsc --strict --noEmit`.
 import type { Dashboard, FieldConfig, FieldConfigSource, Panel, RowPanel } from '@grafana/schema';
 import type * as bargauge from '@grafana/schema/dist/esm/raw/composable/bargauge/panelcfg/x/BarGaugePanelCfg_types.gen';
