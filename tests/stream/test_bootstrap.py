@@ -11,7 +11,6 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.stream.test_pipeline import T0, attempt, doc
-from tests.support.fast_io import fast_produce
 from tests.support.kafka_harness import Topics, wait_until
 from tests.support.processor_harness import produce, read_evals, settings_record, start_processor, wait_all_committed
 
@@ -26,7 +25,7 @@ def test_big_settings_topic_readyz_503_until_bootstrapped_and_last_record_govern
     # Small records, fast: bootstrap takes seconds. The governing record comes last.
     body = b'{"account_id":"f%06d","external_account_identity_interaction":{"identity_types":{}}}'
     filler = ((f"f{i:06d}".encode(), body % i) for i in range(BIG))
-    fast_produce(topics.bootstrap, topics.settings, filler)
+    produce(topics.bootstrap, topics.settings, filler, bulk=True)
     produce(topics.bootstrap, topics.settings, [settings_record(doc("acct-a", "limited", []))])
     produce(topics.bootstrap, topics.attempts, [attempt(1, "acct-a", "ext-1", T0)])
     p = start_processor(topics, tmp_path)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.stream.test_pipeline import attempt, doc
-from tests.support.fast_io import fast_produce
 from tests.support.kafka_harness import Topics, wait_until
 from tests.support.processor_harness import (
     committed_offsets,
+    produce,
     read_evals,
     settings_record,
     start_processor,
@@ -31,10 +31,10 @@ SLOW_GROUP = {"ACCESS_EVAL_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_MS)}
 
 def test_sigterm_mid_batch_commits_exits_zero_and_leaves_the_group(topics: Topics, tmp_path: Path) -> None:
     topics.create(partitions=3)
-    fast_produce(topics.bootstrap, topics.settings, [settings_record(doc("a", "monitor", []))])
+    produce(topics.bootstrap, topics.settings, [settings_record(doc("a", "monitor", []))], bulk=True)
     now = int(time.time() * 1000)
     # Every attempt is a would-be deny: one event each, identified by its id.
-    fast_produce(topics.bootstrap, topics.attempts, (attempt(i, "a", "b", now) for i in range(N)))
+    produce(topics.bootstrap, topics.attempts, (attempt(i, "a", "b", now) for i in range(N)), bulk=True)
     a = start_processor(topics, tmp_path, "--shutdown-timeout-s", "15", instance="a", env=SLOW_GROUP)
     b = None
     try:

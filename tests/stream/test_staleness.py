@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from tests.stream.test_pipeline import attempt, doc
-from tests.support.fast_io import fast_produce
 from tests.support.kafka_harness import Topics, wait_until
 from tests.support.processor_harness import produce, read_evals, start_processor, wait_all_committed
 
@@ -29,8 +28,8 @@ FILLER = 150_000
 def test_change_published_before_the_bound_governs_the_attempt_without_waiting(topics: Topics,
                                                                                 tmp_path: Path) -> None:
     topics.create(partitions=1)
-    fast_produce(topics.bootstrap, topics.settings,
-                 [(b"acct-a", json.dumps(doc("acct-a", "monitor", [])).encode())])
+    produce(topics.bootstrap, topics.settings,
+            [(b"acct-a", json.dumps(doc("acct-a", "monitor", [])).encode())], bulk=True)
     p = start_processor(topics, tmp_path, "--staleness-ms", str(STALENESS_MS))
     try:
         p.wait_ready()
@@ -43,8 +42,8 @@ def test_change_published_before_the_bound_governs_the_attempt_without_waiting(t
         filler = [(f"filler-{i:06d}".encode(), json.dumps(doc(f"filler-{i:06d}", "monitor", [])).encode())
                   for i in range(FILLER)]
         change_ms = int(time.time() * 1000)
-        fast_produce(topics.bootstrap, topics.settings,
-                     [*filler, (b"acct-a", json.dumps(doc("acct-a", "limited", [], change_ms)).encode())])
+        produce(topics.bootstrap, topics.settings,
+                [*filler, (b"acct-a", json.dumps(doc("acct-a", "limited", [], change_ms)).encode())], bulk=True)
         # The attempt is published more than the bound after the change was acknowledged; nothing waits
         # for the processor here.
         time.sleep(1.5 * STALENESS_MS / 1000)  # the precondition of the promise, not a synchronisation wait

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from processor.codec.avro import EvalCodec
 from processor.local import broker as local_broker
@@ -26,6 +26,7 @@ from processor.local.java import JVM_OPTS, check_java
 from processor.local.paths import tail_log
 from processor.local.process import children, start_ticks, write_state
 from processor.local.properties import HOST, PROPERTIES_FILE, format_storage, server_properties
+from processor.local.publish import Record, produce
 from tests.support.kafka_harness import free_port, start_watchdog, wait_until
 from tests.support.processor_harness import RunningProcessor, end_offsets, read_topic
 from tests.support.spec_model import Expectation, SettingsRecord, differences, expect, project
@@ -153,37 +154,11 @@ def own_broker(data_dir: Path, **kwargs: Any) -> Iterator[OwnBroker]:
 # Publishing with coordinates
 
 
-def produce_tracked(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
-                    | Iterable[tuple[bytes | None, bytes | None, int]],
+def produce_tracked(bootstrap: str, topic: str, records: Iterable[Record],
                     config: dict[str, Any] | None = None) -> list[tuple[int, int]]:
     """Publish idempotently, in order; returns each record's (partition, offset), in input order.
     A record may carry a third element, its timestamp (epoch ms)."""
-    coords: list[tuple[int, int] | None] = []
-    failures: list[str] = []
-
-    def delivered(index: int) -> Any:
-        def cb(err: KafkaError | None, msg: Any) -> None:
-            if err is not None:
-                failures.append(err.str())
-            else:
-                coords[index] = (msg.partition(), msg.offset())
-        return cb
-
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, **(config or {})})
-    for i, (key, value, *ts) in enumerate(records):
-        coords.append(None)
-        while True:
-            try:
-                p.produce(topic, value, key, on_delivery=delivered(i), timestamp=ts[0] if ts else 0)
-                break
-            except BufferError:
-                p.poll(0.1)
-        if i % 5000 == 0:
-            p.poll(0)
-    assert p.flush(120) == 0, "undelivered records"
-    assert not failures, f"delivery failures: {failures[:3]}"
-    assert all(c is not None for c in coords)
-    return [c for c in coords if c is not None]
+    return produce(bootstrap, topic, records, config=config, track=True).coords
 
 
 def count_uncommitted_visible(bootstrap: str, topic: str) -> int:

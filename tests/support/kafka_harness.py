@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from processor.local.process import free_port as free_port  # the one free_port, re-exported for the tests
 
 T = TypeVar("T")
 
@@ -77,18 +78,6 @@ def die_with_parent(signum: int) -> Callable[[], None]:
             _PRCTL(_PR_SET_PDEATHSIG, int(signum))
 
     return preexec
-
-
-def free_port(exclude: Iterable[int] = ()) -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (picked by the OS, so tests running in
-    parallel do not collide on fixed numbers)."""
-    excluded = set(exclude)
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in excluded:
-            return port
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -201,7 +190,8 @@ def start_watchdog(owner_pid: int, data_dir: Path) -> subprocess.Popen[bytes]:
     would otherwise leave a 512 MB JVM running for good.
     """
     return subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--watchdog", str(owner_pid), str(data_dir)],
+        [sys.executable, "-m", "tests.support.kafka_harness", "--watchdog", str(owner_pid), str(data_dir)],
+        cwd=Path(__file__).resolve().parents[2],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

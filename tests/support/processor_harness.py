@@ -15,36 +15,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from processor.codec.avro import EvalCodec
+from processor.local.publish import produce as produce  # the one bulk publisher, re-exported for the tests
 from tests.support.kafka_harness import Topics, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
-            headers: list[tuple[str, bytes]] | None = None) -> int:
-    """Publish records idempotently and wait for every delivery; returns how many were sent."""
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
-    n = 0
-    for key, value in records:
-        while True:
-            try:
-                p.produce(topic, value, key, headers=headers)
-                break
-            except BufferError:
-                p.poll(0.1)
-        n += 1
-        if n % 10_000 == 0:
-            p.poll(0)
-    assert p.flush(60) == 0, "undelivered records"
-    return n
 
 
 def settings_record(doc: dict[str, Any]) -> tuple[bytes, bytes]:
