@@ -22,18 +22,8 @@ from processor.core.events import EVENT_ID_NAMESPACE, build_event, event_id
 from processor.core.policy import OUTCOMES, evaluate
 from processor.core.settings import SettingsHistory, parse_settings, rules_of
 from tests.support.spec_model import expected_event_id
-from tests.support.strategies import (
-    ACCOUNTS,
-    BASE_MS,
-    IDENTITY_TYPES,
-    NOW_MS,
-    STATES,
-    attempt_obj,
-    dumps,
-    messy,
-    settings_obj,
-    spec_decide,
-)
+from tests.support.spec_rules import IDENTITY_TYPES, STATES, spec_decide
+from tests.support.strategies import ACCOUNTS, BASE_MS, NOW_MS, attempt_obj, dumps, messy, settings_obj
 
 TARGET = ACCOUNTS[0]
 EXTERNAL = ACCOUNTS[1]

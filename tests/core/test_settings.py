@@ -25,26 +25,28 @@ from processor.core.settings import (
     TombstoneLine,
     parse_settings_line,
 )
+from tests.support.spec_rules import (
+    IDENTITY_TYPES,
+    norm,
+    spec_decide,
+    spec_is_reset,
+    spec_retained_answers,
+    spec_standing,
+    spec_version_index,
+)
 from tests.support.strategies import (
     ACCOUNTS,
     BASE_MS,
     HOUR,
-    IDENTITY_TYPES,
     MINUTE,
     NOW_MS,
     Scenario,
     attempt_obj,
     dumps,
     iso,
-    norm,
     parse_ms,
     scenarios,
     settings_obj,
-    spec_decide,
-    spec_is_reset,
-    spec_retained_answers,
-    spec_standing,
-    spec_version_index,
 )
 
 #: 9999-12-31T23:59:59.999Z, the last instant SPEC §3 accepts.
@@ -88,7 +90,7 @@ def decide(h: SettingsHistory, t_ms: int, account: str = ACC) -> tuple[str, int 
 @pytest.mark.parametrize("via", ["updated_at", "timestamp"])
 @pytest.mark.parametrize("order", list(itertools.permutations([(T1, "monitor"), (T2, "limited"), (T3, "enabled")])))
 def test_event_time_lookup_any_arrival_order(order: tuple[tuple[int, str], ...], via: str) -> None:
-    """Any publication order: the version the contract's model (tests/support/strategies.py) puts in force,
+    """Any publication order: the version the contract's model (tests/support/spec_rules.py) puts in force,
     exact or not; a record supersedes the versions published before it from its effective time on."""
     h = SettingsHistory()
     for t, state in order:
@@ -628,7 +630,7 @@ def test_retention_with_out_of_order_arrival_keeps_what_the_contract_promises(
     W = stream time - retention is the contract's watermark (`_stream_times`). Pruning is lazy: it
     runs when stream time has moved `prune_every_ms` since the last run, so what is held is what the
     contract keeps at some watermark in [W - prune_every_ms, W] (`spec_retained_answers`). Asserted
-    per attempt (expectations from tests/support/strategies.py, no processor code):
+    per attempt (expectations from tests/support/spec_rules.py, no processor code):
 
     - at or after W: the unpruned answer (`spec_version_index` over every version), exact as it is;
     - before W: the unpruned answer, or a version newer than the attempt with exact = false (the

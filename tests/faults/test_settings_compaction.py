@@ -24,18 +24,8 @@ from tests.support.fault_harness import check_exactly_once, produce_tracked
 from tests.support.kafka_harness import Topics, wait_until
 from tests.support.processor_harness import start_processor, wait_all_committed
 from tests.support.spec_model import SettingsLog, SettingsRecord, expect, settings_version
-from tests.support.strategies import (
-    ACCOUNTS,
-    BASE_MS,
-    MINUTE,
-    STATES,
-    attempt_obj,
-    dumps,
-    iso,
-    norm,
-    settings_obj,
-    spec_rules,
-)
+from tests.support.spec_rules import STATES, norm, spec_rules
+from tests.support.strategies import ACCOUNTS, BASE_MS, MINUTE, attempt_obj, dumps, iso, settings_obj
 
 POOL = ACCOUNTS[:3]
 #: A few instants only, so equal effective times and out-of-order ones are common.

@@ -1,4 +1,4 @@
-"""End to end against the independent SPEC model of tests/support/strategies.py, not against `simulate`.
+"""End to end against the independent SPEC model of tests/support/spec_rules.py, not against `simulate`.
 
 `simulate` and `run` share the evaluation core, so comparing them cannot see a bug in that core. Here
 the expected event of every attempt comes from `spec_decide` with the settings version in force at the
@@ -18,19 +18,16 @@ import pytest
 
 from tests.support.kafka_harness import Topics, wait_until
 from tests.support.processor_harness import produce, read_evals, read_topic, start_processor, wait_all_committed
+from tests.support.spec_rules import IDENTITY_TYPES, OUTCOMES, STATES, norm
 from tests.support.strategies import (
     _INVALID_LINES,
     ACCOUNTS,
     BASE_MS,
-    IDENTITY_TYPES,
     MINUTE,
-    OUTCOMES,
-    STATES,
     Scenario,
     attempt_obj,
     dumps,
     iso,
-    norm,
     settings_obj,
 )
 

@@ -3,7 +3,7 @@
 `simulate` and `run` share the evaluation core (attempt parsing, `evaluate`, `SettingsHistory`, the
 event layout), so an expectation computed by `simulate` repeats any bug of that core and the tests
 comparing against it prove delivery, not decisions. This module derives the expectation from
-docs/contract.md alone, with the SPEC model of tests/support/strategies.py (`spec_decide`,
+docs/contract.md alone, with the SPEC model of tests/support/spec_rules.py (`spec_decide`,
 `spec_version_index`); it imports nothing from `processor`.
 
 Input: the settings records as they were published (key, value, Kafka timestamp; in publication
@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.support.strategies import IDENTITY_TYPES, STATES, SpecDecision, norm, spec_decide, spec_version_index
+from tests.support.spec_rules import IDENTITY_TYPES, STATES, SpecDecision, norm, spec_decide, spec_version_index
 
 #: (key, value, Kafka timestamp in epoch ms or None when unknown) of one settings record.
 SettingsRecord = tuple[bytes | None, bytes | None, int | None]

@@ -1,6 +1,6 @@
 """`access-eval simulate` (SPEC §10): event JSON, bad lines, summary, streaming, and determinism properties.
 
-Expected results come from the independent SPEC model in `strategies.py`.
+Expected results come from the independent SPEC model in `tests/support/spec_rules.py`.
 """
 
 from __future__ import annotations
@@ -35,23 +35,20 @@ from processor.core.settings import SettingsHistory, parse_settings
 from processor.core.would_be_denies import WouldBeDenies
 from processor.tools import simulate as simulate_module
 from processor.tools.simulate import simulate
+from tests.support.spec_rules import IDENTITY_TYPES, OUTCOMES, norm, spec_decide
 from tests.support.strategies import (
     ACCOUNTS,
     BASE_MS,
     HOUR,
-    IDENTITY_TYPES,
     MINUTE,
     NOW_MS,
-    OUTCOMES,
     Scenario,
     attempt_obj,
     dumps,
     iso,
-    norm,
     parse_ms,
     scenarios,
     settings_obj,
-    spec_decide,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
