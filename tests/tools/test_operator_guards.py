@@ -1,7 +1,8 @@
-"""Security-review hardening of the operator tools, end to end on the real broker:
-`settings list --invalid` (15), `report` de-duplication and covered period (19), Confluent-framed
-events without a registry refused (20), `demo` against a foreign cluster (21), librdkafka's log lines
-(22), and the one account-id normaliser in the eval reader."""
+"""Guards of the operator tools, end to end on the real broker: `settings list --invalid` names the
+rejected accounts, `report` counts each event once and states the period it covers, Confluent-framed
+events without a registry are refused one by one, `demo` on a foreign cluster asks first and keeps to
+its own topics, librdkafka's log lines are JSON in `run` and never raw on a terminal, every Kafka
+client is configured in one place, and the eval reader uses the one account-id normaliser."""
 
 from __future__ import annotations
 
