@@ -34,6 +34,7 @@ from processor.core.attempts import MIN_EVENT_TIME_MS as MIN_EVENT_MS
 from processor.core.ids import IDENTITY_TYPES, rfc3339_millis
 from processor.local.workload import Mix, Workload
 from tests.support.fault_harness import (
+    Delivery,
     OwnBroker,
     check_exactly_once,
     count_uncommitted_visible,
@@ -55,7 +56,7 @@ from tests.support.processor_harness import (
     start_processor,
     wait_all_committed,
 )
-from tests.support.spec_model import SettingsRecord, expect, parse_rfc3339
+from tests.support.spec_model import Expectation, SettingsRecord, expect, parse_rfc3339
 
 pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 
@@ -106,6 +107,40 @@ def pending_work(bootstrap: str, group: str, topic: str) -> int:
 # 1. Crash loop
 
 
+def _kill_one_life(topics: Topics, tmp_path: Path, rng: random.Random, k: int, kills: int,
+                   kill_log: list[str]) -> int | None:
+    """Life k + 1 of the crash loop, ended by SIGKILL; returns about how many attempts were left at
+    the kill, or None when nothing was left to process."""
+    # Each life does a random share of what is left, so every kill lands mid-stream whatever the
+    # machine's speed: right after the commit that crossed the share, plus 0-30 ms, i.e. inside
+    # the next transaction while it is being filled.
+    # Small batches: commits every <= 2000 attempts (or 50 ms), so a life stops close to its share.
+    p = start_processor(topics, tmp_path, "--batch-size", "200", env=FAST_GROUP)
+    try:
+        p.wait_ready(90)  # ready: init_transactions fenced the previous life, its offsets are stable again
+        pending = pending_work(topics.bootstrap, topics.group, topics.attempts)
+        if not pending:
+            kill_log.append(f"life {k + 1}: nothing left to process; no more kills")
+            return None
+        target = max(1, int(rng.uniform(0.3, 0.9) * pending / (kills - k + 1)))
+        try:
+            wait_until(lambda p=p, t=target: p.metric("access_eval_attempts_total") >= t
+                       or p.proc.poll() is not None, 120, f"{target} attempts committed in life {k + 1}",
+                       interval=0.002)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{stacks(p.proc.pid)}\n{p.log()}\n" + "\n".join(kill_log)) from None
+        delay = rng.uniform(0, 0.03)
+        time.sleep(delay)  # random kill timing, not a synchronisation wait
+        done = p.metric("access_eval_attempts_total")
+        assert p.proc.poll() is None, f"processor died on its own before kill {k + 1}:\n{p.log()}"
+        p.kill()
+        left = pending - int(done)
+        kill_log.append(f"kill {k + 1}: {done:.0f} attempts committed +{delay * 1000:.0f} ms, ~{left} left")
+        return left
+    finally:
+        p.kill()
+
+
 def test_crash_loop_sigkill_exactly_once(topics: Topics, tmp_path: Path) -> None:
     """SIGKILL at random moments mid-stream (inside a transaction being filled), restart with the same
     transactional id each time (which fences the zombie): nothing lost, nothing duplicated."""
@@ -121,41 +156,18 @@ def test_crash_loop_sigkill_exactly_once(topics: Topics, tmp_path: Path) -> None
     coords = produce_tracked(topics.bootstrap, topics.attempts, [(key, v) for key, v, _ in attempts])
     kill_log: list[str] = []
     mid_stream = 0
-    p: RunningProcessor | None = None
+    for k in range(kills):
+        left = _kill_one_life(topics, tmp_path, rng, k, kills, kill_log)
+        if left is None:
+            break
+        mid_stream += left > 0
+    p = start_processor(topics, tmp_path, env=FAST_GROUP)
     try:
-        for k in range(kills):
-            # Each life does a random share of what is left, so every kill lands mid-stream whatever the
-            # machine's speed: right after the commit that crossed the share, plus 0-30 ms, i.e. inside
-            # the next transaction while it is being filled.
-            # Small batches: commits every <= 2000 attempts (or 50 ms), so a life stops close to its share.
-            p = start_processor(topics, tmp_path, "--batch-size", "200", env=FAST_GROUP)
-            p.wait_ready(90)  # ready: init_transactions fenced the previous life, its offsets are stable again
-            pending = pending_work(topics.bootstrap, topics.group, topics.attempts)
-            if not pending:
-                kill_log.append(f"life {k + 1}: nothing left to process; no more kills")
-                break
-            target = max(1, int(rng.uniform(0.3, 0.9) * pending / (kills - k + 1)))
-            try:
-                wait_until(lambda p=p, t=target: p.metric("access_eval_attempts_total") >= t
-                           or p.proc.poll() is not None, 120, f"{target} attempts committed in life {k + 1}",
-                           interval=0.002)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{stacks(p.proc.pid)}\n{p.log()}\n" + "\n".join(kill_log)) from None
-            delay = rng.uniform(0, 0.03)
-            time.sleep(delay)  # random kill timing, not a synchronisation wait
-            done = p.metric("access_eval_attempts_total")
-            assert p.proc.poll() is None, f"processor died on its own before kill {k + 1}:\n{p.log()}"
-            p.kill()
-            left = pending - int(done)
-            mid_stream += left > 0
-            kill_log.append(f"kill {k + 1}: {done:.0f} attempts committed +{delay * 1000:.0f} ms, ~{left} left")
-        p = start_processor(topics, tmp_path, env=FAST_GROUP)
         p.wait_ready(90)
         wait_all_committed(topics.bootstrap, topics.group, topics.attempts, timeout=240)
         assert p.terminate() == 0, p.log()
     finally:
-        if p is not None:
-            p.kill()
+        p.kill()
     result = check_exactly_once(topics.bootstrap, topics.evals, topics.dlq, topics.attempts,
                                 expected, {coords[i] for i in invalid})
     aborted = (count_uncommitted_visible(topics.bootstrap, topics.evals)
@@ -377,6 +389,171 @@ def settings_seen(p: RunningProcessor) -> float:
     return p.metric("access_eval_settings_records_total") + p.metric("access_eval_settings_rejected_total")
 
 
+@dataclasses.dataclass
+class UnderFire:
+    """What the rounds of `test_settings_under_fire_with_compaction` published and saw."""
+
+    accounts: list[str]
+    externals: list[str]
+    full_history: list[SettingsRecord] = dataclasses.field(default_factory=list)  # in publication order
+    attempt_values: list[bytes] = dataclasses.field(default_factory=list)
+    published: int = 0
+    invalid_published: int = 0
+    rejected_by_first: int = 0
+    late_attempts: int = 0
+    changed_in: dict[int, set[str]] = dataclasses.field(default_factory=dict)  # round -> accounts given a new doc
+    late_of: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)  # late id -> (round, account)
+
+    @property
+    def hazard(self) -> str:
+        """The account whose last record is invalid: its valid version is gone after compaction."""
+        return self.accounts[0]
+
+    @property
+    def tombstoned(self) -> str:
+        return self.accounts[1]
+
+
+def _round_settings(w: UnderFire, r: int, rounds: int, rng: random.Random,
+                    pending_fix: str | None) -> tuple[list[tuple[bytes, bytes | None, int]], str]:
+    """Round r's settings records: new versions, a tombstone in round 3, and an invalid record (the
+    previous version stays in force; a valid one follows next round; in the last round it hits the
+    hazard account and stays its last record). Returns the records and the account to fix next."""
+    t_r = T0 + r * ROUND_MS
+    records: list[tuple[bytes, bytes | None, int]] = []
+    if r == 0:
+        changed = w.accounts
+    else:
+        changed = rng.sample([a for a in w.accounts[2:] if a != pending_fix], 3)
+        changed += [pending_fix] if pending_fix else []
+    w.changed_in[r] = set(changed)
+    for a in changed:
+        doc = settings_doc(a, rng, w.externals, t_r, state="limited" if a == w.hazard else None)
+        records.append((a.encode(), json.dumps(doc).encode(), t_r))
+    if r == 3:
+        records.append((w.tombstoned.encode(), None, t_r))
+    fix = w.hazard if r == rounds - 1 else rng.choice(w.accounts[2:])
+    records.append((fix.encode(), invalid_settings(fix, r % 4, t_r), t_r))
+    w.invalid_published += 1
+    return records, fix
+
+
+def _round_attempts(w: UnderFire, r: int, rng: random.Random, per_account: int, late: int) -> list[tuple[bytes, bytes]]:
+    """Round r's attempts, `per_account` in the round and `late` whose event time lies in the previous one."""
+    t_r = T0 + r * ROUND_MS
+    batch = []
+    w.late_attempts += late * len(w.accounts)
+    for a in w.accounts:
+        times = [(f"r{r}-{a[:6]}-{j}", t_r + 1 + j * 1000) for j in range(per_account)]
+        times += [(f"late{r}-{a[:6]}-{j}", t_r - ROUND_MS + 20_500 + j * 1000) for j in range(late)]
+        w.late_of |= {aid: (r, a) for aid, _ in times[per_account:]}
+        for aid, t in times:
+            roll = rng.random()
+            ext = a if roll < 0.1 else rng.choice(w.externals) if roll < 0.7 else f"{rng.getrandbits(128):032x}"
+            body = {"id": aid, "event_time": rfc3339_millis(t),
+                    "account_id": a, "action": "iam.policy.read",
+                    "identity": {"iam_id": f"iam-{ext[:6]}", "type": rng.choice(IDENTITY_TYPES),
+                                 "account_id": ext}}
+            batch.append((a.encode(), json.dumps(body).encode()))
+    return batch
+
+
+def _rounds_under_fire(w: UnderFire, topics: Topics, tmp_path: Path, rng: random.Random,
+                       rounds: int, restart_after: int, per_account: int) -> None:
+    """A live processor through every round, restarted once after compaction at a quiescent point."""
+    p = start_processor(topics, tmp_path, "--staleness-ms", "200", env=FAST_GROUP)
+    try:
+        p.wait_ready()
+        pending_fix: str | None = None
+        for r in range(rounds):
+            records, pending_fix = _round_settings(w, r, rounds, rng, pending_fix)
+            target = settings_seen(p) + len(records)
+            produce_tracked(topics.bootstrap, topics.settings, records)
+            w.full_history += records
+            w.published += len(records)
+            wait_until(lambda p=p, n=target: settings_seen(p) >= n, 30, "the processor to read the settings")
+            # Late attempts: event times in the previous round, consumed after this round's versions were
+            # read, so the version in force at their event time is not the newest one (contract §6.2).
+            # Not in the first round after the restart: the compacted log that life started from may
+            # lack the version in force then (an account whose last record was invalid).
+            late = 3 if r >= 1 and r != restart_after + 1 else 0
+            batch = _round_attempts(w, r, rng, per_account, late)
+            produce_tracked(topics.bootstrap, topics.attempts, batch)
+            w.attempt_values += [v for _, v in batch]
+            if r == restart_after:
+                # Quiescent point: everything committed, old versions compacted away, then a restart.
+                wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
+                wait_until(lambda: fully_compacted(topics.bootstrap, topics.settings), 90,
+                           "the cleaner to compact the settings topic", interval=0.5)
+                w.rejected_by_first = int(p.metric("access_eval_settings_rejected_total"))
+                assert p.terminate() == 0, p.log()
+                p = start_processor(topics, tmp_path, "--staleness-ms", "200", env=FAST_GROUP)
+                p.wait_ready()
+        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
+        assert p.terminate() == 0, p.log()
+    finally:
+        p.kill()
+
+
+def _replay_after_compaction(topics: Topics, tmp_path: Path) -> tuple[list[tuple[bytes, bytes | None, int]], Topics]:
+    """Once compacted, replay every attempt as a new consumer group into new output topics; returns
+    the compacted log and the replay's topics."""
+    compacted = wait_until(lambda: fully_compacted(topics.bootstrap, topics.settings), 90,
+                           "the cleaner to compact the settings topic", interval=0.5)
+    replay = dataclasses.replace(topics, evals=topics.evals + ".replay", dlq=topics.dlq + ".replay",
+                                 group=topics.group + ".replay", created=[])
+    replay.create(partitions=3, only=[replay.evals, replay.dlq])
+    p = start_processor(replay, tmp_path, instance="replay", env=FAST_GROUP)
+    try:
+        p.wait_ready()
+        wait_all_committed(replay.bootstrap, replay.group, replay.attempts)
+        assert p.terminate() == 0, p.log()
+    finally:
+        p.kill()
+        replay.delete()
+    return compacted, replay
+
+
+def _versions(log: list[tuple[bytes, bytes | None, int]]) -> list[tuple[bytes, bytes | None, int]]:
+    return [r for r in log if r[0] != SENTINEL and r[1] is not None]  # tombstones change no evaluation
+
+
+def _replay_differences(w: UnderFire, expected_full: dict[str, dict[str, Any]],
+                        spec_compacted: Expectation) -> tuple[set[str], set[str], set[str]]:
+    """The attempts whose expected event differs between the full history and the compacted log, and
+    the two explanations: the hazard account's, and those older than every version kept."""
+    expected_compacted = spec_compacted.events
+    differ = {a for a in expected_full.keys() | expected_compacted.keys()
+              if expected_full.get(a) != expected_compacted.get(a)}
+    # Why may a replayed attempt differ? Its event time precedes the one version of its account left
+    # in the compacted log (or none is left): the version in force then was compacted away.
+    kept_from = {a: vs[0].effective_ms for a, vs in spec_compacted.settings.versions.items()}
+    attempt_info = {a["id"]: (a["account_id"], parse_rfc3339(a["event_time"]))
+                    for a in map(json.loads, w.attempt_values)}
+    hazard_ids = {a for a in differ if attempt_info[a][0] == w.hazard}
+    older_than_kept = {a for a in differ - hazard_ids
+                       if attempt_info[a][1] < kept_from.get(attempt_info[a][0], 2**62)}
+    return differ, hazard_ids, older_than_kept
+
+
+def _check_live(w: UnderFire, topics: Topics) -> tuple[Expectation, list[str], Delivery]:
+    """A: the live processor's output is exactly the model over the full settings history, and the
+    history exercised what it should (rejections, kinds of decisions, late attempts under older versions)."""
+    spec_full = expect(w.full_history, w.attempt_values)
+    assert len(spec_full.settings.rejected) == w.invalid_published and not spec_full.invalid, \
+        f"the model rejects {spec_full.settings.rejected}, not the {w.invalid_published} invalid records"
+    kinds = spec_full.exercised()
+    assert len(kinds) >= 3, f"too few kinds of decisions to compare: {kinds}"
+    expected_full = spec_full.events
+    # Late events of accounts changed in the round they arrived in: the newest version read was not
+    # the one in force at their event time.
+    late_older = [aid for aid, (r, a) in w.late_of.items() if aid in expected_full and a in w.changed_in[r]]
+    assert late_older, "no late attempt is governed by a version older than the newest: the lookup is not tested"
+    live = check_exactly_once(topics.bootstrap, topics.evals, topics.dlq, topics.attempts, expected_full, set())
+    assert live.ok, "A (live, restarted after compaction): " + live.explain()
+    return spec_full, late_older, live
+
+
 def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_path: Path) -> None:
     """Settings versions (with updated_at), invalid records and a tombstone published while attempts
     flow, each before the attempts it governs, on a settings topic the cleaner compacts meanwhile.
@@ -396,140 +573,39 @@ def test_settings_under_fire_with_compaction(own: tuple[OwnBroker, Topics], tmp_
        where the governing version was compacted away (the event says exact=false) or where an
        account's last record is invalid (its valid version is gone: documented hazard)."""
     _, topics = own
-    rounds, restart_after, per_account = 8, 4, 20
+    rounds, restart_after = 8, 4
     rng = random.Random(SEED + 4)
     started = time.monotonic()
     topics.create(partitions=3, settings_config=COMPACTING)
-    accounts = [hashlib.md5(f"acct-{i}".encode()).hexdigest() for i in range(12)]
-    externals = [hashlib.md5(f"ext-{i}".encode()).hexdigest() for i in range(16)]
-    hazard, tombstoned = accounts[0], accounts[1]
-    full_history: list[SettingsRecord] = []  # every settings record of the rounds, in publication order
-    attempt_values: list[bytes] = []
-    published = invalid_published = rejected_by_first = late_attempts = 0
-    changed_in: dict[int, set[str]] = {}  # round -> accounts given a new valid document in it
-    late_of: dict[str, tuple[int, str]] = {}  # late attempt id -> (round it arrived in, account)
-    p = start_processor(topics, tmp_path, "--staleness-ms", "200", env=FAST_GROUP)
-    try:
-        p.wait_ready()
-        pending_fix: str | None = None
-        for r in range(rounds):
-            t_r = T0 + r * ROUND_MS
-            records: list[tuple[bytes, bytes | None, int]] = []
-            if r == 0:
-                changed = accounts
-            else:
-                changed = rng.sample([a for a in accounts[2:] if a != pending_fix], 3)
-                changed += [pending_fix] if pending_fix else []
-            changed_in[r] = set(changed)
-            for a in changed:
-                doc = settings_doc(a, rng, externals, t_r, state="limited" if a == hazard else None)
-                records.append((a.encode(), json.dumps(doc).encode(), t_r))
-            if r == 3:
-                records.append((tombstoned.encode(), None, t_r))
-            # An invalid record: the previous version stays in force; a valid one follows next round.
-            # In the last round it hits the hazard account and stays its last record.
-            pending_fix = hazard if r == rounds - 1 else rng.choice(accounts[2:])
-            records.append((pending_fix.encode(), invalid_settings(pending_fix, r % 4, t_r), t_r))
-            invalid_published += 1
-            target = settings_seen(p) + len(records)
-            produce_tracked(topics.bootstrap, topics.settings, records)
-            full_history += records
-            published += len(records)
-            wait_until(lambda p=p, n=target: settings_seen(p) >= n, 30, "the processor to read the settings")
-            batch = []
-            # Late attempts: event times in the previous round, consumed after this round's versions were
-            # read, so the version in force at their event time is not the newest one (contract §6.2).
-            # Not in the first round after the restart: the compacted log that life started from may
-            # lack the version in force then (an account whose last record was invalid).
-            late = 3 if r >= 1 and r != restart_after + 1 else 0
-            late_attempts += late * len(accounts)
-            for a in accounts:
-                times = [(f"r{r}-{a[:6]}-{j}", t_r + 1 + j * 1000) for j in range(per_account)]
-                times += [(f"late{r}-{a[:6]}-{j}", t_r - ROUND_MS + 20_500 + j * 1000) for j in range(late)]
-                late_of |= {aid: (r, a) for aid, _ in times[per_account:]}
-                for aid, t in times:
-                    roll = rng.random()
-                    ext = a if roll < 0.1 else rng.choice(externals) if roll < 0.7 else f"{rng.getrandbits(128):032x}"
-                    body = {"id": aid, "event_time": rfc3339_millis(t),
-                            "account_id": a, "action": "iam.policy.read",
-                            "identity": {"iam_id": f"iam-{ext[:6]}", "type": rng.choice(IDENTITY_TYPES),
-                                         "account_id": ext}}
-                    batch.append((a.encode(), json.dumps(body).encode()))
-            produce_tracked(topics.bootstrap, topics.attempts, batch)
-            attempt_values += [v for _, v in batch]
-            if r == restart_after:
-                # Quiescent point: everything committed, old versions compacted away, then a restart.
-                wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
-                wait_until(lambda: fully_compacted(topics.bootstrap, topics.settings), 90,
-                           "the cleaner to compact the settings topic", interval=0.5)
-                rejected_by_first = int(p.metric("access_eval_settings_rejected_total"))
-                assert p.terminate() == 0, p.log()
-                p = start_processor(topics, tmp_path, "--staleness-ms", "200", env=FAST_GROUP)
-                p.wait_ready()
-        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
-        assert p.terminate() == 0, p.log()
-    finally:
-        p.kill()
-    assert rejected_by_first == restart_after + 1, "each invalid record read live must be rejected once"
-    spec_full = expect(full_history, attempt_values)
-    assert len(spec_full.settings.rejected) == invalid_published and not spec_full.invalid, \
-        f"the model rejects {spec_full.settings.rejected}, not the {invalid_published} invalid records"
-    kinds = spec_full.exercised()
-    assert len(kinds) >= 3, f"too few kinds of decisions to compare: {kinds}"
-    expected_full = spec_full.events
-    # Late events of accounts changed in the round they arrived in: the newest version read was not
-    # the one in force at their event time.
-    late_older = [aid for aid, (r, a) in late_of.items() if aid in expected_full and a in changed_in[r]]
-    assert late_older, "no late attempt is governed by a version older than the newest: the lookup is not tested"
-    live = check_exactly_once(topics.bootstrap, topics.evals, topics.dlq, topics.attempts, expected_full, set())
-    assert live.ok, "A (live, restarted after compaction): " + live.explain()
+    w = UnderFire(accounts=[hashlib.md5(f"acct-{i}".encode()).hexdigest() for i in range(12)],
+                  externals=[hashlib.md5(f"ext-{i}".encode()).hexdigest() for i in range(16)])
+    _rounds_under_fire(w, topics, tmp_path, rng, rounds, restart_after, per_account=20)
+    assert w.rejected_by_first == restart_after + 1, "each invalid record read live must be rejected once"
+    spec_full, late_older, live = _check_live(w, topics)
+    expected_full, kinds = spec_full.events, spec_full.exercised()
 
     # B: replay everything after compaction, as a new consumer group into new output topics.
-    compacted = wait_until(lambda: fully_compacted(topics.bootstrap, topics.settings), 90,
-                           "the cleaner to compact the settings topic", interval=0.5)
-    replay = dataclasses.replace(topics, evals=topics.evals + ".replay", dlq=topics.dlq + ".replay",
-                                 group=topics.group + ".replay", created=[])
-    replay.create(partitions=3, only=[replay.evals, replay.dlq])
-    p = start_processor(replay, tmp_path, instance="replay", env=FAST_GROUP)
-    try:
-        p.wait_ready()
-        wait_all_committed(replay.bootstrap, replay.group, replay.attempts)
-        assert p.terminate() == 0, p.log()
-    finally:
-        p.kill()
-        replay.delete()
-    def versions(log: list[tuple[bytes, bytes | None, int]]) -> list[tuple[bytes, bytes | None, int]]:
-        return [r for r in log if r[0] != SENTINEL and r[1] is not None]  # tombstones change no evaluation
-
-    assert versions(settings_log(topics.bootstrap, topics.settings)) == versions(compacted), \
+    compacted, replay = _replay_after_compaction(topics, tmp_path)
+    assert _versions(settings_log(topics.bootstrap, topics.settings)) == _versions(compacted), \
         "the compacted log changed during the replay"
-    spec_compacted = expect(compacted, attempt_values)
+    spec_compacted = expect(compacted, w.attempt_values)
     expected_compacted = spec_compacted.events
     replayed = check_exactly_once(replay.bootstrap, replay.evals, replay.dlq, replay.attempts, expected_compacted,
                                   set())
     assert replayed.ok, "B (replay after compaction): " + replayed.explain()
-    differ = {a for a in expected_full.keys() | expected_compacted.keys()
-              if expected_full.get(a) != expected_compacted.get(a)}
-    # Why may a replayed attempt differ? Its event time precedes the one version of its account left
-    # in the compacted log (or none is left): the version in force then was compacted away.
-    kept_from = {a: vs[0].effective_ms for a, vs in spec_compacted.settings.versions.items()}
-    attempt_info = {a["id"]: (a["account_id"], parse_rfc3339(a["event_time"]))
-                    for a in map(json.loads, attempt_values)}
-    hazard_ids = {a for a in differ if attempt_info[a][0] == hazard}
-    older_than_kept = {a for a in differ - hazard_ids
-                       if attempt_info[a][1] < kept_from.get(attempt_info[a][0], 2**62)}
+    differ, hazard_ids, older_than_kept = _replay_differences(w, expected_full, spec_compacted)
     assert all(not expected_compacted[a]["responseData.settingsVersion.exact"]
                for a in older_than_kept if a in expected_compacted), "events older than every kept version say so"
-    record_figures("settings_under_fire", settings_records=published, invalid_settings=invalid_published,
-                   tombstones=1, records_after_compaction=len(versions(compacted)), attempts=len(attempt_values),
-                   late_attempts=late_attempts, late_events_governed_by_an_older_version=len(late_older),
+    record_figures("settings_under_fire", settings_records=w.published, invalid_settings=w.invalid_published,
+                   tombstones=1, records_after_compaction=len(_versions(compacted)), attempts=len(w.attempt_values),
+                   late_attempts=w.late_attempts, late_events_governed_by_an_older_version=len(late_older),
                    expected_decisions_live=kinds, expected_decisions_replay=spec_compacted.exercised(),
                    events_checked_live=live.events_checked, events_checked_replay=replayed.events_checked,
                    replay_same=len(expected_full.keys() & expected_compacted.keys() - differ),
                    replay_differs=len(differ), replay_differs_older_than_kept=len(older_than_kept),
                    replay_differs_hazard=len(hazard_ids), lost=live.lost + replayed.lost,
                    duplicated=live.duplicated + replayed.duplicated, seconds=round(time.monotonic() - started, 1))
-    assert len(versions(compacted)) < published, "the cleaner removed nothing"
+    assert len(_versions(compacted)) < w.published, "the cleaner removed nothing"
     assert older_than_kept, "compaction made no difference to the replay: the test proves nothing"
     assert hazard_ids and not any(expected_compacted.get(a) for a in hazard_ids), \
         "the hazard account's valid version should be gone from the compacted log"
@@ -650,18 +726,10 @@ HOSTILE_REASONS = {
 }
 
 
-def test_hostile_attempts_all_dead_lettered_processor_alive_rss_bounded(topics: Topics, tmp_path: Path) -> None:
-    """Hypothesis-generated mutations of a valid attempt (each invalid by SPEC §4), random bytes, 10 MB
-    values, tombstones: each lands in the DLQ once with its reason and source coordinates; valid
-    attempts in between are evaluated; the processor stays up and its memory stays bounded."""
-    started = time.monotonic()
-    rng = random.Random(SEED + 5)
-    now_ms = int(time.time() * 1000)
-    topics.create(partitions=2, config={"max.message.bytes": str(12 * MB)})
-    monitor_all = {"account_id": HOSTILE_TARGET, "updated_at": rfc3339_millis(now_ms - 3_600_000),
-                   "external_account_identity_interaction": {"identity_types": {
-                       t: {"state": "monitor", "external_allowed_accounts": []} for t in IDENTITY_TYPES}}}
-    produce_tracked(topics.bootstrap, topics.settings, [settings_record(monitor_all)])
+def _hostile_records(now_ms: int, rng: random.Random) -> tuple[list[tuple[bytes | None, bytes | None]],
+                                                                  list[str | None]]:
+    """The hostile inputs, shuffled, with valid attempts among them (kind None), including one whose
+    keys repeat: the last occurrence counts. Returns the records and each record's kind."""
     hostile: list[tuple[str, bytes | None]] = draw_examples(hostile_payloads(now_ms), 500, SEED)
     hostile += [("random_bytes", rng.randbytes(rng.randint(1, 3000))) for _ in range(150)]
     hostile += [("huge", b'{"id": "' + b"x" * (10 * MB) + b'"}'), ("huge", rng.randbytes(10 * MB)),
@@ -682,6 +750,37 @@ def test_hostile_attempts_all_dead_lettered_processor_alive_rss_bounded(topics: 
             kinds.append(None)
     records += [(HOSTILE_TARGET.encode(), v) for v in valid]
     kinds += [None] * len(valid)
+    return records, kinds
+
+
+def _dead_letters_not_as_sent(bootstrap: str, dlq: str, sent: dict[tuple[int, int], Any]) -> list[str]:
+    """Dead letters whose reason, detail, key or value do not match the hostile input at their source
+    coordinates (a value over 1 MB may be truncated, and then says so)."""
+    wrong: list[str] = []
+    for m in read_topic(bootstrap, dlq):
+        h = dict(m.headers() or [])
+        (key, value), kind = sent[(int(h["source.partition"]), int(h["source.offset"]))]
+        reason = h["error.reason"].decode()
+        if reason not in HOSTILE_REASONS[kind] or not h.get("error.detail") or m.key() != key:
+            wrong.append(f"{kind}: {reason} {h.get('error.detail', b'')[:80]!r}")
+        if m.value() != value and not (value and len(value) > MB and h.get("error.value.truncated")):
+            wrong.append(f"{kind}: value not forwarded ({len(m.value() or b'')} of {len(value or b'')} bytes)")
+    return wrong
+
+
+def test_hostile_attempts_all_dead_lettered_processor_alive_rss_bounded(topics: Topics, tmp_path: Path) -> None:
+    """Hypothesis-generated mutations of a valid attempt (each invalid by SPEC §4), random bytes, 10 MB
+    values, tombstones: each lands in the DLQ once with its reason and source coordinates; valid
+    attempts in between are evaluated; the processor stays up and its memory stays bounded."""
+    started = time.monotonic()
+    rng = random.Random(SEED + 5)
+    now_ms = int(time.time() * 1000)
+    topics.create(partitions=2, config={"max.message.bytes": str(12 * MB)})
+    monitor_all = {"account_id": HOSTILE_TARGET, "updated_at": rfc3339_millis(now_ms - 3_600_000),
+                   "external_account_identity_interaction": {"identity_types": {
+                       t: {"state": "monitor", "external_allowed_accounts": []} for t in IDENTITY_TYPES}}}
+    produce_tracked(topics.bootstrap, topics.settings, [settings_record(monitor_all)])
+    records, kinds = _hostile_records(now_ms, rng)
     warmup = [(HOSTILE_TARGET.encode(), json.dumps(good_attempt(f"warm-{i}", now_ms)).encode()) for i in range(200)]
     big = {"message.max.bytes": str(12 * MB)}
 
@@ -714,15 +813,7 @@ def test_hostile_attempts_all_dead_lettered_processor_alive_rss_bounded(topics: 
     assert "dup-last" in expected and "dup-first" not in expected
     result = check_exactly_once(topics.bootstrap, topics.evals, topics.dlq, topics.attempts, expected, set(sent))
     assert result.ok, result.explain()
-    wrong: list[str] = []
-    for m in read_topic(topics.bootstrap, topics.dlq):
-        h = dict(m.headers() or [])
-        (key, value), kind = sent[(int(h["source.partition"]), int(h["source.offset"]))]
-        reason = h["error.reason"].decode()
-        if reason not in HOSTILE_REASONS[kind] or not h.get("error.detail") or m.key() != key:
-            wrong.append(f"{kind}: {reason} {h.get('error.detail', b'')[:80]!r}")
-        if m.value() != value and not (value and len(value) > MB and h.get("error.value.truncated")):
-            wrong.append(f"{kind}: value not forwarded ({len(m.value() or b'')} of {len(value or b'')} bytes)")
+    wrong = _dead_letters_not_as_sent(topics.bootstrap, topics.dlq, sent)
     assert not wrong, wrong[:10]
     record_figures("hostile_attempts", seed=SEED, bad_inputs=len(sent),
                    categories=dict(Counter(k for k in kinds if k)), valid_among_them=len(valid_values),
