@@ -32,8 +32,8 @@ from processor.local import cluster as local_cluster
 from processor.local.cluster import ClusterInfo, proxy_name
 from tests.faults.test_faults import SEED, publish_settings, workload_inputs
 from tests.support.fault_harness import (
+    aborted_records,
     check_exactly_once,
-    count_uncommitted_visible,
     expect_workload,
     produce_tracked,
     record_figures,
@@ -252,6 +252,22 @@ def test_broker_failover_under_load(cluster: ClusterInfo, topics: Topics, tmp_pa
 # 2. Network partition: the processor cut from every broker; a second instance takes over
 
 
+def wait_rejoined(a: RunningProcessor) -> None:
+    """A rejoins: the group is stable with both members holding partitions (A may find no work left)."""
+    try:
+        wait_until(lambda: a.proc.poll() is not None or assigned(a) > 0, 120,
+                   "A to rejoin the group and get partitions after the heal", interval=0.2)
+    except AssertionError:
+        raise AssertionError(f"{stacks(a.proc.pid)}\n{a.log()}") from None
+    assert a.proc.poll() is None, a.log()
+
+
+def zombie_log_lines(a: RunningProcessor) -> list[str]:
+    """A's log lines saying it was partitioned or fenced."""
+    return [line for line in a.log_path.read_text(errors="replace").splitlines()
+            if any(w in line.lower() for w in ("fenced", "partitions lost", "transaction step failed"))]
+
+
 def test_network_partition_zombie_fenced(cluster: ClusterInfo, topics: Topics, tmp_path: Path) -> None:
     """Instance A (through the proxy) is cut from all brokers for longer than its session timeout (3 s)
     and transaction.timeout.ms (8 s) while B (unproxied, same group) keeps running: B takes A's
@@ -285,14 +301,8 @@ def test_network_partition_zombie_fenced(cluster: ClusterInfo, topics: Topics, t
         healed = time.monotonic()
         set_proxies(info, True)
         a_at_heal = committed_count(a)
-        # A rejoins: the group is stable with both members holding partitions (A may find no work left).
-        try:
-            wait_until(lambda: a.proc.poll() is not None or assigned(a) > 0, 120,
-                       "A to rejoin the group and get partitions after the heal", interval=0.2)
-        except AssertionError:
-            raise AssertionError(f"{stacks(a.proc.pid)}\n{a.log()}") from None
+        wait_rejoined(a)
         rejoined_s = time.monotonic() - healed
-        assert a.proc.poll() is None, a.log()
         coords += produce_tracked(info.direct_bootstrap, topics.attempts, attempts[2 * third:])
         wait_until(lambda: committed_count(a) > a_at_heal or a.proc.poll() is not None, 120,
                    "A to commit again after the heal")
@@ -302,12 +312,8 @@ def test_network_partition_zombie_fenced(cluster: ClusterInfo, topics: Topics, t
     finally:
         a.kill()
         b.kill()
-    aborted = (count_uncommitted_visible(info.direct_bootstrap, topics.evals)
-               + count_uncommitted_visible(info.direct_bootstrap, topics.dlq)
-               - result.events_checked - result.dead_letters_checked)
-    a_log = a.log_path.read_text(errors="replace")
-    zombie_lines = [line for line in a_log.splitlines()
-                    if any(w in line.lower() for w in ("fenced", "partitions lost", "transaction step failed"))]
+    aborted = aborted_records(info.direct_bootstrap, topics.evals, topics.dlq, result)
+    zombie_lines = zombie_log_lines(a)
     record_figures("cluster_network_partition", seed=SEED, attempts=N, cut_s=cut_s, a_committed_while_cut=a_during,
                    b_committed_while_cut=b_took_over, aborted_records=aborted,
                    a_readyz_while_cut=json.loads(readyz_a).get("reasons"),

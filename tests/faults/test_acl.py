@@ -44,6 +44,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.faults]
 
 USERS = {"admin": "admin-secret", "alice": "alice-secret"}
 ALICE = "User:alice"
+#: The processor as alice, over SASL/PLAIN.
+ALICE_ENV = {"ACCESS_EVAL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "ACCESS_EVAL_KAFKA_SASL_MECHANISM": "PLAIN",
+             "ACCESS_EVAL_KAFKA_SASL_USERNAME": "alice", "ACCESS_EVAL_KAFKA_SASL_PASSWORD": USERS["alice"],
+             # A member refused READ on its group cannot leave it: a short session lets the restart in soon.
+             "ACCESS_EVAL_KAFKA_SESSION_TIMEOUT_MS": "3000", "ACCESS_EVAL_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 #: The PLAINTEXT and controller listeners authenticate nobody (User:ANONYMOUS): the test's own admin
 #: and producers use them, as super users; only the SASL listener is subject to ACLs.
 AUTHORIZER = {
@@ -96,6 +101,32 @@ def attempts(first: int, n: int) -> list[tuple[bytes, bytes]]:
             for i in range(first, first + n)]
 
 
+def revoke(admin: AdminClient, topics: Topics, revoked: str) -> None:
+    """Delete alice's WRITE on the eval topic ("eval-topic-write") or her READ on the group."""
+    gone = (binding(ResourceType.TOPIC, topics.evals, AclOperation.WRITE) if revoked == "eval-topic-write"
+            else binding(ResourceType.GROUP, topics.group, AclOperation.READ))
+    apply(admin, delete=[AclBindingFilter(gone.restype, gone.name, gone.resource_pattern_type, gone.principal,
+                                          gone.host, gone.operation, gone.permission_type)])
+
+
+def restart_evaluates_the_rest(topics: Topics, sasl: Topics, tmp_path: Path, env: dict[str, str], n: int) -> None:
+    """A new life of instance "a" (as alice, on `sasl`) evaluates what is left: attempts att-0..att-{n-1}
+    once each overall (read back through the super user's `topics`), and logs no error of its own."""
+    q = start_processor(sasl, tmp_path, instance="a", env=env)
+    try:
+        q.wait_ready(90)
+        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
+        assert q.terminate() == 0, q.log()
+    finally:
+        q.kill()
+    seen = Counter(e["attemptId"] for _, e in read_evals(topics.bootstrap, topics.evals))
+    assert seen == Counter({f"att-{i}": 1 for i in range(n)}), (
+        f"missing {sorted(set(f'att-{i}' for i in range(n)) - set(seen))[:5]}, "
+        f"duplicated {[a for a, c in seen.items() if c > 1][:5]}")
+    assert all(json.loads(line).get("level") != "error" for line in q.log_path.read_text().splitlines()
+               if line.startswith("{") and '"logger": "access_eval.librdkafka"' not in line)
+
+
 @pytest.mark.parametrize(("revoked", "refusal"), [("eval-topic-write", "Topic authorization failed"),
                                                   ("group-read", "Group authorization failed")])
 def test_acl_revoked_while_running_exits_3_and_loses_nothing(acl_broker: OwnBroker, tmp_path: Path, revoked: str,
@@ -109,10 +140,7 @@ def test_acl_revoked_while_running_exits_3_and_loses_nothing(acl_broker: OwnBrok
     produce(topics.bootstrap, topics.settings,
             [settings_record(settings_obj(TARGET, {"user": {"state": "monitor"}}, "2026-06-01T00:00:00Z"))])
     sasl = dataclasses.replace(topics, bootstrap=acl_broker.sasl_bootstrap)
-    env = {"ACCESS_EVAL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "ACCESS_EVAL_KAFKA_SASL_MECHANISM": "PLAIN",
-           "ACCESS_EVAL_KAFKA_SASL_USERNAME": "alice", "ACCESS_EVAL_KAFKA_SASL_PASSWORD": USERS["alice"],
-           # A member refused READ on its group cannot leave it: a short session lets the restart in soon.
-           "ACCESS_EVAL_KAFKA_SESSION_TIMEOUT_MS": "3000", "ACCESS_EVAL_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
+    env = ALICE_ENV
 
     # Control: with its ACLs alice's processor serves, so what follows is the revocation, not the setup.
     p = start_processor(sasl, tmp_path, env=env)
@@ -126,10 +154,7 @@ def test_acl_revoked_while_running_exits_3_and_loses_nothing(acl_broker: OwnBrok
         refused = [line for line in p.log_path.read_text().splitlines() if "authorization failed" in line.lower()]
         assert not refused, refused
 
-        gone = (binding(ResourceType.TOPIC, topics.evals, AclOperation.WRITE) if revoked == "eval-topic-write"
-                else binding(ResourceType.GROUP, topics.group, AclOperation.READ))
-        apply(admin, delete=[AclBindingFilter(gone.restype, gone.name, gone.resource_pattern_type, gone.principal,
-                                              gone.host, gone.operation, gone.permission_type)])
+        revoke(admin, topics, revoked)
         produce(topics.bootstrap, topics.attempts, attempts(200, 200))
         started = time.monotonic()
         rc, lines = run_to_exit(p, 60)
@@ -149,16 +174,4 @@ def test_acl_revoked_while_running_exits_3_and_loses_nothing(acl_broker: OwnBrok
 
     # The ACL back, a restart evaluates what the failed run left, exactly once overall.
     apply(admin, create=grants)
-    q = start_processor(sasl, tmp_path, instance="a", env=env)
-    try:
-        q.wait_ready(90)
-        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
-        assert q.terminate() == 0, q.log()
-    finally:
-        q.kill()
-    seen = Counter(e["attemptId"] for _, e in read_evals(topics.bootstrap, topics.evals))
-    assert seen == Counter({f"att-{i}": 1 for i in range(400)}), (
-        f"missing {sorted(set(f'att-{i}' for i in range(400)) - set(seen))[:5]}, "
-        f"duplicated {[a for a, n in seen.items() if n > 1][:5]}")
-    assert all(json.loads(line).get("level") != "error" for line in q.log_path.read_text().splitlines()
-               if line.startswith("{") and '"logger": "access_eval.librdkafka"' not in line)
+    restart_evaluates_the_rest(topics, sasl, tmp_path, env, n=400)

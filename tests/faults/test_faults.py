@@ -36,8 +36,8 @@ from processor.local.workload import Mix, Workload
 from tests.support.fault_harness import (
     Delivery,
     OwnBroker,
+    aborted_records,
     check_exactly_once,
-    count_uncommitted_visible,
     expect_workload,
     problem_lines,
     produce_tracked,
@@ -170,9 +170,7 @@ def test_crash_loop_sigkill_exactly_once(topics: Topics, tmp_path: Path) -> None
         p.kill()
     result = check_exactly_once(topics.bootstrap, topics.evals, topics.dlq, topics.attempts,
                                 expected, {coords[i] for i in invalid})
-    aborted = (count_uncommitted_visible(topics.bootstrap, topics.evals)
-               + count_uncommitted_visible(topics.bootstrap, topics.dlq)
-               - result.events_checked - result.dead_letters_checked)
+    aborted = aborted_records(topics.bootstrap, topics.evals, topics.dlq, result)
     figures = dict(seed=SEED, attempts=n, kills=sum(line.startswith("kill") for line in kill_log),
                    kills_with_work_pending=mid_stream,
                    aborted_records_of_killed_transactions=aborted, events_checked=result.events_checked,

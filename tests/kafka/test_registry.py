@@ -41,6 +41,64 @@ USER, PASSWORD = "svc-user", "s3cret:with:colons"
 # --- a stub of the Confluent schema registry REST API ------------------------------------------------
 
 
+class StubHandler(BaseHTTPRequestHandler):
+    """The REST endpoints of one `StubRegistry` (`stub`, set by a subclass per registry)."""
+
+    stub: StubRegistry
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _authorized(self) -> bool:
+        header = self.headers.get("Authorization")
+        self.stub.requests.append((self.command, self.path, header))
+        if self.stub.userinfo is None:
+            return True
+        expected = "Basic " + base64.b64encode(self.stub.userinfo.encode()).decode()
+        if header == expected:
+            return True
+        self._reply(401, {"error_code": 40101, "message": "Unauthorized"})
+        return False
+
+    def _reply(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        if not self._authorized():
+            return
+        parts = urlparse(self.path).path.strip("/").split("/")
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        if len(parts) != 3 or parts[0] != "subjects" or parts[2] != "versions":
+            self._reply(404, {"error_code": 404, "message": "not found"})
+            return
+        canonical = json.dumps(json.loads(body["schema"]), sort_keys=True)
+        if canonical not in self.stub.schemas:
+            self.stub.schemas.append(canonical)
+        sid = self.stub.schemas.index(canonical) + 1
+        versions = self.stub.subjects.setdefault(unquote(parts[1]), [])
+        if sid not in versions:
+            versions.append(sid)
+        self._reply(200, {"id": sid})
+
+    def do_GET(self) -> None:
+        if not self._authorized():
+            return
+        parts = urlparse(self.path).path.strip("/").split("/")
+        if len(parts) == 3 and parts[:2] == ["schemas", "ids"] and parts[2].isdigit():
+            sid = int(parts[2])
+            if 1 <= sid <= len(self.stub.schemas):
+                self._reply(200, {"schema": self.stub.schemas[sid - 1]})
+                return
+            self._reply(404, {"error_code": 40403, "message": "Schema not found"})
+            return
+        self._reply(404, {"error_code": 404, "message": "not found"})
+
+
 class StubRegistry:
     """Just the endpoints the client uses for register and lookup, with optional basic auth."""
 
@@ -49,62 +107,8 @@ class StubRegistry:
         self.schemas: list[str] = []  # id = index + 1
         self.subjects: dict[str, list[int]] = {}
         self.requests: list[tuple[str, str, str | None]] = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _authorized(self) -> bool:
-                header = self.headers.get("Authorization")
-                stub.requests.append((self.command, self.path, header))
-                if stub.userinfo is None:
-                    return True
-                expected = "Basic " + base64.b64encode(stub.userinfo.encode()).decode()
-                if header == expected:
-                    return True
-                self._reply(401, {"error_code": 40101, "message": "Unauthorized"})
-                return False
-
-            def _reply(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_POST(self) -> None:
-                if not self._authorized():
-                    return
-                parts = urlparse(self.path).path.strip("/").split("/")
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                if len(parts) != 3 or parts[0] != "subjects" or parts[2] != "versions":
-                    self._reply(404, {"error_code": 404, "message": "not found"})
-                    return
-                canonical = json.dumps(json.loads(body["schema"]), sort_keys=True)
-                if canonical not in stub.schemas:
-                    stub.schemas.append(canonical)
-                sid = stub.schemas.index(canonical) + 1
-                versions = stub.subjects.setdefault(unquote(parts[1]), [])
-                if sid not in versions:
-                    versions.append(sid)
-                self._reply(200, {"id": sid})
-
-            def do_GET(self) -> None:
-                if not self._authorized():
-                    return
-                parts = urlparse(self.path).path.strip("/").split("/")
-                if len(parts) == 3 and parts[:2] == ["schemas", "ids"] and parts[2].isdigit():
-                    sid = int(parts[2])
-                    if 1 <= sid <= len(stub.schemas):
-                        self._reply(200, {"schema": stub.schemas[sid - 1]})
-                        return
-                    self._reply(404, {"error_code": 40403, "message": "Schema not found"})
-                    return
-                self._reply(404, {"error_code": 404, "message": "not found"})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        handler = type("Handler", (StubHandler,), {"stub": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

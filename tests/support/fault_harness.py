@@ -191,6 +191,13 @@ def count_uncommitted_visible(bootstrap: str, topic: str) -> int:
 # Expected output and the exactly-once check
 
 
+def aborted_records(bootstrap: str, evals_topic: str, dlq_topic: str, result: Delivery) -> int:
+    """Records of aborted transactions in the output topics: what a read_uncommitted reader sees
+    beyond the committed events and dead letters `result` checked."""
+    return (count_uncommitted_visible(bootstrap, evals_topic) + count_uncommitted_visible(bootstrap, dlq_topic)
+            - result.events_checked - result.dead_letters_checked)
+
+
 def expect_workload(settings: Iterable[SettingsRecord], attempts: list[tuple[bytes, bytes, str]]) -> Expectation:
     """The contract model's expectation for a `processor.local.workload` stream (settings as published).
 
