@@ -36,15 +36,15 @@ class Delivered:
 
 
 def send_all(producer: Producer, topic: str, records: Iterable[Record], *,
-             on_delivery: Callable[[int], Callable[[KafkaError | None, Any], None]] | None = None,
+             callback_for: Callable[[int], Callable[[KafkaError | None, Any], None]] | None = None,
              **produce_args: Any) -> tuple[int, int]:
-    """Queue every record on `producer` (the caller flushes); `on_delivery(i)` gives record i's
-    callback. Returns (records, value bytes)."""
+    """Queue every record on `producer` (the caller flushes) with `produce_args`; `callback_for(i)`
+    gives record i's own delivery callback. Returns (records, value bytes)."""
     n = size = 0
     for key, value, *ts in records:
         args = dict(produce_args, timestamp=ts[0]) if ts else produce_args
-        if on_delivery is not None:
-            args = dict(args, on_delivery=on_delivery(n))
+        if callback_for is not None:
+            args = dict(args, on_delivery=callback_for(n))
         while True:
             try:
                 producer.produce(topic, value, key, **args)
@@ -87,7 +87,7 @@ def produce(bootstrap: str, topic: str, records: Iterable[Record], *, bulk: bool
         args["partition"] = partition
     if not track:
         args["on_delivery"] = failed  # one callback for all: no closure per record
-    count, size = send_all(producer, topic, records, on_delivery=tracker if track else None, **args)
+    count, size = send_all(producer, topic, records, callback_for=tracker if track else None, **args)
     undelivered = producer.flush(timeout)
     if undelivered or failures or None in coords:
         raise LocalKafkaError(f"publishing to {topic}: {undelivered} records undelivered after {timeout:.0f} s,"

@@ -126,30 +126,19 @@ def prom(tmp_path: Path, endpoint: tuple[HttpServer, Metrics, Health]) -> Iterat
         yield p
 
 
-def test_scraped_counters_equal_committed_tally_and_all_queries_evaluate(
-    endpoint: tuple[HttpServer, Metrics, Health], prom: PrometheusServer
-) -> None:
-    _, metrics, health = endpoint
-    sel = f'job="{JOB}"'
-
-    # First scrapes see the pre-initialised zeros (so rate() sees the later increments).
-    prom.wait_for(f"access_eval_attempts_total{{{sel}}}", lambda v: len(v) == 6 and not any(v.values()), 20)
-    assert prom.targets()[0]["health"] == "up"
-
-    # Work that is tallied but not committed never shows up.
-    pending = known_tally()
-    # Wait for two scrapes that started after the tally existed (a condition, not a sleep), then look.
-    tallied_at = time.time()
+def wait_scraped_twice_since(prom: PrometheusServer, sel: str, since: float) -> None:
+    """Two scrapes that started after `since` (a condition, not a sleep)."""
 
     def scraped_twice_since() -> bool:
         samples = prom.query(f"up{{{sel}}}[30s]")["result"]
         assert samples, "no up series"
-        return sum(1 for t, _ in samples[0]["values"] if float(t) > tallied_at) >= 2
+        return sum(1 for t, _ in samples[0]["values"] if float(t) > since) >= 2
 
     wait_until(scraped_twice_since, 20, "two scrapes after the uncommitted tally", interval=0.2)
-    assert metrics_total(prom, sel) == 0, "uncommitted work reached Prometheus"
 
-    # Commit: then Prometheus sees exactly the tally.
+
+def commit_everything(metrics: Metrics, health: Health, pending: Tally) -> None:
+    """Commit the tally and set every other metric the dashboard and rules read."""
     metrics.commit(pending)
     pending.clear()
     metrics.transaction("committed")
@@ -160,16 +149,9 @@ def test_scraped_counters_equal_committed_tally_and_all_queries_evaluate(
     health.set_bootstrapped(True)
     health.set_assigned(2)
 
-    expected_outcomes: dict[str, int] = {o: 0 for o in ("same_account", "unrestricted", "permit")}
-    expected_outcomes |= {"would_be_deny": 0, "enforced_deny": 0, "invalid": sum(INVALID.values())}
-    for (outcome, _, _, _), n in DECISIONS.items():
-        expected_outcomes[outcome] += n
-    attempts = prom.wait_for(
-        f"access_eval_attempts_total{{{sel}}}", lambda v: sum(v.values()) == sum(expected_outcomes.values()), 20
-    )
-    instance = dict(next(iter(attempts)))["instance"]
-    base = {"job": JOB, "instance": instance}
-    assert attempts == {lbl(**base, outcome=o): float(n) for o, n in expected_outcomes.items()}
+
+def assert_labelled_counters(prom: PrometheusServer, sel: str, base: dict[str, str]) -> None:
+    """The committed tally, counter by counter and label by label."""
 
     def vector(name: str) -> dict[tuple[tuple[str, str], ...], float]:
         return {k: v for k, v in prom.query_vector(f"{name}{{{sel}}}").items() if v}
@@ -192,17 +174,10 @@ def test_scraped_counters_equal_committed_tally_and_all_queries_evaluate(
         lbl(**base, account_id=A2, outcome="permit"): 2.0,
         lbl(**base, account_id=A2, outcome="enforced_deny"): 8.0,
     }  # A3 is not configured for per-account labels
-    assert prom.query_value(f"access_eval_event_age_seconds_count{{{sel}}}") == 4
-    assert prom.query_value(f'access_eval_transactions_total{{{sel}, result="committed"}}') == 1
-    assert prom.query_value(f'access_eval_consumer_lag{{{sel}, partition="0"}}') == 12
-    assert prom.query_value(f"access_eval_ready{{{sel}}}") == 1
-    assert prom.query_value(f"access_eval_assigned_partitions{{{sel}}}") == 2
-    assert prom.query_value(f'access_eval_build_info{{{sel}, version="{__version__}"}}') == 1
-    assert (prom.query_value(f"process_resident_memory_bytes{{{sel}}}") or 0) > 0
 
-    assert_every_expression_evaluates(prom)
 
-    # Panels over the data just committed return series (not only "no error").
+def assert_panels_return_series(prom: PrometheusServer) -> None:
+    """Panels over the data just committed return series (not only "no error")."""
     results = {expr: prom.query_vector(expr) for _, expr in dashboard_exprs(load_dashboard())}
     for needle in (
         "sum by (identity_type) (increase(access_eval_would_be_denies_total",
@@ -214,6 +189,50 @@ def test_scraped_counters_equal_committed_tally_and_all_queries_evaluate(
         matching = [e for e in results if needle in e]
         assert matching, needle
         assert all(results[e] for e in matching), f"no series for {matching}"
+
+
+def test_scraped_counters_equal_committed_tally_and_all_queries_evaluate(
+    endpoint: tuple[HttpServer, Metrics, Health], prom: PrometheusServer
+) -> None:
+    _, metrics, health = endpoint
+    sel = f'job="{JOB}"'
+
+    # First scrapes see the pre-initialised zeros (so rate() sees the later increments).
+    prom.wait_for(f"access_eval_attempts_total{{{sel}}}", lambda v: len(v) == 6 and not any(v.values()), 20)
+    assert prom.targets()[0]["health"] == "up"
+
+    # Work that is tallied but not committed never shows up.
+    pending = known_tally()
+    # Wait for two scrapes that started after the tally existed (a condition, not a sleep), then look.
+    tallied_at = time.time()
+    wait_scraped_twice_since(prom, sel, tallied_at)
+    assert metrics_total(prom, sel) == 0, "uncommitted work reached Prometheus"
+
+    # Commit: then Prometheus sees exactly the tally.
+    commit_everything(metrics, health, pending)
+
+    expected_outcomes: dict[str, int] = {o: 0 for o in ("same_account", "unrestricted", "permit")}
+    expected_outcomes |= {"would_be_deny": 0, "enforced_deny": 0, "invalid": sum(INVALID.values())}
+    for (outcome, _, _, _), n in DECISIONS.items():
+        expected_outcomes[outcome] += n
+    attempts = prom.wait_for(
+        f"access_eval_attempts_total{{{sel}}}", lambda v: sum(v.values()) == sum(expected_outcomes.values()), 20
+    )
+    instance = dict(next(iter(attempts)))["instance"]
+    base = {"job": JOB, "instance": instance}
+    assert attempts == {lbl(**base, outcome=o): float(n) for o, n in expected_outcomes.items()}
+
+    assert_labelled_counters(prom, sel, base)
+    assert prom.query_value(f"access_eval_event_age_seconds_count{{{sel}}}") == 4
+    assert prom.query_value(f'access_eval_transactions_total{{{sel}, result="committed"}}') == 1
+    assert prom.query_value(f'access_eval_consumer_lag{{{sel}, partition="0"}}') == 12
+    assert prom.query_value(f"access_eval_ready{{{sel}}}") == 1
+    assert prom.query_value(f"access_eval_assigned_partitions{{{sel}}}") == 2
+    assert prom.query_value(f'access_eval_build_info{{{sel}, version="{__version__}"}}') == 1
+    assert (prom.query_value(f"process_resident_memory_bytes{{{sel}}}") or 0) > 0
+
+    assert_every_expression_evaluates(prom)
+    assert_panels_return_series(prom)
 
     # The rules were loaded and evaluate without errors; the DLQ alert fires on the dead letters.
     assert_rules_healthy(prom)
