@@ -101,6 +101,33 @@ def crd_files() -> dict[str, Path]:
     return found
 
 
+def _credentials(workdir: Path, openssl: str) -> tuple[Path, Path, Path, str]:
+    """Service-account signing keys and a static token for a system:masters user: (key, public key,
+    token file, token)."""
+    sa_key = workdir / "sa.key"
+    subprocess.run([openssl, "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
+    sa_pub = workdir / "sa.pub"
+    subprocess.run([openssl, "rsa", "-in", str(sa_key), "-pubout", "-out", str(sa_pub)],
+                   check=True, capture_output=True)
+    token = os.urandom(16).hex()
+    tokens = workdir / "tokens.csv"
+    tokens.write_text(f'{token},admin,admin-uid,"system:masters"\n')
+    return sa_key, sa_pub, tokens, token
+
+
+def _write_kubeconfig(path: Path, port: int, token: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {
+            # The apiserver's self-signed serving certificate, on loopback only.
+            "server": f"https://127.0.0.1:{port}", "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "admin", "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
+    }))
+    path.chmod(0o600)
+    return path
+
+
 @dataclass
 class KubeAPIServer:
     """A running etcd + kube-apiserver pair; use :meth:`start` and ``with``."""
@@ -160,16 +187,7 @@ class KubeAPIServer:
         try:
             _wait_http(f"http://127.0.0.1:{client}/health", etcd, workdir / "etcd.log", ready_timeout)
 
-            # Service-account signing keys and a static token for a system:masters user.
-            sa_key = workdir / "sa.key"
-            subprocess.run([openssl, "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
-            sa_pub = workdir / "sa.pub"
-            subprocess.run([openssl, "rsa", "-in", str(sa_key), "-pubout", "-out", str(sa_pub)],
-                           check=True, capture_output=True)
-            token = os.urandom(16).hex()
-            tokens = workdir / "tokens.csv"
-            tokens.write_text(f'{token},admin,admin-uid,"system:masters"\n')
-
+            sa_key, sa_pub, tokens, token = _credentials(workdir, openssl)
             port = free_port(exclude=[client, peer])
             apiserver = _spawn([
                 apiserver_bin,
@@ -192,16 +210,7 @@ class KubeAPIServer:
             raise
         started_in = time.monotonic() - began
 
-        kubeconfig = workdir / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {
-                # The apiserver's self-signed serving certificate, on loopback only.
-                "server": f"https://127.0.0.1:{port}", "insecure-skip-tls-verify": True}}],
-            "users": [{"name": "admin", "user": {"token": token}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
-        }))
-        kubeconfig.chmod(0o600)
+        kubeconfig = _write_kubeconfig(workdir / "kubeconfig", port, token)
         return cls(workdir, port, kubeconfig, token, kubectl_bin, etcd, apiserver, started_in)
 
     def __enter__(self) -> KubeAPIServer:

@@ -269,6 +269,42 @@ def _family_order(draw: st.DrawFn) -> list[str]:
     return order + [a for a in ACCOUNTS if a not in order]
 
 
+def _draw_versions(draw: st.DrawFn, pool: list[str], spellings: dict[str, list[str]], allowable: list[str],
+                   max_versions: int) -> tuple[list[tuple[str, int, dict[str, Any]]], dict[str, list[int]]]:
+    """Each account's versions, in publication order (by drawn rank), and each account's effective times."""
+    ranked: list[tuple[int, int, tuple[str, int, dict[str, Any]]]] = []
+    by_account: dict[str, list[int]] = {}
+    for account in pool:
+        effs = by_account[account] = []
+        while len(effs) < max_versions and (v := _version(draw, effs, spellings[account], allowable, max_versions)):
+            rank, eff, doc = v
+            effs.append(eff)
+            ranked.append((rank, len(ranked), (account, eff, doc)))
+    return [version for _, _, version in sorted(ranked)], by_account
+
+
+def _plan_attempts(draw: st.DrawFn, pool: list[str], by_account: dict[str, list[int]], n_externals: int,
+                   max_accounts: int, max_versions: int, max_attempts: int,
+                   invalid: bool) -> list[tuple[int, int, str | None, list[int]]]:
+    """(event time, lateness, target or None for an invalid line, who) of each attempt, in arrival order."""
+    planned: list[tuple[int, int, str | None, list[int]]] = []
+    while len(planned) < max_attempts:
+        # kind 0-14: any time; 15-18: at or next to one of the target's effective times; 19: invalid line
+        more, kind, late, k, near, anywhen, lateness, *who = _choices(
+            draw, _ATTEMPTS_STOP, 20, 4, max_accounts, 3 * max_versions, 8 * HOUR, MAX_LATENESS_MS + 1,
+            _SPELLINGS, n_externals, _SPELLINGS, len(IDENTITY_TYPES), 4)
+        if not more:
+            break
+        target = pool[k % len(pool)]
+        effs = by_account[target]
+        if 15 <= kind <= 18 and effs:
+            t = effs[near // 3 % len(effs)] + (0, -1, 1)[near % 3]
+        else:
+            t = BASE_MS - HOUR + anywhen
+        planned.append((t, lateness if late == 3 else 0, None if kind == 19 and invalid else target, who))
+    return planned
+
+
 @st.composite
 def scenarios(
     draw: st.DrawFn, max_accounts: int = 8, max_versions: int = 8, max_attempts: int = 200, invalid: bool = True
@@ -293,32 +329,10 @@ def scenarios(
     externals = pool + ids[max_accounts : max_accounts + 2]
     spellings = {a: [a] + [_messy(draw, a) for _ in range(_SPELLINGS - 1)] for a in externals}
     allowable = [s for a in externals for s in spellings[a]]
-    ranked: list[tuple[int, int, tuple[str, int, dict[str, Any]]]] = []
-    by_account: dict[str, list[int]] = {}
-    for account in pool:
-        effs = by_account[account] = []
-        while len(effs) < max_versions and (v := _version(draw, effs, spellings[account], allowable, max_versions)):
-            rank, eff, doc = v
-            effs.append(eff)
-            ranked.append((rank, len(ranked), (account, eff, doc)))
     sc = Scenario()
-    sc.versions = [version for _, _, version in sorted(ranked)]  # publication order: by rank
-
-    planned: list[tuple[int, int, str | None, list[int]]] = []  # (event time, lateness, target, who)
-    while len(planned) < max_attempts:
-        # kind 0-14: any time; 15-18: at or next to one of the target's effective times; 19: invalid line
-        more, kind, late, k, near, anywhen, lateness, *who = _choices(
-            draw, _ATTEMPTS_STOP, 20, 4, max_accounts, 3 * max_versions, 8 * HOUR, MAX_LATENESS_MS + 1,
-            _SPELLINGS, len(externals), _SPELLINGS, len(IDENTITY_TYPES), 4)
-        if not more:
-            break
-        target = pool[k % len(pool)]
-        effs = by_account[target]
-        if 15 <= kind <= 18 and effs:
-            t = effs[near // 3 % len(effs)] + (0, -1, 1)[near % 3]
-        else:
-            t = BASE_MS - HOUR + anywhen
-        planned.append((t, lateness if late == 3 else 0, None if kind == 19 and invalid else target, who))
+    sc.versions, by_account = _draw_versions(draw, pool, spellings, allowable, max_versions)
+    planned = _plan_attempts(draw, pool, by_account, len(externals), max_accounts, max_versions, max_attempts,
+                             invalid)
     if in_order:  # mostly in event-time order, one in four arriving late
         planned.sort(key=lambda p: p[0])
         planned = [(t - lateness, 0, a, w) for t, lateness, a, w in planned]
