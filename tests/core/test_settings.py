@@ -6,6 +6,7 @@ import itertools
 import json
 import zlib
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -611,6 +612,65 @@ def _stream_times(sc: Scenario, mode: str, partitions: int, assigned: bool, batc
     return out
 
 
+@dataclass
+class RetentionCheck:
+    """The per-attempt assertions of the retention property below, with what earlier answers showed."""
+
+    sc: Scenario
+    retention: int
+    prune_every: int
+    model: dict[str, tuple[list[int], list[int], list[bool]]] = field(default_factory=dict)  # versions, times, resets
+    floor: dict[str, int] = field(default_factory=dict)  # account -> effective time of the oldest kept version shown
+    pruned: int = 0
+    before_watermark: int = 0
+
+    def versions_of(self, target: str) -> tuple[list[int], list[int], list[bool]]:
+        if target not in self.model:
+            mine = self.sc.versions_of(target)
+            self.model[target] = (mine, [self.sc.versions[j][1] for j in mine],
+                                  [spec_is_reset(self.sc.versions[j][2]) for j in mine])
+        return self.model[target]
+
+    def attempt(self, i: int, obj: dict[str, Any], t: int, stream: int | None, verdict: Any, version: Any,
+                exact: bool) -> None:
+        target, ident = norm(obj["account_id"]), obj["identity"]
+        if norm(ident["account_id"]) == target:
+            assert (verdict.outcome, version, exact) == ("same_account", None, True)
+            return
+        mine, effs, resets = self.versions_of(target)
+        got = (None if version is None else mine.index(version.offset), exact)  # type: ignore[arg-type]
+        high = None if stream is None else stream - self.retention
+        low = None if high is None else high - self.prune_every
+        unpruned = spec_version_index(effs, t)
+        latest = spec_standing(effs)[-1] if effs else None
+        forgotten = (latest is not None and high is not None and resets[latest] and effs[latest] <= high
+                     and got == (None, True))
+
+        def where() -> str:
+            return (f"attempt {i} at {iso(t)}, stream time {stream and iso(stream)}, "
+                    f"watermark {high and iso(high)}")
+
+        if high is None or t >= high:
+            assert got == unpruned or forgotten, where()
+        else:
+            self.before_watermark += 1
+            older = got[0] is not None and not got[1] and effs[got[0]] > t
+            assert got == unpruned or older or forgotten, where()
+        assert got in spec_retained_answers(effs, resets, t, low, high), where()
+        if got != unpruned:
+            self.pruned += 1
+        if got[0] is not None:
+            assert effs[got[0]] >= self.floor.get(target, effs[got[0]]), f"{where()}: a pruned version came back"
+            if not got[1]:
+                self.floor[target] = max(self.floor.get(target, effs[got[0]]), effs[got[0]])
+        elif forgotten:
+            self.floor[target] = effs[latest] + 1  # type: ignore[index]
+        used = self.sc.versions[mine[got[0]]][2] if got[0] is not None else None
+        want = spec_decide(used, obj["account_id"], ident["account_id"], ident["type"])
+        assert (verdict.outcome, verdict.decision, verdict.is_enforced, verdict.allowlisted) == (
+            want.outcome, want.decision, want.is_enforced, want.allowlisted), where()
+
+
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     sc=scenarios(invalid=False),
@@ -657,9 +717,7 @@ def test_retention_with_out_of_order_arrival_keeps_what_the_contract_promises(
         assert history.apply_record(key, value, eff, "settings", 0, idx) is None
 
     streams = _stream_times(sc, mode, partitions, assigned, batches)
-    model: dict[str, tuple[list[int], list[int], list[bool]]] = {}  # account -> its versions, times, resets
-    floor: dict[str, int] = {}  # account -> effective time of the oldest kept version an answer showed
-    pruned = before_watermark = 0
+    check = RetentionCheck(sc, retention, prune_every)
     pending: dict[Hashable, int] = {}  # partition -> newest event time in the batch
     start = 0
     for size in batches:
@@ -672,52 +730,13 @@ def test_retention_with_out_of_order_arrival_keeps_what_the_contract_promises(
             t = attempt.event_ms
             if mode == "batches":
                 pending[part] = max(pending.get(part, t), t)
-            target, ident = norm(obj["account_id"]), obj["identity"]
-            if norm(ident["account_id"]) == target:
-                assert (verdict.outcome, version, exact) == ("same_account", None, True)
-                continue
-            if target not in model:
-                mine = sc.versions_of(target)
-                model[target] = (mine, [sc.versions[j][1] for j in mine],
-                                 [spec_is_reset(sc.versions[j][2]) for j in mine])
-            mine, effs, resets = model[target]
-            got = (None if version is None else mine.index(version.offset), exact)  # type: ignore[arg-type]
-            high = None if stream is None else stream - retention
-            low = None if high is None else high - prune_every
-            unpruned = spec_version_index(effs, t)
-            latest = spec_standing(effs)[-1] if effs else None
-            forgotten = (latest is not None and high is not None and resets[latest] and effs[latest] <= high
-                         and got == (None, True))
-
-            def where(i: int = i, t: int = t, stream: int | None = stream, high: int | None = high) -> str:
-                return (f"attempt {i} at {iso(t)}, stream time {stream and iso(stream)}, "
-                        f"watermark {high and iso(high)}")
-
-            if high is None or t >= high:
-                assert got == unpruned or forgotten, where()
-            else:
-                before_watermark += 1
-                older = got[0] is not None and not got[1] and effs[got[0]] > t
-                assert got == unpruned or older or forgotten, where()
-            assert got in spec_retained_answers(effs, resets, t, low, high), where()
-            if got != unpruned:
-                pruned += 1
-            if got[0] is not None:
-                assert effs[got[0]] >= floor.get(target, effs[got[0]]), f"{where()}: a pruned version came back"
-                if not got[1]:
-                    floor[target] = max(floor.get(target, effs[got[0]]), effs[got[0]])
-            elif forgotten:
-                floor[target] = effs[latest] + 1  # type: ignore[index]
-            used = sc.versions[mine[got[0]]][2] if got[0] is not None else None
-            want = spec_decide(used, obj["account_id"], ident["account_id"], ident["type"])
-            assert (verdict.outcome, verdict.decision, verdict.is_enforced, verdict.allowlisted) == (
-                want.outcome, want.decision, want.is_enforced, want.allowlisted), where()
+            check.attempt(i, obj, t, stream, verdict, version, exact)
         if mode == "batches" and pending:
             history.observe_batch(pending)
             pending = {}
         start += size
-    event(f"attempts before the watermark: {'some' if before_watermark else 'none'}")
-    event(f"answers changed by pruning: {'some' if pruned else 'none'}")
+    event(f"attempts before the watermark: {'some' if check.before_watermark else 'none'}")
+    event(f"answers changed by pruning: {'some' if check.pruned else 'none'}")
 
 
 # --- memory: reset accounts are forgotten once their reset is older than retention -----------------------
