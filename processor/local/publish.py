@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 
 from processor.errors import LocalKafkaError
+from processor.kafka import clients
 
 #: A record: (key, value), or (key, value, timestamp in epoch ms).
 Record = tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, int]
@@ -80,8 +81,8 @@ def produce(bootstrap: str, topic: str, records: Iterable[Record], *, bulk: bool
                 coords[index] = (msg.partition(), msg.offset())
         return delivered
 
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
-                         **(BULK if bulk else {}), **(config or {})})
+    producer = Producer(clients.publisher_conf({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                                                **(BULK if bulk else {}), **(config or {})}))
     args: dict[str, Any] = {"headers": headers} if headers else {}
     if partition is not None:
         args["partition"] = partition

@@ -274,7 +274,6 @@ class World:
             self.start()
         proc = rng.choice(self.procs)
         c = proc.consumer
-        cl = self.cluster
         self.trace.append(f"{name} {proc.name}")
         if name == "input":
             self.add_input()
@@ -283,29 +282,11 @@ class World:
         elif name == "advance":
             self.clock.advance(rng.choice([0.01, 0.1, 0.5]))
         elif name == "assign":
-            free = [p for p, o in cl.owner.items() if o is None]
-            if free:
-                parts = rng.sample(free, rng.randint(1, len(free)))
-                for p in parts:
-                    cl.owner[p] = c
-                c.events.append(("assign", parts))
-                self.trace[-1] += f" {parts}"
+            self._assign(c)
         elif name == "revoke":
-            pending = {p for _, ps in c.events for p in ps}
-            mine = [p for p in c.assigned if cl.owner.get(p) is c and p not in pending]
-            if mine:
-                parts = rng.sample(mine, rng.randint(1, len(mine)))
-                c.events.append(("revoke", parts))
-                self.trace[-1] += f" {parts}"
+            self._revoke(c)
         elif name == "lost":
-            assigning = [p for kind, ps in c.events if kind == "assign" for p in ps]
-            c.events = [e for e in c.events if e[0] != "assign"]
-            for p, o in cl.owner.items():
-                if o is c:
-                    cl.owner[p] = None
-            parts = sorted(set(c.assigned) | set(assigning))
-            c.events = [("lost", sorted(c.assigned))] if c.assigned else []
-            self.trace[-1] += f" {parts}"
+            self._lose(c)
         elif name == "crash":
             self.drop(proc)
             self.start(proc.txn_id)
@@ -317,24 +298,7 @@ class World:
             self.twins += 1
             self.start(proc.txn_id)
         elif name == "fault":
-            prod = proc.producer
-            choices: list[tuple[str, str]] = []
-            if "txn" in self.kinds:
-                choices += [("begin", "fatal"), ("send_offsets", "retriable"), ("send_offsets", "abortable"),
-                            ("send_offsets", "fatal"), ("commit", "timeout"), ("commit", "timeout_landed"),
-                            ("commit", "abortable"), ("commit", "fatal"), ("abort", "retriable"),
-                            ("abort", "fatal")]
-            if "hung" in self.kinds:
-                choices += [("send_offsets", "hung"), ("commit", "hung"), ("commit", "hung_landed"),
-                            ("abort", "hung")]
-            if self.delivery == "at-least-once":
-                choices = [("commit_offsets", "retriable")]
-            call, kind = rng.choice(choices)
-            if call == "commit_offsets":
-                c.faults.setdefault("commit", []).append(kind)
-            else:
-                prod.faults.setdefault(call, []).append(kind)
-            self.trace[-1] += f" {call}:{kind}"
+            self._inject_fault(proc)
         elif name == "seek":
             which = rng.choice(["seek", "committed"])
             c.faults.setdefault(which, []).extend(["retriable"] * rng.randint(1, 3))
@@ -343,6 +307,61 @@ class World:
             proc.producer.faults.setdefault("produce", []).extend(["ok"] * rng.randint(0, 3) + ["bug"])
         elif name == "deliver":
             proc.producer.faults.setdefault("deliver", []).append("fail")
+
+    def _assign(self, c: FakeConsumer) -> None:
+        """Hand some free partitions to consumer `c` (its next poll serves the callback)."""
+        rng, cl = self.rng, self.cluster
+        free = [p for p, o in cl.owner.items() if o is None]
+        if free:
+            parts = rng.sample(free, rng.randint(1, len(free)))
+            for p in parts:
+                cl.owner[p] = c
+            c.events.append(("assign", parts))
+            self.trace[-1] += f" {parts}"
+
+    def _revoke(self, c: FakeConsumer) -> None:
+        """Take back some of the partitions `c` owns and has no callback pending for."""
+        rng, cl = self.rng, self.cluster
+        pending = {p for _, ps in c.events for p in ps}
+        mine = [p for p in c.assigned if cl.owner.get(p) is c and p not in pending]
+        if mine:
+            parts = rng.sample(mine, rng.randint(1, len(mine)))
+            c.events.append(("revoke", parts))
+            self.trace[-1] += f" {parts}"
+
+    def _lose(self, c: FakeConsumer) -> None:
+        """`c` loses every partition it owns or is being assigned (session timeout): a lost callback."""
+        cl = self.cluster
+        assigning = [p for kind, ps in c.events if kind == "assign" for p in ps]
+        c.events = [e for e in c.events if e[0] != "assign"]
+        for p, o in cl.owner.items():
+            if o is c:
+                cl.owner[p] = None
+        parts = sorted(set(c.assigned) | set(assigning))
+        c.events = [("lost", sorted(c.assigned))] if c.assigned else []
+        self.trace[-1] += f" {parts}"
+
+    def _inject_fault(self, proc: Proc) -> None:
+        """Arm one transaction (or, at-least-once, offset commit) fault of the kinds explored."""
+        rng, c = self.rng, proc.consumer
+        prod = proc.producer
+        choices: list[tuple[str, str]] = []
+        if "txn" in self.kinds:
+            choices += [("begin", "fatal"), ("send_offsets", "retriable"), ("send_offsets", "abortable"),
+                        ("send_offsets", "fatal"), ("commit", "timeout"), ("commit", "timeout_landed"),
+                        ("commit", "abortable"), ("commit", "fatal"), ("abort", "retriable"),
+                        ("abort", "fatal")]
+        if "hung" in self.kinds:
+            choices += [("send_offsets", "hung"), ("commit", "hung"), ("commit", "hung_landed"),
+                        ("abort", "hung")]
+        if self.delivery == "at-least-once":
+            choices = [("commit_offsets", "retriable")]
+        call, kind = rng.choice(choices)
+        if call == "commit_offsets":
+            c.faults.setdefault("commit", []).append(kind)
+        else:
+            prod.faults.setdefault(call, []).append(kind)
+        self.trace[-1] += f" {call}:{kind}"
 
     # -- invariants --------------------------------------------------------------------------------
 

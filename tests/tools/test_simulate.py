@@ -119,6 +119,18 @@ def _assert_same_order(obj: dict[str, Any], order: dict[str, Any]) -> None:
             _assert_same_order(obj[k], sub)
 
 
+def _decoded_avro_event(settings_line: dict[str, Any], obj: dict[str, Any]) -> Any:
+    """The eval event of `obj` under `settings_line` (the settings line number 1) as Avro bytes, decoded
+    by fastavro from the schema file: what a downstream consumer reads."""
+    history = SettingsHistory()
+    history.apply_document(parse_settings(dumps(settings_line)), BASE_MS - HOUR, offset=1)
+    attempt = parse_attempt(dumps(obj), NOW_MS)
+    verdict, version, exact = assess(history, attempt)
+    body = EvalCodec().encode(build_event(attempt, verdict, version, exact, NOW_MS))[10:]
+    schema = fastavro.parse_schema(json.loads(AVSC.read_text()))
+    return fastavro.schemaless_reader(io.BytesIO(body), schema)
+
+
 def test_event_json_is_the_avro_record_rendered(tmp_path: Path) -> None:
     settings_line = settings_obj(ACC.upper(), {"user": {"state": "monitor", "external_allowed_accounts": [EXT2]}},
                                  iso(BASE_MS - HOUR))
@@ -174,14 +186,7 @@ def test_event_json_is_the_avro_record_rendered(tmp_path: Path) -> None:
     assert ev == expected
 
     # ... and it is exactly the Avro record a downstream consumer decodes, rendered as JSON
-    history = SettingsHistory()
-    history.apply_document(parse_settings(dumps(settings_line)), BASE_MS - HOUR, offset=1)
-    attempt = parse_attempt(dumps(obj), NOW_MS)
-    verdict, version, exact = assess(history, attempt)
-    body = EvalCodec().encode(build_event(attempt, verdict, version, exact, NOW_MS))[10:]
-    schema = fastavro.parse_schema(json.loads(AVSC.read_text()))
-    decoded = fastavro.schemaless_reader(io.BytesIO(body), schema)
-    assert _render(decoded) == ev  # type: ignore[arg-type]
+    assert _render(_decoded_avro_event(settings_line, obj)) == ev  # type: ignore[arg-type]
     _assert_same_order(ev, _field_order(json.loads(AVSC.read_text())))
 
 
