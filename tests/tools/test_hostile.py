@@ -211,8 +211,16 @@ def test_hostile_corpus_end_to_end(topics: Topics, tmp_path: Path) -> None:
                                      for i, bad in enumerate(HOSTILE_IDS.values())])
     check_report(topics, corpus, tmp_path)
 
-    # settings list / list --invalid / get
-    base = ("--bootstrap-servers", b, "--settings-topic", topics.settings)
+    check_settings_views(topics)
+    print(f"hostile corpus end to end: {len(ALL)} hostile strings tried, each in the 8 string fields of an "
+          f"attempt; {figures['escaped']} shown escaped in the tail table (the others, shell metacharacters, markup "
+          f"and wide text, are printable and shown as they are); {len(dead)} attempts with "
+          f"{len(HOSTILE_IDS)} hostile account ids dead-lettered")
+
+
+def check_settings_views(topics: Topics) -> None:
+    """settings list / list --invalid / get, as text and as JSON, over the hostile settings records."""
+    base = ("--bootstrap-servers", topics.bootstrap, "--settings-topic", topics.settings)
     listed = check_literal(ok(ae("settings", "list", *base)), "settings list")
     assert sum(TARGET in ln for ln in listed) == 1 and sum("k-unknown-types" in ln for ln in listed) == 1
     invalid = check_literal(ok(ae("settings", "list", "--invalid", *base)), "settings list --invalid")
@@ -225,10 +233,6 @@ def test_hostile_corpus_end_to_end(topics: Topics, tmp_path: Path) -> None:
     assert any("rejected" in ln for ln in got)
     for cmd in (["get", "--account", "k-rejected"], ["list"], ["list", "--invalid"]):
         check_json(ok(ae("settings", *cmd, *base, "--format", "json")), f"settings {cmd} json")
-    print(f"hostile corpus end to end: {len(ALL)} hostile strings tried, each in the 8 string fields of an "
-          f"attempt; {figures['escaped']} shown escaped in the tail table (the others, shell metacharacters, markup "
-          f"and wide text, are printable and shown as they are); {len(dead)} attempts with "
-          f"{len(HOSTILE_IDS)} hostile account ids dead-lettered")
 
 
 def check_report(topics: Topics, corpus: dict[str, str], tmp_path: Path) -> None:

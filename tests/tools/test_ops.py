@@ -252,6 +252,31 @@ def test_missing_bootstrap_servers_is_a_usage_error() -> None:
 # --- settings -------------------------------------------------------------------------------------
 
 
+def assert_the_processor_reads_what_put_wrote(topics: Topics, norm: str) -> None:
+    """What is on the topic is what the processor reads: its own acceptance rules agree with the four
+    records `settings put` wrote for account `norm` (user limited b1, b3, b4; service monitor, none)."""
+    records = read_topic(topics.bootstrap, topics.settings)
+    assert len(records) == 4
+    history = SettingsHistory()
+    for m in records:
+        assert m.key() == norm.encode()
+        parse_settings(m.value())
+        assert history.apply_record(m.key(), m.value(), m.timestamp()[1], topics.settings, m.partition(),
+                                    m.offset()) is None
+    latest = history.latest(norm)
+    assert latest is not None and latest.offset == 3
+    user, _service_id, service = latest.rules
+    assert user is not None and user.state == "limited" and user.allowed == {"b1", "b3", "b4"}
+    assert service is not None and service.state == "monitor" and service.allowed == frozenset()
+
+
+def listed_accounts(topics: Topics) -> list[str]:
+    """The account ids `settings list --format json` shows, in its order."""
+    listed = json.loads(ok(ae("settings", "list", "--bootstrap-servers", topics.bootstrap, "--settings-topic",
+                              topics.settings, "--format", "json")))
+    return [v["account_id"] for v in listed]
+
+
 def test_settings_put_merges_get_list_delete(topics: Topics) -> None:
     topics.create(only=[topics.settings])
     acct = "A3F1C0D2E4B5968778695A4B3C2D1E0F"
@@ -279,27 +304,12 @@ def test_settings_put_merges_get_list_delete(topics: Topics) -> None:
     ok(sput(topics, acct, "--identity-type", "service", "--state", "monitor", "--clear-allow"))
     assert states(sget(topics, acct))["service"] == ("monitor", [])
 
-    # what is on the topic is what the processor reads: its own acceptance rules agree
-    records = read_topic(topics.bootstrap, topics.settings)
-    assert len(records) == 4
-    history = SettingsHistory()
-    for m in records:
-        assert m.key() == norm.encode()
-        parse_settings(m.value())
-        assert history.apply_record(m.key(), m.value(), m.timestamp()[1], topics.settings, m.partition(),
-                                    m.offset()) is None
-    latest = history.latest(norm)
-    assert latest is not None and latest.offset == 3
-    user, _service_id, service = latest.rules
-    assert user is not None and user.state == "limited" and user.allowed == {"b1", "b3", "b4"}
-    assert service is not None and service.state == "monitor" and service.allowed == frozenset()
+    assert_the_processor_reads_what_put_wrote(topics, norm)
 
     # list: table and json
     other = "0b1c2d3e4f5a69788796a5b4c3d2e1f0"
     ok(sput(topics, other, "--identity-type", "service_id", "--state", "monitor"))
-    listed = json.loads(ok(ae("settings", "list", "--bootstrap-servers", topics.bootstrap, "--settings-topic",
-                              topics.settings, "--format", "json")))
-    assert [v["account_id"] for v in listed] == sorted([norm, other])
+    assert listed_accounts(topics) == sorted([norm, other])
     table = ok(ae("settings", "list", "--bootstrap-servers", topics.bootstrap, "--settings-topic", topics.settings))
     assert norm in table and "limited (3 allowed)" in table
 
@@ -316,9 +326,7 @@ def test_settings_put_merges_get_list_delete(topics: Topics) -> None:
     view = sget(topics, acct)
     assert view["exists"] is False and view["deleted"] is True
     assert {s for s, _ in states(view).values()} == {"enabled"}
-    listed = json.loads(ok(ae("settings", "list", "--bootstrap-servers", topics.bootstrap, "--settings-topic",
-                              topics.settings, "--format", "json")))
-    assert [v["account_id"] for v in listed] == [other]
+    assert listed_accounts(topics) == [other]
 
     # put after delete starts from defaults
     ok(sput(topics, acct, "--identity-type", "user", "--state", "monitor"))
