@@ -15,13 +15,13 @@
 # Kubernetes probes /livez and /readyz on the metrics port (see helm/access-eval).
 #
 # What the tests prove:
-# - tests/test_dockerfile.py (static, no engine): stages, copied files vs .dockerignore, numeric USER
+# - tests/packaging/test_dockerfile.py (static, no engine): stages, copied files vs .dockerignore, numeric USER
 #   equal to the chart's runAsUser/runAsGroup, exec-form ENTRYPOINT/CMD, port, no compilers; every
 #   runtime dependency pinned with hashes in requirements.lock and installed --require-hashes, the
 #   project installed --no-deps --no-build-isolation, and the final RUN removing shells and pip.
-# - tests/test_image.py (marker `image`; buildah + podman, no Docker daemon, no registry): builds this
+# - tests/packaging/test_image.py (marker `image`; buildah + podman, no Docker daemon, no registry): builds this
 #   file with PYTHON_IMAGE set to a Debian bookworm base made from Debian packages (python3 3.11; see
-#   tests/image_harness.py), checks the image's own USER is 10001:10001, then runs `access-eval run`
+#   scripts/build_image.py), checks the image's own USER is 10001:10001, then runs `access-eval run`
 #   inside it with --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges on the host
 #   network against the test broker: 300 cross-account attempts in monitor mode -> 300 eval events
 #   (Deny, not enforced), /readyz and /livez 200, the process runs as uid/gid 10001, SIGTERM -> exit 0;
@@ -34,7 +34,7 @@
 
 # Pin it by digest where a registry is reachable (`python:3.11-slim@sha256:<digest>`): the tag moves.
 # The tests build on a local Debian base and pass its image id, which is a content digest
-# (tests/image_harness.py, which also checks the base tarball's sha256).
+# (scripts/build_image.py, which also checks the base tarball's sha256).
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder

@@ -9,13 +9,13 @@ test:
 	scripts/bootstrap --all
 	scripts/test
 
-# Only the chart against the real Kubernetes API server (tests/test_k8s_apply.py).
+# Only the chart against the real Kubernetes API server (tests/k8s/test_k8s_apply.py).
 test-k8s:
 	scripts/bootstrap --all
 	scripts/test -m k8s
 
 lint:
-	.venv/bin/ruff check processor tests bench
+	.venv/bin/ruff check processor tests bench scripts/build_image.py
 	.venv/bin/mypy
 
 # The randomized fault soak for as long as you like (docs/guarantees.md, "Soak"); output in var/soak/<seed>/.
@@ -26,18 +26,18 @@ soak:
 	scripts/bootstrap --all
 	scripts/soak --duration $(DURATION) $(if $(SEED),--seed $(SEED))
 
-# Container image without a Docker daemon or registry (buildah on a Debian base; see tests/image_harness.py).
+# Container image without a Docker daemon or registry (buildah on a Debian base; see scripts/build_image.py).
 image:
 	scripts/bootstrap --all
-	.venv/bin/python tests/image_harness.py build localhost/access-eval:0.1.0
+	.venv/bin/python scripts/build_image.py build localhost/access-eval:0.1.0
 
 test-image:
 	scripts/bootstrap --all
-	.venv/bin/python -m pytest -m image tests/test_image.py tests/test_dockerfile.py
+	.venv/bin/python -m pytest -m image tests/packaging/test_image.py tests/packaging/test_dockerfile.py
 
 test-dashboard:
 	scripts/bootstrap --all
-	.venv/bin/python -m pytest tests/test_dashboard_schema.py
+	.venv/bin/python -m pytest tests/k8s/test_dashboard_schema.py
 
 bench:
 	scripts/bootstrap

@@ -17,7 +17,7 @@ each time, the cost of each stage (they add up to the total). CPU time of the me
 the headline (the figure is per core, and robust to other processes on the machine); wall-clock
 time is printed too. Prints a table, `--json PATH` writes the figures. `--quick` (20k attempts, 5k accounts) checks
 correctness only (outcome counts equal the mix's exact counts, every encoded event decodes to what
-its attempt should give) and is run by tests/test_bench_core.py; no mode ever asserts a time.
+its attempt should give) and is run by tests/bench/test_bench_core.py; no mode ever asserts a time.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ One command: starts its own single-node broker on free ports in a temporary dire
    process, so the next optimisation is obvious.
 
 Prints a table and writes the same figures as JSON (`--json PATH`). `--quick` is a small version
-for the test suite (tests/test_bench_kafka_quick.py), which checks correctness only, never times.
+for the test suite (tests/bench/test_bench_kafka_quick.py), which checks correctness only, never times.
 
 Internal modes (`--worker consume|passthrough|load`) run the ceiling clients and the load
 generator as separate processes, so the measuring process never competes for the GIL.

@@ -41,7 +41,6 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from bench.kafka.common import free_port, say  # noqa: E402
@@ -49,6 +48,7 @@ from processor.codec.avro import EvalCodec  # noqa: E402
 from processor.codec.eval_fields import ReportFields  # noqa: E402
 from processor.core.would_be_denies import Window, WouldBeDenies  # noqa: E402
 from processor.local import broker as local  # noqa: E402
+from processor.local.publish import produce  # noqa: E402
 
 DAY = 86_400_000
 FULL = {"events": 1_000_000, "accounts": 10_000, "externals": 50}
@@ -93,22 +93,16 @@ def preload(bootstrap: str, size: dict[str, int], now: int) -> tuple[str, str]:
                                    NewTopic(evals, 3, 1, config={"retention.ms": "-1"})])
     for f in futures.values():
         f.result(30)
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000,
-                  "compression.type": "lz4", "queue.buffering.max.messages": 500_000})
-    for a in range(size["accounts"]):
-        doc = {"account_id": acct(a), "updated_at": "2020-01-01T00:00:00Z", "external_account_identity_interaction":
-               {"identity_types": {"user": {"state": "monitor", "external_allowed_accounts": []}}}}
-        p.produce(settings, json.dumps(doc).encode(), acct(a).encode())
+    queue = {"queue.buffering.max.messages": 500_000}
+    doc = {"updated_at": "2020-01-01T00:00:00Z", "external_account_identity_interaction":
+           {"identity_types": {"user": {"state": "monitor", "external_allowed_accounts": []}}}}
+    produce(bootstrap, settings, ((acct(a).encode(), json.dumps({"account_id": acct(a), **doc}).encode())
+                                  for a in range(size["accounts"])), bulk=True, config=queue)
     codec = EvalCodec()
     started = time.monotonic()
-    for e in events(size["events"], size["accounts"], size["externals"], now):
-        while True:
-            try:
-                p.produce(evals, codec.encode(e), e["target"]["accountId"].encode())
-                break
-            except BufferError:
-                p.poll(0.05)
-    assert p.flush(120) == 0
+    produce(bootstrap, evals, ((e["target"]["accountId"].encode(), codec.encode(e))
+                               for e in events(size["events"], size["accounts"], size["externals"], now)),
+            bulk=True, config=queue)
     say(f"preloaded {size['events']:,} eval events in {time.monotonic() - started:.1f} s")
     return settings, evals
 

@@ -172,7 +172,7 @@ class HttpServer:
     thousands of idle ones meant thousands of threads and probes answered in seconds. Here an idle
     connection costs a few kB and no thread; each must send its request head within `read_timeout_s`;
     at most `max_connections` are held, the oldest unanswered one dropped for a new one, so a kubelet
-    probe always gets in (tested by tests/test_http_flood.py). ``port`` is the bound port (port 0).
+    probe always gets in (tested by tests/observability/test_http_flood.py). ``port`` is the bound port (port 0).
     """
 
     def __init__(

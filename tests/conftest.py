@@ -4,7 +4,7 @@ Kept generic on purpose: fixtures for other real services (Prometheus, helm) liv
 modules. Tests that use `kafka` (directly or through `topics`) are marked `kafka` automatically,
 so `pytest -m "not kafka"` runs without a JVM.
 
-    from kafka_harness import wait_until
+    from tests.support.kafka_harness import wait_until
 
     @pytest.mark.kafka
     def test_something(kafka, topics):
@@ -15,28 +15,22 @@ so `pytest -m "not kafka"` runs without a JVM.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Verbosity, settings
 
-# Test modules import the helpers as `from kafka_harness import ...`, whether or not tests/ becomes
-# a package later (with an __init__.py pytest would no longer put this folder on sys.path itself).
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from kafka_harness import Topics, free_port, start_watchdog, wait_until  # noqa: E402
-
-from processor.local import BrokerInfo, LocalKafkaError, start, stop  # noqa: E402
+# tests/ is a package (every folder has an __init__.py): modules are `tests.<dir>.test_x`, so equal
+# basenames in two folders never clash, and helpers are imported by their full name,
+# `from tests.support.kafka_harness import ...` (pytest puts the checkout on sys.path: pythonpath).
+from processor.local import BrokerInfo, LocalKafkaError, start, stop
+from tests.support.kafka_harness import Topics, free_port, start_watchdog, wait_until
 
 __all__ = ["Topics", "wait_until"]
 
 # Hypothesis profiles, chosen with HYPOTHESIS_PROFILE (scripts/test selects `ci`). No profile has a
-# deadline: a slow moment on a shared 2-CPU machine is not a failure (tests/test_hot_path.py measures
+# deadline: a slow moment on a shared 2-CPU machine is not a failure (tests/core/test_hot_path.py measures
 # speed with its own conditions, not with Hypothesis' 200 ms default).
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile("ci", max_examples=500, deadline=None, derandomize=True, print_blob=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import sys
 import time
@@ -15,6 +14,7 @@ import confluent_kafka
 
 from bench.sysinfo import machine
 from processor.local import broker as local
+from processor.local.process import free_port as free_port  # the one free_port, re-exported for the bench
 
 #: The repository (processes run from it) and the entry script (re-run as `--worker`).
 REPO = Path(__file__).resolve().parents[2]
@@ -49,13 +49,6 @@ QUICK = {
 
 def say(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def median(xs: Iterable[float | None]) -> float | None:

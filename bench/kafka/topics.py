@@ -9,12 +9,13 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bench.kafka.common import (
     machine_cpu_seconds,
 )
+from processor.local.publish import produce
 
 
 def create_topics(bootstrap: str, specs: list[tuple[str, int, dict[str, str]]]) -> None:
@@ -77,38 +78,9 @@ def quiesce(max_wait_s: float = 150.0, busy_below: float = 0.3) -> float:
 
 def preload(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]], **extra: Any) -> tuple[int, int]:
     """Produce idempotently (lz4, large batches) and wait for every delivery; (records, bytes)."""
-    failures: list[str] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            failures.append(err.str())
-
-    p = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 50,
-            "batch.size": 1_000_000,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 500_000,
-            **extra,
-        }
-    )
-    n = size = 0
-    for key, value in records:
-        while True:
-            try:
-                p.produce(topic, value, key, on_delivery=on_delivery)
-                break
-            except BufferError:
-                p.poll(0.05)
-        n += 1
-        size += len(value)
-        if not n % 5000:
-            p.poll(0)
-    if p.flush(120) != 0 or failures:
-        raise RuntimeError(f"preload of {topic} failed: {failures[:3]}")
-    return n, size
+    done = produce(bootstrap, topic, records, bulk=True,
+                   config={"queue.buffering.max.messages": 500_000, **extra})
+    return done.count, done.bytes
 
 
 def partitions_of(bootstrap: str, topic: str) -> list[int]:

@@ -123,7 +123,7 @@ class AccessAttempt(BaseModel):
 # the contract: anything the fast path does not accept as-is (malformed or invalid input, non-ASCII
 # account ids, more than 6 fractional digits, ...) is re-read by `AccessAttempt`, which decides and
 # names the problem. So the fast path may only accept a subset of what the model accepts, with the same
-# values: tests/test_hot_path.py checks exactly that.
+# values: tests/core/test_hot_path.py checks exactly that.
 _MsStr1024 = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 
 class IdentityData(TypedDict):

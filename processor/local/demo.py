@@ -29,6 +29,7 @@ from processor.kafka import clients
 from processor.kafka.admin import ensure_topics, wait_for_cluster
 from processor.local import broker
 from processor.local.demo_traffic import HISTORY_DAYS, DemoTraffic
+from processor.local.publish import send_all
 from processor.metrics import Metrics
 from processor.stream.loop import Processor
 from processor.tools.prompt import confirm
@@ -218,15 +219,7 @@ def _publish_settings(producer: Producer, cfg: RunConfig, traffic: DemoTraffic) 
 
 def _publish_history(producer: Producer, topic: str, traffic: DemoTraffic) -> int:
     """The past days' attempts, published before the live traffic starts."""
-    n = 0
-    for key, value in traffic.history(int(time.time() * 1000)):
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain
-                producer.poll(0.1)
-        n += 1
+    n, _ = send_all(producer, topic, traffic.history(int(time.time() * 1000)))
     producer.flush(30)
     return n
 

@@ -43,7 +43,7 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "share.coordinator.state.topic.num.partitions": "1",
         "group.initial.rebalance.delay.ms": "0",
         # Development and tests: members may ask for short sessions (the default floor is 6 s), so a
-        # killed member's partitions move in seconds (tests/test_faults.py uses 3 s).
+        # killed member's partitions move in seconds (tests/faults/test_faults.py uses 3 s).
         "group.min.session.timeout.ms": "1000",
         "num.network.threads": "2",
         "num.io.threads": "4",

@@ -1,6 +1,6 @@
 // kube-apiserver, exactly as k8s.io/kubernetes/cmd/kube-apiserver/apiserver.go (v1.35.4) builds it.
 // The test suite runs it (with etcd) to check the Helm chart with `kubectl apply --dry-run=server`
-// (tests/test_k8s_apply.py). Built by scripts/bootstrap --all.
+// (tests/k8s/test_k8s_apply.py). Built by scripts/bootstrap --all.
 package main
 
 import (

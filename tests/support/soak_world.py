@@ -1,0 +1,213 @@
+"""The soak's world: the three-node cluster behind Toxiproxy, the topics, and the processor fleet.
+
+Processor instance ``p0`` connects through the fault proxy (the cluster's advertised client
+addresses), the others through the unproxied DIRECT listener: every proxy fault (partition from all
+brokers or from one, latency, bandwidth, connection resets) therefore hits exactly one processor,
+while broker kills hit all of them. The soak's own traffic, settings and checks use DIRECT too.
+
+Every processor life (one process) is a `Life`; a sampler scrapes the committed-attempt counters of
+each running life every `SCRAPE_S`, so the soak knows when each instance last committed (recovery
+times) and what each life had counted when it died (the counter check; see soak_check).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from processor.local import cluster as local_cluster
+from processor.local.cluster import ClusterInfo
+from tests.cluster.test_cluster import FAST
+from tests.support.kafka_harness import Topics, wait_until
+from tests.support.processor_harness import RunningProcessor, start_processor
+
+SCRAPE_S = 0.5
+#: The settings topic: compacted, and cleaned often, so the cleaner runs many times during a soak.
+COMPACTING = {"segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "1000",
+              "min.compaction.lag.ms": "0", "max.compaction.lag.ms": "2000"}
+#: A zombie's open transaction is aborted by the coordinator 10 s after it stopped.
+PROCESSOR_ENV = {**FAST, "ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS": "10000"}
+SHUTDOWN_TIMEOUT_S = 20.0
+PROCESSOR_ARGS = ("--batch-size", "500", "--shutdown-timeout-s", str(int(SHUTDOWN_TIMEOUT_S)))
+COUNTERS = ("access_eval_attempts_total", "access_eval_settings_records_total")
+
+
+@dataclass
+class Life:
+    """One process of one instance: its start and end, how it ended, and its last scraped counters."""
+
+    instance: str
+    number: int
+    proc: RunningProcessor
+    started: float
+    ended: float | None = None
+    how: str = ""  # "SIGKILL", "SIGTERM", or "" while running
+    rc: int | None = None
+    signalled: float | None = None  # when the soak sent SIGTERM/SIGKILL
+    paused: bool = False
+    outcomes: dict[str, float] = field(default_factory=dict)  # access_eval_attempts_total by outcome
+    scraped_at: float | None = None
+
+    @property
+    def committed(self) -> float:
+        return sum(self.outcomes.values())
+
+    def summary(self) -> dict[str, object]:
+        return {"instance": self.instance, "life": self.number, "pid": self.proc.proc.pid,
+                "started": round(self.started, 3), "ended": None if self.ended is None else round(self.ended, 3),
+                "how": self.how, "rc": self.rc, "signalled": self.signalled, "counted": self.outcomes,
+                "last_scrape": self.scraped_at, "log": str(self.proc.log_path)}
+
+
+def parse_outcomes(body: str) -> dict[str, float]:
+    """access_eval_attempts_total by outcome, from a /metrics body."""
+    out: dict[str, float] = {}
+    prefix = 'access_eval_attempts_total{outcome="'
+    for line in body.splitlines():
+        if line.startswith(prefix):
+            label, _, value = line[len(prefix):].partition('"} ')
+            out[label] = float(value)
+    return out
+
+
+class Fleet:
+    """The processor instances of one consumer group; thread-safe start, signal, scrape."""
+
+    def __init__(self, topics: Topics, info: ClusterInfo, tmp: Path, instances: int, clock: float) -> None:
+        self.topics = topics
+        self.info = info
+        self.tmp = tmp
+        self.clock = clock  # monotonic time 0 of the soak
+        self.names = [f"p{i}" for i in range(instances)]
+        self.current: dict[str, Life] = {}
+        self.lives: list[Life] = []
+        self.rises: dict[str, list[tuple[float, float]]] = {n: [] for n in self.names}  # (prev scrape, scrape)
+        self.lock = threading.Lock()
+
+    def now(self) -> float:
+        return time.monotonic() - self.clock
+
+    def start(self, name: str) -> Life:
+        topics = self.topics if name != "p0" else dataclasses.replace(self.topics, bootstrap=self.info.bootstrap)
+        proc = start_processor(topics, self.tmp, *PROCESSOR_ARGS, instance=name, env=PROCESSOR_ENV)
+        with self.lock:
+            life = Life(name, sum(1 for x in self.lives if x.instance == name) + 1, proc, self.now())
+            self.current[name] = life
+            self.lives.append(life)
+        return life
+
+    def running(self, name: str) -> Life | None:
+        life = self.current.get(name)
+        return life if life is not None and life.ended is None else None
+
+    def scrape(self, life: Life) -> None:
+        if life.paused or life.ended is not None:
+            return
+        status, body = life.proc.get("/metrics")
+        if status != 200:
+            return
+        outcomes, at = parse_outcomes(body), self.now()
+        with self.lock:
+            if life.ended is not None:
+                return
+            if life.scraped_at is not None and sum(outcomes.values()) > life.committed:
+                self.rises[life.instance].append((life.scraped_at, at))
+            elif life.scraped_at is None and sum(outcomes.values()) > 0:
+                self.rises[life.instance].append((life.started, at))
+            life.outcomes, life.scraped_at = outcomes, at
+
+    def scrape_all(self) -> None:
+        for name in self.names:
+            life = self.running(name)
+            if life is not None:
+                self.scrape(life)
+
+    def stop(self, name: str, sig: signal.Signals, timeout: float = 90) -> Life | None:
+        """SIGKILL or SIGTERM the running life of `name` (scraped just before); its exit code."""
+        life = self.running(name)
+        if life is None:
+            return None
+        self.scrape(life)
+        if life.paused:
+            self.resume(name)
+        life.signalled = self.now()
+        if sig == signal.SIGKILL:
+            life.proc.kill()
+            rc: int | None = life.proc.proc.returncode
+        else:
+            try:
+                rc = life.proc.terminate(timeout)
+            except Exception:  # did not exit in time: a failure the checker reports (rc None)
+                life.proc.kill()
+                rc = None
+        with self.lock:
+            life.ended, life.how, life.rc = self.now(), sig.name, rc
+        return life
+
+    def pause(self, name: str) -> Life | None:
+        life = self.running(name)
+        if life is not None and not life.paused:
+            self.scrape(life)
+            os.kill(life.proc.proc.pid, signal.SIGSTOP)
+            life.paused = True
+        return life
+
+    def resume(self, name: str) -> None:
+        life = self.current.get(name)
+        if life is not None and life.paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(life.proc.proc.pid, signal.SIGCONT)
+            life.paused = False
+
+    def exited_by_itself(self) -> list[Life]:
+        """Lives whose process ended without a signal from the soak (a crash): recorded as ended."""
+        crashed = []
+        for name in self.names:
+            life = self.running(name)
+            if life is not None and not life.paused and life.proc.proc.poll() is not None:
+                with self.lock:
+                    life.ended, life.how, life.rc = self.now(), "exited", life.proc.proc.returncode
+                crashed.append(life)
+        return crashed
+
+    def kill_all(self) -> None:
+        for life in self.lives:
+            if life.paused:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(life.proc.proc.pid, signal.SIGCONT)
+            life.proc.kill()
+
+
+
+def heal_cluster(info: ClusterInfo) -> None:
+    """Every node running, every proxy enabled and without toxics."""
+    status = local_cluster.status(info.data_dir)
+    assert status is not None
+    for node in status.nodes:
+        if node.pid is None:
+            local_cluster.start_node(info.data_dir, node.node_id)
+    info.proxy().reset()
+
+
+def soak_topics(info: ClusterInfo, partitions: int) -> Topics:
+    topics = Topics.for_test(info.direct_bootstrap, "soak")
+    topics.create(partitions=partitions, settings_config=COMPACTING)
+    return topics
+
+
+def wait_fleet_ready(fleet: Fleet, timeout: float = 180) -> None:
+    for name in fleet.names:
+        life = fleet.running(name)
+        assert life is not None, f"{name} is not running"
+        life.proc.wait_ready(timeout)
+
+
+def wait_rise(fleet: Fleet, name: str, after: float, timeout: float) -> None:
+    wait_until(lambda: any(prev >= after for prev, _ in fleet.rises[name]), timeout,
+               f"{name} to commit", interval=SCRAPE_S)
