@@ -144,8 +144,11 @@ def one_run(bench: Bench, case: tuple[str, Path, list[str]], topic: str, records
         raise RuntimeError(f"{name}: the snapshot was not loaded with {records} accounts (log {proc.log})")
     out = {"tree": name, "ready_s": round(ready_s, 2), "cpu_s": cpu_s, "bootstrap_s": info.get("seconds"),
            "peak_rss_mb": round(peak / 1024), "rss_ready_mb": round(rss / 1024), "load1": load}
-    say(f"  {name}: ready in {ready_s:.2f} s, CPU {cpu_s} s (bootstrap {info.get('seconds')} s), "
-        f"peak RSS {out['peak_rss_mb']} MB, RSS when ready {out['rss_ready_mb']} MB, load {load}")
+    if loaded is not None:  # the file read, checked and restored, within the bootstrap
+        out |= {"snapshot_load_s": loaded.get("seconds"), "snapshot_load_cpu_s": loaded.get("cpu_seconds")}
+    say(f"  {name}: ready in {ready_s:.2f} s, CPU {cpu_s} s (bootstrap {info.get('seconds')} s"
+        + (f", snapshot loaded in {loaded.get('seconds')} s / {loaded.get('cpu_seconds')} s CPU" if loaded else "")
+        + f"), peak RSS {out['peak_rss_mb']} MB, RSS when ready {out['rss_ready_mb']} MB, load {load}")
     return out
 
 
