@@ -308,7 +308,7 @@ def test_a_failed_write_keeps_the_previous_snapshot(state_dir: Path, monkeypatch
     assert [r for r in caplog.records if "snapshot not written" in r.getMessage()]
 
 
-def test_a_loaded_snapshot_that_is_still_current_is_not_rewritten(state_dir: Path) -> None:
+def test_a_loaded_snapshot_is_rewritten_only_after_a_long_tail(state_dir: Path) -> None:
     saved(state_dir)
     path = state_dir / local_state.FILE
     stamp = path.stat().st_mtime_ns
@@ -316,12 +316,15 @@ def test_a_loaded_snapshot_that_is_still_current_is_not_rewritten(state_dir: Pat
     h.bind_topic(TOPIC)
     ls = LocalState(state_dir, {}, TOPIC)
     assert ls.restore(h, FakeTable()) == {0: 20, 1: 19}
-    ls.save(h, {0: 20, 1: 19})
-    assert ls.writer is None and path.stat().st_mtime_ns == stamp
-    ls.save(h, {0: 20, 1: 22})  # the tail had records: written
+    for positions in ({0: 20, 1: 19}, {0: 20 + local_state.MIN_TAIL, 1: 19}):  # nothing read; a short tail
+        ls.save(h, positions)
+        assert ls.writer is None and path.stat().st_mtime_ns == stamp
+    ls.save(h, {0: 21 + local_state.MIN_TAIL, 1: 19})  # a long one: written
     assert ls.writer is not None
     ls.writer.join(30)
-    assert snapshot.Reader(io.BytesIO(path.read_bytes()).read).origin.offsets == {0: 20, 1: 22}
+    assert snapshot.Reader(io.BytesIO(path.read_bytes()).read).origin.offsets == {0: 21 + local_state.MIN_TAIL, 1: 19}
+    assert local_state.worth_rewriting({0: 0}, {0: 20_000}, 2_000_000) is False  # 1% of the accounts
+    assert local_state.worth_rewriting({0: 0}, {0: 20_000, 1: 1}, 2_000_000) is True  # a partition added
 
 
 def test_temporary_files_of_a_killed_writer_are_removed(state_dir: Path) -> None:

@@ -34,6 +34,18 @@ FILE = "settings.snapshot"
 NO_TOPIC_IDS = {KafkaError._UNSUPPORTED_FEATURE, KafkaError.UNSUPPORTED_VERSION}
 
 
+#: A snapshot loaded at start is rewritten once the tail read after it exceeds this share of the accounts
+#: (and MIN_TAIL offsets): encoding costs about as much CPU as reading ~50,000 records (bench/README.md),
+#: and a restart reads the tail since the snapshot, not since the last start.
+REWRITE_SHARE = 0.01
+MIN_TAIL = 10_000
+
+
+def worth_rewriting(restored: dict[int, int], positions: dict[int, int], accounts: int) -> bool:
+    tail = sum(end - restored.get(p, 0) for p, end in positions.items())
+    return tail > max(MIN_TAIL, accounts * REWRITE_SHARE)
+
+
 class LocalState:
     """The snapshot file of one settings topic in `directory` (several instances may share it: each
     writes its own temporary file, and a rename replaces the snapshot whole)."""
@@ -87,9 +99,9 @@ class LocalState:
             return str(exc)
 
     def save(self, history: SettingsHistory, positions: dict[int, int]) -> None:
-        """Write the table as read up to `positions`, unless the loaded snapshot already is that. A failure
-        is logged and the instance goes on: the snapshot is only a cache."""
-        if self.restored == positions:
+        """Write the table as read up to `positions`, unless a snapshot was loaded and the tail read since
+        is short (`worth_rewriting`). A failure is logged and the instance goes on: it is only a cache."""
+        if self.restored is not None and not worth_rewriting(self.restored, positions, len(history)):
             return
         origin = snapshot.Origin(self.topic, self.cluster_id, self.topic_id, dict(positions))
         started, cpu = time.monotonic(), time.process_time()
