@@ -113,6 +113,7 @@ class LocalState:
         except OSError as exc:
             self._not_written(exc)
             return
+        # CPU of this thread, which the loop waits for (librdkafka's threads run meanwhile)
         encoded = {"encode_seconds": round(time.monotonic() - started, 3),
                    "encode_cpu_seconds": round(time.thread_time() - cpu, 3), "bytes": fh.tell()}
         # Not a daemon: the interpreter waits for it at exit, so a stop right after start keeps the file.
@@ -134,7 +135,6 @@ class LocalState:
         except OSError as exc:
             self._not_written(exc)
             return
-        # cpu: the main thread's, which the loop waits for (librdkafka's threads run meanwhile)
         log.info("settings snapshot written",
                  extra=kv(path=str(self.path), sync_seconds=round(time.monotonic() - started, 3), **encoded))
 
