@@ -85,7 +85,7 @@ class Body:
     accounts: dict[int | str, Any]
     others: list[tuple[int | str, Any]]
     topics: list[str | None]
-    resets: set[int | str]
+    resets: list[int | str]
     invalid: list[tuple[Any, ...]]
     counters: tuple[int, int, int, int]
 
@@ -119,7 +119,8 @@ def encode(history: SettingsHistory, origin: Origin) -> Iterator[bytes]:
     invalid = [(a, r.reason, r.detail, r.topic, r.partition, r.offset, r.timestamp_ms)
                for a, r in history._invalid_latest.items()]
     counters = (history.versions, history.applied, history.rejected, history.unknown_identity_types)
-    yield out.add(_frame(marshal.dumps((list(history._topics), others, set(history._resets), invalid, counters),
+    # The resets as a list: marshal sorts a set's members by their encoding (deterministic output), 4 µs each.
+    yield out.add(_frame(marshal.dumps((list(history._topics), others, list(history._resets), invalid, counters),
                                       MARSHAL)))
     yield _TRAILER.pack(out.size, out.crc) + END
 
