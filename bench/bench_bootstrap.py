@@ -8,7 +8,13 @@ every tree alike. Per run: time from process start to /readyz 200, peak RSS (VmH
 the processor's CPU time, the machine's 1-minute load. **Check** (every run): the processor's log says
 it bootstrapped exactly the preloaded number of accounts with nothing rejected. Medians per tree are printed.
 
+`--snapshot` adds the restart with local state (`--state-dir`): one cold start with a state directory
+writes the snapshot (its encode time, the main thread's only cost, and its fsync time are printed),
+then the case "this+snapshot" restarts from it, interleaved with the others. **Check**: its log says
+the snapshot was loaded with every account, and the bootstrap counts as above.
+
     .venv/bin/python bench/bench_bootstrap.py --records 1000000 --runs 3 --tree before=/tmp/main-snapshot
+    .venv/bin/python bench/bench_bootstrap.py --records 1000000 --runs 3 --snapshot
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                    help="another code tree to measure too (this checkout is always 'this')")
     p.add_argument("--extra", action="append", default=[], help="extra flag for every processor")
+    p.add_argument("--snapshot", action="store_true", help="also restart from a local snapshot (--state-dir)")
     p.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
     p.add_argument("--timeout", type=float, default=900, help="seconds a bootstrap may take")
     p.add_argument("--json", type=Path, help="also write the figures here")
@@ -82,16 +89,45 @@ def cpu_seconds(pid: int) -> float:
     return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
 
-def bootstrapped(log: Path) -> dict[str, Any]:
+def logged(log: Path, message: str) -> dict[str, Any] | None:
     for line in log.read_text(errors="replace").splitlines():
-        if "settings bootstrapped" in line:
+        if message in line:
             return dict(json.loads(line))
-    raise RuntimeError(f"no 'settings bootstrapped' line in {log}")
+    return None
 
 
-def one_run(bench: Bench, name: str, tree: Path, topic: str, records: int, args: argparse.Namespace) -> dict[str, Any]:
+def bootstrapped(log: Path) -> dict[str, Any]:
+    found = logged(log, "settings bootstrapped")
+    if found is None:
+        raise RuntimeError(f"no 'settings bootstrapped' line in {log}")
+    return found
+
+
+def write_snapshot(bench: Bench, topic: str, state_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """A cold start with a state directory: ready, then the snapshot written (its log line's figures)."""
+    proc = start(bench, REPO, topic, [*args.extra, "--state-dir", str(state_dir)])
+    try:
+        wait_ready(proc, args.timeout)
+        deadline = time.monotonic() + args.timeout
+        while (written := logged(proc.log, "settings snapshot written")) is None:
+            proc.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no snapshot written (log {proc.log})")
+            time.sleep(0.2)
+    finally:
+        proc.stop()
+    out = {k: written[k] for k in ("bytes", "encode_seconds", "encode_cpu_seconds", "sync_seconds")}
+    say(f"snapshot written: {out['bytes'] / 1e6:.0f} MB, encode (main thread, before serving) "
+        f"{out['encode_seconds']} s wall / {out['encode_cpu_seconds']} s CPU, fsync + rename {out['sync_seconds']} s "
+        f"(thread), load {load1()}")
+    return out
+
+
+def one_run(bench: Bench, case: tuple[str, Path, list[str]], topic: str, records: int,
+            args: argparse.Namespace) -> dict[str, Any]:
+    name, tree, flags = case
     load = load1()
-    proc = start(bench, tree, topic, args.extra)
+    proc = start(bench, tree, topic, [*args.extra, *flags])
     try:
         ready_s = wait_ready(proc, args.timeout)
         peak = proc_status_kb(proc.popen.pid, "VmHWM") or 0
@@ -103,10 +139,16 @@ def one_run(bench: Bench, name: str, tree: Path, topic: str, records: int, args:
     if info.get("accounts") != records or info.get("rejected") != 0:
         raise RuntimeError(f"{name}: bootstrapped {info.get('accounts')} accounts, {info.get('rejected')} "
                            f"rejected; expected {records} and 0 (log {proc.log})")
+    loaded = logged(proc.log, "settings snapshot loaded")
+    if "--state-dir" in flags and (loaded is None or loaded.get("accounts") != records):
+        raise RuntimeError(f"{name}: the snapshot was not loaded with {records} accounts (log {proc.log})")
     out = {"tree": name, "ready_s": round(ready_s, 2), "cpu_s": cpu_s, "bootstrap_s": info.get("seconds"),
            "peak_rss_mb": round(peak / 1024), "rss_ready_mb": round(rss / 1024), "load1": load}
-    say(f"  {name}: ready in {ready_s:.2f} s, CPU {cpu_s} s (bootstrap {info.get('seconds')} s), "
-        f"peak RSS {out['peak_rss_mb']} MB, RSS when ready {out['rss_ready_mb']} MB, load {load}")
+    if loaded is not None:  # the file read, checked and restored, within the bootstrap
+        out |= {"snapshot_load_s": loaded.get("seconds"), "snapshot_load_cpu_s": loaded.get("cpu_seconds")}
+    say(f"  {name}: ready in {ready_s:.2f} s, CPU {cpu_s} s (bootstrap {info.get('seconds')} s"
+        + (f", snapshot loaded in {loaded.get('seconds')} s / {loaded.get('cpu_seconds')} s CPU" if loaded else "")
+        + f"), peak RSS {out['peak_rss_mb']} MB, RSS when ready {out['rss_ready_mb']} MB, load {load}")
     return out
 
 
@@ -120,13 +162,19 @@ def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     n, size = preload(bench.bootstrap, topic, settings_docs(w, "2026-01-01T00:00:00Z"))
     del w
     say(f"preloaded {n:,} records, {size / 1e6:.0f} MB in {time.monotonic() - t0:.1f} s")
+    cases: list[tuple[str, Path, list[str]]] = [(name, tree, []) for name, tree in trees]
+    written = None
+    if args.snapshot:
+        state_dir = bench.tmp / "state"
+        written = write_snapshot(bench, topic, state_dir, args)
+        cases.append(("this+snapshot", REPO, ["--state-dir", str(state_dir)]))
     runs: list[dict[str, Any]] = []
     for i in range(args.runs):
-        order = trees if i % 2 == 0 else trees[::-1]  # interleaved: neither tree always goes first
-        for name, tree in order:
-            runs.append({"run": i, **one_run(bench, name, tree, topic, n, args)})
+        order = cases if i % 2 == 0 else cases[::-1]  # interleaved: neither case always goes first
+        for case in order:
+            runs.append({"run": i, **one_run(bench, case, topic, n, args)})
     summary = {}
-    for name, _ in trees:
+    for name, _, _ in cases:
         mine = [r for r in runs if r["tree"] == name]
         summary[name] = {k: statistics.median(r[k] for r in mine)
                          for k in ("ready_s", "cpu_s", "peak_rss_mb", "rss_ready_mb", "load1")}
@@ -134,7 +182,7 @@ def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             f"peak RSS {summary[name]['peak_rss_mb']} MB, "
             f"RSS when ready {summary[name]['rss_ready_mb']} MB (runs {[r['ready_s'] for r in mine]} s), "
             f"median load {summary[name]['load1']}")
-    return {"records": n, "megabytes": round(size / 1e6), "runs": runs, "median": summary,
+    return {"records": n, "megabytes": round(size / 1e6), "runs": runs, "median": summary, "snapshot": written,
             "trees": {name: str(tree) for name, tree in trees}}
 
 

@@ -76,6 +76,10 @@ class RunConfig(BaseSettings):
     liveness_bound_s: float = Field(
         default=60.0, gt=0, description="/livez fails after this many seconds without progress in any loop or wait"
     )
+    state_dir: Path | None = Field(
+        default=None, description="directory for the settings table's snapshot, so a restart reads only the "
+        "topic's tail (created if missing); unset: no local state"
+    )
 
     @field_validator("eval_retention_ms")
     @classmethod
@@ -160,7 +164,22 @@ def load(flags: dict[str, Any]) -> RunConfig:
             problems.append(f"{flag} / {ENV_PREFIX}{name.upper()}: {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
     check_consistent(cfg)  # also fails fast on an unreadable properties file
+    check_state_dir(cfg.state_dir)
     return cfg
+
+
+def check_state_dir(path: Path | None) -> None:
+    """The state directory exists (created if missing) and is writable: found at start-up, not when the
+    first snapshot is written."""
+    if path is None:
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"invalid configuration: --state-dir / {ENV_PREFIX}STATE_DIR: cannot create {path}: "
+                          f"{exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"invalid configuration: --state-dir / {ENV_PREFIX}STATE_DIR: {path} is not writable")
 
 
 #: The topics of `run`, each in one role: a topic in two roles reads its own output back as input.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -57,13 +57,24 @@ class SettingsTable:
         if metrics is not None:
             metrics.bind_settings(history)  # the gauges follow pruning too, not only applied records
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def start(self, timeout_s: float = 30.0, offsets: Mapping[int, int] | None = None) -> None:
+        """Assign every partition: from `offsets` (a restored snapshot's next offsets) where given, else
+        from the beginning."""
         md = self.consumer.list_topics(self.topic, timeout=timeout_s).topics[self.topic]
         if md.error is not None:  # e.g. LEADER_NOT_AVAILABLE just after creation: the caller retries
             raise KafkaException(md.error)
+        given = offsets or {}
         self.partitions = sorted(md.partitions)
-        self.position = dict.fromkeys(self.partitions, 0)
-        self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions])
+        self.position = {p: given.get(p, 0) for p in self.partitions}
+        self.consumer.assign([TopicPartition(self.topic, p, given.get(p, OFFSET_BEGINNING)) for p in self.partitions])
+
+    def describe(self, timeout_s: float = 10.0) -> tuple[str | None, dict[int, int]]:
+        """The cluster id and every partition's end offset, now (before `start`: nothing is assigned)."""
+        meta = self.offsets_client.list_topics(self.topic, timeout=timeout_s)
+        md = meta.topics[self.topic]
+        if md.error is not None:
+            raise KafkaException(md.error)
+        return meta.cluster_id, {p: self._end_offset(p, timeout_s) for p in sorted(md.partitions)}
 
     def refresh_targets(self, timeout_s: float = 10.0) -> None:
         """Observe the topic's partitions and end offsets now; catching up means reaching them.
@@ -74,18 +85,21 @@ class SettingsTable:
         observed_at = time.monotonic()
         self._add_new_partitions(timeout_s)
         for p in self.partitions:
-            tp = TopicPartition(self.topic, p)
-            try:
-                _low, high = self.offsets_client.get_watermark_offsets(tp, timeout=timeout_s)
-            except KafkaException as exc:
-                if exc.args[0].code() not in STALE_LEADER_ERRORS:
-                    raise
-                # This client never assigns the topic, so nothing refreshes its metadata when the
-                # partition's leader moves (broker failover): "Unknown partition" forever. Ask once.
-                self.offsets_client.list_topics(self.topic, timeout=timeout_s)
-                _low, high = self.offsets_client.get_watermark_offsets(tp, timeout=timeout_s)
-            self.targets[p] = high
+            self.targets[p] = self._end_offset(p, timeout_s)
         self.targets_at = observed_at
+
+    def _end_offset(self, p: int, timeout_s: float) -> int:
+        tp = TopicPartition(self.topic, p)
+        try:
+            _low, high = self.offsets_client.get_watermark_offsets(tp, timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() not in STALE_LEADER_ERRORS:
+                raise
+            # This client never assigns the topic, so nothing refreshes its metadata when the
+            # partition's leader moves (broker failover): "Unknown partition" forever. Ask once.
+            self.offsets_client.list_topics(self.topic, timeout=timeout_s)
+            _low, high = self.offsets_client.get_watermark_offsets(tp, timeout=timeout_s)
+        return int(high)
 
     def _add_new_partitions(self, timeout_s: float) -> None:
         md = self.offsets_client.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)

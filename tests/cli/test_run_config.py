@@ -61,6 +61,7 @@ ENV_VALUES: dict[str, tuple[str, Any]] = {
     "transactional_id": ("env-txn", "env-txn"),
     "liveness_bound_s": ("30", 30.0),
     "eval_retention_ms": ("7200000", 7_200_000),
+    "state_dir": ("<dir>", "<dir>"),
 }
 
 #: The same fields given as flags (other values), to check that flags win.
@@ -90,7 +91,12 @@ FLAG_VALUES: dict[str, tuple[str, Any]] = {
     "transactional_id": ("flag-txn", "flag-txn"),
     "liveness_bound_s": ("45", 45.0),
     "eval_retention_ms": ("10800000", 10_800_000),
+    "state_dir": ("<dir2>", "<dir2>"),
 }
+
+
+#: The fields holding a path.
+PATHS = {"kafka_config", "state_dir"}
 
 
 def flag(name: str) -> str:
@@ -110,6 +116,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def _resolve(value: str, tmp_path: Path) -> str:
+    if value.startswith("<dir"):
+        return str(tmp_path / value.strip("<>"))  # created by the check
     if value.startswith("<file"):
         path = tmp_path / f"{value.strip('<>')}.properties"
         path.write_text("client.id=from-file\n")
@@ -134,7 +142,7 @@ def test_every_variable_is_read(clean_env: pytest.MonkeyPatch, tmp_path: Path) -
         clean_env.setenv(env_name(name), _resolve(raw, tmp_path))
     cfg = load(run_flags([]))
     for name, (raw, parsed) in ENV_VALUES.items():
-        want = Path(_resolve(raw, tmp_path)) if name == "kafka_config" else parsed
+        want = Path(_resolve(raw, tmp_path)) if name in PATHS else parsed
         assert getattr(cfg, name) == want, f"{env_name(name)}={raw!r} gave {name}={getattr(cfg, name)!r}"
     assert cfg.kafka_properties()["client.id"] == "from-file"
 
@@ -147,7 +155,7 @@ def test_flags_win_over_variables(clean_env: pytest.MonkeyPatch, tmp_path: Path)
         argv += [flag(name), _resolve(raw, tmp_path)]
     cfg = load(run_flags(argv))
     for name, (raw, parsed) in FLAG_VALUES.items():
-        want = Path(_resolve(raw, tmp_path)) if name == "kafka_config" else parsed
+        want = Path(_resolve(raw, tmp_path)) if name in PATHS else parsed
         assert getattr(cfg, name) == want, f"{flag(name)} {raw} lost against {env_name(name)}"
     assert cfg.create_topics is True  # from the variable: the flag was not given
 
@@ -183,6 +191,18 @@ def test_unreadable_kafka_config_exits_2(clean_env: pytest.MonkeyPatch, capsys: 
     bad.write_text("# comment\nclient.id=x\nno separator here\n")
     assert app.run(run_flags(["--bootstrap-servers", "h:1", "--kafka-config", str(bad)])) == 2
     assert f"{bad}:3" in capsys.readouterr().err
+
+
+def test_state_dir_is_created_or_exits_2_naming_it(clean_env: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    made = tmp_path / "a" / "state"
+    assert load({"bootstrap_servers": "h:1", "state_dir": str(made)}).state_dir == made and made.is_dir()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for bad in (blocker, blocker / "state"):  # a file, and a directory that cannot be created
+        assert app.run(run_flags(["--bootstrap-servers", "h:1", "--state-dir", str(bad)])) == 2
+        err = capsys.readouterr().err
+        assert "--state-dir" in err and "ACCESS_EVAL_STATE_DIR" in err and err.count("\n") == 1, err
 
 
 def test_kafka_config_file_then_variables(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ ENV_OF_VALUE = {
     "processor.shutdownTimeoutSeconds": "ACCESS_EVAL_SHUTDOWN_TIMEOUT_S",
     "processor.livenessBoundSeconds": "ACCESS_EVAL_LIVENESS_BOUND_S",
     "processor.metricsPort": "ACCESS_EVAL_METRICS_PORT",
+    "processor.stateDir": "ACCESS_EVAL_STATE_DIR",
 }
 # `access-eval run` settings (RunConfig fields) the chart deliberately has no value for, and why; the
 # chart README says so too.
@@ -404,6 +405,9 @@ SCHEMA_CASES = {
     "liveness bound zero": (["--set", "processor.livenessBoundSeconds=0"], "/processor/livenessBoundSeconds"),
     "liveness bound negative": (["--set", "processor.livenessBoundSeconds=-5"], "/processor/livenessBoundSeconds"),
     "liveness bound fraction": (["--set", "processor.livenessBoundSeconds=0.5"], "/processor/livenessBoundSeconds"),
+    "relative state dir": (["--set", "processor.stateDir=state"], "/processor/stateDir"),
+    "state dir on /tmp": (["--set", "processor.stateDir=/tmp"], "/processor/stateDir"),
+    "state volume size": (["--set", "stateVolume.sizeLimit=lots"], "/stateVolume/sizeLimit"),
 }
 
 
@@ -608,7 +612,7 @@ def test_every_configuration_value_reaches_the_container_env(
     for path, var in ENV_OF_VALUE.items():
         value = get_path(values, path)
         if value in ("", []) and path in ("kafka.securityProtocol", "kafka.saslMechanism",
-                                          "processor.schemaRegistryUrl"):
+                                          "processor.schemaRegistryUrl", "processor.stateDir"):
             # Unset: the variable is left out so the app/librdkafka default applies.
             assert var not in env, var
             continue
@@ -702,6 +706,26 @@ def test_kafka_ca_certificate_is_mounted(full_docs: list[dict[str, Any]]) -> Non
     item = volume["secret"]["items"][0]
     assert item["key"] == ca["key"]
     assert container_env(full_docs)["ACCESS_EVAL_KAFKA_SSL_CA_LOCATION"] == f"{mount['mountPath']}/{item['path']}"
+
+
+@pytest.mark.helm
+def test_local_state_gets_a_writable_volume_and_the_root_stays_read_only(
+    helm: Helm, default_docs: list[dict[str, Any]], full_docs: list[dict[str, Any]]
+) -> None:
+    """processor.stateDir mounts an emptyDir (or stateVolume.existingClaim) there and names it in
+    ACCESS_EVAL_STATE_DIR; unset, neither exists. The root filesystem stays read-only either way."""
+    assert "ACCESS_EVAL_STATE_DIR" not in container_env(default_docs)
+    assert all(v["name"] != "state" for v in deployment(default_docs)["spec"]["template"]["spec"]["volumes"])
+    empty_dir = helm.render("--set", "processor.stateDir=/var/lib/access-eval", "--set", "stateVolume.sizeLimit=2Gi")
+    claim = full_values()["stateVolume"]["existingClaim"]
+    for docs, source in ((empty_dir, {"emptyDir": {"sizeLimit": "2Gi"}}),
+                         (full_docs, {"persistentVolumeClaim": {"claimName": claim}})):
+        path = container_env(docs)["ACCESS_EVAL_STATE_DIR"]
+        mount, = (m for m in container(docs)["volumeMounts"] if m["mountPath"] == path)
+        volume, = (v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+        assert {k: v for k, v in volume.items() if k != "name"} == source
+        assert not mount.get("readOnly") and container(docs)["securityContext"]["readOnlyRootFilesystem"] is True
+        assert RunConfig(bootstrap_servers="kafka:9092", state_dir=path).state_dir is not None
 
 
 @pytest.mark.helm
