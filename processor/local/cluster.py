@@ -258,6 +258,22 @@ def _start_proxy(data: Path, layout: dict[str, Any]) -> None:
         api.create(proxy_name(n["id"]), n["advertised_port"], n["client_port"])
 
 
+def restart_proxy(data_dir: Path) -> None:
+    """Kill the cluster's Toxiproxy and start it again on the same API port with the same proxies.
+
+    Under load Toxiproxy's API can wedge for good: a toxic's removal (or a proxy's disabling) blocks on
+    a link, and every later call for that proxy times out (Shopify/toxiproxy#558, open; a server
+    restart is the known way out; seen in a 60-minute soak). Clients crossing the proxy see their
+    connections reset, as in a `reset_peer` fault; the brokers are not touched."""
+    data = resolve_data_dir(data_dir)
+    with locked(data / ".lock"):
+        layout = _read_layout(data)
+        if layout is None or not layout.get("proxy_api_port"):
+            raise LocalKafkaError(f"no proxied cluster in {data}")
+        faultproxy.stop_server(_proxy_dir(data), timeout=2.0)
+        _start_proxy(data, layout)
+
+
 def start(
     port: int | None = DEFAULT_PORT,
     data_dir: Path | None = None,

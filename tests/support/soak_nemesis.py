@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from processor.errors import LocalKafkaError
 from processor.local import cluster as local_cluster
 from processor.local.cluster import ClusterInfo, proxy_name
 from tests.cluster.test_cluster import coordinator, group_coordinator, leaders
@@ -66,6 +67,9 @@ class Nemesis(threading.Thread):
         self.faults: list[Fault] = []
         self.stop = threading.Event()
         self.lock = threading.Lock()
+        self.proxy_lock = threading.Lock()
+        self.proxy_restarted = -1e9  # monotonic time of the last Toxiproxy restart
+        self.proxy_restarts = 0
         self.busy: set[str] = set()  # instances under a fault; "broker" / "brokers2" / "proxy-cut"
         self.threads: list[threading.Thread] = []
         self.term_exits: list[Life] = []
@@ -116,11 +120,23 @@ class Nemesis(threading.Thread):
         except Exception as exc:  # a fault that could not be injected or healed: reported, not fatal
             fault.error = f"{type(exc).__name__}: {exc}"
             self.timeline.write("fault-error", id=fault.id, error=fault.error, trace=traceback.format_exc()[-800:])
+            if isinstance(exc, LocalKafkaError) and "toxiproxy" in str(exc):
+                self._restart_proxy(fault)
         finally:
             fault.end = fault.end if fault.end is not None else self.fleet.now()
             with self.lock:
                 self.busy.difference_update(claimed)
             self.timeline.write("fault", **fault.row())
+
+    def _restart_proxy(self, fault: Fault) -> None:
+        """Toxiproxy's API wedged (`local_cluster.restart_proxy`): restart it, once per wedge."""
+        with self.proxy_lock:
+            if time.monotonic() - self.proxy_restarted < 30:
+                return  # the same wedge, seen by another fault's thread: restarted already
+            local_cluster.restart_proxy(self.info.data_dir)
+            self.proxy_restarted = time.monotonic()
+            self.proxy_restarts += 1
+            self.timeline.write("proxy-restart", after_fault=fault.id)
 
     # -- processors ---------------------------------------------------------------------------------
 
