@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s.test_helm import (
+from tests.support.helm_chart import (
     CHART,
     CI_VALUES,
     CRD_KINDS,
