@@ -30,7 +30,6 @@ from confluent_kafka.admin import AdminClient
 
 from processor.local import cluster as local_cluster
 from processor.local.cluster import ClusterInfo, proxy_name
-from tests.faults.test_faults import SEED, publish_settings, workload_inputs
 from tests.support.fault_harness import (
     aborted_records,
     check_exactly_once,
@@ -39,6 +38,7 @@ from tests.support.fault_harness import (
     record_figures,
     stacks,
 )
+from tests.support.fault_inputs import SEED, publish_settings, workload_inputs
 from tests.support.kafka_harness import Topics, start_watchdog, wait_until
 from tests.support.processor_harness import RunningProcessor, start_processor, wait_all_committed
 from tests.support.required import require_binary

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from processor.core.settings import DEFAULT_RULES, TYPE_INDEX, SettingsHistory
 from processor.core.times import rfc3339_millis
-from tests.faults.test_faults import COMPACTING, fully_compacted, settings_seen
 from tests.support.fault_harness import check_exactly_once, produce_tracked
 from tests.support.kafka_harness import Topics, wait_until
 from tests.support.processor_harness import start_processor, wait_all_committed
+from tests.support.settings_churn import COMPACTING, fully_compacted, settings_seen
 from tests.support.spec_model import SettingsLog, SettingsRecord, expect, settings_version
 from tests.support.spec_rules import STATES, norm, spec_rules
 from tests.support.strategies import ACCOUNTS, BASE_MS, MINUTE, attempt_obj, dumps, iso, settings_obj

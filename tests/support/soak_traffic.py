@@ -1,7 +1,7 @@
 """The soak's load: attempts at a steady rate, settings churn, and a committed-output tail reader.
 
 Attempts follow `processor.local.workload` (its accounts, allowlists and mix, 1 % invalid) plus
-hostile payloads (tests/faults/test_faults.py: `hostile_payloads`), with wall-clock event times, some of
+hostile payloads (tests/support/hostile_attempts.py: `hostile_payloads`), with wall-clock event times, some of
 them late (up to `LATE_MAX_S` in the past).
 
 Settings churn changes one account at a time: a new version, an out-of-order pair (a version
@@ -35,8 +35,9 @@ from processor.codec.avro import EvalCodec
 from processor.core.ids import IDENTITY_TYPES
 from processor.core.times import rfc3339_millis
 from processor.local.workload import Mix, Workload, account_id
-from tests.faults.test_faults import HOSTILE_TARGET, draw_examples, hostile_payloads, invalid_settings, settings_doc
+from tests.support.hostile_attempts import HOSTILE_TARGET, draw_examples, hostile_payloads
 from tests.support.kafka_harness import Topics
+from tests.support.settings_churn import invalid_settings, settings_doc
 from tests.support.spec_model import SettingsRecord, expect
 
 LATE_SHARE = 0.05

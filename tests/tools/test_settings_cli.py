@@ -14,9 +14,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from processor.core.ids import AccountId
 from processor.core.settings import MAX_ALLOWLIST_IDS
-from tests.faults.test_faults import COMPACTING, SENTINEL
 from tests.support.kafka_harness import Topics, wait_until
 from tests.support.processor_harness import end_offsets, produce, read_topic
+from tests.support.settings_churn import COMPACTING, SENTINEL
 from tests.tools.test_ops import ae, ok, one_line_error, sget, sput, unreachable
 
 
