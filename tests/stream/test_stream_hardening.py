@@ -29,7 +29,7 @@ from processor.stream import app
 from processor.stream import producer as producer_mod
 from processor.stream.attempt_stage import MAX_PRODUCE_FAILURES
 from processor.stream.loop import Processor
-from tests.stream.test_eos_explorer import World, patched
+from tests.support.eos_world import World, patched
 from tests.support.fake_kafka import DLQ, EVALS, Clock, Cluster, FakeCaller, FakeConsumer, FakeProducer
 from tests.support.fake_settings import FakeTable
 
