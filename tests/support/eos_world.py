@@ -447,3 +447,27 @@ def explore(kinds: frozenset[str] = ALL_KINDS, n: int = 1000, seed: int = 0, ste
         except Violation:
             return i + 1, seed + i, w
     return None
+
+
+def valid_attempt(w: World, p: int, o: int) -> bytes:
+    """A valid attempt (its id is "p:o"), five seconds old on the world's clock."""
+    return json.dumps({
+        "id": f"{p}:{o}", "event_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(w.clock.time() - 5)),
+        "account_id": "acct-a", "action": "iam.read",
+        "identity": {"iam_id": "i", "type": "user", "account_id": "other"},
+    }).encode()
+
+
+def serve(w: World, turns: int = 200) -> Any:
+    """One process owning both partitions, turned `turns` times; the process."""
+    a = w.start()
+    for p in w.cluster.partitions:
+        w.cluster.owner[p] = a.consumer
+    a.consumer.events.append(("assign", list(w.cluster.partitions)))
+    w.cluster.fire_probability = 1.0
+    for _ in range(turns):
+        w.turn(a)
+        w.clock.advance(0.05)
+        if all(w.cluster.committed.get(p, 0) >= len(w.cluster.input[p]) for p in w.cluster.partitions):
+            break
+    return a
