@@ -1,7 +1,7 @@
 """Kafka error classification: the client error codes retrying cannot fix and what they ask the
 operator to change, the ones a metadata refresh fixes, and those of the transactional producer's state
-(fenced, fatal). One home, because `run`'s startup (`admin`),
-its loop and transaction (`stream/`), the settings table and the tools (`tools/`) decide on them."""
+(fenced, fatal). One home, because `run`'s startup (`admin`), its loop and transaction (`stream/`), the
+settings table and the tools (`tools/`) decide on them."""
 
 from __future__ import annotations
 
