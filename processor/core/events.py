@@ -184,7 +184,7 @@ class EventSources:
     verdict_param: str = "verdict"
 
 
-#: build_event, field by field (tests/codec/test_avro.py checks that the bytes are identical).
+#: build_event, field by field (tests/codec/test_avro_hot_path.py checks that the bytes are identical).
 EVENT_SOURCES = EventSources(
     params=("attempt", "verdict", "version", "exact", "evaluated_at_ms"),
     prelude=("a = attempt.data", "ident = a['identity']", "res = a.get('resource') or _NO_RESOURCE"),

@@ -1,6 +1,7 @@
 """Kafka error classification: the client error codes retrying cannot fix and what they ask the
-operator to change, and the ones a metadata refresh fixes. One home, because `run`'s startup (`admin`),
-its loop and transaction (`stream/`), the settings table and the tools (`tools/`) decide on them."""
+operator to change, the ones a metadata refresh fixes, and those of the transactional producer's state
+(fenced, fatal). One home, because `run`'s startup (`admin`), its loop and transaction (`stream/`), the
+settings table and the tools (`tools/`) decide on them."""
 
 from __future__ import annotations
 
@@ -28,3 +29,8 @@ STALE_LEADER_ERRORS = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
 }
+#: Errors that mean another producer with our transactional.id took over (the transaction re-creates
+#: its producer, and exits 2 when fenced again soon: another live instance shares the id).
+FENCED_ERRORS = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+#: produce() errors of the producer's state, not of the record (the transaction's failure policy handles them).
+PRODUCER_STATE_ERRORS = FENCED_ERRORS | {KafkaError._STATE, KafkaError._FATAL}

@@ -24,6 +24,7 @@ from processor.core.conflicts import AttemptIdConflicts
 from processor.core.evaluator import assess_at
 from processor.core.policy import Verdict
 from processor.core.settings import SettingsHistory
+from processor.kafka.errors import PRODUCER_STATE_ERRORS
 from processor.logs import kv
 from processor.metrics import Metrics
 from processor.metrics.tally import Tally
@@ -37,9 +38,6 @@ INTERNAL_ERROR = "internal_error"
 AGE_SAMPLE_EVERY = 64
 #: produce() failing this many times with one error for one record: the record's fault, not a passing one.
 MAX_PRODUCE_FAILURES = 3
-#: produce() errors of the producer's state, not of the record (the transaction's failure policy handles them).
-PRODUCER_STATE_ERRORS = {KafkaError._STATE, KafkaError._FENCED, KafkaError._FATAL,
-                         KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 #: librdkafka's message.max.bytes when the Kafka properties do not set it.
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
 #: Bytes of a record besides key, value and headers (librdkafka's framing is ~70), and of the marker headers.

@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from processor.config import ConfigError
 from processor.errors import AccessEvalError
-from processor.kafka.errors import ACL_HINT, AUTH_ERRORS
+from processor.kafka.errors import ACL_HINT, AUTH_ERRORS, FENCED_ERRORS
 from processor.logs import kv
 from processor.metrics import Metrics
 from processor.metrics.tally import Tally
@@ -29,8 +29,6 @@ from processor.stream.producer import TxnProducer
 
 log = logging.getLogger("access_eval.pipeline")
 
-#: Errors that mean another producer with our transactional.id took over.
-FENCED_ERRORS = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 #: Fenced again within this window after re-creating the producer: another live instance shares the id.
 FENCED_WINDOW_S = 600.0
 

@@ -1,14 +1,12 @@
-"""SPEC §6 Avro eval events: compiled encoder == fastavro, the hot path's encode_evaluation == encode(build_event),
-both framings, schema hygiene, downstream decoding."""
+"""SPEC §6 Avro eval events: compiled encoder == fastavro, both framings, schema hygiene, downstream
+decoding. The hot path's encode_evaluation == encode(build_event): `test_avro_hot_path.py`."""
 
 from __future__ import annotations
 
-import copy
-import inspect
 import io
 import json
 import struct
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,39 +19,21 @@ from hypothesis import strategies as st
 from processor.codec.avro import (
     DecodeError,
     EvalCodec,
-    SourceMismatch,
     compile_encoder,
-    compile_source_encoder,
-    load_schema_json,
     zigzag_varint,
 )
-from processor.core import policy
-from processor.core.attempts import MIN_EVENT_TIME_MS, Attempt, parse_attempt
-from processor.core.evaluator import assess
-from processor.core.events import EVENT_SOURCES, build_event
-from processor.core.policy import Verdict
-from processor.core.settings import BEGINNING_OF_TIME, DEFAULT_RULES, SettingsHistory, SettingsVersion
+from tests.support.avro_events import CONFLUENT, SINGLE, produced_event
+from tests.support.avro_events import normalise as _normalise
 from tests.support.strategies import (
     ACCOUNTS,
-    BASE_MS,
-    INTS,
-    LONGS,
-    NOW_MS,
-    SPEC_EXAMPLE,
     TIMESTAMPS,
-    attempt_obj,
-    dumps,
     eval_events,
-    iso,
-    settings_obj,
 )
 
 AVSC = Path(__file__).resolve().parents[2] / "schemas" / "eval_event.avsc"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-SINGLE = EvalCodec()
-CONFLUENT = EvalCodec(schema_id=4242)
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- an independent CRC-64-AVRO (Avro specification, "Schema Fingerprints") ----------------------
@@ -77,22 +57,6 @@ def crc64_avro(data: bytes) -> int:
 def test_crc64_avro_reference_vector() -> None:
     # From the Avro spec: the fingerprint of the canonical form of "int" is 0x7275d51a3f395c8f.
     assert crc64_avro(b'"int"') == 0x7275D51A3F395C8F
-
-
-# --- a realistic produced event ---------------------------------------------------------------------
-
-
-def produced_event(state: str = "monitor", allowed: bool = False) -> dict[str, Any]:
-    h = SettingsHistory()
-    allow = [ACCOUNTS[1]] if allowed else []
-    doc = settings_obj(ACCOUNTS[0], {"user": {"state": state, "external_allowed_accounts": allow}})
-    assert h.apply_record(ACCOUNTS[0].encode(), dumps(doc), BASE_MS - 5, "iam.account-settings", 2, 77) is None
-    obj = attempt_obj(ACCOUNTS[0], ACCOUNTS[1], "user", BASE_MS + 123, attempt_id="att-ü-1",
-                      resource={"crn": "crn:v1:x", "service_name": "cos"}, user_agent="curl/8 ☃")
-    attempt = parse_attempt(dumps(obj), NOW_MS)
-    verdict, version, exact = assess(h, attempt)
-    assert verdict.emit
-    return build_event(attempt, verdict, version, exact, NOW_MS)
 
 
 # --- compiled encoder vs fastavro ------------------------------------------------------------------
@@ -129,165 +93,6 @@ def test_compile_encoder_rejects_unsupported_shapes() -> None:
         compile_encoder({"type": "record", "name": "R", "fields": [{"name": "u", "type": ["int", "string"]}]})
 
 
-# --- the hot path: encode_evaluation == encode(build_event(...)) ----------------------------------
-
-ALL_VERDICTS = [v for v in vars(policy).values() if isinstance(v, Verdict)]
-#: The verdicts build_event describes: the other two (same account, unrestricted) evaluate nothing.
-EVENT_VERDICTS = [v for v in ALL_VERDICTS if v.decision is not None]
-#: A clock late enough that no event time up to the year 9999 is "in the future".
-LATE_MS = 253_402_300_799_999
-
-
-def _text(min_size: int = 0, max_size: int = 1024) -> st.SearchStrategy[str]:
-    """Unicode text, short or long (>= 64 UTF-8 bytes: more than one byte of Avro length), often empty."""
-    some = st.text(min_size=min_size, max_size=12) | st.text(min_size=64, max_size=min(max_size, 300))
-    return some if min_size else st.just("") | some
-
-
-def _optional(key: str, values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
-    """`key` absent, null, or with a value: the three ways an attempt leaves out an optional field."""
-    return st.just({}) | st.just({key: None}) | values.map(lambda v: {key: v})
-
-
-#: Valid account ids of every form the contract allows (§3.2), not only 32 hex digits.
-_ACCOUNT_IDS = st.sampled_from(ACCOUNTS) | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,79}", fullmatch=True)
-_RESOURCES = st.builds(lambda crn, svc: crn | svc, _optional("crn", _text(max_size=4096)),
-                       _optional("service_name", _text()))
-VERSIONS = st.none() | st.builds(
-    SettingsVersion,
-    st.just(BEGINNING_OF_TIME) | TIMESTAMPS | LONGS,
-    st.just(DEFAULT_RULES),
-    st.none() | _text(),
-    st.none() | INTS,
-    st.none() | LONGS | st.integers(2**40, 2**63 - 1),
-)
-
-
-@st.composite
-def attempts(draw: st.DrawFn) -> Attempt:
-    """Valid attempts (through parse_attempt) with every optional field absent, null, set, too long
-    (truncated) or of the wrong type (dropped)."""
-    obj = attempt_obj(
-        draw(_ACCOUNT_IDS),
-        draw(_ACCOUNT_IDS),
-        draw(st.sampled_from(("user", "service_id", "service"))),
-        draw(st.integers(MIN_EVENT_TIME_MS, LATE_MS)),
-        attempt_id=draw(_text(1)),
-        iam_id=draw(_text(1)),
-        action=draw(_text(1)),
-        **draw(_optional("resource", _RESOURCES)),
-        **draw(_optional("source_ip", _text(max_size=256) | st.integers() | st.just("1" * 257))),
-        **draw(_optional("user_agent", _text(max_size=4096) | st.just(["x"]) | st.just("\u00e9" * 4097))),
-    )
-    obj["identity"].update(draw(_optional("name", _text() | st.booleans())))
-    return parse_attempt(dumps(obj), LATE_MS)
-
-
-def test_the_verdicts_are_the_six_of_policy() -> None:
-    assert len(ALL_VERDICTS) == 6 and len(EVENT_VERDICTS) == 4
-    assert {v for v in ALL_VERDICTS if v.emit} <= set(EVENT_VERDICTS)
-
-
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(attempts(), st.sampled_from(EVENT_VERDICTS), VERSIONS, st.booleans(), LONGS)
-def test_encode_evaluation_equals_encode_of_build_event(
-    attempt: Attempt, verdict: Verdict, version: SettingsVersion | None, exact: bool, evaluated_at_ms: int
-) -> None:
-    event = build_event(attempt, verdict, version, exact, evaluated_at_ms)
-    for codec in (SINGLE, CONFLUENT):
-        fast = codec.encode_evaluation(attempt, verdict, version, exact, evaluated_at_ms)
-        assert fast == codec.encode(event)
-    assert SINGLE.encode_evaluation(attempt, verdict, version, exact, evaluated_at_ms) == SINGLE.reference_encode(event)
-
-
-@pytest.mark.parametrize("state,allowed", [("monitor", True), ("monitor", False), ("limited", False)])
-def test_encode_evaluation_of_a_processed_attempt_decodes_to_its_event(state: str, allowed: bool) -> None:
-    h = SettingsHistory()
-    doc = settings_obj(SPEC_EXAMPLE["account_id"], {"user": {
-        "state": state, "external_allowed_accounts": [SPEC_EXAMPLE["identity"]["account_id"]] if allowed else []}})
-    assert h.apply_record(SPEC_EXAMPLE["account_id"].encode(), dumps(doc), BASE_MS, "iam.account-settings", 0,
-                          2**40) is None
-    attempt = parse_attempt(dumps(SPEC_EXAMPLE), LATE_MS)
-    verdict, version, exact = assess(h, attempt)
-    assert verdict.emit and version is not None
-    for codec in (SINGLE, CONFLUENT):
-        data = codec.encode_evaluation(attempt, verdict, version, exact, NOW_MS)
-        assert _normalise(codec.decode(data)) == build_event(attempt, verdict, version, exact, NOW_MS)
-    assert data[:5] == b"\x00\x00\x00\x10\x92"
-
-
-@pytest.mark.parametrize("verdict", [v for v in ALL_VERDICTS if v.decision is None], ids=repr)
-def test_verdicts_without_an_event_raise_as_build_event_does(verdict: Verdict) -> None:
-    attempt = parse_attempt(dumps(SPEC_EXAMPLE), LATE_MS)
-    with pytest.raises(Exception) as built:
-        build_event(attempt, verdict, None, True, NOW_MS)
-    with pytest.raises(built.type):
-        SINGLE.encode_evaluation(attempt, verdict, None, True, NOW_MS)
-
-
-def _spec_example_args() -> list[tuple[Attempt, Verdict, SettingsVersion | None, bool, int]]:
-    attempt = parse_attempt(dumps(SPEC_EXAMPLE | {"event_time": iso(BASE_MS)}), NOW_MS)
-    version = SettingsVersion(BASE_MS - 1, DEFAULT_RULES, "iam.account-settings", 3, 12345)
-    return [(attempt, v, version, exact, NOW_MS) for v in EVENT_VERDICTS for exact in (True, False)]
-
-
-def _reverse_fields(schema: Any) -> Any:
-    """The same records with every record's fields in reverse order."""
-    if isinstance(schema, list):
-        return [_reverse_fields(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _reverse_fields(v) if k == "type" else v for k, v in schema.items()}
-    if schema.get("type") == "record":
-        out["fields"] = [f | {"type": _reverse_fields(f["type"])} for f in reversed(schema["fields"])]
-    return out
-
-
-def test_encode_evaluation_follows_the_schema_field_order() -> None:
-    parsed = fastavro.parse_schema(_reverse_fields(load_schema_json()))
-    fast, via_dict = compile_source_encoder(parsed, EVENT_SOURCES), compile_encoder(parsed)
-    for args in _spec_example_args():
-        assert fast(*args) == via_dict(build_event(*args))
-        assert fast(*args) != SINGLE.encode_evaluation(*args)[10:]  # the order did change the bytes
-
-
-def _with_region() -> dict[str, Any]:
-    schema = load_schema_json()
-    schema["fields"].append({"name": "region", "type": ["null", "string"], "default": None, "doc": "new in v2"})
-    return schema
-
-
-def test_a_schema_field_without_a_source_is_a_source_mismatch() -> None:
-    with pytest.raises(SourceMismatch, match="'region' has no source"):
-        compile_source_encoder(fastavro.parse_schema(_with_region()), EVENT_SOURCES)
-    codec = EvalCodec(schema=_with_region())  # another schema version: still a codec, without the fast path
-    assert codec.decode(codec.reference_encode(produced_event() | {"region": None}))["region"] is None
-    with pytest.raises(SourceMismatch, match="region"):
-        codec.encode_evaluation(*_spec_example_args()[0])
-
-
-def test_a_source_without_a_schema_field_is_a_source_mismatch() -> None:
-    schema = load_schema_json()
-    schema["fields"] = [f for f in schema["fields"] if f["name"] != "severity"]
-    with pytest.raises(SourceMismatch, match="severity"):
-        compile_source_encoder(fastavro.parse_schema(schema), EVENT_SOURCES)
-
-
-def test_a_shipped_schema_the_sources_do_not_match_fails_at_construction(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "eval_event.avsc").write_text(json.dumps(_with_region()))
-    monkeypatch.setenv("ACCESS_EVAL_SCHEMA_DIR", str(tmp_path))
-    with pytest.raises(SourceMismatch, match="region"):
-        EvalCodec()
-    with pytest.raises(SourceMismatch, match="region"):  # as registry.codec_for_topic builds it
-        EvalCodec(schema_id=7, schema=load_schema_json())
-
-
-def test_event_sources_take_the_parameters_of_build_event() -> None:
-    assert EVENT_SOURCES.params == tuple(inspect.signature(build_event).parameters)
-
-
 # --- framings and round trips -----------------------------------------------------------------------
 
 
@@ -308,20 +113,6 @@ def test_confluent_framing_header() -> None:
     assert data[:1] == b"\x00"
     assert data[1:5] == struct.pack(">I", 4242) == b"\x00\x00\x10\x92"
     assert data[5:] == SINGLE.encode(produced_event())[10:]  # same body
-
-
-def _ms(value: Any) -> Any:
-    return (value - _EPOCH) // timedelta(milliseconds=1) if isinstance(value, datetime) else value
-
-
-def _normalise(record: dict[str, Any]) -> dict[str, Any]:
-    """Decoded timestamp-millis come back as datetimes: compare as epoch ms."""
-    out = copy.deepcopy(record)
-    out["eventTime"] = _ms(out["eventTime"])
-    out["observer"]["evaluatedAt"] = _ms(out["observer"]["evaluatedAt"])
-    sv = out["responseData"]["settingsVersion"]
-    sv["effectiveTime"] = _ms(sv["effectiveTime"])
-    return out
 
 
 @FAST

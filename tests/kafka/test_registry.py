@@ -3,7 +3,7 @@ under `<topic>-value` and id resolution with confluent-kafka's in-process mock r
 and basic auth over HTTP against a minimal stub of the two REST endpoints the client uses.
 
 Interop with a real registry (Apicurio Registry through its Confluent-compatible API: the processor,
-`tail`, `report`, evolution, outages, concurrency) is tests/kafka/test_registry_apicurio.py. The stub stays
+`tail`, `report`, evolution, outages, concurrency) is tests/kafka/test_registry_apicurio*.py. The stub stays
 only for what the local registry does not cover: basic-auth credentials reaching the server, and 401.
 """
 

@@ -1,6 +1,6 @@
 """Issue 23 (stream and lifecycle) on a real broker and the real `run` process: the poison pill of an
 oversized key, and transaction timeouts of a single stalled instance (tests/stream/test_stream_hardening.py
-has the same findings on the in-memory fakes)."""
+and test_stream_lifecycle.py have the same findings on the in-memory fakes)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 An offset that does not increase is refused with an error naming the partition and both offsets, as
 quixstreams' checkpoint refuses one: committing it would re-read work already done, or stand for a
-rewind the transaction never saw. In a correct run it cannot fire: the explorer (tests/test_eos_explorer.py)
+rewind the transaction never saw. In a correct run it cannot fire: the explorer (tests/support/eos_world.py)
 reports a refusal as a violation over its 11,000 schedules; here a loop bug that keeps the offsets of
 aborted work shows the refusal does fire, and the explorer reports it.
 """
@@ -18,7 +18,7 @@ from processor.metrics import Metrics
 from processor.stream import transaction as transaction_mod
 from processor.stream.context import RunContext
 from processor.stream.transaction import NonIncreasingOffset, Transaction
-from tests.stream.test_eos_explorer import Violation, World, explore
+from tests.support.eos_world import Violation, World, explore
 
 P0, P1 = ("attempts", 0), ("attempts", 1)
 

@@ -24,7 +24,7 @@ from tests.support.hostile import ALL, ESCAPED, FORGED_ROW, HOSTILE_IDS, MARKUP,
 from tests.support.kafka_harness import Topics
 from tests.support.processor_harness import produce, read_topic, start_processor, wait_all_committed
 from tests.support.screen_harness import forbidden, paste, screen, shown
-from tests.tools.test_ops import ae, ok, produce_events
+from tests.support.tool_harness import ae, ok, produce_events
 
 TARGET = "a3f1c0d2e4b5968778695a4b3c2d1e0f"
 EXT = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"

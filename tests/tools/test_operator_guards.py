@@ -24,7 +24,7 @@ from processor.config import RunConfig
 from processor.core.times import rfc3339_millis
 from tests.support.kafka_harness import Topics, free_port, wait_until
 from tests.support.processor_harness import answer_on_a_terminal, end_offsets, produce, start_processor
-from tests.tools.test_ops import DAY, HOUR, REPO, ae, make_event, ok, one_line_error, produce_events, sput
+from tests.support.tool_harness import DAY, HOUR, REPO, ae, make_event, ok, one_line_error, produce_events, sput
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

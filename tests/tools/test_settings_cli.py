@@ -17,7 +17,7 @@ from processor.core.settings import MAX_ALLOWLIST_IDS
 from tests.support.kafka_harness import Topics, wait_until
 from tests.support.processor_harness import end_offsets, produce, read_topic
 from tests.support.settings_churn import COMPACTING, SENTINEL
-from tests.tools.test_ops import ae, ok, one_line_error, sget, sput, unreachable
+from tests.support.tool_harness import ae, ok, one_line_error, sget, sput, unreachable
 
 
 def doc(account: str, types: dict[str, Any]) -> bytes:
