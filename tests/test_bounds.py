@@ -14,10 +14,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 60
-#: Parts whose functions are bounded; modules are bounded in processor/ only (bench/'s scripts are one
-#: measurement each, read top to bottom).
-FUNCTION_ROOTS = ("processor", "bench")
-MODULE_ROOTS = ("processor",)
+#: Parts whose modules and functions are bounded.
+FUNCTION_ROOTS = ("processor", "bench", "tests")
+MODULE_ROOTS = ("processor", "bench", "tests")
 
 #: "path::qualified name" -> why it may be longer. Keep it small: a long function that is not a table
 #: is a function doing several things.

@@ -22,13 +22,6 @@ from tests.support.eos_world import valid_attempt as _valid
 from tests.support.fake_kafka import DLQ, EVALS, FakeCaller, FakeConsumer, FakeProducer
 
 
-def _world_with(records: list[tuple[int, bytes | None, bytes, list[tuple[str, bytes]] | None]]) -> World:
-    w = World(0, frozenset())
-    for p, key, value, headers in records:
-        w.cluster.append(p, key, value, headers)
-    return w
-
-
 @pytest.mark.parametrize("case", ["key", "headers", "key-headers-value"])
 def test_an_oversized_invalid_attempt_is_dead_lettered_and_every_partition_moves_on(case: str) -> None:
     """Issue 23, poison pill: an invalid attempt whose key (or headers) is ~1 MB. The broker took it on the
