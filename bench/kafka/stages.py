@@ -167,7 +167,7 @@ def process_costs(bench: Bench, history: SettingsHistory, batches: list[list[Any
         txn.commit()
     t_total = time.perf_counter() - t0
     proc.consumer.close()
-    txn.producer.flush(30)
+    txn.flush(30)
     proc.table.close()
     return t_process, t_total
 

@@ -394,7 +394,7 @@ class Processor:
         while not self.stopping:
             time.sleep(1.0)  # watchdog period
             txn = self.txn
-            blocked = txn.producer.blocked_for() if txn is not None else 0.0
+            blocked = txn.blocked_for() if txn is not None else 0.0
             if blocked > BLOCKED_UNREADY_S:
                 self._unreachable = True
                 self.health.set_problem(f"kafka transaction call blocked for {blocked:.0f} s")
@@ -435,7 +435,7 @@ class Processor:
             self.consumer.close()  # leaves the group: partitions move to the others now, not after a timeout
         if txn is not None:
             try:
-                txn.producer.flush(max(0.0, deadline - time.monotonic()))
+                txn.flush(max(0.0, deadline - time.monotonic()))
             except KafkaException as exc:  # a producer left in a fatal state (e.g. refused by an ACL)
                 log.warning("producer flush failed at stop", extra=kv(error=exc.args[0].str()))
         self.table.close()

@@ -113,6 +113,14 @@ class Transaction:
         """Serve the producer's delivery reports without waiting (once per batch)."""
         self.producer.poll(0)
 
+    def flush(self, timeout_s: float) -> int:
+        """Wait for what was produced to be delivered (at stop); the records still queued after it."""
+        return self.producer.flush(timeout_s)
+
+    def blocked_for(self) -> float:
+        """Seconds the transactional call in flight has been blocked (0 when none is); the watchdog's."""
+        return self.producer.blocked_for()
+
     def store_offsets(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Record the next offset to consume per partition for work produced into the open transaction.
 
