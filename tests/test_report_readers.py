@@ -11,7 +11,7 @@ nothing is printed).
 from __future__ import annotations
 
 import json
-import os
+import sys
 import time
 import zlib
 from typing import Any
@@ -97,16 +97,28 @@ def test_an_account_counted_by_two_readers_is_detected_and_never_merged() -> Non
 # --- reader processes -----------------------------------------------------------------------------
 
 
-def die(spec: PassSpec) -> report_pass.PassResult:
-    """A reader process that dies (run in the spawned process)."""
-    os._exit(9)
+def two_shares(topics: Topics, **child_props: str) -> list[PassSpec]:
+    """Partition 0 read by the report's process, partition 1 by a reader process."""
+    topics.create(partitions=2, only=[topics.evals])
+    p = Producer({"bootstrap.servers": topics.bootstrap})
+    for partition in (0, 1):  # one event each: both partitions have a leader that answers
+        p.produce(topics.evals, EvalCodec().encode(make_event(partition, "a", "x", "user", "i", "monitor", "Deny",
+                                                              NOW)), b"a", partition=partition)
+    assert p.flush(30) == 0
+    window = Window(NOW - DAY, NOW, "")
+    props = {"bootstrap.servers": topics.bootstrap}
+    return [PassSpec(props, topics.evals, [0], 0, window, ends={0: 1, 1: 1}),
+            PassSpec({**props, **child_props}, topics.evals, [1], 0, window, ends={0: 1, 1: 1})]
 
 
-def test_a_reader_process_that_dies_fails_the_pass_with_a_clear_error() -> None:
-    spec = PassSpec({"bootstrap.servers": "127.0.0.1:1"}, "t", [0, 1], 0, Window(NOW - DAY, NOW, ""),
-                    ends={0: 0, 1: 0})
-    with pytest.raises(OpsError, match=r"reader process \(partitions \[0, 1\] of t\) died.*no report was written"):
-        report_pass.in_processes([spec, spec], work=die)
+def test_a_reader_process_that_dies_fails_the_pass_with_a_clear_error(topics: Topics) -> None:
+    with pytest.raises(OpsError, match=r"reader process \(partitions \[1\] of .*\) died .*exit status 9.*no report"):
+        report_pass.in_processes(two_shares(topics), argv=[sys.executable, "-c", "import os; os._exit(9)"])
+
+
+def test_a_reader_process_that_fails_names_its_partitions_and_the_error(topics: Topics) -> None:
+    with pytest.raises(OpsError, match=r"report reader of partitions \[1\] failed: .*no.such.property"):
+        report_pass.in_processes(two_shares(topics, **{"no.such.property": "x"}))
 
 
 # --- end to end, on a real broker -----------------------------------------------------------------

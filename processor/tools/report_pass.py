@@ -15,12 +15,11 @@ again by one reader, so the report is never approximate. A reader that fails fai
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
+import pickle
+import subprocess
 import sys
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,6 +33,7 @@ from processor.kafka.eval_reader import EvalReader, undecodable_summary
 #: 1 s: with that default a reader that decodes slower than the broker delivers waits a second each
 #: time the queue fills (one reader: ~60,000 records/s; with 5 ms, 270,000/s, measured by
 #: bench/bench_report.py).
+READER_FAILED = 1
 READER_LIMITS = {"queued.max.messages.kbytes": 4096, "fetch.queue.backoff.ms": 5}
 
 @dataclass(frozen=True)
@@ -106,42 +106,59 @@ def run_pass(spec: PassSpec, readers: int) -> PassResult:
                       sum(p.needs_registry for p in parts), readers=n)
 
 
-def in_processes(
-    specs: list[PassSpec], work: Callable[[PassSpec], PassResult] | None = None
-) -> list[PassResult]:
-    """Each spec read by its own process (spawned: librdkafka's threads do not survive a fork);
-    `work` (default `reader_process`) is what a process does with its spec."""
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(len(specs), mp_context=ctx) as pool:
-        futures = [pool.submit(work or reader_process, s) for s in specs]
-        try:
-            return [_result(f, s) for f, s in zip(futures, specs, strict=True)]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+def in_processes(specs: list[PassSpec], argv: list[str] | None = None) -> list[PassResult]:
+    """The first spec read here, each other one by a reader process started with `argv` (default:
+    this module, `reader_main`): the spec pickled on its stdin, its result pickled on its stdout.
 
+    Plain processes rather than `multiprocessing`: its spawn method starts a resource-tracker
+    process too, and the report's own process would sit idle while holding its memory."""
+    cmd = argv or [sys.executable, "-c", "from processor.tools.report_pass import reader_main; exit(reader_main())"]
+    procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in specs[1:]]
+    outputs: list[bytes | None] = [None] * len(procs)
 
-def _result(future: Future[PassResult], spec: PassSpec) -> PassResult:
+    def collect(i: int, spec: PassSpec) -> None:
+        # In a thread: each reader's result is read as soon as it is written, so it exits then.
+        outputs[i] = procs[i].communicate(pickle.dumps(spec))[0]
+
+    threads = [threading.Thread(target=collect, args=(i, s), daemon=True) for i, s in enumerate(specs[1:])]
+    for t in threads:
+        t.start()
     try:
-        return future.result()
-    except BrokenProcessPool:
-        raise OpsError(
-            f"a report reader process (partitions {spec.partitions} of {spec.topic}) died before it finished: "
-            "no report was written"
-        ) from None
+        mine = read_partitions(specs[0])
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+        raise
+    finally:
+        for t in threads:
+            t.join()
+    mine.agg = mine.agg.without_id_tables()
+    return [mine] + [_result(p, out, s) for p, out, s in zip(procs, outputs, specs[1:], strict=True)]
 
 
-def reader_process(spec: PassSpec) -> PassResult:
-    """A reader process's work: its partitions counted; the counts only are sent back."""
+def _result(proc: subprocess.Popen[bytes], out: bytes | None, spec: PassSpec) -> PassResult:
+    if proc.returncode == 0 and out:
+        result: PassResult = pickle.loads(out)  # our own child's output
+        return result
+    if proc.returncode == READER_FAILED and out:
+        raise OpsError(pickle.loads(out))
+    raise OpsError(
+        f"a report reader process (partitions {spec.partitions} of {spec.topic}) died before it finished "
+        f"(exit status {proc.returncode}): no report was written"
+    )
+
+
+def reader_main() -> int:
+    """A reader process: a `PassSpec` on stdin; its counts (or its error, exit 1) on stdout."""
+    spec: PassSpec = pickle.load(sys.stdin.buffer)  # from the report that started it
     try:
         result = read_partitions(spec)
-    except OpsError as exc:
-        raise OpsError(f"report reader of partitions {spec.partitions}: {exc}") from None
-    except Exception as exc:  # a Kafka error object may not survive pickling: send its text
-        raise OpsError(f"report reader of partitions {spec.partitions} failed: {exc}") from None
+    except Exception as exc:  # the report says it; one line, naming the reader
+        sys.stdout.buffer.write(pickle.dumps(f"report reader of partitions {spec.partitions} failed: {exc}"))
+        return READER_FAILED
     result.agg = result.agg.without_id_tables()
-    return result
+    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    return 0
 
 
 def read_partitions(spec: PassSpec) -> PassResult:
