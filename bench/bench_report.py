@@ -172,6 +172,7 @@ def timed_report(bootstrap: str, settings: str, evals: str, which: list[str], tr
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return {"seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": sum(hwm.values()) / 1024,
             "peak_rss_sampled_mb": peak_sum_kb / 1024, "processes": len(hwm), "report": report,
+            "peak_rss_each_mb": [round(v / 1024) for v in hwm.values()],
             "load_1min": os.getloadavg()[0]}
 
 

@@ -90,7 +90,8 @@ def run_pass(spec: PassSpec, readers: int) -> PassResult:
             spec = replace(spec, ends=reader.end_offsets(spec.timeout_s))
         finally:
             reader.close()
-    shares = [spec.partitions[i::n] for i in range(n)]
+    # The smallest share first: it is read by the report's own process, which also holds the merge.
+    shares = [spec.partitions[i::n] for i in reversed(range(n))]
     parts = in_processes([replace(spec, partitions=share) for share in shares])
     shared = WouldBeDenies.shared_accounts([p.agg for p in parts])
     if shared:
@@ -108,19 +109,15 @@ def run_pass(spec: PassSpec, readers: int) -> PassResult:
 
 def in_processes(specs: list[PassSpec], argv: list[str] | None = None) -> list[PassResult]:
     """The first spec read here, each other one by a reader process started with `argv` (default:
-    this module, `reader_main`): the spec pickled on its stdin, its result pickled on its stdout.
+    `reader_main`): the spec pickled on its stdin, its result pickled on its stdout.
 
     Plain processes rather than `multiprocessing`: its spawn method starts a resource-tracker
     process too, and the report's own process would sit idle while holding its memory."""
     cmd = argv or [sys.executable, "-c", "from processor.tools.report_pass import reader_main; exit(reader_main())"]
     procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in specs[1:]]
-    outputs: list[bytes | None] = [None] * len(procs)
-
-    def collect(i: int, spec: PassSpec) -> None:
-        # In a thread: each reader's result is read as soon as it is written, so it exits then.
-        outputs[i] = procs[i].communicate(pickle.dumps(spec))[0]
-
-    threads = [threading.Thread(target=collect, args=(i, s), daemon=True) for i, s in enumerate(specs[1:])]
+    outputs: list[object] = [None] * len(procs)
+    threads = [threading.Thread(target=_collect, args=(p, s, outputs, i), daemon=True)
+               for i, (p, s) in enumerate(zip(procs, specs[1:], strict=True))]
     for t in threads:
         t.start()
     try:
@@ -136,12 +133,26 @@ def in_processes(specs: list[PassSpec], argv: list[str] | None = None) -> list[P
     return [mine] + [_result(p, out, s) for p, out, s in zip(procs, outputs, specs[1:], strict=True)]
 
 
-def _result(proc: subprocess.Popen[bytes], out: bytes | None, spec: PassSpec) -> PassResult:
-    if proc.returncode == 0 and out:
-        result: PassResult = pickle.loads(out)  # our own child's output
-        return result
-    if proc.returncode == READER_FAILED and out:
-        raise OpsError(pickle.loads(out))
+def _collect(proc: subprocess.Popen[bytes], spec: PassSpec, outputs: list[object], i: int) -> None:
+    """In a thread: the spec sent, then the reader's answer unpickled as it streams in (no copy of
+    it as bytes), so the reader exits as soon as it has written it."""
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        with proc.stdin:
+            pickle.dump(spec, proc.stdin)
+        outputs[i] = pickle.load(proc.stdout)  # our own reader's output
+    except (OSError, EOFError, pickle.UnpicklingError):
+        outputs[i] = None  # it died: `_result` says so with its exit status
+    finally:
+        proc.stdout.close()
+        proc.wait()
+
+
+def _result(proc: subprocess.Popen[bytes], out: object, spec: PassSpec) -> PassResult:
+    if proc.returncode == 0 and isinstance(out, PassResult):
+        return out
+    if proc.returncode == READER_FAILED and isinstance(out, str):
+        raise OpsError(out)
     raise OpsError(
         f"a report reader process (partitions {spec.partitions} of {spec.topic}) died before it finished "
         f"(exit status {proc.returncode}): no report was written"
@@ -154,10 +165,11 @@ def reader_main() -> int:
     try:
         result = read_partitions(spec)
     except Exception as exc:  # the report says it; one line, naming the reader
-        sys.stdout.buffer.write(pickle.dumps(f"report reader of partitions {spec.partitions} failed: {exc}"))
+        pickle.dump(f"report reader of partitions {spec.partitions} failed: {exc}", sys.stdout.buffer)
         return READER_FAILED
     result.agg = result.agg.without_id_tables()
-    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    pickle.dump(result, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)  # streamed: no copy as bytes
+    sys.stdout.buffer.flush()
     return 0
 
 
