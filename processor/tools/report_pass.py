@@ -20,6 +20,8 @@ import pickle
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -118,17 +120,18 @@ def in_processes(specs: list[PassSpec], argv: list[str] | None = None) -> list[P
     outputs: list[object] = [None] * len(procs)
     threads = [threading.Thread(target=_collect, args=(p, s, outputs, i), daemon=True)
                for i, (p, s) in enumerate(zip(procs, specs[1:], strict=True))]
-    for t in threads:
-        t.start()
-    try:
-        mine = read_partitions(specs[0])
-    except BaseException:
-        for proc in procs:
-            proc.kill()
-        raise
-    finally:
+    with no_cyclic_gc():  # the readers' counts are unpickled here: millions of objects, no cycles
         for t in threads:
-            t.join()
+            t.start()
+        try:
+            mine = read_partitions(specs[0])
+        except BaseException:
+            for proc in procs:
+                proc.kill()
+            raise
+        finally:
+            for t in threads:
+                t.join()
     mine.agg = mine.agg.without_id_tables()
     return [mine] + [_result(p, out, s) for p, out, s in zip(procs, outputs, specs[1:], strict=True)]
 
@@ -178,16 +181,26 @@ def read_partitions(spec: PassSpec) -> PassResult:
     reader = EvalReader({**READER_LIMITS, **spec.props}, spec.topic, spec.partitions,
                         registry_url=spec.registry_url, raw_props=spec.raw_props)
     agg = WouldBeDenies(spec.window, accounts=spec.accounts, detail=spec.detail)
-    # The pass allocates millions of short-lived objects and no cycles: the cyclic GC would only
-    # rescan the growing counts again and again.
+    with no_cyclic_gc():
+        try:
+            reader.start(spec.start_ms, timeout_s=spec.timeout_s, ends=spec.ends)
+            count(reader, agg, spec.key)
+        finally:
+            reader.close()
+    return PassResult(agg, reader.decoded, reader.undecodable, reader.needs_registry)
+
+
+@contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """The cyclic GC off (and restored after): a pass allocates millions of short-lived objects and
+    no cycles, so the collector would only rescan the growing counts again and again."""
+    was = gc.isenabled()
     gc.disable()
     try:
-        reader.start(spec.start_ms, timeout_s=spec.timeout_s, ends=spec.ends)
-        count(reader, agg, spec.key)
+        yield
     finally:
-        gc.enable()
-        reader.close()
-    return PassResult(agg, reader.decoded, reader.undecodable, reader.needs_registry)
+        if was:
+            gc.enable()
 
 
 def count(reader: EvalReader, agg: WouldBeDenies, key: str | None) -> None:
