@@ -63,6 +63,9 @@ def test_counts_merged_from_readers_equal_the_model_and_one_reader(
         data: tuple[list[dict[str, Any]], int], partitions: int, readers: int) -> None:
     # The model reads accounts normalised; keys are written as the processor writes them (normalised).
     stream = [{**e, "target": {**e["target"], "accountId": model_norm(e["target"]["accountId"])}} for e in data[0]]
+    # and events no verdict produces (another writer's): counted by no outcome, only as foreign
+    stream += [{**e, "id": f"foreign-{i}", "responseData": {"state": "enabled", "decision": "Deny"}}
+               for i, e in enumerate(stream[::4])]
     since = data[1]
     window = Window(since, NOW, "")
     one = WouldBeDenies(window, accounts=set(ACCOUNTS))
