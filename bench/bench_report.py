@@ -8,6 +8,9 @@ and a settings topic with the 10,000 accounts, then times the real CLI as a subp
 1. `report --all-accounts --format json` (one pass, every account): events/s read and aggregated,
    and the peak RSS of the report process;
 2. `report --account A --format json` (the same pass, other accounts' records skipped by key);
+   both with the default readers (one process per core, at most one per partition), with
+   `--readers 1`, and from each `--tree NAME=PATH` (e.g. the code before), interleaved, `--runs`
+   times (default 3; the run with the median wall time is reported);
 3. in process, the pure part: `WouldBeDenies.add_event` over the same events as decoded dicts
    (no Kafka, no decoding), `EvalCodec.decode` (the full record) and `ReportFields.decode` (the
    fields the report reads, what `report` uses) alone, so the bottleneck is visible.
@@ -18,7 +21,8 @@ Wall-clock and CPU seconds are both printed: on a shared machine the CPU time of
 Targets (issue "Readiness you can see"): >= 100,000 events/s read and aggregated, RSS <= 300 MB.
 `--quick` is a small version (20,000 events) that checks the figures are right and prints them.
 
-    .venv/bin/python bench/bench_report.py [--quick] [--bootstrap-servers HOST:PORT] [--json PATH]
+    .venv/bin/python bench/bench_report.py [--quick] [--bootstrap-servers HOST:PORT] [--runs 3]
+        [--tree before=PATH] [--json PATH]
 """
 
 from __future__ import annotations
@@ -107,34 +111,63 @@ def preload(bootstrap: str, size: dict[str, int], now: int) -> tuple[str, str]:
     return settings, evals
 
 
-def timed_report(bootstrap: str, settings: str, evals: str, which: list[str]) -> dict[str, Any]:
-    """The real CLI as a child process: wall time, peak RSS (wait4), and its JSON."""
+def tree_processes(pid: int) -> list[int]:
+    """`pid` and its descendants (the reader processes of `--readers`)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (t / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def proc_kb(pid: int, field: str) -> int:
+    try:
+        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(field))
+        return int(line.split()[1])
+    except (OSError, StopIteration):
+        return 0
+
+
+def timed_report(bootstrap: str, settings: str, evals: str, which: list[str], tree: Path = REPO) -> dict[str, Any]:
+    """The real CLI (from `tree`) as a child process: wall time, CPU time and peak memory of it and
+    its reader processes, and its JSON."""
     out = Path(tempfile.mkstemp(suffix=".json")[1])
     argv = [sys.executable, "-m", "processor", "report", "--bootstrap-servers", bootstrap, "--eval-topic", evals,
             "--settings-topic", settings, "--format", "json", "--output", str(out), "--timeout", "60", *which]
     started = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE)
-    # The child's own high-water mark (VmHWM, reset by exec). wait4's ru_maxrss is not used: after a
-    # fork from this (large) process it reports the parent's size.
-    peak_kb = 0
-    status_file = Path(f"/proc/{proc.pid}/status")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen(argv, cwd=tree, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(tree)})
+    # Peak memory of the report and its reader processes: each process's own high-water mark (VmHWM,
+    # reset by exec; wait4's ru_maxrss would report the forking parent's size), summed (an upper bound:
+    # the peaks need not coincide), and the largest sum of their current RSS seen every 50 ms.
+    hwm: dict[int, int] = {}
+    peak_sum_kb = 0
     while True:
-        try:
-            line = next(x for x in status_file.read_text().splitlines() if x.startswith("VmHWM:"))
-            peak_kb = max(peak_kb, int(line.split()[1]))
-        except (OSError, StopIteration):
-            pass
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        pids = tree_processes(proc.pid)
+        rss = 0
+        for p in pids:
+            hwm[p] = max(hwm.get(p, 0), proc_kb(p, "VmHWM:"))
+            rss += proc_kb(p, "VmRSS:")
+        peak_sum_kb = max(peak_sum_kb, rss)
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         time.sleep(0.05)
     wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the child and its reaped reader processes
     assert status == 0, proc.stderr.read().decode() if proc.stderr else status
     report = json.loads(out.read_text())
     out.unlink()
-    # CPU time (all threads of the child, librdkafka's included): comparable on a loaded machine.
-    return {"seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mb": peak_kb / 1024,
-            "report": report}
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": sum(hwm.values()) / 1024,
+            "peak_rss_sampled_mb": peak_sum_kb / 1024, "processes": len(hwm), "report": report,
+            "peak_rss_each_mb": [round(v / 1024) for v in hwm.values()],
+            "load_1min": os.getloadavg()[0]}
 
 
 def pure(size: dict[str, int], now: int) -> dict[str, float]:
@@ -163,16 +196,73 @@ def pure(size: dict[str, int], now: int) -> dict[str, float]:
     for b in sample:
         fields.decode(b)
     fields_dec = (time.process_time() - t2) / len(sample)
+    t3 = time.process_time()
+    for b in sample:
+        fields.flat(b)
+    flat_dec = (time.process_time() - t3) / len(sample)
     assert sum(t.would_be_denies for t in agg.accounts.values()) == n - n // 10
     return {"aggregate_events_per_s": n / max(total - gen, 1e-9), "decode_us": dec * 1e6,
-            "report_fields_decode_us": fields_dec * 1e6,
+            "report_fields_decode_us": fields_dec * 1e6, "report_fields_flat_us": flat_dec * 1e6,
             "aggregate_rss_growth_mb": (rss1 - rss0) / 1024, "seen_ids_mb": agg.seen.nbytes / 2**20}
+
+
+def variants(args: argparse.Namespace) -> list[tuple[str, Path, list[str]]]:
+    """(name, code tree, extra report flags) of each report measured: this code with its default
+    readers and with one reader, and each `--tree` (e.g. the code before, as a `git archive`)."""
+    out = [("this", REPO, []), ("this --readers 1", REPO, ["--readers", "1"])]
+    for t in args.tree:
+        name, _, path = t.partition("=")
+        out.append((name, Path(path).resolve(), []))
+    return out
+
+
+def measure(bootstrap: str, settings: str, evals: str, args: argparse.Namespace,
+            size: dict[str, int]) -> list[dict[str, Any]]:
+    """Every variant's fleet view and one-account report, `--runs` times, interleaved (the order
+    reversed every other run, so no variant always goes first); each run's figures printed."""
+    runs = []
+    for i in range(args.runs):
+        order = variants(args) if i % 2 == 0 else variants(args)[::-1]
+        for name, tree, extra in order:
+            for view, which in (("fleet", ["--all-accounts"]), ("account", ["--account", acct(1)])):
+                r = timed_report(bootstrap, settings, evals, which + extra, tree)
+                check(r["report"], view, size)
+                row = {"run": i, "variant": name, "view": view, "events_per_s": size["events"] / r["seconds"],
+                       **{k: v for k, v in r.items() if k != "report"}}
+                say(f"run {i} {name:18} {view:8} {row['events_per_s']:>9,.0f} events/s  {r['seconds']:6.1f} s  "
+                    f"CPU {r['cpu_seconds']:5.1f} s  peak {r['peak_rss_mb']:5.0f} MB ({r['processes']} processes; "
+                    f"sampled {r['peak_rss_sampled_mb']:.0f} MB)  load {r['load_1min']:.1f}")
+                runs.append(row)
+    return runs
+
+
+def check(report: dict[str, Any], view: str, size: dict[str, int]) -> None:
+    """The report counts exactly the preloaded would-be denies."""
+    n = size["events"]
+    if view == "fleet":
+        assert report["would_be_denies"] == n - n // 10, report["would_be_denies"]
+        assert len(report["accounts"]) == size["accounts"]
+    else:
+        assert report["would_be_denies"] == sum(1 for i in range(1, n, size["accounts"]) if i % 10 != 9)
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per variant and view: the run with the median wall time (its figures together)."""
+    out = {}
+    for key in sorted({(r["variant"], r["view"]) for r in runs}):
+        mine = sorted((r for r in runs if (r["variant"], r["view"]) == key), key=lambda r: r["seconds"])
+        med = mine[len(mine) // 2]
+        out[f"{key[0]} / {key[1]}"] = {k: v for k, v in med.items() if k not in ("run", "variant", "view")}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--bootstrap-servers")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                    help="another code tree to measure too, interleaved (e.g. before=/tmp/snapshot of main)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     size = QUICK if args.quick else FULL
@@ -184,29 +274,21 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap = local.start(port=port, data_dir=tmp / "kafka", controller_port=free_port()).bootstrap
         now = int(time.time() * 1000)
         settings, evals = preload(bootstrap, size, now)
-        fleet = timed_report(bootstrap, settings, evals, ["--all-accounts"])
-        one = timed_report(bootstrap, settings, evals, ["--account", acct(1)])
+        runs = measure(bootstrap, settings, evals, args, size)
         p = pure(size, now)
     finally:
         if args.bootstrap_servers is None:
             local.stop(tmp / "kafka")
         shutil.rmtree(tmp, ignore_errors=True)
-    n = size["events"]
-    denies = n - n // 10
-    assert fleet["report"]["would_be_denies"] == denies, fleet["report"]["would_be_denies"]
-    assert len(fleet["report"]["accounts"]) == size["accounts"]
-    assert one["report"]["would_be_denies"] == sum(1 for i in range(1, n, size["accounts"]) if i % 10 != 9)
-    figures = {
-        "events": n, "accounts": size["accounts"], "externals_per_account": size["externals"],
-        "fleet_seconds": fleet["seconds"], "fleet_events_per_s": n / fleet["seconds"],
-        "fleet_cpu_seconds": fleet["cpu_seconds"], "fleet_events_per_cpu_s": n / fleet["cpu_seconds"],
-        "fleet_peak_rss_mb": fleet["peak_rss_mb"],
-        "account_seconds": one["seconds"], "account_events_per_s": n / one["seconds"],
-        "account_cpu_seconds": one["cpu_seconds"], "account_peak_rss_mb": one["peak_rss_mb"],
-        "load_1min": os.getloadavg()[0], **p,
-    }
-    for k, v in figures.items():
-        print(f"{k:28} {v:,.2f}" if isinstance(v, float) else f"{k:28} {v:,}")
+    figures = {"events": size["events"], "accounts": size["accounts"], "externals_per_account": size["externals"],
+               "cpus": os.cpu_count(), "medians": medians(runs), "pure": p, "runs": runs}
+    print(f"{size['events']:,} events; medians of {args.runs} (by wall time):")
+    for name, m in figures["medians"].items():
+        print(f"  {name:28} {m['events_per_s']:>9,.0f} events/s  {m['seconds']:6.1f} s  CPU {m['cpu_seconds']:5.1f} s  "
+              f"peak RSS {m['peak_rss_mb']:5.0f} MB (sum of {m['processes']} processes' peaks)  "
+              f"load {m['load_1min']:.1f}")
+    for k, v in p.items():
+        print(f"  {k:28} {v:,.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -2,4 +2,6 @@
 
 from processor.launch import main
 
-raise SystemExit(main())
+# Guarded: `report --readers` spawns reader processes, which import the main module again.
+if __name__ == "__main__":
+    raise SystemExit(main())

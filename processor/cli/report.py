@@ -64,4 +64,7 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--format", choices=FORMATS, default="table",
                    help="table (default), json, or html (one self-contained page; needs --output)")
     p.add_argument("--output", help="write to this file instead of stdout")
+    p.add_argument("--readers", type=int, default=0,
+                   help="processes reading the eval topic's partitions in parallel (default 0: for "
+                   "--all-accounts one per CPU, at most one per partition; for --account 1, a single reader)")
     p.set_defaults(func=lambda a: run_tool("report", cmd_report, a))

@@ -70,20 +70,41 @@ def _long(b: bytes, p: int) -> tuple[int, int]:
         shift += 7
 
 
-def _str(b: bytes, p: int) -> tuple[str, int]:
-    n, p = _long(b, p)
+def _len(b: bytes, p: int) -> tuple[int, int]:
+    """A string's length at `p` and where its bytes start (one byte for lengths under 64: inlined)."""
+    c = b[p]
+    n, p = ((c >> 1) ^ -(c & 1), p + 1) if c < 0x80 else _long(b, p)
     if n < 0 or p + n > len(b):
         raise ValueError("string out of bounds")
+    return n, p
+
+
+def _str(b: bytes, p: int) -> tuple[str, int]:
+    n, p = _len(b, p)
     return b[p : p + n].decode(), p + n
 
 
+def _skip_str(b: bytes, p: int) -> int:
+    n, p = _len(b, p)
+    return p + n
+
+
 def _opt(b: bytes, p: int) -> tuple[str | None, int]:
-    branch, p = _long(b, p)
+    branch = b[p]
     if branch == 0:
-        return None, p
-    if branch != 1:
+        return None, p + 1
+    if branch != 2:  # zig-zag 1
         raise ValueError("bad union branch")
-    return _str(b, p)
+    return _str(b, p + 1)
+
+
+def _skip_opt(b: bytes, p: int) -> int:
+    branch = b[p]
+    if branch == 0:
+        return p + 1
+    if branch != 2:
+        raise ValueError("bad union branch")
+    return _skip_str(b, p + 1)
 
 
 class ReportFields:
@@ -100,7 +121,10 @@ class ReportFields:
             self.decisions = _symbols(fields["responseData"], "decision")
             self.states = _symbols(fields["responseData"], "state")
 
-    def decode(self, data: bytes) -> dict[str, Any] | None:
+    def flat(self, data: bytes) -> tuple[Any, ...] | None:
+        """The fields in `WouldBeDenies.add_fields`' order: (id, eventTime ms, target account, state,
+        decision, identity type, external account, iam id, target action, name, user agent); None
+        for an event this path does not take (another schema, corrupt bytes)."""
         if not self.enabled:
             return None
         if data[:2] == SINGLE_OBJECT_MAGIC and data[2:10] == self.fingerprint:
@@ -111,36 +135,45 @@ class ReportFields:
         else:
             return None
         try:
-            return self._fields(data, start)
+            return self._flat(data, start)
         except (IndexError, ValueError):  # corrupt: the full decoder says what is wrong
             return None
 
-    def _fields(self, b: bytes, p: int) -> dict[str, Any]:
+    def decode(self, data: bytes) -> dict[str, Any] | None:
+        f = self.flat(data)
+        if f is None:
+            return None
+        event_id, event_ms, account, state, decision, itype, authn, iam_id, action, name, agent = f
+        return {
+            "id": event_id,
+            "eventTime": event_ms,
+            "initiator": {"id": iam_id, "typeURI": itype, "name": name, "authnAccountId": authn,
+                          "host": {"agent": agent}},
+            "target": {"accountId": account, "action": action},
+            "responseData": {"decision": decision, "state": state},
+        }
+
+    def _flat(self, b: bytes, p: int) -> tuple[Any, ...]:
         event_id, p = _str(b, p)
-        p = _str(b, p)[1]  # action
+        p = _skip_str(b, p)  # action
         event_ms, p = _long(b, p)
-        p = _str(b, p)[1]  # attemptId
+        p = _skip_str(b, p)  # attemptId
         iam_id, p = _str(b, p)
         itype, p = _long(b, p)
         name, p = _opt(b, p)
         authn, p = _str(b, p)
-        p = _opt(b, p)[1]  # host.address
+        p = _skip_opt(b, p)  # host.address
         agent, p = _opt(b, p)
         account, p = _str(b, p)
-        p = _opt(b, p)[1]  # target.id
-        p = _opt(b, p)[1]  # target.serviceName
+        p = _skip_opt(b, p)  # target.id
+        p = _skip_opt(b, p)  # target.serviceName
         action, p = _str(b, p)
         decision, p = _long(b, p)
-        p += 1  # isEnforced
-        state, p = _long(b, p)
-        return {
-            "id": event_id,
-            "eventTime": event_ms,
-            "initiator": {"id": iam_id, "typeURI": self.types[itype], "name": name, "authnAccountId": authn,
-                          "host": {"agent": agent}},
-            "target": {"accountId": account, "action": action},
-            "responseData": {"decision": self.decisions[decision], "state": self.states[state]},
-        }
+        state, _ = _long(b, p + 1)  # after isEnforced
+        if itype < 0 or decision < 0 or state < 0:
+            raise ValueError("bad enum index")
+        return (event_id, event_ms, account, self.states[state], self.decisions[decision], self.types[itype], authn,
+                iam_id, action, name, agent)
 
 
 class ReportCodec:

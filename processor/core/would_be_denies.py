@@ -209,20 +209,31 @@ class WouldBeDenies:
 
     def add_event(self, event: Mapping[str, Any]) -> None:
         """One decoded eval event (schemas/eval_event.avsc shape; eventTime as ms or datetime)."""
-        target = event["target"]
-        account = normalize_account(target["accountId"])
+        target, ini, rd = event["target"], event["initiator"], event["responseData"]
+        host = ini.get("host") or {}
+        self.add_fields(event["id"], event_millis(event["eventTime"]), target["accountId"], rd["state"],
+                        rd["decision"], ini["typeURI"], ini["authnAccountId"], ini["id"], target["action"],
+                        ini.get("name"), host.get("agent"))
+
+    def add_fields(
+        self, event_id: str, event_ms: int, account_id: str, state: str, decision: str, identity_type: str,
+        external_account: str, iam_id: str, action: str, name: str | None, agent: str | None,
+    ) -> None:
+        """One eval event as its fields (`codec.eval_fields.ReportFields.flat` gives them in this order):
+        the report's per-event path, without building the event's nested dicts."""
+        account = normalize_account(account_id)
         if self.only is not None and account not in self.only:
             return
-        event_ms = event_millis(event["eventTime"])
         if self.window is not None and event_ms < self.window.since_ms:
             return
-        rd = event["responseData"]
-        outcome = event_outcome(rd["state"], rd["decision"])
+        outcome = event_outcome(state, decision)
         if outcome is None:
             self.foreign += 1
             return
-        t = self.tally(account)
-        if not self.seen.add(event["id"]):
+        t = self.accounts.get(account)
+        if t is None:
+            t = self.accounts[account] = AccountTally(self.detail)
+        if not self.seen.add(event_id):
             t.duplicates += 1
             return
         t.first_ms = event_ms if t.first_ms is None or event_ms < t.first_ms else t.first_ms
@@ -233,10 +244,8 @@ class WouldBeDenies:
         elif outcome == ENFORCED_DENY:
             t.enforced_denies += 1
         else:
-            ini = event["initiator"]
-            host = ini.get("host") or {}
-            self._deny(account, t, ini["typeURI"], normalize_account(ini["authnAccountId"]), ini["id"], event_ms,
-                       target["action"], ini.get("name"), host.get("agent"))
+            self._deny(account, t, identity_type, normalize_account(external_account), iam_id, event_ms, action,
+                       name, agent)
 
     def add_deny(
         self,
@@ -290,6 +299,42 @@ class WouldBeDenies:
             ig.name = name
         if agent and event_ms >= ig.last_ms:
             ig.agent = agent
+
+    # -- parallel readers ----------------------------------------------------------------------
+
+    @staticmethod
+    def shared_accounts(parts: list[WouldBeDenies]) -> set[str]:
+        """Accounts counted by more than one part: for them `merge` would not be exact."""
+        seen: set[str] = set()
+        shared: set[str] = set()
+        for part in parts:
+            shared |= seen & part.accounts.keys()
+            seen |= part.accounts.keys()
+        return shared
+
+    def merge(self, parts: list[WouldBeDenies]) -> None:
+        """Add the counts of `parts` (each fed a disjoint share of the events) to this one.
+
+        Exact when no account was counted by two parts (`shared_accounts` is empty): every figure of
+        an account then comes from one part, whose de-duplication saw all of that account's events
+        (an event id names its account: copies of an event are never split between accounts).
+        Counted per account only, so the parts' id tables are not needed and are not merged.
+        """
+        for part in parts:
+            clash = self.accounts.keys() & part.accounts.keys()
+            if clash:
+                raise ValueError(f"{len(clash)} accounts counted by two readers: the merge would not be exact")
+            self.accounts.update(part.accounts)
+            for outcome, n in part.outcomes.items():
+                self.outcomes[outcome] += n
+            self.foreign += part.foreign
+
+    def without_id_tables(self) -> WouldBeDenies:
+        """This aggregate without its de-duplication tables (what a reader process sends back)."""
+        out = WouldBeDenies(self.window, accounts=None, detail=self.detail)
+        out.accounts, out.outcomes, out.foreign = self.accounts, self.outcomes, self.foreign
+        out.seen = out.seen_identities = SeenIds(0)
+        return out
 
     # -- `simulate --summary` -------------------------------------------------------------------
 

@@ -53,13 +53,19 @@ class EvalReader:
         self.undecodable = 0
         self.needs_registry = 0
 
-    def start(self, start: int | str, timeout_s: float = 10.0) -> None:
-        """`start`: "beginning", "end", or a timestamp (ms): the first record written at or after it."""
+    def end_offsets(self, timeout_s: float = 10.0) -> dict[int, int]:
+        """The end offset (high watermark) of each of the reader's partitions now."""
         from confluent_kafka import TopicPartition
 
-        for p in self.partitions:
-            _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout_s)
-            self.targets[p] = high
+        return {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout_s)[1]
+                for p in self.partitions}
+
+    def start(self, start: int | str, timeout_s: float = 10.0, ends: dict[int, int] | None = None) -> None:
+        """`start`: "beginning", "end", or a timestamp (ms): the first record written at or after it.
+        `ends`: where to stop (`stop_at_end`), taken by `end_offsets` (default: now)."""
+        from confluent_kafka import TopicPartition
+
+        self.targets = {p: ends[p] for p in self.partitions} if ends is not None else self.end_offsets(timeout_s)
         if start == "beginning":
             offsets = dict.fromkeys(self.partitions, OFFSET_BEGINNING)
         elif start == "end":
@@ -106,12 +112,11 @@ class EvalReader:
         value = m.value()
         if value is None:
             return None
-        where = f"{self.topic} [{m.partition()}] @ {m.offset()}"
         if value[:1] == CONFLUENT_MAGIC and len(value) >= 5 and self.resolve_id is None:
             self.undecodable += 1
             self.needs_registry += 1
             print(
-                f"access-eval: skipping Confluent-framed event at {where} (schema id "
+                f"access-eval: skipping Confluent-framed event at {self.where(m)} (schema id "
                 f"{int.from_bytes(value[1:5], 'big')}): pass --schema-registry-url to decode it",
                 file=sys.stderr,
             )
@@ -120,10 +125,13 @@ class EvalReader:
             event = self.codec.decode(value, self.resolve_id)
         except (DecodeError, LookupError) as exc:
             self.undecodable += 1
-            print(f"access-eval: skipping undecodable event at {where}: {exc}", file=sys.stderr)
+            print(f"access-eval: skipping undecodable event at {self.where(m)}: {exc}", file=sys.stderr)
             return None
         self.decoded += 1
         return event
+
+    def where(self, m: Any) -> str:
+        return f"{self.topic} [{m.partition()}] @ {m.offset()}"
 
     @property
     def nothing_decodable(self) -> bool:
@@ -132,21 +140,22 @@ class EvalReader:
 
     def summary(self) -> str | None:
         """One line on the skipped messages, or None when none was skipped."""
-        if not self.undecodable:
-            return None
-        text = f"{self.undecodable} of {self.undecodable + self.decoded} events read could not be decoded"
-        if self.needs_registry:
-            text += f" ({self.needs_registry} Confluent-framed: pass --schema-registry-url)"
-        return text
+        return undecodable_summary(self.decoded, self.undecodable, self.needs_registry)
+
+    def records(self, *, stop_at_end: bool, key: str | None = None) -> Iterator[Any]:
+        """Raw messages; `key` skips records keyed with another account (a record without a key is kept)."""
+        if key is None:
+            yield from self.messages(stop_at_end=stop_at_end)
+            return
+        wanted = key.encode()
+        for m in self.messages(stop_at_end=stop_at_end):
+            k = m.key()
+            if k is None or k == wanted or _normalized_key(k) == key:
+                yield m
 
     def events(self, *, stop_at_end: bool, key: str | None = None) -> Iterator[dict[str, Any]]:
         """Decoded events; `key` skips (without decoding) records keyed with another account."""
-        wanted = key.encode() if key is not None else None
-        for m in self.messages(stop_at_end=stop_at_end):
-            if wanted is not None:
-                k = m.key()
-                if k is not None and k != wanted and _normalized_key(k) != key:
-                    continue
+        for m in self.records(stop_at_end=stop_at_end, key=key):
             event = self.decode(m)
             if event is not None:
                 yield event
@@ -161,3 +170,13 @@ def _normalized_key(key: bytes) -> str | None:
         return normalize_account(key.decode("utf-8"))
     except UnicodeDecodeError:
         return None
+
+
+def undecodable_summary(decoded: int, undecodable: int, needs_registry: int) -> str | None:
+    """One line on the messages skipped as undecodable, or None when none was skipped."""
+    if not undecodable:
+        return None
+    text = f"{undecodable} of {undecodable + decoded} events read could not be decoded"
+    if needs_registry:
+        text += f" ({needs_registry} Confluent-framed: pass --schema-registry-url)"
+    return text

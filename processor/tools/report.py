@@ -8,13 +8,11 @@ This module only reads the topics and puts the pieces together.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from processor.codec.eval_fields import ReportCodec
 from processor.core.allowlist_advice import DEFAULT_COVER_SHARE, DEFAULT_MAX_ADDITIONS, Allowlists
 from processor.core.ids import IDENTITY_TYPES
 from processor.core.outcomes import REPORT_ONLY_STATE
@@ -30,18 +28,17 @@ from processor.core.switch_report import (
 from processor.core.times import rfc3339_millis
 from processor.core.would_be_denies import AccountTally, Window, WouldBeDenies
 from processor.errors import EXIT_OK, OpsError, usage_error
-from processor.kafka.eval_reader import EvalReader
 from processor.kafka.settings_log import read_view
 from processor.tools.accounts import account_id
 from processor.tools.connection import connect, kafka_props, raw_properties, topic_exists, topic_partitions
 from processor.tools.durations import now_ms, parse_since
+from processor.tools.report_pass import PassSpec, default_readers, run_pass
 from processor.tools.runner import quiet_processor_logs
 
 #: Eval events are produced after their attempt's event time, except attempts up to the processor's
 #: max-future bound (1 h) ahead of its clock: start reading this much before the window.
 SEEK_MARGIN_MS = 2 * 3_600_000
 DEFAULT_TOP = 20
-READER_LIMITS = {"queued.max.messages.kbytes": 8192}
 FORMATS = ("table", "json", "html")
 
 
@@ -60,6 +57,7 @@ class ReportOptions:
     settings_topic: str = "iam.account-settings"
     schema_registry_url: str | None = None
     timeout_s: float = 15.0
+    readers: int = 0  # reader processes; 0: --account 1, fleet one per core, at most one per partition
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -70,6 +68,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         usage_error("--max-additions: must be 0 or more")
     if not 0 < args.cover <= 100:
         usage_error("--cover: a percentage above 0 and at most 100")
+    if args.readers < 0:
+        usage_error("--readers: must be 0 (one per core) or more")
     if args.format == "html" and args.output is None:
         usage_error("--format html needs --output FILE (one self-contained page)")
     opts = ReportOptions(
@@ -77,6 +77,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         since=args.since, top=args.top, max_additions=args.max_additions, cover_share=args.cover / 100,
         fmt=args.format, output=Path(args.output) if args.output else None, eval_topic=args.eval_topic,
         settings_topic=args.settings_topic, schema_registry_url=args.schema_registry_url, timeout_s=args.timeout,
+        readers=args.readers,
     )
     return run_report(opts, kafka_props(args), raw_properties(args))
 
@@ -96,36 +97,28 @@ def run_report(opts: ReportOptions, props: dict[str, Any], raw_props: dict[str, 
     if opts.account is None:
         assert view is not None
         monitored = monitor_accounts(view, now)
-        agg = WouldBeDenies(window, accounts=monitored)
     else:
         current = view.current(opts.account, now).as_json() if view is not None else None
-        agg = WouldBeDenies(window, accounts={opts.account}, detail=True)
     del view
-    # A report reads faster from the broker than it decodes: cap librdkafka's prefetch queue (default
-    # 64 MiB) so it does not dominate the report's memory; a value in --kafka-config wins.
-    reader = EvalReader({**READER_LIMITS, **props}, opts.eval_topic, partitions,
-                        registry_url=opts.schema_registry_url, raw_props=raw_props)
-    # Only the fields the report uses, straight from the bytes (3x faster); anything else: full decode.
-    reader.codec = ReportCodec(reader.codec)  # type: ignore[assignment]  # decode() is all EvalReader calls
-    # The pass allocates millions of short-lived dicts and no cycles: the cyclic GC would only rescan
-    # the growing counts again and again.
-    gc.disable()
-    try:
-        reader.start(start_ms - SEEK_MARGIN_MS, timeout_s=opts.timeout_s)
-        for event in reader.events(stop_at_end=True, key=opts.account):
-            agg.add_event(event)
-    finally:
-        gc.enable()
-        reader.close()
-    if reader.nothing_decodable:
+    spec = PassSpec(
+        props, opts.eval_topic, partitions, start_ms - SEEK_MARGIN_MS, window,
+        accounts=frozenset(monitored) if opts.account is None else frozenset({opts.account}),
+        detail=opts.account is not None, key=opts.account, registry_url=opts.schema_registry_url,
+        raw_props=raw_props, timeout_s=opts.timeout_s,
+    )
+    # One account's report skips other accounts' records undecoded: one reader is faster than
+    # starting more (bench/bench_report.py); the fleet view decodes everything and reads in parallel.
+    result = run_pass(spec, opts.readers or (1 if opts.account else default_readers(len(partitions))))
+    agg = result.agg
+    if result.nothing_decodable:
         whose = f" of {opts.account}" if opts.account else ""
         raise OpsError(
-            f"none of the {reader.undecodable} events{whose} read from {opts.eval_topic} could be decoded"
-            + (": pass --schema-registry-url" if reader.needs_registry else "")
+            f"none of the {result.undecodable} events{whose} read from {opts.eval_topic} could be decoded"
+            + (": pass --schema-registry-url" if result.needs_registry else "")
         )
-    warnings, short = _warnings(opts, window, retention_ms, retention_problem, reader.summary())
-    common = {"undecodable_events": reader.undecodable, "eval_topic_retention_ms": retention_ms,
-              "warnings": warnings}
+    warnings, short = _warnings(opts, window, retention_ms, retention_problem, result.summary())
+    common = {"undecodable_events": result.undecodable, "eval_topic_retention_ms": retention_ms,
+              "warnings": warnings + result.notes}
     if opts.account is None:
         report = fleet_report(agg, window, monitored, opts)
     else:
