@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from processor.cli.common import add_eval_topic, add_kafka_flags, add_settings_topic, command_parser
 from processor.core.allowlist_advice import DEFAULT_COVER_SHARE, DEFAULT_MAX_ADDITIONS
-from processor.tools.report import DEFAULT_TOP, FORMATS, cmd_report
+from processor.tools.accounts import account_id
+from processor.tools.report import DEFAULT_TOP, FORMATS, ReportOptions, cmd_report
 from processor.tools.runner import run_tool
 
 if TYPE_CHECKING:
@@ -67,4 +70,16 @@ def add_parser(sub: SubParsers) -> None:
     p.add_argument("--readers", type=int, default=0,
                    help="processes reading the eval topic's partitions in parallel (default 0: for "
                    "--all-accounts one per CPU, at most one per partition; for --account 1, a single reader)")
-    p.set_defaults(func=lambda a: run_tool("report", cmd_report, a))
+    p.set_defaults(func=lambda a: run_tool("report", _report, a))
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Flags -> `ReportOptions` (which checks them), then the command."""
+    opts = ReportOptions(
+        account=None if args.all_accounts else account_id(args.account),
+        since=args.since, top=args.top, max_additions=args.max_additions, cover_share=args.cover / 100,
+        fmt=args.format, output=Path(args.output) if args.output else None, eval_topic=args.eval_topic,
+        settings_topic=args.settings_topic, schema_registry_url=args.schema_registry_url, timeout_s=args.timeout,
+        readers=args.readers,
+    )
+    return cmd_report(opts, args)

@@ -7,7 +7,6 @@ This module only reads the topics and puts the pieces together.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,14 @@ from processor.core.times import rfc3339_millis
 from processor.core.would_be_denies import AccountTally, Window, WouldBeDenies
 from processor.errors import EXIT_OK, OpsError, usage_error
 from processor.kafka.settings_log import read_view
-from processor.tools.accounts import account_id
-from processor.tools.connection import connect, kafka_props, raw_properties, topic_exists, topic_partitions
+from processor.tools.connection import (
+    KafkaFlags,
+    connect,
+    kafka_props,
+    raw_properties,
+    topic_exists,
+    topic_partitions,
+)
 from processor.tools.durations import now_ms, parse_since
 from processor.tools.report_pass import PassSpec, default_readers, run_pass
 from processor.tools.runner import quiet_processor_logs
@@ -59,27 +64,23 @@ class ReportOptions:
     timeout_s: float = 15.0
     readers: int = 0  # reader processes; 0: --account 1, fleet one per core, at most one per partition
 
+    def __post_init__(self) -> None:
+        """Checked here, so a typed caller gets the command line's one-line errors too."""
+        if self.top < 0:
+            usage_error("--top: must be 0 (all) or more")
+        if self.max_additions < 0:
+            usage_error("--max-additions: must be 0 or more")
+        if not 0 < self.cover_share <= 1:
+            usage_error("--cover: a percentage above 0 and at most 100")
+        if self.readers < 0:
+            usage_error("--readers: must be 0 (one per core) or more")
+        if self.fmt == "html" and self.output is None:
+            usage_error("--format html needs --output FILE (one self-contained page)")
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """The argparse entry: flags -> `ReportOptions`, then `run_report`."""
-    if args.top < 0:
-        usage_error("--top: must be 0 (all) or more")
-    if args.max_additions < 0:
-        usage_error("--max-additions: must be 0 or more")
-    if not 0 < args.cover <= 100:
-        usage_error("--cover: a percentage above 0 and at most 100")
-    if args.readers < 0:
-        usage_error("--readers: must be 0 (one per core) or more")
-    if args.format == "html" and args.output is None:
-        usage_error("--format html needs --output FILE (one self-contained page)")
-    opts = ReportOptions(
-        account=None if args.all_accounts else account_id(args.account),
-        since=args.since, top=args.top, max_additions=args.max_additions, cover_share=args.cover / 100,
-        fmt=args.format, output=Path(args.output) if args.output else None, eval_topic=args.eval_topic,
-        settings_topic=args.settings_topic, schema_registry_url=args.schema_registry_url, timeout_s=args.timeout,
-        readers=args.readers,
-    )
-    return run_report(opts, kafka_props(args), raw_properties(args))
+
+def cmd_report(opts: ReportOptions, kafka: KafkaFlags) -> int:
+    """`report`: the typed options and the Kafka flags (a namespace or any object with them)."""
+    return run_report(opts, kafka_props(kafka), raw_properties(kafka))
 
 
 def run_report(opts: ReportOptions, props: dict[str, Any], raw_props: dict[str, str]) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from processor.errors import EXIT_OK, EXIT_USAGE, OpsError
+from processor.tools.report import ReportOptions, cmd_report
 from processor.tools.settings import PutRequest, SettingsTopic, cmd_delete, cmd_get, cmd_list, cmd_put
 from processor.tools.tail import Filter, TailOptions, cmd_tail
 from tests.support.kafka_harness import Topics
@@ -86,3 +87,32 @@ def test_settings_commands_as_plain_calls_on_a_real_broker(topics: Topics, capsy
     capsys.readouterr()
     assert cmd_list(topic, fmt="json") == EXIT_OK
     assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize(("fields", "needle"), [
+    ({"top": -1}, "--top"),
+    ({"max_additions": -1}, "--max-additions"),
+    ({"cover_share": 0.0}, "--cover"),
+    ({"cover_share": 1.5}, "--cover"),
+    ({"readers": -2}, "--readers"),
+    ({"fmt": "html"}, "--format html needs --output"),
+])
+def test_report_options_refuse_bad_values_as_the_command_line_does(fields: dict[str, Any], needle: str) -> None:
+    with pytest.raises(OpsError, match=needle) as caught:
+        ReportOptions(account=None, **fields)
+    assert caught.value.exit_code == EXIT_USAGE
+
+
+def test_report_is_a_plain_call_that_names_a_missing_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cmd_report` takes typed options and the Kafka flags, no argparse (issue 26); without a bootstrap
+    address it fails with the one line the command line gives."""
+    monkeypatch.delenv("ACCESS_EVAL_BOOTSTRAP_SERVERS", raising=False)
+
+    class Flags:
+        bootstrap_servers: str | None = None
+        kafka_config: str | None = None
+
+    with pytest.raises(OpsError, match="bootstrap") as caught:
+        cmd_report(ReportOptions(account="acct-a"), Flags())
+    assert caught.value.exit_code == EXIT_USAGE
+
