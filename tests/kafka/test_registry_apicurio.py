@@ -29,7 +29,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from processor.local.registry import RegistryInfo
 from tests.codec.test_schema_evolution import resolution_failures
 from tests.support.kafka_harness import Topics
-from tests.support.processor_harness import produce, start_processor, wait_all_committed
+from tests.support.processor_harness import process_all, produce
 from tests.support.registry_harness import apicurio
 from tests.support.registry_interop import (
     EVENT_NS,
@@ -68,13 +68,8 @@ def test_run_registers_and_a_plain_confluent_consumer_decodes_every_event(
     updated = now - 60_000
     produce(topics.bootstrap, topics.settings, [(MONITOR.encode(), json.dumps(monitor_settings(updated)).encode())])
     sent = attempts(36, now)
-    proc = start_processor(topics, tmp_path, "--schema-registry-url", apicurio.url)
-    try:
-        proc.wait_ready()
-        produce(topics.bootstrap, topics.attempts, [(MONITOR.encode(), json.dumps(a).encode()) for a in sent])
-        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
-    finally:
-        assert proc.terminate() == 0, proc.log()
+    proc = process_all(topics, tmp_path, "--schema-registry-url", apicurio.url,
+                        records=[(MONITOR.encode(), json.dumps(a).encode()) for a in sent])
 
     client = SchemaRegistryClient({"url": apicurio.url, "timeout": SR_TIMEOUT_S})
     subject = f"{topics.evals}-value"
@@ -137,13 +132,8 @@ def test_tail_and_report_resolve_ids_of_older_current_and_newer_versions(
     ])
     publish_settings(topics, now - 60_000)
     sent = attempts(8, now, prefix="cur")
-    proc = start_processor(topics, tmp_path, "--schema-registry-url", apicurio.url)
-    try:
-        proc.wait_ready()
-        produce(topics.bootstrap, topics.attempts, [(MONITOR.encode(), json.dumps(a).encode()) for a in sent])
-        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
-    finally:
-        assert proc.terminate() == 0, proc.log()
+    proc = process_all(topics, tmp_path, "--schema-registry-url", apicurio.url,
+                        records=[(MONITOR.encode(), json.dumps(a).encode()) for a in sent])
     current_id = registered_ids(proc.log())[0]
     new_id = client.register_schema(subject, Schema(json.dumps(next_compatible()), "AVRO"))
     assert len({old_id, current_id, new_id}) == 3

@@ -10,7 +10,12 @@ import pytest
 
 from tests.stream.test_pipeline import T0, attempt, doc
 from tests.support.kafka_harness import Topics
-from tests.support.processor_harness import produce, read_evals, settings_record, start_processor, wait_all_committed
+from tests.support.processor_harness import (
+    process_all,
+    produce,
+    read_evals,
+    settings_record,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -27,12 +32,7 @@ def test_output_key_is_the_normalised_target_account_whatever_the_input_key(topi
         _, value = attempt(f"k{i}", targets[i % len(targets)], f"ext-{i}", T0 + i)
         records.append((keys[i % len(keys)], value))
     produce(topics.bootstrap, topics.attempts, records)
-    p = start_processor(topics, tmp_path)
-    try:
-        p.wait_ready()
-        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
-    finally:
-        assert p.terminate() == 0, p.log()
+    process_all(topics, tmp_path)
     got = read_evals(topics.bootstrap, topics.evals)
     assert len(got) == 24
     sent = {json.loads(v or b"")["id"]: json.loads(v or b"")["account_id"] for _, v in records}

@@ -20,6 +20,7 @@ from tests.support.processor_harness import (
     committed_offsets,
     comparable,
     end_offsets,
+    process_all,
     produce,
     read_evals,
     read_topic,
@@ -113,12 +114,7 @@ def test_bootstrap_settings_govern_the_very_first_attempts(topics: Topics, tmp_p
     filler = [doc(f"filler-{i:05d}", "monitor", []) for i in range(5000)]
     produce(topics.bootstrap, topics.settings, [settings_record(d) for d in [*filler, doc("acct-a", "limited", [])]])
     produce(topics.bootstrap, topics.attempts, [attempt(1, "acct-a", "ext-1", T0)])
-    p = start_processor(topics, tmp_path)
-    try:
-        p.wait_ready()
-        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
-    finally:
-        assert p.terminate() == 0, p.log()
+    process_all(topics, tmp_path)
     (_key, event), = read_evals(topics.bootstrap, topics.evals)
     assert event["responseData"]["decision"] == "Deny" and event["responseData"]["isEnforced"] is True
 
@@ -171,12 +167,7 @@ def test_replay_uses_the_version_in_force_at_event_time(topics: Topics, tmp_path
     produce(topics.bootstrap, topics.attempts, early)
     produce(topics.bootstrap, topics.settings, [settings_record(doc("acct-a", "limited", [], change))])
     produce(topics.bootstrap, topics.attempts, late + at_change)
-    p = start_processor(topics, tmp_path)
-    try:
-        p.wait_ready()
-        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
-    finally:
-        assert p.terminate() == 0, p.log()
+    process_all(topics, tmp_path)
     events = {e["attemptId"]: e["responseData"] for _, e in read_evals(topics.bootstrap, topics.evals)}
     assert len(events) == 41
     for i in range(20):

@@ -173,6 +173,21 @@ def start_processor(topics: Topics, tmp: Path, *extra: str, instance: str = "a",
     return RunningProcessor(proc, port, log_path, args)
 
 
+def process_all(topics: Topics, tmp: Path, *extra: str,
+                records: list[tuple[bytes | None, bytes]] | None = None) -> RunningProcessor:
+    """Start a processor, publish `records` to the attempts topic once it is ready, wait until the group
+    committed every attempt, and stop it (exit 0 asserted); the stopped processor (its log)."""
+    p = start_processor(topics, tmp, *extra)
+    try:
+        p.wait_ready()
+        if records:
+            produce(topics.bootstrap, topics.attempts, records)
+        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
+    finally:
+        assert p.terminate() == 0, p.log()
+    return p
+
+
 def comparable(event: dict[str, Any]) -> dict[str, Any]:
     """An eval event minus what legitimately differs between runs (evaluation clock, record coordinates)."""
     e = json.loads(json.dumps(event, default=str))

@@ -16,9 +16,8 @@ from processor.codec.avro import EvalCodec
 from processor.core.times import rfc3339_millis
 from tests.support.kafka_harness import Topics
 from tests.support.processor_harness import (
+    process_all,
     produce,
-    start_processor,
-    wait_all_committed,
 )
 from tests.support.tool_harness import (
     DAY,
@@ -284,13 +283,7 @@ def test_tail_and_report_on_events_of_the_real_processor(topics: Topics, tmp_pat
         body = {"id": f"att-{i}", "event_time": rfc3339_millis(now + i), "account_id": target,
                 "identity": {"iam_id": iam, "type": itype, "account_id": ext}, "action": f"svc.action{i}"}
         attempts.append((target.encode(), json.dumps(body).encode()))
-    proc = start_processor(topics, tmp_path)
-    try:
-        proc.wait_ready()
-        produce(topics.bootstrap, topics.attempts, attempts)
-        wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
-    finally:
-        assert proc.terminate() == 0, proc.log()
+    process_all(topics, tmp_path, records=attempts)
 
     lines = [json.loads(x) for x in ok(ae("tail", "--bootstrap-servers", topics.bootstrap, "--eval-topic",
                                           topics.evals, "--from-beginning")).splitlines()]
