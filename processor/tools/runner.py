@@ -3,14 +3,17 @@ exit status (`processor.errors`), never a traceback. No argument parsing here (t
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 from processor.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, AccessEvalError
 from processor.kafka import clients
+
+#: What the command takes (the cli passes argparse's namespace; tests may pass anything).
+Args = TypeVar("Args")
 
 
 def debug_logging() -> bool:
@@ -23,7 +26,7 @@ def quiet_processor_logs() -> None:
     logging.getLogger("access_eval.settings").setLevel(logging.CRITICAL)
 
 
-def run_tool(name: str, func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+def run_tool(name: str, func: Callable[[Args], int], args: Args) -> int:
     """Run a tool; every anticipated failure becomes one line on stderr and an exit status."""
     from confluent_kafka import KafkaException
 
