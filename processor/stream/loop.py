@@ -3,9 +3,9 @@
 bootstrap the settings table -> loop: consume a batch -> make sure the settings view is fresh ->
 `AttemptStage.process` (evaluate, produce into the open transaction) -> when due, `Transaction.commit`
 (offsets + records + counters together). Rebalances commit (revoke) or abort (lost) the open
-transaction. Signals, clients and the watchdog live here; the per-attempt work in attempt_stage.py, the
-commit/abort/rewind policy in transaction.py, the hung-call guard in producer.py.
-Size (about 400 lines): the lifecycle's waits (bootstrap, staleness, start-up retries) each honour
+transaction (rebalance.py). Signals, clients and the watchdog live here; the per-attempt work in
+attempt_stage.py, the commit/abort/rewind policy in transaction.py, the hung-call guard in producer.py.
+Size (about 470 lines): the lifecycle's waits (bootstrap, staleness, start-up retries) each honour
 stop and mark liveness; they stay beside the loop they guard.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from processor.codec.avro import EvalCodec
 from processor.config import ConfigError, RunConfig
@@ -38,6 +38,7 @@ from processor.metrics import Metrics
 from processor.stream.attempt_stage import DEFAULT_MAX_RECORD_BYTES, AttemptStage
 from processor.stream.context import RunContext
 from processor.stream.producer import BLOCKED_UNREADY_S, ProducerFactory, StopRequested, TxnProducer
+from processor.stream.rebalance import Membership
 from processor.stream.transaction import SharedTransactionalId, Transaction
 
 log = logging.getLogger("access_eval.pipeline")
@@ -83,11 +84,8 @@ class Processor:
         self._wakeup_fd: int | None = None
         self._unreachable = False  # a connection problem was seen; a broker round trip clears it
         self._next_probe = 0.0
-        #: revoke and lost callbacks so far: a fetch during which one ran is dropped (`_rebalanced_during_fetch`)
-        self._moves = 0
-        #: the attempt partitions owned, kept from the callbacks: consumer.assignment() raises while close()
-        #: destroys the handle, and close() serves the last revoke (the 60-minute soak's exit 1)
-        self._owned: set[tuple[str, int]] = set()
+        #: the group's callbacks and what they keep (partitions owned, moves so far)
+        self.membership = Membership(self.history, health)
 
     @property
     def health(self) -> Health:
@@ -273,6 +271,7 @@ class Processor:
             self.context,
             exactly_once=self.eos,
         )
+        self.membership.txn = self.txn
         cfg = self.cfg
         self.stage = AttemptStage(
             self.history, self.codec, self.metrics, self.txn,
@@ -309,7 +308,8 @@ class Processor:
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
-            [self.cfg.attempts_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            [self.cfg.attempts_topic], on_assign=self.membership.on_assign,
+            on_revoke=self.membership.on_revoke, on_lost=self.membership.on_lost,
         )
 
     def turn(self) -> bool:
@@ -337,14 +337,14 @@ class Processor:
         self.health.mark_progress()
         # What is already fetched, without waiting: consume(n, timeout) waits until n messages
         # or the timeout, so a partly filled batch used to sit for the whole 100 ms.
-        moves, rewinds = self._moves, txn.rewinds
+        moves, rewinds = self.membership.moves, txn.rewinds
         msgs = consumer.consume(size, 0)
         if not msgs:  # idle: wait for the next message (not a full batch), at most until commit time
             wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + commit_s - time.monotonic()))
             msgs = consumer.consume(1, wait)
             if msgs:
                 msgs += consumer.consume(size - 1, 0)
-        if self._moves != moves or txn.rewinds != rewinds:
+        if self.membership.moves != moves or txn.rewinds != rewinds:
             msgs = self._rebalanced_during_fetch(msgs)
         self.table.poll(0)
         if msgs:
@@ -463,37 +463,3 @@ class Processor:
             log.warning("kafka connection problem", extra=kv(error=err.str()))
         elif err.fatal():
             log.error("fatal kafka client error", extra=kv(error=err.str()))
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Versions are pruned below the minimum stream time over the partitions held (SPEC §5).
-        self.history.assign((tp.topic, tp.partition) for tp in partitions)
-        self._owned.update((tp.topic, tp.partition) for tp in partitions)
-        self.health.set_assigned(len(self._owned))
-        log.info("partitions assigned", extra=kv(partitions=[p.partition for p in partitions]))
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Commit what was done before the partitions move, so the next owner starts after it."""
-        self._moves += 1
-        txn = self.txn
-        if txn is not None:
-            if txn.open:
-                txn.guarded(txn.commit, "commit")
-            txn.forget(partitions)
-        self.history.release((tp.topic, tp.partition) for tp in partitions)
-        self._owned.difference_update((tp.topic, tp.partition) for tp in partitions)
-        self.health.set_assigned(len(self._owned))
-        log.info("partitions revoked", extra=kv(partitions=[p.partition for p in partitions]))
-
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Lost partitions may already be owned by someone else: our open work must not commit."""
-        self._moves += 1
-        txn = self.txn
-        if txn is not None and txn.open:
-            txn.abort()
-            txn.rewind()
-        if txn is not None:
-            txn.forget(partitions)
-        self.history.release((tp.topic, tp.partition) for tp in partitions)
-        self._owned.difference_update((tp.topic, tp.partition) for tp in partitions)
-        self.health.set_assigned(len(self._owned))
-        log.warning("partitions lost", extra=kv(partitions=[p.partition for p in partitions]))

@@ -19,7 +19,8 @@ from processor.stream.attempt_stage import MAX_PRODUCE_FAILURES
 from tests.support.eos_world import World, patched
 from tests.support.eos_world import serve as _serve
 from tests.support.eos_world import valid_attempt as _valid
-from tests.support.fake_kafka import DLQ, EVALS, FakeCaller, FakeConsumer, FakeProducer
+from tests.support.fake_consumer import FakeConsumer
+from tests.support.fake_kafka import DLQ, EVALS, FakeCaller, FakeProducer
 
 
 @pytest.mark.parametrize("case", ["key", "headers", "key-headers-value"])

@@ -27,7 +27,8 @@ from processor.stream.loop import Processor
 from tests.support.eos_world import World, patched
 from tests.support.eos_world import serve as _serve
 from tests.support.eos_world import valid_attempt as _valid
-from tests.support.fake_kafka import Clock, Cluster, FakeConsumer, FakeProducer
+from tests.support.fake_consumer import FakeConsumer
+from tests.support.fake_kafka import Clock, Cluster, FakeProducer
 from tests.support.fake_settings import FakeTable
 
 # -- start-up, through `access-eval run` (processor.cli.main.main) on the fake clients -------------------

@@ -43,11 +43,11 @@ from processor.stream import producer as producer_mod
 from processor.stream import transaction as transaction_mod
 from processor.stream.loop import Processor
 from processor.stream.transaction import NonIncreasingOffset
+from tests.support.fake_consumer import FakeConsumer
 from tests.support.fake_kafka import (
     Clock,
     Cluster,
     FakeCaller,
-    FakeConsumer,
     FakeProducer,
 )
 from tests.support.fake_settings import FakeTable
@@ -55,7 +55,7 @@ from tests.support.fake_settings import FakeTable
 logging.getLogger("access_eval").setLevel(logging.CRITICAL)  # thousands of schedules: no log lines
 
 ALL_KINDS = frozenset(
-    {"rebalance", "lost", "crash", "stop", "txn", "hung", "poison", "bug", "seek", "twin", "delivery"}
+    {"rebalance", "lost", "crash", "stop", "txn", "hung", "poison", "bug", "seek", "twin", "delivery", "startreset"}
 )
 
 
@@ -260,6 +260,8 @@ class World:
             acts.append(("fault", 1.5))
         if "seek" in k:
             acts.append(("seek", 0.7))
+        if "startreset" in k:
+            acts.append(("startreset", 0.5))
         if "bug" in k:
             acts.append(("bug", 0.3))
         if "twin" in k and self.twins == 0:
@@ -301,6 +303,8 @@ class World:
             self.start(proc.txn_id)
         elif name == "fault":
             self._inject_fault(proc)
+        elif name == "startreset":  # the client's own read at the next assignment says "none committed"
+            c.faults.setdefault("assign_read", []).append("reset")
         elif name == "seek":
             which = rng.choice(["seek", "committed"])
             c.faults.setdefault(which, []).extend(["retriable"] * rng.randint(1, 3))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from processor.codec.avro import EvalCodec
 from processor.local.publish import produce as produce  # the one bulk publisher, re-exported for the tests
@@ -56,7 +56,10 @@ def wait_all_committed(bootstrap: str, group: str, topic: str, timeout: float = 
     ends = end_offsets(bootstrap, topic)
 
     def done() -> bool:
-        got = committed_offsets(bootstrap, group, topic)
+        try:
+            got = committed_offsets(bootstrap, group, topic)
+        except KafkaException:  # a transaction holding offsets of the group is pending: not yet readable
+            return False
         return all(got.get(p, -1) >= e for p, e in ends.items() if e > 0)
 
     wait_until(done, timeout, f"group {group} to commit through the end of {topic} {ends}", interval=0.3)
