@@ -42,7 +42,7 @@ deadline = time.monotonic() + 60
 while not c.assignment() and time.monotonic() < deadline:
     c.poll(0.2)
 assert c.assignment(), "the zombie got no partition"
-p = Producer({"bootstrap.servers": bootstrap, "transactional.id": group + "-zombie", "transaction.timeout.ms": 15000})
+p = Producer({"bootstrap.servers": bootstrap, "transactional.id": group + "-zombie", "transaction.timeout.ms": 30000})
 p.init_transactions(30)
 p.begin_transaction()
 p.produce(evals, b"never committed")
@@ -83,3 +83,5 @@ def test_a_partition_whose_owner_died_in_a_transaction_starts_at_its_committed_o
     lines = [json.loads(line) for line in second.log_path.read_text().splitlines() if line.startswith("{")]
     starts = [line["starts"] for line in lines if line.get("msg") == "partitions assigned" and line.get("starts")]
     assert starts and starts[0] == {"0": 40}, f"assignments logged: {starts}\n{second.log()}"
+    waits = [line for line in lines if line.get("msg") == "cannot read committed offsets; retrying"]
+    assert waits, "the pending transaction's offsets were read at once: the test did not test the wait"
