@@ -98,6 +98,9 @@ def test_checker_names_lost_duplicated_and_differing_events_with_their_fault_win
     assert by_kind["duplicated"]["output_in"] == [["#7 broker-kill broker-2 [10.5-12.0 s]"], ["none (t=16.0 s)"]]
     assert "responseData.decision 'Permit' (model: 'Deny')" in by_kind["content"]["fields"]
     assert by_kind["unexpected"]["attempt"] == "stranger" and not v.ok
+    # listed in input order (partition, offset), the attempt without an input last; ranges per partition
+    assert [d["attempt"] for d in v.diffs] == ["lost", "dup", "differs", "stranger"]
+    assert v.diff_ranges == {2: [3, 1, 3]}
 
 
 def test_checker_counters_above_the_output_fail() -> None:

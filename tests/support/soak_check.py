@@ -92,6 +92,8 @@ class Verdict:
     diffs: list[dict[str, Any]] = field(default_factory=list)
     diff_kinds: Counter[str] = field(default_factory=Counter)
     diffs_out_of_order: int = 0  # differences on accounts that had out-of-order updated_at churn
+    #: input partition -> [differences, lowest offset, highest offset]: where a re-read or a loss lies
+    diff_ranges: dict[int, list[int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -103,6 +105,10 @@ class Verdict:
         self.diff_kinds[kind] += 1
         if "out_of_order" in what.get("churn", ()):
             self.diffs_out_of_order += 1
+        if what.get("input"):
+            partition, offset = what["input"]
+            r = self.diff_ranges.setdefault(partition, [0, offset, offset])
+            r[0], r[1], r[2] = r[0] + 1, min(r[1], offset), max(r[2], offset)
         if len(self.diffs) < MAX_DIFFS:
             self.diffs.append({"kind": kind, **what})
 
@@ -140,7 +146,11 @@ def check_events(v: Verdict, expected: dict[str, dict[str, Any]], inputs: dict[s
     for m, projection in evals:
         got[projection["attemptId"]].append((m, projection))
     v.events_checked = len(evals)
-    for aid in sorted(expected.keys() | got.keys()):
+    def input_order(aid: str) -> tuple[int, int, str]:  # differences listed as the input has them
+        src = inputs.get(aid)
+        return (*_coords(src), "") if src is not None else (1 << 31, 0, aid)
+
+    for aid in sorted(expected.keys() | got.keys(), key=input_order):
         src = inputs.get(aid)
         account = src.key().decode("utf-8", "replace") if src is not None and src.key() else None
         where = {"attempt": aid, "input": list(_coords(src)) if src is not None else None,

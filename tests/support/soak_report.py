@@ -70,9 +70,11 @@ def summary(seed: int, figures: dict[str, Any], faults: list[dict[str, Any]], ve
     if not v.ok:
         lines += [f"  SIGTERM exits: {v.bad_exits}", f"  counters above the output: {v.counter_excess}",
                   f"  problems: {v.problems}", f"  differences by kind: {dict(v.diff_kinds)}",
+                  "  differences by input partition: " + ", ".join(
+                      f"{p}: {n} at offsets {lo}-{hi}" for p, (n, lo, hi) in sorted(v.diff_ranges.items())),
                   f"  differences on accounts with out-of-order updated_at churn: {v.diffs_out_of_order} of "
                   f"{sum(v.diff_kinds.values())} (see docs/guarantees.md, Soak: what it found)",
-                  f"  first {len(v.diffs)} differences:"]
+                  f"  first {len(v.diffs)} differences (in input order):"]
         lines += [f"    {printable(json.dumps(d, default=str))}" for d in v.diffs]
         lines += ["  fault schedule:"] + [f"    {json.dumps(f)}" for f in faults]
     return "\n".join(lines)
