@@ -21,13 +21,7 @@ from pathlib import Path
 
 from tests.stream.test_pipeline import attempt, doc
 from tests.support.kafka_harness import Topics
-from tests.support.processor_harness import (
-    produce,
-    read_evals,
-    settings_record,
-    start_processor,
-    wait_all_committed,
-)
+from tests.support.processor_harness import process_all, produce, read_evals, settings_record
 
 #: A group member that opens a transaction holding offsets for partition 0, then dies (SIGKILL) in it.
 ZOMBIE = r"""
@@ -58,25 +52,11 @@ def test_a_partition_whose_owner_died_in_a_transaction_starts_at_its_committed_o
     topics.create(partitions=1)
     produce(topics.bootstrap, topics.settings, [settings_record(doc("a", "monitor", []))])
     now = int(time.time() * 1000)
-    produce(topics.bootstrap, topics.attempts, [attempt(i, "a", "b", now) for i in range(40)])
-    first = start_processor(topics, tmp_path, instance="a")
-    try:
-        first.wait_ready()
-        wait_all_committed(topics.bootstrap, topics.group, topics.attempts, timeout=60)
-    finally:
-        assert first.terminate() == 0, first.log()
-
+    process_all(topics, tmp_path, records=[attempt(i, "a", "b", now) for i in range(40)])
     zombie = subprocess.run([sys.executable, "-c", ZOMBIE, topics.bootstrap, topics.group, topics.attempts,
                              topics.evals, "40"], capture_output=True, text=True, timeout=120)
     assert "pending" in zombie.stdout and zombie.returncode == -9, zombie.stderr[-2000:]
-    produce(topics.bootstrap, topics.attempts, [attempt(i, "a", "b", now) for i in range(40, 50)])
-
-    second = start_processor(topics, tmp_path, instance="b")
-    try:
-        second.wait_ready()
-        wait_all_committed(topics.bootstrap, topics.group, topics.attempts, timeout=120)
-    finally:
-        assert second.terminate() == 0, second.log()
+    second = process_all(topics, tmp_path, records=[attempt(i, "a", "b", now) for i in range(40, 50)])
 
     ids = Counter(event["attemptId"] for _, event in read_evals(topics.bootstrap, topics.evals))
     assert ids == Counter(f"att-{i}" for i in range(50)), f"duplicated: {[i for i, n in ids.items() if n > 1]}"
