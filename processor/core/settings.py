@@ -19,11 +19,11 @@ from processor.core.compact import (
     key_text,
     pack_fast,
     pack_version,
-    packed_effective,
     packed_resets,
     unpack_version,
 )
 from processor.core.ids import IDENTITY_TYPES, account_problem, normalize_account
+from processor.core.resets import is_reset, prune_resets
 from processor.core.settings_doc import (  # re-exported: callers import one module
     DEFAULT_RULES,
     MAX_ALLOWLIST_IDS,
@@ -87,9 +87,11 @@ class SettingsHistory:
         #: The topic `apply_canonical` takes records of, and its index (see `bind_topic`).
         self._topic_last: tuple[object, int] = (_UNBOUND, -1)
         self._multi: set[int | str] = set()
-        #: Accounts whose latest version has every type `enabled` (a reset): forgotten once that version
-        #: is the only one left and older than retention, so they do not stay in memory forever.
-        self._resets: set[int | str] = set()
+        #: Accounts whose latest version had every type `enabled` (a reset) when it was applied: forgotten
+        #: once that version is the only one left and older than retention, so they do not stay in memory
+        #: forever. A list of candidates, checked by `prune` (8 bytes each; a set took 16 MB for a third of
+        #: 1M accounts): an account may be listed twice, or no longer be a reset.
+        self._resets: list[int | str] = []
         #: Account -> its latest record, when that record was rejected (SPEC §3 compaction hazard).
         self._invalid_latest: dict[str, RejectedRecord] = {}
         #: What pruning goes by: the minimum over the partitions that count of their newest event time,
@@ -169,9 +171,7 @@ class SettingsHistory:
 
     def _note_latest(self, key: int | str, latest: SettingsVersion) -> None:
         if latest.rules == DEFAULT_RULES:
-            self._resets.add(key)
-        else:
-            self._resets.discard(key)
+            self._resets.append(key)
 
     def apply_canonical(self, key: bytes | None, value: bytes | None, timestamp_ms: int, topic: str | None,
                         partition: int, offset: int) -> bool:
@@ -197,7 +197,7 @@ class SettingsHistory:
             return False
         self._accounts[kb] = packed
         if packed_resets(packed):
-            self._resets.add(kb)
+            self._resets.append(kb)
         if self._invalid_latest:
             self._invalid_latest.pop(account, None)
         self.versions += 1
@@ -461,21 +461,16 @@ class SettingsHistory:
             if len(versions) == 1:
                 self._store(account, versions[0])
                 self._multi.discard(account)
-        # A reset account whose reset is its only version, older than retention, behaves exactly like an
-        # account never configured (every type enabled, no event): forget it.
-        accounts = self._accounts
-        for account in list(self._resets):
-            only = accounts[account]
-            if isinstance(only, list):
-                continue
-            if (packed_effective(only) if isinstance(only, bytes) else only.effective_ms) <= watermark:
-                del accounts[account]
-                self._unpacked.pop(account, None)
-                self._resets.discard(account)
-                dropped += 1
+        self._resets, forgotten = prune_resets(self._accounts, self._resets, watermark, self._unpacked)
+        dropped += forgotten
         self.versions -= dropped
         self._prune_rejected(watermark)
         return dropped
+
+    def reset_accounts(self) -> set[str]:
+        """The accounts whose latest version is a reset (what pruning may forget), checked now."""
+        accounts = self._accounts
+        return {key_text(k) for k in self._resets if k in accounts and is_reset(accounts[k])}
 
     def _prune_rejected(self, watermark: int) -> None:
         """A rejected latest record of an account without any valid version, older than retention, is

@@ -214,7 +214,7 @@ def restore(history: SettingsHistory, origin: Origin, body: Body) -> None:
     history._accounts = accounts
     history._multi = multi
     history._topics = list(body.topics)
-    history._resets = set(body.resets)
+    history._resets = list(body.resets)
     history._invalid_latest = {r[0]: RejectedRecord(*r) for r in body.invalid}
     history._unpacked.clear()
     history.versions, history.applied, history.rejected, history.unknown_identity_types = body.counters
