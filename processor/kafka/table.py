@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from processor.core.display import printable
 from processor.core.settings import InvalidSettings, SettingsHistory, key_in_normal_form
-from processor.kafka import clients
+from processor.kafka import clients, heap
 from processor.kafka.errors import STALE_LEADER_ERRORS
 from processor.logs import kv
 
@@ -56,6 +56,11 @@ class SettingsTable:
         history.bind_topic(topic)
         if metrics is not None:
             metrics.bind_settings(history)  # the gauges follow pruning too, not only applied records
+        heap.bootstrapping()  # see `heap`; `settle` ends it
+
+    def settle(self) -> None:
+        """The bootstrap is done: give back the memory it freed (`heap.settle`)."""
+        heap.settle()
 
     def start(self, timeout_s: float = 30.0, offsets: Mapping[int, int] | None = None) -> None:
         """Assign every partition: from `offsets` (a restored snapshot's next offsets) where given, else
