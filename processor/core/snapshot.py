@@ -214,7 +214,9 @@ def restore(history: SettingsHistory, origin: Origin, body: Body) -> None:
     history._accounts = accounts
     history._multi = multi
     history._topics = list(body.topics)
-    history._resets = list(body.resets)
+    # The table's own key objects (set.intersection with a dict keeps the dict's keys): the saved list's
+    # are copies, 48 bytes each (16 MB for a third of 1M accounts).
+    history._resets = list(set(body.resets).intersection(accounts))
     history._invalid_latest = {r[0]: RejectedRecord(*r) for r in body.invalid}
     history._unpacked.clear()
     history.versions, history.applied, history.rejected, history.unknown_identity_types = body.counters
