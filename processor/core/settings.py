@@ -7,8 +7,7 @@ validation, the rules) is `settings_doc`; its names are re-exported here, so cal
 
 from __future__ import annotations
 
-from binascii import Error as BinasciiError
-from binascii import unhexlify
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 
@@ -17,7 +16,6 @@ from processor.core.compact import (
     MAX_TOPICS,
     account_key,
     key_text,
-    pack_fast,
     pack_version,
     packed_resets,
     unpack_version,
@@ -46,7 +44,7 @@ from processor.core.settings_doc import (  # re-exported: callers import one mod
     parse_settings_line,
     rules_of,
 )
-from processor.core.settings_fast import FastTypes, fast_rules, fast_settings
+from processor.core.settings_fast import FastTypes, fast_rules, fast_settings, packed_record
 from processor.core.times import MAX_TIME_MS, to_millis
 from processor.core.versions import (
     BEGINNING_OF_TIME,
@@ -69,6 +67,8 @@ DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 #: Unpacked versions kept for the hot path (~0.5 µs saved per lookup of a recently read account).
 UNPACKED_MAX = 65_536
 _UNBOUND = object()
+#: A record key in the normal form of a hex account id: 32 lower-case hex digits.
+_HEX32_KEY = re.compile(rb"[0-9a-f]{32}").fullmatch
 class SettingsHistory:
     """Per-account settings versions ordered by effective time, pruned by stream time.
 
@@ -178,21 +178,13 @@ class SettingsHistory:
         """`apply_record` for the bootstrap's common case in one step (same effect and counters): a canonical
         record (`settings_fast`) under a normal 32-hex key, of an account not held yet, whose version packs.
         False: nothing changed, use `apply_record`."""
-        if not value or not key or len(key) != 32 or key != key.lower() or self._topic_last[0] != topic:
+        if not value or not key or not _HEX32_KEY(key) or self._topic_last[0] != topic:
             return False
-        try:
-            kb = int.from_bytes(unhexlify(key), "big")
-        except BinasciiError:
-            return False
+        kb = int(key, 16)  # exact: 32 lower-case hex digits, nothing else (the regex)
         if kb in self._accounts:
             return False
         account = key.decode("ascii")
-        fast = fast_settings(value, account)
-        if fast is None:
-            return False
-        effective = timestamp_ms if fast[0] is None else fast[0]
-        packed = pack_fast(fast[1], effective, self._topic_last[1], partition, offset) if effective <= MAX_TIME_MS \
-            else None
+        packed = packed_record(value, account, timestamp_ms, self._topic_last[1], partition, offset)
         if packed is None:
             return False
         self._accounts[kb] = packed
