@@ -138,7 +138,8 @@ class SettingsTable:
         return applied
 
     def _apply_batch(self, msgs: list[Message]) -> int:
-        applied = 0
+        applied = one_step = 0
+        canonical, position, topic, on_record = self.history.apply_canonical, self.position, self.topic, self.on_record
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -146,21 +147,23 @@ class SettingsTable:
                     # The end offset reported at EOF also covers trailing transaction markers.
                     p, off = m.partition(), m.offset()
                     if p is not None and off is not None:
-                        self.position[p] = max(self.position[p], off)
+                        position[p] = max(position[p], off)
                 else:
                     log.warning("settings consumer error", extra=kv(error=err.str()))
                 continue
             p, off = m.partition(), m.offset()
             assert p is not None and off is not None
-            if self.history.apply_canonical(m.key(), m.value(), m.timestamp()[1], self.topic, p, off):
-                self.position[p] = off + 1  # the bootstrap's common case: nothing to log, one counter
-                if self.metrics is not None:
-                    self.metrics.settings_applied()
-                if self.on_record is not None:
-                    self.on_record(m.key(), m.value(), m.timestamp()[1], self.topic, p, off, None)
+            key, value, ts = m.key(), m.value(), m.timestamp()[1]
+            if canonical(key, value, ts, topic, p, off):
+                position[p] = off + 1  # the bootstrap's common case: nothing to log, counted once per batch
+                one_step += 1
+                if on_record is not None:
+                    on_record(key, value, ts, topic, p, off, None)
             else:
                 self._apply(m)
             applied += 1
+        if one_step and self.metrics is not None:
+            self.metrics.settings_applied(one_step)
         return applied
 
     def _apply(self, m: Message) -> None:
