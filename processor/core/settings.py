@@ -12,12 +12,12 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 
 from processor.core.compact import (
+    HEAD_BYTES,
     HEX32,
     MAX_TOPICS,
     account_key,
     key_text,
     pack_version,
-    packed_resets,
     unpack_version,
 )
 from processor.core.ids import IDENTITY_TYPES, account_problem, normalize_account
@@ -188,7 +188,7 @@ class SettingsHistory:
         if packed is None:
             return False
         self._accounts[kb] = packed
-        if packed_resets(packed):
+        if not packed[HEAD_BYTES - 1] & 0x3F:  # `compact.packed_resets`, inlined (once per record)
             self._resets.append(kb)
         if self._invalid_latest:
             self._invalid_latest.pop(account, None)

@@ -133,7 +133,25 @@ def packed_record(raw: bytes, account: str, timestamp_ms: int, topic_index: int,
     if (effective is None or not 0 <= effective <= MAX_TIME_MS or not 0 <= partition < 2**10 - 1
             or not 0 <= offset < 2**38 - 1 or not 0 <= topic_index < MAX_TOPICS):
         return None
-    flags = topic_index << 6
+    rules = _packed_rules(types)
+    if rules is None:
+        return None
+    place = (partition + 1) << 38 | (offset + 1)
+    return (effective | place << 48 | (rules[0] | topic_index << 6) << 96).to_bytes(HEAD_BYTES, "little") + rules[1]
+
+
+def _packed_rules(types: dict[str, _ExactType]) -> tuple[int, bytes] | None:
+    """(flag bits, body) of a packed version's rules (`compact.pack_version`), or None: does not pack."""
+    if len(types) == 3:  # the common case first: all three types alike, one rule (a struct compares in C)
+        first = types["user"]
+        if first == types["service_id"] == types["service"]:
+            ids = first.external_allowed_accounts
+            got = _hex_ids(ids)
+            if got is None or (len(ids) > SMALL_ALLOWLIST and first.state != "enabled"):
+                return None
+            return (0, b"") if first.state == "enabled" else \
+                (0b010101, bytes((STATE_CODE[first.state] << 4 | len(ids),)) + got)
+    flags = 0
     body = b""
     seen: list[tuple[str, bytes]] = []
     last: list[str] | None = None
@@ -159,8 +177,7 @@ def packed_record(raw: bytes, account: str, timestamp_ms: int, topic_index: int,
         seen.append(key)
         flags |= len(seen) << shift
         body += bytes((STATE_CODE[cfg.state] << 4 | len(ids),)) + raw_ids
-    place = (partition + 1) << 38 | (offset + 1)
-    return (effective | place << 48 | flags << 96).to_bytes(HEAD_BYTES, "little") + body
+    return flags, body
 
 
 def _hex_ids(ids: list[str]) -> bytes | None:
