@@ -15,6 +15,7 @@ the snapshot was loaded with every account, and the bootstrap counts as above.
 
     .venv/bin/python bench/bench_bootstrap.py --records 1000000 --runs 3 --tree before=/tmp/main-snapshot
     .venv/bin/python bench/bench_bootstrap.py --records 1000000 --runs 3 --snapshot
+    .venv/bin/python bench/bench_bootstrap.py --bootstrap-servers HOST:PORT --settings-topic NAME ...  # preloaded
 """
 
 from __future__ import annotations
