@@ -6,8 +6,10 @@ time they grow. glibc keeps freed memory in its heap, and its dynamic mmap thres
 once a large mmapped block (a grown table) is freed, blocks up to that size come from the heap too.
 1M accounts: 280 MB resident after the bootstrap, 234 MB after `malloc_trim(0)` (bench/README.md,
 "Fleet scale"). So the bootstrap runs with a fixed 128 KiB threshold (large blocks mmapped, unmapped
-when freed) and ends with a trim; the loop then gets the 32 MiB threshold glibc's heuristic tends to
-(its ceiling on 64-bit), so its fetch buffers come from the heap again. Anything but glibc: no-op.
+when freed) and ends with a trim; the loop then gets the thresholds glibc's heuristic tends to (mmap:
+its 32 MiB ceiling on 64-bit; trim: twice that, its rule), so the loop's fetch buffers come from the
+heap again and a freed buffer at the heap's top is not given back and taken again batch after batch.
+Anything but glibc: no-op.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import ctypes.util
 import gc
 from typing import Any
 
-M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+M_TRIM_THRESHOLD = -1  # mallopt's parameter numbers (malloc.h)
+M_MMAP_THRESHOLD = -3
 BOOTSTRAP_MMAP_THRESHOLD = 128 * 1024
 LOOP_MMAP_THRESHOLD = 32 * 1024 * 1024
 
@@ -45,4 +48,5 @@ def settle() -> bool:
     if _LIBC is None:
         return False
     _LIBC.malloc_trim(0)
-    return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, LOOP_MMAP_THRESHOLD))
+    return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, LOOP_MMAP_THRESHOLD)
+                and _LIBC.mallopt(M_TRIM_THRESHOLD, 2 * LOOP_MMAP_THRESHOLD))
