@@ -61,7 +61,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "NAME.attempts/.evals/.dlq exist too) of --records records; nothing is preloaded")
     p.add_argument("--timeout", type=float, default=900, help="seconds a bootstrap may take")
     p.add_argument("--json", type=Path, help="also write the figures here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.settings_topic and not args.bootstrap_servers:
+        p.error("--settings-topic names a topic of an existing broker: give --bootstrap-servers too")
+    return args
 
 
 def load1() -> float:
