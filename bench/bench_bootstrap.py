@@ -15,6 +15,7 @@ the snapshot was loaded with every account, and the bootstrap counts as above.
 
     .venv/bin/python bench/bench_bootstrap.py --records 1000000 --runs 3 --tree before=/tmp/main-snapshot
     .venv/bin/python bench/bench_bootstrap.py --records 1000000 --runs 3 --snapshot
+    .venv/bin/python bench/bench_bootstrap.py --bootstrap-servers HOST:PORT --settings-topic NAME ...  # preloaded
 """
 
 from __future__ import annotations
@@ -56,9 +57,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--extra", action="append", default=[], help="extra flag for every processor")
     p.add_argument("--snapshot", action="store_true", help="also restart from a local snapshot (--state-dir)")
     p.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
+    p.add_argument("--settings-topic", help="with --bootstrap-servers: an already preloaded settings topic (its "
+                   "NAME.attempts/.evals/.dlq exist too) of --records records; nothing is preloaded")
     p.add_argument("--timeout", type=float, default=900, help="seconds a bootstrap may take")
     p.add_argument("--json", type=Path, help="also write the figures here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.settings_topic and not args.bootstrap_servers:
+        p.error("--settings-topic names a topic of an existing broker: give --bootstrap-servers too")
+    return args
 
 
 def load1() -> float:
@@ -152,16 +158,23 @@ def one_run(bench: Bench, case: tuple[str, Path, list[str]], topic: str, records
     return out
 
 
-def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
-    trees = [("this", REPO)] + [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree]
+def settings_topic(bench: Bench, args: argparse.Namespace) -> tuple[str, int, int]:
+    """(topic, records, bytes): the given preloaded topic, or a new one preloaded with the 1-5-id set."""
+    if args.settings_topic:
+        return args.settings_topic, args.records, 0
     topic = bench.topic(bench.fresh("settings"), args.partitions, {"cleanup.policy": "compact"})
     for suffix in (".attempts", ".evals", ".dlq"):
         bench.topic(topic + suffix, 1)
     w = Workload(seed=21, accounts=args.records, allowlist_min=1, allowlist_max=args.allowlist_max)
     t0 = time.monotonic()
     n, size = preload(bench.bootstrap, topic, settings_docs(w, "2026-01-01T00:00:00Z"))
-    del w
     say(f"preloaded {n:,} records, {size / 1e6:.0f} MB in {time.monotonic() - t0:.1f} s")
+    return topic, n, size
+
+
+def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    trees = [("this", REPO)] + [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree]
+    topic, n, size = settings_topic(bench, args)
     cases: list[tuple[str, Path, list[str]]] = [(name, tree, []) for name, tree in trees]
     written = None
     if args.snapshot:

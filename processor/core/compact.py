@@ -22,7 +22,7 @@ from processor.core.settings_doc import DEFAULT_RULES, SMALL_ALLOWLIST, Rule, Ru
 #: 96 bytes in all, an unrestricted one 48: CPython allocates in steps of 16.
 HEAD_BYTES = 13
 _STATES = ("", "monitor", "limited")
-_STATE_CODE = {"monitor": 1, "limited": 2}
+STATE_CODE = {"monitor": 1, "limited": 2}
 #: Topic indexes fit two bits; a version of a fifth distinct topic is simply not packed.
 MAX_TOPICS = 4
 
@@ -141,14 +141,14 @@ def pack_version(effective_ms: int, rules: Rules, topic_index: int, partition: i
                 break
         else:
             ids = rule.allowed
-            if rule.state not in _STATE_CODE or len(ids) > SMALL_ALLOWLIST:
+            if rule.state not in STATE_CODE or len(ids) > SMALL_ALLOWLIST:
                 return None
             raw = bytes(ids) if isinstance(ids, PackedIds) else pack_hex_ids(list(ids))
             if raw is None:
                 return None
             distinct.append(rule)
             slots[t] = len(distinct)
-            body.append(bytes((_STATE_CODE[rule.state] << 4 | len(raw) // 16,)) + raw)
+            body.append(bytes((STATE_CODE[rule.state] << 4 | len(raw) // 16,)) + raw)
     head = _head(effective_ms, topic_index, partition, offset, slots)
     return None if head is None else head + b"".join(body)
 
@@ -178,29 +178,6 @@ def unpack_version(packed: bytes) -> tuple[int, Rules, int, int | None, int | No
 def packed_effective(packed: bytes) -> int:
     """The effective time of a packed version, without unpacking its rules (pruning scans many)."""
     return int.from_bytes(packed[:6], "little")
-
-
-def pack_fast(types: tuple[tuple[str, bytes] | None, ...], effective_ms: int, topic_index: int, partition: int,
-              offset: int) -> bytes | None:
-    """`pack_version` straight from what `settings_fast` read (no Rule objects): None when it does not
-    fit (more than SMALL_ALLOWLIST ids), as there."""
-    slots = [0, 0, 0]
-    body: list[bytes] = []
-    seen: list[tuple[str, bytes]] = []
-    for t, cfg in enumerate(types):
-        if cfg is None or cfg[0] == "enabled":
-            continue
-        if cfg in seen:
-            slots[t] = seen.index(cfg) + 1
-            continue
-        raw = cfg[1]
-        if len(raw) > 16 * SMALL_ALLOWLIST:
-            return None
-        seen.append(cfg)
-        slots[t] = len(seen)
-        body.append(bytes((_STATE_CODE[cfg[0]] << 4 | len(raw) // 16,)) + raw)
-    head = _head(effective_ms, topic_index, partition, offset, slots)
-    return None if head is None else head + b"".join(body)
 
 
 def packed_resets(packed: bytes) -> bool:

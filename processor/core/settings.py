@@ -7,23 +7,21 @@ validation, the rules) is `settings_doc`; its names are re-exported here, so cal
 
 from __future__ import annotations
 
-from binascii import Error as BinasciiError
-from binascii import unhexlify
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 
 from processor.core.compact import (
+    HEAD_BYTES,
     HEX32,
     MAX_TOPICS,
     account_key,
     key_text,
-    pack_fast,
     pack_version,
-    packed_effective,
-    packed_resets,
     unpack_version,
 )
 from processor.core.ids import IDENTITY_TYPES, account_problem, normalize_account
+from processor.core.resets import is_reset, prune_resets
 from processor.core.settings_doc import (  # re-exported: callers import one module
     DEFAULT_RULES,
     MAX_ALLOWLIST_IDS,
@@ -46,7 +44,7 @@ from processor.core.settings_doc import (  # re-exported: callers import one mod
     parse_settings_line,
     rules_of,
 )
-from processor.core.settings_fast import FastTypes, fast_rules, fast_settings
+from processor.core.settings_fast import FastTypes, fast_rules, fast_settings, packed_record
 from processor.core.times import MAX_TIME_MS, to_millis
 from processor.core.versions import (
     BEGINNING_OF_TIME,
@@ -69,6 +67,8 @@ DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 #: Unpacked versions kept for the hot path (~0.5 µs saved per lookup of a recently read account).
 UNPACKED_MAX = 65_536
 _UNBOUND = object()
+#: A record key in the normal form of a hex account id: 32 lower-case hex digits.
+_HEX32_KEY = re.compile(rb"[0-9a-f]{32}").fullmatch
 class SettingsHistory:
     """Per-account settings versions ordered by effective time, pruned by stream time.
 
@@ -87,9 +87,11 @@ class SettingsHistory:
         #: The topic `apply_canonical` takes records of, and its index (see `bind_topic`).
         self._topic_last: tuple[object, int] = (_UNBOUND, -1)
         self._multi: set[int | str] = set()
-        #: Accounts whose latest version has every type `enabled` (a reset): forgotten once that version
-        #: is the only one left and older than retention, so they do not stay in memory forever.
-        self._resets: set[int | str] = set()
+        #: Accounts whose latest version had every type `enabled` (a reset) when it was applied: forgotten
+        #: once that version is the only one left and older than retention, so they do not stay in memory
+        #: forever. A list of candidates, checked by `prune` (8 bytes each; a set took 16 MB for a third of
+        #: 1M accounts): an account may be listed twice, or no longer be a reset.
+        self._resets: list[int | str] = []
         #: Account -> its latest record, when that record was rejected (SPEC §3 compaction hazard).
         self._invalid_latest: dict[str, RejectedRecord] = {}
         #: What pruning goes by: the minimum over the partitions that count of their newest event time,
@@ -169,35 +171,25 @@ class SettingsHistory:
 
     def _note_latest(self, key: int | str, latest: SettingsVersion) -> None:
         if latest.rules == DEFAULT_RULES:
-            self._resets.add(key)
-        else:
-            self._resets.discard(key)
+            self._resets.append(key)
 
     def apply_canonical(self, key: bytes | None, value: bytes | None, timestamp_ms: int, topic: str | None,
                         partition: int, offset: int) -> bool:
         """`apply_record` for the bootstrap's common case in one step (same effect and counters): a canonical
         record (`settings_fast`) under a normal 32-hex key, of an account not held yet, whose version packs.
         False: nothing changed, use `apply_record`."""
-        if not value or not key or len(key) != 32 or key != key.lower() or self._topic_last[0] != topic:
+        if not value or not key or not _HEX32_KEY(key) or self._topic_last[0] != topic:
             return False
-        try:
-            kb = int.from_bytes(unhexlify(key), "big")
-        except BinasciiError:
-            return False
+        kb = int(key, 16)  # exact: 32 lower-case hex digits, nothing else (the regex)
         if kb in self._accounts:
             return False
         account = key.decode("ascii")
-        fast = fast_settings(value, account)
-        if fast is None:
-            return False
-        effective = timestamp_ms if fast[0] is None else fast[0]
-        packed = pack_fast(fast[1], effective, self._topic_last[1], partition, offset) if effective <= MAX_TIME_MS \
-            else None
+        packed = packed_record(value, account, timestamp_ms, self._topic_last[1], partition, offset)
         if packed is None:
             return False
         self._accounts[kb] = packed
-        if packed_resets(packed):
-            self._resets.add(kb)
+        if not packed[HEAD_BYTES - 1] & 0x3F:  # `compact.packed_resets`, inlined (once per record)
+            self._resets.append(kb)
         if self._invalid_latest:
             self._invalid_latest.pop(account, None)
         self.versions += 1
@@ -461,21 +453,16 @@ class SettingsHistory:
             if len(versions) == 1:
                 self._store(account, versions[0])
                 self._multi.discard(account)
-        # A reset account whose reset is its only version, older than retention, behaves exactly like an
-        # account never configured (every type enabled, no event): forget it.
-        accounts = self._accounts
-        for account in list(self._resets):
-            only = accounts[account]
-            if isinstance(only, list):
-                continue
-            if (packed_effective(only) if isinstance(only, bytes) else only.effective_ms) <= watermark:
-                del accounts[account]
-                self._unpacked.pop(account, None)
-                self._resets.discard(account)
-                dropped += 1
+        self._resets, forgotten = prune_resets(self._accounts, self._resets, watermark, self._unpacked)
+        dropped += forgotten
         self.versions -= dropped
         self._prune_rejected(watermark)
         return dropped
+
+    def reset_accounts(self) -> set[str]:
+        """The accounts whose latest version is a reset (what pruning may forget), checked now."""
+        accounts = self._accounts
+        return {key_text(k) for k in self._resets if k in accounts and is_reset(accounts[k])}
 
     def _prune_rejected(self, watermark: int) -> None:
         """A rejected latest record of an account without any valid version, older than retention, is

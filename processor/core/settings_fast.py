@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
-from processor.core.compact import pack_hex_ids, packed_ids
+from processor.core.compact import HEAD_BYTES, MAX_TOPICS, STATE_CODE, pack_hex_ids, packed_ids
 from processor.core.ids import IDENTITY_TYPES
 from processor.core.settings_doc import MAX_ALLOWLIST_IDS, MAX_RECORD_BYTES, SMALL_ALLOWLIST, Rule, Rules, allowed_ids
 from processor.core.times import MAX_TIME_MS, to_millis
@@ -39,6 +39,31 @@ class _Doc(msgspec.Struct):
 
 #: Typed decoding checks the shape in C; unknown fields are skipped, like the model's `extra="ignore"`.
 _decode = msgspec.json.Decoder(_Doc).decode
+
+#: The length of a hex account id, checked by the decoder (its digits are checked once per allowlist:
+#: a `pattern` here costs a regex call per id).
+_Hex32 = Annotated[str, msgspec.Meta(min_length=32, max_length=32)]
+
+
+class _ExactType(msgspec.Struct, forbid_unknown_fields=True):
+    state: Literal["enabled", "monitor", "limited"]
+    external_allowed_accounts: Annotated[list[_Hex32], msgspec.Meta(max_length=MAX_ALLOWLIST_IDS)] = \
+        msgspec.field(default_factory=list)
+
+
+class _ExactOuter(msgspec.Struct, forbid_unknown_fields=True):
+    identity_types: dict[str, _ExactType]
+
+
+class _ExactDoc(msgspec.Struct, forbid_unknown_fields=True):
+    account_id: str
+    external_account_identity_interaction: _ExactOuter
+    updated_at: str | msgspec.UnsetType = msgspec.UNSET
+
+
+#: The exact canonical form, nothing else: no unknown field anywhere (so nothing is skipped unread, and
+#: no depth, NaN or number a skipped field could hide needs a scan), every id 32 characters.
+_decode_exact = msgspec.json.Decoder(_ExactDoc).decode
 _UPDATED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z").fullmatch
 _KNOWN = frozenset(IDENTITY_TYPES)
 #: Far below any parser's nesting limit: deeper documents are left to the model.
@@ -47,6 +72,8 @@ _MAX_BRACKETS = 64
 _TIMES: dict[str, int] = {}
 _TIMES_MAX = 4096
 
+#: Each identity type's two bits in a packed version's flags (`compact`).
+_SHIFTS = tuple((2 * i, name) for i, name in enumerate(IDENTITY_TYPES))
 #: (state, packed 16-byte ids) per identity type; None = absent (enabled by default).
 FastTypes = tuple[tuple[str, bytes] | None, tuple[str, bytes] | None, tuple[str, bytes] | None]
 
@@ -83,6 +110,90 @@ def fast_settings(raw: bytes, account: str) -> tuple[int | None, FastTypes] | No
         return None, (configs[0], configs[1], configs[2])
     ms = _updated_ms(updated)
     return None if ms is None else (ms, (configs[0], configs[1], configs[2]))
+
+
+def packed_record(raw: bytes, account: str, timestamp_ms: int, topic_index: int, partition: int,
+                  offset: int) -> bytes | None:
+    """The packed version (`compact.pack_version`) of a record in the exact canonical form whose
+    `account_id` is `account`, in one step: the bootstrap's common case. None for anything else (unknown
+    fields, other id forms, more than SMALL_ALLOWLIST ids, a time or place the head cannot hold): the
+    caller gives it to `apply_record`, which decides it as before. Fewer objects and calls per record
+    than `fast_settings` (bench/README.md, "Fleet scale")."""
+    if len(raw) > MAX_RECORD_BYTES:
+        return None
+    try:
+        doc = _decode_exact(raw)
+    except msgspec.DecodeError:
+        return None
+    types = doc.external_account_identity_interaction.identity_types
+    if doc.account_id != account or not _KNOWN.issuperset(types):
+        return None
+    updated = doc.updated_at
+    effective = timestamp_ms if updated is msgspec.UNSET else _updated_ms(updated)
+    if (effective is None or not 0 <= effective <= MAX_TIME_MS or not 0 <= partition < 2**10 - 1
+            or not 0 <= offset < 2**38 - 1 or not 0 <= topic_index < MAX_TOPICS):
+        return None
+    rules = _packed_rules(types)
+    if rules is None:
+        return None
+    place = (partition + 1) << 38 | (offset + 1)
+    return (effective | place << 48 | (rules[0] | topic_index << 6) << 96).to_bytes(HEAD_BYTES, "little") + rules[1]
+
+
+def _packed_rules(types: dict[str, _ExactType]) -> tuple[int, bytes] | None:
+    """(flag bits, body) of a packed version's rules (`compact.pack_version`), or None: does not pack."""
+    if len(types) == 3:  # the common case first: all three types alike, one rule (a struct compares in C)
+        first = types["user"]
+        if first == types["service_id"] == types["service"]:
+            ids = first.external_allowed_accounts
+            got = _hex_ids(ids)
+            if got is None or (len(ids) > SMALL_ALLOWLIST and first.state != "enabled"):
+                return None
+            return (0, b"") if first.state == "enabled" else \
+                (0b010101, bytes((STATE_CODE[first.state] << 4 | len(ids),)) + got)
+    flags = 0
+    body = b""
+    seen: list[tuple[str, bytes]] = []
+    last: list[str] | None = None
+    raw_ids = b""
+    for shift, name in _SHIFTS:
+        cfg = types.get(name)
+        if cfg is None:
+            continue
+        ids = cfg.external_allowed_accounts
+        if ids != last:  # every present type's ids are checked, `enabled` ones too (the model checks them)
+            got = _hex_ids(ids)
+            if got is None:
+                return None  # another id form, or a repeated id: `apply_record`
+            last, raw_ids = ids, got
+        if cfg.state == "enabled":
+            continue
+        key = (cfg.state, raw_ids)
+        if key in seen:
+            flags |= (seen.index(key) + 1) << shift
+            continue
+        if len(ids) > SMALL_ALLOWLIST:
+            return None
+        seen.append(key)
+        flags |= len(seen) << shift
+        body += bytes((STATE_CODE[cfg.state] << 4 | len(ids),)) + raw_ids
+    return flags, body
+
+
+def _hex_ids(ids: list[str]) -> bytes | None:
+    """16 bytes per id of ids 32 characters each (the decoder checked that): None unless every one is
+    lower-case hex (`fromhex` skips whitespace and takes upper case: the length and `hex()` tell) and
+    none is repeated."""
+    if not ids:
+        return b""
+    joined = "".join(ids)
+    try:
+        raw = bytes.fromhex(joined)
+    except ValueError:
+        return None
+    if len(raw) != 16 * len(ids) or raw.hex() != joined or (len(ids) > 1 and len(set(ids)) != len(ids)):
+        return None
+    return raw
 
 
 def _updated_ms(value: str) -> int | None:

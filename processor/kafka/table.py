@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from processor.core.display import printable
 from processor.core.settings import InvalidSettings, SettingsHistory, key_in_normal_form
-from processor.kafka import clients
+from processor.kafka import clients, heap
 from processor.kafka.errors import STALE_LEADER_ERRORS
 from processor.logs import kv
 
@@ -56,6 +56,11 @@ class SettingsTable:
         history.bind_topic(topic)
         if metrics is not None:
             metrics.bind_settings(history)  # the gauges follow pruning too, not only applied records
+        heap.bootstrapping()  # see `heap`; `settle` ends it
+
+    def settle(self) -> None:
+        """The bootstrap is done: give back the memory it freed (`heap.settle`)."""
+        heap.settle()
 
     def start(self, timeout_s: float = 30.0, offsets: Mapping[int, int] | None = None) -> None:
         """Assign every partition: from `offsets` (a restored snapshot's next offsets) where given, else
@@ -133,7 +138,8 @@ class SettingsTable:
         return applied
 
     def _apply_batch(self, msgs: list[Message]) -> int:
-        applied = 0
+        applied = one_step = 0
+        canonical, position, topic, on_record = self.history.apply_canonical, self.position, self.topic, self.on_record
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -141,21 +147,23 @@ class SettingsTable:
                     # The end offset reported at EOF also covers trailing transaction markers.
                     p, off = m.partition(), m.offset()
                     if p is not None and off is not None:
-                        self.position[p] = max(self.position[p], off)
+                        position[p] = max(position[p], off)
                 else:
                     log.warning("settings consumer error", extra=kv(error=err.str()))
                 continue
             p, off = m.partition(), m.offset()
             assert p is not None and off is not None
-            if self.history.apply_canonical(m.key(), m.value(), m.timestamp()[1], self.topic, p, off):
-                self.position[p] = off + 1  # the bootstrap's common case: nothing to log, one counter
-                if self.metrics is not None:
-                    self.metrics.settings_applied()
-                if self.on_record is not None:
-                    self.on_record(m.key(), m.value(), m.timestamp()[1], self.topic, p, off, None)
+            key, value, ts = m.key(), m.value(), m.timestamp()[1]
+            if canonical(key, value, ts, topic, p, off):
+                position[p] = off + 1  # the bootstrap's common case: nothing to log, counted once per batch
+                one_step += 1
+                if on_record is not None:
+                    on_record(key, value, ts, topic, p, off, None)
             else:
                 self._apply(m)
             applied += 1
+        if one_step and self.metrics is not None:
+            self.metrics.settings_applied(one_step)
         return applied
 
     def _apply(self, m: Message) -> None:

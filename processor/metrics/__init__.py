@@ -390,9 +390,9 @@ class Metrics:
         self.settings_accounts.set(accounts)
         self.settings_versions.set(versions)
 
-    def settings_applied(self) -> None:
-        """One settings record (value or tombstone) was applied."""
-        self.settings_records.inc()
+    def settings_applied(self, records: int = 1) -> None:
+        """Settings records (values or tombstones) were applied (the bootstrap counts a batch at once)."""
+        self.settings_records.inc(records)
 
     def settings_rejected(self, reason: str) -> None:
         """One settings record was rejected; unknown reasons are reported as ``other``."""

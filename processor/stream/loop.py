@@ -186,7 +186,7 @@ class Processor:
             # The settings view is long-lived and acyclic: moving it out of the collector's generations
             # keeps every later collection from rescanning it (bootstrap of 1M records ~20% faster).
             gc.freeze()
-        gc.freeze()  # a restored table too
+        self.table.settle()  # a restored table too: frozen, and the heap the bootstrap freed given back
         self.metrics.set_bootstrap_complete(True)
         self.metrics.set_settings_size(len(self.history), self.history.versions)
         self.health.set_bootstrapped(True)

@@ -375,3 +375,25 @@ def test_tombstones_for_random_keys_do_not_grow_memory() -> None:
     assert list(h.accounts()) == [ACCOUNTS[5]] and h.versions == 1
     assert decide(h, T3 + 2 * HOUR, ACCOUNTS[6])[0] == "unrestricted"
     assert decide(h, T3 + 2 * HOUR, ACCOUNTS[5])[0] == "enforced_deny"
+
+
+def test_accounts_reset_again_or_configured_again_are_pruned_by_their_latest_version() -> None:
+    """The reset candidates are a list (memory): an account listed twice, or configured again since its
+    reset, is decided by its latest version when pruning, and pruning leaves each remaining reset once."""
+    h = SettingsHistory(retention_ms=HOUR, prune_every_ms=1)
+    twice, again, fresh = ACCOUNTS[2], ACCOUNTS[3], ACCOUNTS[4]
+    for account, states in ((twice, ("enabled", "limited", "enabled")), (again, ("enabled", "limited"))):
+        for i, state in enumerate(states):
+            put(h, state, T1 + i * MINUTE, account=account)
+    assert h.reset_accounts() == {twice}
+    h.advance(T1 + 2 * MINUTE + HOUR)  # watermark: every version above is older than retention
+    assert sorted(h.accounts()) == [again] and h.versions == 1
+    assert decide(h, T1 + 3 * HOUR, again)[0] == "enforced_deny"  # configured again: never forgotten
+    assert decide(h, T1 + 3 * HOUR, twice)[0] == "unrestricted"
+    later = T1 + 4 * HOUR  # after the stream time the decisions above moved to
+    put(h, "enabled", later, account=fresh)
+    put(h, "enabled", later + 1, account=fresh)
+    h.advance(later + HOUR - 1)  # fresh's resets are newer than the watermark: kept, listed once
+    assert h.reset_accounts() == {fresh} and h._resets == [int(fresh, 16)]  # hex: an int key
+    h.advance(later + 2 * HOUR)
+    assert sorted(h.accounts()) == [again] and h._resets == []

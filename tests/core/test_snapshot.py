@@ -98,7 +98,7 @@ def state(h: SettingsHistory) -> dict[str, Any]:
     invalid = [(r.account, r.reason, r.detail, r.topic, r.partition, r.offset, r.timestamp_ms, r.has_valid_version)
                for r in h.invalid_latest()]
     return {"looks": looks, "invalid": invalid, "len": len(h), "versions": h.versions, "applied": h.applied,
-            "rejected": h.rejected, "unknown": h.unknown_identity_types, "resets": set(h._resets),
+            "rejected": h.rejected, "unknown": h.unknown_identity_types, "resets": h.reset_accounts(),
             "multi": set(h._multi), "topics": list(h._topics), "gauges": (h.invalid_latest_count(),
                                                                          h.without_valid_version_count())}
 
@@ -116,6 +116,16 @@ def test_a_restored_table_holds_exactly_what_was_saved() -> None:
     assert any(not isinstance(v, bytes) for v in h._accounts.values()), "some versions are plain objects"
     assert sum(isinstance(v, bytes) for v in h._accounts.values()) > 10, "most are packed"
     assert state(loaded(encoded(h))) == want
+
+
+def test_the_restored_reset_list_shares_the_tables_keys() -> None:
+    """Memory: the reset candidates point at the table's own key objects, not at copies read from the file."""
+    saved = built()
+    big = "fe" * 16  # a 128-bit key (the small ones are CPython's shared small ints either way)
+    assert saved.apply_record(big.encode(), None, T0, TOPIC, 0, 999) is None  # a tombstone: a reset
+    h = loaded(encoded(saved))
+    keys = {id(k) for k in h._accounts}
+    assert int(big, 16) in h._resets and all(id(k) in keys for k in h._resets)
 
 
 def test_a_restored_table_goes_on_like_the_one_saved() -> None:

@@ -111,3 +111,23 @@ def test_the_table_reports_downgrades_and_keys_not_in_normal_form(
     spelt = [r for r in caplog.records if "normal form" in r.getMessage()]
     assert [(r.levelno, r.fields["key"], r.fields["offset"]) for r in spelt] == [  # type: ignore[attr-defined]
         (logging.WARNING, other.upper(), 2)]
+
+
+def test_every_record_read_is_counted_once_whichever_path_applied_it(kafka: Any, topics: Topics) -> None:
+    """The one-step records are counted per batch, the others one by one: together, every record once."""
+    topics.create(only=[topics.settings])
+    canonical = [(a, settings_obj(a, {"user": {"state": "monitor", "external_allowed_accounts": [ACCOUNTS[9]]}},
+                                  iso(BASE_MS))) for a in ACCOUNTS[1:6]]
+    other = [(ACCOUNTS[6], settings_obj(ACCOUNTS[6], {"user": {"state": "limited"}}) | {"note": "extra field"}),
+             (ACCOUNTS[7], b"{not json")]
+    produce(kafka.bootstrap, topics.settings, canonical + other)
+    m = Metrics()
+    history = SettingsHistory()
+    t = table(topics, history, m)
+    try:
+        assert t.catch_up(30)
+        assert m.registry.get_sample_value("access_eval_settings_records_total", {}) == 6
+        assert m.registry.get_sample_value("access_eval_settings_rejected_total", {"reason": "bad_json"}) == 1
+        assert len(history) == 6 and history.applied == 6
+    finally:
+        t.close()
