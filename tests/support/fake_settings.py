@@ -37,5 +37,8 @@ class FakeTable:
     def ensure_fresh(self, staleness_s: float, stop: Any = None, on_wait: Any = None) -> bool:
         return True
 
+    def settle(self) -> None:
+        """The real table gives freed heap back after its bootstrap; nothing to give back here."""
+
     def close(self) -> None:
         pass
