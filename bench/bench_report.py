@@ -89,12 +89,12 @@ def events(n: int, accounts: int, externals: int, now: int) -> Iterator[dict[str
         }
 
 
-def preload(bootstrap: str, size: dict[str, int], now: int) -> tuple[str, str]:
+def preload(bootstrap: str, size: dict[str, int], now: int, partitions: int = 12) -> tuple[str, str]:
     tag = uuid.uuid4().hex[:8]
     settings, evals = f"bench-report-{tag}.settings", f"bench-report-{tag}.evals"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(settings, 1, 1, config={"cleanup.policy": "compact"}),
-                                   NewTopic(evals, 3, 1, config={"retention.ms": "-1"})])
+                                   NewTopic(evals, partitions, 1, config={"retention.ms": "-1"})])
     for f in futures.values():
         f.result(30)
     queue = {"queue.buffering.max.messages": 500_000}
