@@ -8,7 +8,9 @@ This module only reads the topics and puts the pieces together.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -182,24 +184,35 @@ def emit(report: dict[str, Any], opts: ReportOptions) -> None:
     """Render in the asked format, to --output or stdout."""
     from processor.tools import report_html, report_text
 
+    pieces: Iterable[str]
     if opts.fmt == "json":
-        import json
-
-        text = json.dumps(report, indent=2) + "\n"
+        pieces = json_pieces(report)
     elif opts.fmt == "html":
-        text = report_html.render(report, regenerate=regenerate_command(opts))
+        pieces = [report_html.render(report, regenerate=regenerate_command(opts))]
     elif report.get("fleet"):
-        text = report_text.render_fleet(report, opts.top)
+        pieces = [report_text.render_fleet(report, opts.top)]
     else:
-        text = report_text.render_account(report, opts.top)
+        pieces = [report_text.render_account(report, opts.top)]
     if opts.output is None:
-        sys.stdout.write(text)
+        sys.stdout.writelines(pieces)
         sys.stdout.flush()
         return
     try:
-        opts.output.write_text(text, encoding="utf-8")
+        with opts.output.open("w", encoding="utf-8") as f:
+            f.writelines(pieces)
     except OSError as exc:
         raise OpsError(f"--output: cannot write {opts.output}: {exc.strerror}") from None
+
+
+def json_pieces(report: dict[str, Any]) -> Iterator[str]:
+    """`json.dumps(report, indent=2)` and a newline, in pieces of 64k tokens: the fleet view's JSON
+    at once would be tens of MB, and its million tokens in a list more (bench/bench_report.py)."""
+    import json
+
+    tokens = json.JSONEncoder(indent=2).iterencode(report)
+    while piece := "".join(islice(tokens, 65536)):
+        yield piece
+    yield "\n"
 
 
 def regenerate_command(opts: ReportOptions, bootstrap: str | None = None) -> list[str]:

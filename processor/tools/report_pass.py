@@ -41,7 +41,7 @@ from processor.kafka.eval_reader import EvalReader, undecodable_summary
 #: time the queue fills (one reader: ~60,000 records/s; with 5 ms, 270,000/s, measured by
 #: bench/bench_report.py).
 READER_FAILED = 1
-READER_LIMITS = {"queued.max.messages.kbytes": 4096, "fetch.queue.backoff.ms": 5}
+READER_LIMITS = {"queued.max.messages.kbytes": 1024, "max.partition.fetch.bytes": 262144, "fetch.queue.backoff.ms": 5}
 
 
 @dataclass(frozen=True)
