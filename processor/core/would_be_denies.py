@@ -200,6 +200,8 @@ class WouldBeDenies:
         #: target account ids as written -> normalised, for the accounts counted (10,000s at most in
         #: the fleet view): an account's events repeat its id, normalised once
         self._norm: dict[str, str] = {}
+        #: the window's first bucket and bucket size, computed once (not per would-be deny)
+        self._buckets = (window.origin_ms, window.bucket_ms) if window is not None else None
 
     def count(self, outcome: str) -> None:
         """An outcome without an event to count (`simulate`: attempts that emit none)."""
@@ -278,8 +280,8 @@ class WouldBeDenies:
         if per_ext is None:
             per_ext = t.counts[itype] = {}
         per_ext[ext] = per_ext.get(ext, 0) + 1
-        if self.window is not None:
-            b = (event_ms - self.window.origin_ms) // self.window.bucket_ms
+        if self._buckets is not None:
+            b = (event_ms - self._buckets[0]) // self._buckets[1]
             t.series[b] = t.series.get(b, 0) + 1
         if t.by_identity is None:
             if self.seen_identities.add((account, iam_id)):
