@@ -35,11 +35,12 @@ from processor.core.would_be_denies import SeenIds, Window, WouldBeDenies
 from processor.errors import OpsError
 from processor.kafka.eval_reader import EvalReader, undecodable_summary
 
-#: librdkafka's prefetch queue, capped (default 64 MiB, which would dominate the report's memory),
-#: and refilled 5 ms after the reader drained it, not after the default `fetch.queue.backoff.ms` of
-#: 1 s: with that default a reader that decodes slower than the broker delivers waits a second each
-#: time the queue fills (one reader: ~60,000 records/s; with 5 ms, 270,000/s, measured by
-#: bench/bench_report.py).
+#: librdkafka's prefetch queue, capped at 1 MiB and fetched 256 KiB per partition (defaults 64 MiB
+#: and 1 MiB, which would dominate a reader's memory: 94 -> 62 MB for a reader of 6 partitions, at
+#: the same speed), and refilled 5 ms after the reader drained it, not after the default
+#: `fetch.queue.backoff.ms` of 1 s: with that default a reader that decodes slower than the broker
+#: delivers waits a second each time the queue fills (one reader: ~60,000 records/s; with 5 ms,
+#: 270,000/s). Measured by bench/bench_report.py (bench/README.md, "Report").
 READER_FAILED = 1
 READER_LIMITS = {"queued.max.messages.kbytes": 1024, "max.partition.fetch.bytes": 262144, "fetch.queue.backoff.ms": 5}
 
