@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Benchmark of `access-eval report`: the fleet view and one account's report over a large eval topic.
 
-Preloads an eval topic with N eval events (default 1,000,000: 10,000 accounts in monitor x 50
-external accounts each, two identities per external account, event times over the past 25 days)
+Preloads an eval topic (12 partitions, as production's; `--partitions`) with N eval events (default
+1,000,000: 10,000 accounts in monitor x 50 external accounts each, two identities per external
+account, event times over the past 25 days)
 and a settings topic with the 10,000 accounts, then times the real CLI as a subprocess:
 
 1. `report --all-accounts --format json` (one pass, every account): events/s read and aggregated,
@@ -22,7 +23,7 @@ Targets (issue "Readiness you can see"): >= 100,000 events/s read and aggregated
 `--quick` is a small version (20,000 events) that checks the figures are right and prints them.
 
     .venv/bin/python bench/bench_report.py [--quick] [--bootstrap-servers HOST:PORT] [--runs 3]
-        [--tree before=PATH] [--json PATH]
+        [--tree before=PATH] [--partitions 12] [--json PATH]
 """
 
 from __future__ import annotations
@@ -89,12 +90,12 @@ def events(n: int, accounts: int, externals: int, now: int) -> Iterator[dict[str
         }
 
 
-def preload(bootstrap: str, size: dict[str, int], now: int) -> tuple[str, str]:
+def preload(bootstrap: str, size: dict[str, int], now: int, partitions: int = 12) -> tuple[str, str]:
     tag = uuid.uuid4().hex[:8]
     settings, evals = f"bench-report-{tag}.settings", f"bench-report-{tag}.evals"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(settings, 1, 1, config={"cleanup.policy": "compact"}),
-                                   NewTopic(evals, 3, 1, config={"retention.ms": "-1"})])
+                                   NewTopic(evals, partitions, 1, config={"retention.ms": "-1"})])
     for f in futures.values():
         f.result(30)
     queue = {"queue.buffering.max.messages": 500_000}
@@ -263,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                     help="another code tree to measure too, interleaved (e.g. before=/tmp/snapshot of main)")
+    ap.add_argument("--partitions", type=int, default=12,
+                    help="of the eval topic (default 12, as production's: 2 or 3 readers split them evenly)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     size = QUICK if args.quick else FULL
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             bootstrap = local.start(port=port, data_dir=tmp / "kafka", controller_port=free_port()).bootstrap
         now = int(time.time() * 1000)
-        settings, evals = preload(bootstrap, size, now)
+        settings, evals = preload(bootstrap, size, now, args.partitions)
         runs = measure(bootstrap, settings, evals, args, size)
         p = pure(size, now)
     finally:
@@ -281,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             local.stop(tmp / "kafka")
         shutil.rmtree(tmp, ignore_errors=True)
     figures = {"events": size["events"], "accounts": size["accounts"], "externals_per_account": size["externals"],
-               "cpus": os.cpu_count(), "medians": medians(runs), "pure": p, "runs": runs}
-    print(f"{size['events']:,} events; medians of {args.runs} (by wall time):")
+               "partitions": args.partitions, "cpus": os.cpu_count(), "medians": medians(runs), "pure": p, "runs": runs}
+    print(f"{size['events']:,} events on {args.partitions} partitions; medians of {args.runs} (by wall time):")
     for name, m in figures["medians"].items():
         print(f"  {name:28} {m['events_per_s']:>9,.0f} events/s  {m['seconds']:6.1f} s  CPU {m['cpu_seconds']:5.1f} s  "
               f"peak RSS {m['peak_rss_mb']:5.0f} MB (sum of {m['processes']} processes' peaks)  "

@@ -114,6 +114,7 @@ class ReportFields:
         parsed: dict[str, Any] = codec.parsed if isinstance(codec.parsed, dict) else {}
         self.enabled = bool(parsed) and _matches(parsed)
         self.fingerprint = bytes.fromhex(codec.fingerprint_hex)
+        self.prefix = SINGLE_OBJECT_MAGIC + self.fingerprint
         self.schema_id = codec.schema_id
         if self.enabled:
             fields: dict[str, dict[str, Any]] = {f["name"]: f["type"] for f in parsed["fields"]}
@@ -127,7 +128,7 @@ class ReportFields:
         for an event this path does not take (another schema, corrupt bytes)."""
         if not self.enabled:
             return None
-        if data[:2] == SINGLE_OBJECT_MAGIC and data[2:10] == self.fingerprint:
+        if data.startswith(self.prefix):
             start = 10
         elif (self.schema_id is not None and data[:1] == CONFLUENT_MAGIC and len(data) >= 5
               and int.from_bytes(data[1:5], "big") == self.schema_id):
@@ -135,7 +136,7 @@ class ReportFields:
         else:
             return None
         try:
-            return self._flat(data, start)
+            return self._short(data, start)
         except (IndexError, ValueError):  # corrupt: the full decoder says what is wrong
             return None
 
@@ -152,6 +153,65 @@ class ReportFields:
             "target": {"accountId": account, "action": action},
             "responseData": {"decision": decision, "state": state},
         }
+
+    def _short(self, b: bytes, p0: int) -> tuple[Any, ...]:
+        """`_flat` for the common record, inlined (no call per field: 3.9 -> 2.6 µs): every string and
+        enum index under 64 (one length byte, even: not negative). Any other byte where a length or
+        an index is read (`c & 0x81`) hands the record to `_flat`. A length running past the end
+        leaves `p` past it, so the last read raises IndexError, as `_flat`'s bounds check would."""
+        c = b[p0]
+        if c & 0x81:
+            return self._flat(b, p0)
+        p = p0 + 1 + (c >> 1)
+        event_id = b[p0 + 1 : p].decode()
+        c = b[p]  # action: skipped
+        if c & 0x81:
+            return self._flat(b, p0)
+        p += 1 + (c >> 1)
+        shift = r = 0
+        while True:  # eventTime: a zig-zag varint of 6 bytes or so
+            c = b[p]
+            p += 1
+            r |= (c & 0x7F) << shift
+            if c < 0x80:
+                break
+            shift += 7
+        event_ms = (r >> 1) ^ -(r & 1)
+        c = b[p]  # attemptId: skipped
+        if c & 0x81:
+            return self._flat(b, p0)
+        p += 1 + (c >> 1)
+        c = b[p]
+        if c & 0x81:
+            return self._flat(b, p0)
+        iam_id = b[p + 1 : p + 1 + (c >> 1)].decode()
+        p += 1 + (c >> 1)
+        c = b[p]  # typeURI
+        if c & 0x81:
+            return self._flat(b, p0)
+        itype, p = self.types[c >> 1], p + 1
+        name, p = _opt(b, p)
+        c = b[p]
+        if c & 0x81:
+            return self._flat(b, p0)
+        authn = b[p + 1 : p + 1 + (c >> 1)].decode()
+        p = _skip_opt(b, p + 1 + (c >> 1))  # host.address
+        agent, p = _opt(b, p)
+        c = b[p]
+        if c & 0x81:
+            return self._flat(b, p0)
+        account = b[p + 1 : p + 1 + (c >> 1)].decode()
+        p = _skip_opt(b, _skip_opt(b, p + 1 + (c >> 1)))  # target.id, target.serviceName
+        c = b[p]
+        if c & 0x81:
+            return self._flat(b, p0)
+        action = b[p + 1 : p + 1 + (c >> 1)].decode()
+        p += 1 + (c >> 1)
+        d, st = b[p], b[p + 2]  # decision, isEnforced (skipped), state
+        if (d | st) & 0x81:
+            return self._flat(b, p0)
+        return (event_id, event_ms, account, self.states[st >> 1], self.decisions[d >> 1], itype, authn, iam_id,
+                action, name, agent)
 
     def _flat(self, b: bytes, p: int) -> tuple[Any, ...]:
         event_id, p = _str(b, p)

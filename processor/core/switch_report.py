@@ -6,6 +6,7 @@ as text, JSON or HTML. The verdict sentences live here too, so every form says t
 
 from __future__ import annotations
 
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from processor.core.allowlist_advice import (
@@ -318,6 +319,28 @@ def fleet_row(
         "duplicate_events": tally.duplicates,
         "series": series_counts(tally, window),
     }
+
+
+#: account -> (its identity types in monitor, its allowlists in force): the fleet view's accounts
+Monitored = Mapping[str, tuple[list[str], Allowlists]]
+
+
+def fleet_rows(
+    accounts: MutableMapping[str, AccountTally], window: Window, monitored: Monitored, *, max_additions: int,
+    cover_share: float, empty: bool = False,
+) -> list[dict[str, Any]]:
+    """The rows of the monitored accounts counted in `accounts`, each tally removed once its row is
+    built (a reader's counts shrink as its rows grow); with `empty`, also the monitored accounts
+    with nothing counted. Every row depends on its own account's tally only, so rows built by
+    several readers from disjoint accounts are the rows one reader builds."""
+    rows = []
+    for acct, (types, allow) in monitored.items():
+        tally = accounts.pop(acct, None)
+        if tally is None and not empty:
+            continue
+        rows.append(fleet_row(acct, tally or AccountTally(detail=False), window, allow, types,
+                              max_additions=max_additions, cover_share=cover_share))
+    return rows
 
 
 def rank_fleet(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from processor.core.outcomes import ENFORCED_DENY, OUTCOMES, PERMIT, event_outco
 from processor.core.times import rfc3339_millis, to_millis
 
 MAX_ACTIONS = 20
+NORM_CACHE = 1 << 16
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 #: Windows up to this long get an hourly series; longer ones a daily series.
@@ -196,6 +197,11 @@ class WouldBeDenies:
         #: (account, identity) pairs seen, for the identity counts without keeping the ids (fleet view)
         self.seen_identities = SeenIds()
         self.foreign = 0
+        #: target account ids as written -> normalised, for the accounts counted (10,000s at most in
+        #: the fleet view): an account's events repeat its id, normalised once
+        self._norm: dict[str, str] = {}
+        #: the window's first bucket and bucket size, computed once (not per would-be deny)
+        self._buckets = (window.origin_ms, window.bucket_ms) if window is not None else None
 
     def count(self, outcome: str) -> None:
         """An outcome without an event to count (`simulate`: attempts that emit none)."""
@@ -221,9 +227,13 @@ class WouldBeDenies:
     ) -> None:
         """One eval event as its fields (`codec.eval_fields.ReportFields.flat` gives them in this order):
         the report's per-event path, without building the event's nested dicts."""
-        account = normalize_account(account_id)
-        if self.only is not None and account not in self.only:
-            return
+        account = self._norm.get(account_id)
+        if account is None:
+            account = normalize_account(account_id)
+            if self.only is not None and account not in self.only:
+                return
+            if len(self._norm) < NORM_CACHE:
+                self._norm[account_id] = account
         if self.window is not None and event_ms < self.window.since_ms:
             return
         outcome = event_outcome(state, decision)
@@ -270,8 +280,8 @@ class WouldBeDenies:
         if per_ext is None:
             per_ext = t.counts[itype] = {}
         per_ext[ext] = per_ext.get(ext, 0) + 1
-        if self.window is not None:
-            b = (event_ms - self.window.origin_ms) // self.window.bucket_ms
+        if self._buckets is not None:
+            b = (event_ms - self._buckets[0]) // self._buckets[1]
             t.series[b] = t.series.get(b, 0) + 1
         if t.by_identity is None:
             if self.seen_identities.add((account, iam_id)):

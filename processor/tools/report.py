@@ -8,7 +8,9 @@ This module only reads the topics and puts the pieces together.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +19,16 @@ from processor.core.ids import IDENTITY_TYPES
 from processor.core.outcomes import REPORT_ONLY_STATE
 from processor.core.settings_view import DocumentView
 from processor.core.switch_report import (
+    Monitored,
     account_report,
     allowlists_of,
     fleet_counts,
-    fleet_row,
+    fleet_rows,
     fleet_verdict,
     rank_fleet,
 )
 from processor.core.times import rfc3339_millis
-from processor.core.would_be_denies import AccountTally, Window, WouldBeDenies
+from processor.core.would_be_denies import Window
 from processor.errors import EXIT_OK, OpsError, usage_error
 from processor.kafka.settings_log import read_view
 from processor.tools.connection import (
@@ -37,7 +40,7 @@ from processor.tools.connection import (
     topic_partitions,
 )
 from processor.tools.durations import now_ms, parse_since
-from processor.tools.report_pass import PassSpec, default_readers, run_pass
+from processor.tools.report_pass import FleetPart, FleetSpec, PassSpec, default_readers, run_pass
 from processor.tools.runner import quiet_processor_logs
 
 #: Eval events are produced after their attempt's event time, except attempts up to the processor's
@@ -106,11 +109,11 @@ def run_report(opts: ReportOptions, props: dict[str, Any], raw_props: dict[str, 
         accounts=frozenset(monitored) if opts.account is None else frozenset({opts.account}),
         detail=opts.account is not None, key=opts.account, registry_url=opts.schema_registry_url,
         raw_props=raw_props, timeout_s=opts.timeout_s,
+        fleet=FleetSpec(monitored, opts.max_additions, opts.cover_share) if opts.account is None else None,
     )
     # One account's report skips other accounts' records undecoded: one reader is faster than
     # starting more (bench/bench_report.py); the fleet view decodes everything and reads in parallel.
     result = run_pass(spec, opts.readers or (1 if opts.account else default_readers(len(partitions))))
-    agg = result.agg
     if result.nothing_decodable:
         whose = f" of {opts.account}" if opts.account else ""
         raise OpsError(
@@ -121,9 +124,11 @@ def run_report(opts: ReportOptions, props: dict[str, Any], raw_props: dict[str, 
     common = {"undecodable_events": result.undecodable, "eval_topic_retention_ms": retention_ms,
               "warnings": warnings + result.notes}
     if opts.account is None:
-        report = fleet_report(agg, window, monitored, opts)
+        assert result.fleet is not None
+        report = fleet_report(result.fleet, window, monitored, opts)
     else:
-        report = account_report(opts.account, agg.tally(opts.account), window, current,
+        assert result.agg is not None
+        report = account_report(opts.account, result.agg.tally(opts.account), window, current,
                                 max_additions=opts.max_additions, cover_share=opts.cover_share)
     report.update(common)
     if short is not None:
@@ -135,18 +140,14 @@ def run_report(opts: ReportOptions, props: dict[str, Any], raw_props: dict[str, 
     return EXIT_OK
 
 
-def fleet_report(
-    agg: WouldBeDenies, window: Window, monitored: dict[str, tuple[list[str], Allowlists]], opts: ReportOptions
-) -> dict[str, Any]:
-    rows = []
-    for acct, (types, allow) in monitored.items():
-        tally = agg.accounts.get(acct) or AccountTally(detail=False)
-        rows.append(fleet_row(acct, tally, window, allow, types, max_additions=opts.max_additions,
-                              cover_share=opts.cover_share))
+def fleet_report(part: FleetPart, window: Window, monitored: Monitored, opts: ReportOptions) -> dict[str, Any]:
+    """The fleet view from the readers' rows, with a row (of no counts) for each monitored account
+    no reader counted."""
+    counted = {r["account_id"] for r in part.rows}
+    rows = part.rows + fleet_rows({}, window, {a: v for a, v in monitored.items() if a not in counted},
+                                  max_additions=opts.max_additions, cover_share=opts.cover_share, empty=True)
     ranked = rank_fleet(rows)
     counts = fleet_counts(ranked)
-    firsts = [t.first_ms for t in agg.accounts.values() if t.first_ms is not None]
-    lasts = [t.last_ms for t in agg.accounts.values() if t.last_ms is not None]
     return {
         "fleet": True,
         "window": {"since": rfc3339_millis(window.since_ms), "until": rfc3339_millis(window.until_ms),
@@ -159,8 +160,8 @@ def fleet_report(
         "accounts": ranked,
         "would_be_denies": sum(r["would_be_denies"] for r in ranked),
         "duplicate_events": sum(r["duplicate_events"] for r in ranked),
-        "covered_from": rfc3339_millis(min(firsts)) if firsts else None,
-        "covered_to": rfc3339_millis(max(lasts)) if lasts else None,
+        "covered_from": rfc3339_millis(part.first_ms) if part.first_ms is not None else None,
+        "covered_to": rfc3339_millis(part.last_ms) if part.last_ms is not None else None,
         "verdict": fleet_verdict(counts, opts.max_additions),
     }
 
@@ -183,24 +184,35 @@ def emit(report: dict[str, Any], opts: ReportOptions) -> None:
     """Render in the asked format, to --output or stdout."""
     from processor.tools import report_html, report_text
 
+    pieces: Iterable[str]
     if opts.fmt == "json":
-        import json
-
-        text = json.dumps(report, indent=2) + "\n"
+        pieces = json_pieces(report)
     elif opts.fmt == "html":
-        text = report_html.render(report, regenerate=regenerate_command(opts))
+        pieces = [report_html.render(report, regenerate=regenerate_command(opts))]
     elif report.get("fleet"):
-        text = report_text.render_fleet(report, opts.top)
+        pieces = [report_text.render_fleet(report, opts.top)]
     else:
-        text = report_text.render_account(report, opts.top)
+        pieces = [report_text.render_account(report, opts.top)]
     if opts.output is None:
-        sys.stdout.write(text)
+        sys.stdout.writelines(pieces)
         sys.stdout.flush()
         return
     try:
-        opts.output.write_text(text, encoding="utf-8")
+        with opts.output.open("w", encoding="utf-8") as f:
+            f.writelines(pieces)
     except OSError as exc:
         raise OpsError(f"--output: cannot write {opts.output}: {exc.strerror}") from None
+
+
+def json_pieces(report: dict[str, Any]) -> Iterator[str]:
+    """`json.dumps(report, indent=2)` and a newline, in pieces of 64k tokens: the fleet view's JSON
+    at once would be tens of MB, and its million tokens in a list more (bench/bench_report.py)."""
+    import json
+
+    tokens = json.JSONEncoder(indent=2).iterencode(report)
+    while piece := "".join(islice(tokens, 65536)):
+        yield piece
+    yield "\n"
 
 
 def regenerate_command(opts: ReportOptions, bootstrap: str | None = None) -> list[str]:

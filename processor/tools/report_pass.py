@@ -2,14 +2,18 @@
 
 One consumer's fetch and one core's decoding bound a single reader (~60,000 events/s on the
 benchmark's machine). With `--readers N` the topic's partitions are split between N processes; each
-reads its share up to the same end offsets (taken once, before they start), counts it into its own
-`WouldBeDenies`, and sends the counts back (not its id tables); the counts are merged.
+reads its share up to the same end offsets (taken once, before they start) and counts it into its
+own `WouldBeDenies`. For the fleet view each reader then builds its own accounts' fleet rows and
+sends back only those (a few hundred bytes per account, never the counts: the report's process
+holds no other reader's counts, and the rows are built in parallel); for one account's report it
+sends back the counts (not its id tables), which are merged.
 
-Why the merge is exact: the processor keys every eval event by its target account, so all of an
+Why this is exact: the processor keys every eval event by its target account, so all of an
 account's events, and every copy of one event (its id names its account), sit in one partition
-and reach one reader. When that does not hold (partitions added to the topic later, another writer
-keying differently) some account is counted by two readers; that is detected and the pass is done
-again by one reader, so the report is never approximate. A reader that fails fails the report.
+and reach one reader, and a fleet row depends on its own account's counts only. When that does not
+hold (partitions added to the topic later, another writer keying differently) some account is
+counted by two readers; that is detected and the pass is done again by one reader, so the report is
+never approximate. A reader that fails fails the report.
 """
 
 from __future__ import annotations
@@ -26,17 +30,55 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from processor.codec.eval_fields import ReportFields
-from processor.core.would_be_denies import Window, WouldBeDenies
+from processor.core.switch_report import Monitored, fleet_rows
+from processor.core.would_be_denies import SeenIds, Window, WouldBeDenies
 from processor.errors import OpsError
 from processor.kafka.eval_reader import EvalReader, undecodable_summary
 
-#: librdkafka's prefetch queue, capped (default 64 MiB, which would dominate the report's memory),
-#: and refilled 5 ms after the reader drained it, not after the default `fetch.queue.backoff.ms` of
-#: 1 s: with that default a reader that decodes slower than the broker delivers waits a second each
-#: time the queue fills (one reader: ~60,000 records/s; with 5 ms, 270,000/s, measured by
-#: bench/bench_report.py).
+#: librdkafka's prefetch queue, capped at 1 MiB and fetched 256 KiB per partition (defaults 64 MiB
+#: and 1 MiB, which would dominate a reader's memory: 94 -> 62 MB for a reader of 6 partitions, at
+#: the same speed), and refilled 5 ms after the reader drained it, not after the default
+#: `fetch.queue.backoff.ms` of 1 s: with that default a reader that decodes slower than the broker
+#: delivers waits a second each time the queue fills (one reader: ~60,000 records/s; with 5 ms,
+#: 270,000/s). Measured by bench/bench_report.py (bench/README.md, "Report").
 READER_FAILED = 1
-READER_LIMITS = {"queued.max.messages.kbytes": 4096, "fetch.queue.backoff.ms": 5}
+READER_LIMITS = {"queued.max.messages.kbytes": 1024, "max.partition.fetch.bytes": 262144, "fetch.queue.backoff.ms": 5}
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    """What a reader needs to build its accounts' fleet rows itself."""
+
+    monitored: Monitored
+    max_additions: int
+    cover_share: float
+
+
+@dataclass
+class FleetPart:
+    """A fleet pass's result: the rows of the accounts it counted, and the times its events cover."""
+
+    rows: list[dict[str, Any]]
+    first_ms: int | None = None
+    last_ms: int | None = None
+
+    @staticmethod
+    def of(agg: WouldBeDenies, fleet: FleetSpec) -> FleetPart:
+        """The rows built from `agg`'s counts, emptying it as they are built."""
+        firsts = [t.first_ms for t in agg.accounts.values() if t.first_ms is not None]
+        lasts = [t.last_ms for t in agg.accounts.values() if t.last_ms is not None]
+        agg.seen = agg.seen_identities = SeenIds(0)  # not needed for the rows: freed first
+        assert agg.window is not None
+        rows = fleet_rows(agg.accounts, agg.window, fleet.monitored, max_additions=fleet.max_additions,
+                          cover_share=fleet.cover_share)
+        return FleetPart(rows, min(firsts, default=None), max(lasts, default=None))
+
+    @staticmethod
+    def merged(parts: list[FleetPart]) -> FleetPart:
+        firsts = [p.first_ms for p in parts if p.first_ms is not None]
+        lasts = [p.last_ms for p in parts if p.last_ms is not None]
+        return FleetPart([r for p in parts for r in p.rows], min(firsts, default=None), max(lasts, default=None))
+
 
 @dataclass(frozen=True)
 class PassSpec:
@@ -54,18 +96,20 @@ class PassSpec:
     raw_props: dict[str, str] | None = None
     timeout_s: float = 15.0
     ends: dict[int, int] | None = None  # where every reader stops (None: the ends when it starts)
+    fleet: FleetSpec | None = None  # the fleet view: each reader builds its accounts' rows
 
 
 @dataclass
 class PassResult:
-    """The counts of a pass and what its readers could not decode."""
+    """The counts of a pass (or, for the fleet view, its rows) and what its readers could not decode."""
 
-    agg: WouldBeDenies
+    agg: WouldBeDenies | None  # None for the fleet view: `fleet` instead
     decoded: int = 0
     undecodable: int = 0
     needs_registry: int = 0
     readers: int = 1
     notes: list[str] = field(default_factory=list)
+    fleet: FleetPart | None = None
 
     @property
     def nothing_decodable(self) -> bool:
@@ -92,10 +136,10 @@ def run_pass(spec: PassSpec, readers: int) -> PassResult:
             spec = replace(spec, ends=reader.end_offsets(spec.timeout_s))
         finally:
             reader.close()
-    # The smallest share first: it is read by the report's own process, which also holds the merge.
+    # The smallest share first: it is read by the report's own process, which also gets the others'.
     shares = [spec.partitions[i::n] for i in reversed(range(n))]
     parts = in_processes([replace(spec, partitions=share) for share in shares])
-    shared = WouldBeDenies.shared_accounts([p.agg for p in parts])
+    shared = shared_accounts(parts)
     if shared:
         note = (f"{len(shared)} accounts have events in partitions read by different readers (partitions "
                 f"added to {spec.topic} later?): read again by one reader, so the counts stay exact")
@@ -103,10 +147,29 @@ def run_pass(spec: PassSpec, readers: int) -> PassResult:
         result = read_partitions(spec)
         result.notes.append(note)
         return result
-    agg = WouldBeDenies(spec.window, accounts=spec.accounts, detail=spec.detail)
-    agg.merge([p.agg for p in parts])
-    return PassResult(agg, sum(p.decoded for p in parts), sum(p.undecodable for p in parts),
-                      sum(p.needs_registry for p in parts), readers=n)
+    merged = PassResult(None, sum(p.decoded for p in parts), sum(p.undecodable for p in parts),
+                        sum(p.needs_registry for p in parts), readers=n)
+    if spec.fleet is not None:
+        merged.fleet = FleetPart.merged([p.fleet for p in parts if p.fleet is not None])
+    else:
+        merged.agg = WouldBeDenies(spec.window, accounts=spec.accounts, detail=spec.detail)
+        merged.agg.merge([p.agg for p in parts if p.agg is not None])
+    return merged
+
+
+def shared_accounts(parts: list[PassResult]) -> set[str]:
+    """Accounts counted by more than one reader (their rows, or their counts)."""
+    seen: set[str] = set()
+    shared: set[str] = set()
+    for part in parts:
+        if part.fleet is not None:
+            mine: set[str] = {r["account_id"] for r in part.fleet.rows}
+        else:
+            assert part.agg is not None
+            mine = set(part.agg.accounts)
+        shared |= seen & mine
+        seen |= mine
+    return shared
 
 
 def in_processes(specs: list[PassSpec], argv: list[str] | None = None) -> list[PassResult]:
@@ -120,7 +183,7 @@ def in_processes(specs: list[PassSpec], argv: list[str] | None = None) -> list[P
     outputs: list[object] = [None] * len(procs)
     threads = [threading.Thread(target=_collect, args=(p, s, outputs, i), daemon=True)
                for i, (p, s) in enumerate(zip(procs, specs[1:], strict=True))]
-    with no_cyclic_gc():  # the readers' counts are unpickled here: millions of objects, no cycles
+    with no_cyclic_gc():  # the readers' rows or counts are unpickled here: many objects, no cycles
         for t in threads:
             t.start()
         try:
@@ -132,7 +195,6 @@ def in_processes(specs: list[PassSpec], argv: list[str] | None = None) -> list[P
         finally:
             for t in threads:
                 t.join()
-    mine.agg = mine.agg.without_id_tables()
     return [mine] + [_result(p, out, s) for p, out, s in zip(procs, outputs, specs[1:], strict=True)]
 
 
@@ -170,14 +232,14 @@ def reader_main() -> int:
     except Exception as exc:  # the report says it; one line, naming the reader
         pickle.dump(f"report reader of partitions {spec.partitions} failed: {exc}", sys.stdout.buffer)
         return READER_FAILED
-    result.agg = result.agg.without_id_tables()
     pickle.dump(result, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)  # streamed: no copy as bytes
     sys.stdout.buffer.flush()
     return 0
 
 
 def read_partitions(spec: PassSpec) -> PassResult:
-    """One reader over `spec.partitions`, in this process."""
+    """One reader over `spec.partitions`, in this process: its counts without their id tables (what
+    a merge needs), or for the fleet view its accounts' rows."""
     reader = EvalReader({**READER_LIMITS, **spec.props}, spec.topic, spec.partitions,
                         registry_url=spec.registry_url, raw_props=spec.raw_props)
     agg = WouldBeDenies(spec.window, accounts=spec.accounts, detail=spec.detail)
@@ -187,7 +249,12 @@ def read_partitions(spec: PassSpec) -> PassResult:
             count(reader, agg, spec.key)
         finally:
             reader.close()
-    return PassResult(agg, reader.decoded, reader.undecodable, reader.needs_registry)
+        result = PassResult(None, reader.decoded, reader.undecodable, reader.needs_registry)
+        if spec.fleet is not None:
+            result.fleet = FleetPart.of(agg, spec.fleet)
+        else:
+            result.agg = agg.without_id_tables()
+    return result
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from hypothesis import given
+from hypothesis import strategies as st
 
 from processor.codec.avro import EvalCodec
 from processor.codec.eval_fields import ReportCodec, ReportFields
@@ -49,3 +50,36 @@ def test_a_schema_with_another_layout_disables_the_fast_path() -> None:
     schema = dict(CODEC.schema_json)
     schema["fields"] = [f for f in schema["fields"] if f["name"] != "attemptId"]
     assert not ReportFields(EvalCodec(schema=schema)).enabled
+
+
+def _outcome(decode: Any, data: bytes) -> Any:
+    try:
+        return decode(data, 10)
+    except (IndexError, ValueError):
+        return "corrupt"
+
+
+LENGTHEN = (("id",), ("action",), ("attemptId",), ("initiator", "id"), ("initiator", "authnAccountId"),
+            ("target", "accountId"), ("target", "action"), None)
+
+
+@given(eval_events(TIMESTAMPS), st.sampled_from(LENGTHEN), st.integers(60, 70))
+def test_the_inlined_common_path_equals_the_general_one_on_every_prefix(
+        event: dict[str, Any], lengthen: tuple[str, ...] | None, size: int) -> None:
+    """`_short` (every length and enum index one byte, inlined) against `_flat` (any length): the same
+    fields, or both refuse, for the record cut at every byte; with one string made 60-70 bytes long
+    (a two-byte length from 64 on), so `_short`'s hand-over to `_flat` is taken too."""
+    if lengthen is not None:
+        *outer, last = lengthen
+        holder = event
+        for k in outer:
+            inner = dict(holder[k])
+            holder[k] = inner
+            holder = inner
+        holder[last] = "x" * size
+    data = CODEC.encode(event)
+    if lengthen is not None:
+        assert b"x" * size in data
+    assert _outcome(FIELDS._short, data) == _outcome(FIELDS._flat, data) != "corrupt"
+    for k in range(10, len(data)):
+        assert _outcome(FIELDS._short, data[:k]) == _outcome(FIELDS._flat, data[:k]), k
