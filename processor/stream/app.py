@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
@@ -86,6 +87,9 @@ def _run(flags: dict[str, Any], early_stop: threading.Event) -> int:
         return EXIT_USAGE
     # The liveness bound: how long no loop, wait or retry may turn before /livez fails (tests shorten it).
     health = Health(cfg.liveness_bound_s)
+    # SIGUSR1 writes every thread's stack to stderr, from C: it works even when a thread blocked in C
+    # holds the GIL (a soak life froze that way, docs/guarantees.md, Soak); nothing else changes.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     server = serve(cfg.metrics_host, cfg.metrics_port, metrics, health)
     log.info("http listening", extra=kv(port=server.port, paths=["/metrics", "/livez", "/readyz"]))
     processor: Processor | None = None

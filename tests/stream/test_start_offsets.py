@@ -65,3 +65,26 @@ def test_a_partition_whose_owner_died_in_a_transaction_starts_at_its_committed_o
     assert starts and starts[0] == {"0": 40}, f"assignments logged: {starts}\n{second.log()}"
     waits = [line for line in lines if line.get("msg") == "cannot read committed offsets; retrying"]
     assert waits, "the pending transaction's offsets were read at once: the test did not test the wait"
+
+
+def test_sigusr1_writes_every_threads_stack_and_the_processor_goes_on(topics: Topics, tmp_path: Path) -> None:
+    """The diagnosis of a frozen life (the third 60-minute soak of seed 20261208): SIGUSR1 makes `run`
+    write each thread's stack (faulthandler, from C), and the processor keeps serving and stops with 0."""
+    import signal
+
+    from tests.support.kafka_harness import wait_until
+    from tests.support.processor_harness import start_processor
+
+    topics.create(partitions=1)
+    produce(topics.bootstrap, topics.settings, [settings_record(doc("a", "monitor", []))])
+    proc = start_processor(topics, tmp_path)
+    try:
+        proc.wait_ready()
+        proc.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: "Current thread" in proc.log_path.read_text(errors="replace"), 20,
+                   "the stacks in the processor's output")
+        text = proc.log_path.read_text(errors="replace")
+        assert "in _watch_blocked" in text and ("in step" in text or "in turn" in text), text[-3000:]
+        assert proc.ready()
+    finally:
+        assert proc.terminate() == 0, proc.log()
