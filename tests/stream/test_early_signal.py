@@ -46,7 +46,8 @@ def _start(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_run_stopped_while_importing_exits_0_without_a_traceback() -> None:
+def _stop_while_importing() -> tuple[bool, int | None, str]:
+    """Start `run`, SIGTERM it once it holds the signal: (signal sent before the heavy imports, exit, stderr)."""
     proc = _start("run", "--bootstrap-servers", "127.0.0.1:1", "--metrics-port", "0")
     try:
         wait_until(lambda: _catches_sigterm(proc.pid), 30, "the executable to hold SIGTERM")
@@ -55,9 +56,21 @@ def test_run_stopped_while_importing_exits_0_without_a_traceback() -> None:
         _out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert not loaded_before_signal, "the signal came after the imports: this test no longer tests the window"
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err
+    return not loaded_before_signal, proc.returncode, err
+
+
+def test_run_stopped_while_importing_exits_0_without_a_traceback() -> None:
+    # On a loaded machine the poll may see the signal held only after the imports (CI, 1 of 1,341):
+    # such a try does not test the window, so up to 5 tries; every try must stop cleanly.
+    tries = []
+    for _ in range(5):
+        tries.append(_stop_while_importing())
+        if tries[-1][0]:
+            break
+    assert any(in_window for in_window, _, _ in tries), "the signal came after the imports in 5 tries"
+    for _, code, err in tries:
+        assert code == 0, err
+        assert "Traceback" not in err
 
 
 def test_a_tool_stopped_while_importing_still_stops() -> None:
