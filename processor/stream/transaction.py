@@ -285,13 +285,12 @@ class Transaction:
         if not assignment:
             self.rewind_incomplete = False
             return
-        committed = self._read_committed(assignment)
+        committed = self.start_offsets(assignment)  # the committed offsets, or the beginning if never any
         if committed is None:
             self.rewind_incomplete = True
             return
         backoff = 0.2
         for tp in committed:
-            tp.offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             while True:
                 try:
                     self.consumer.seek(tp)
