@@ -192,7 +192,7 @@ def run(opts: Options) -> Result:
                             epoch_ms, until, dict(ledger.churn))
         finally:
             fleet.kill_all()
-        verdict.problems += traffic.failures + churn.failures + sampler.crashes
+        verdict.problems += traffic.failures + churn.failures + sampler.crashes + fleet.frozen
         rows = _recoveries(nemesis, fleet, until, verdict)
         figures = _figures(opts, ledger, tail, nemesis, rows, until)
     return _write(opts, verdict, figures, rows, tail, sampler, nemesis, fleet)

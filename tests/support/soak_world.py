@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +43,8 @@ PROCESSOR_ENV = {**FAST, "ACCESS_EVAL_KAFKA_TRANSACTION_TIMEOUT_MS": "10000"}
 SHUTDOWN_TIMEOUT_S = 20.0
 PROCESSOR_ARGS = ("--batch-size", "500", "--shutdown-timeout-s", str(int(SHUTDOWN_TIMEOUT_S)))
 COUNTERS = ("access_eval_attempts_total", "access_eval_settings_records_total")
+#: A running, unpaused life whose /metrics has not answered for this long is frozen: its stacks are taken.
+FROZEN_S = 45.0
 
 
 @dataclass
@@ -58,6 +62,8 @@ class Life:
     paused: bool = False
     outcomes: dict[str, float] = field(default_factory=dict)  # access_eval_attempts_total by outcome
     scraped_at: float | None = None
+    unanswered_since: float | None = None  # the first unanswered scrape since the last answered one
+    stacks: Path | None = None  # where its stacks were written when it froze
 
     @property
     def committed(self) -> float:
@@ -67,7 +73,8 @@ class Life:
         return {"instance": self.instance, "life": self.number, "pid": self.proc.proc.pid,
                 "started": round(self.started, 3), "ended": None if self.ended is None else round(self.ended, 3),
                 "how": self.how, "rc": self.rc, "signalled": self.signalled, "counted": self.outcomes,
-                "last_scrape": self.scraped_at, "log": str(self.proc.log_path)}
+                "last_scrape": self.scraped_at, "log": str(self.proc.log_path),
+                "stacks": None if self.stacks is None else str(self.stacks)}
 
 
 def parse_outcomes(body: str) -> dict[str, float]:
@@ -94,6 +101,7 @@ class Fleet:
         self.lives: list[Life] = []
         self.rises: dict[str, list[tuple[float, float]]] = {n: [] for n in self.names}  # (prev scrape, scrape)
         self.lock = threading.Lock()
+        self.frozen: list[str] = []  # one line per life that froze, with where its stacks are
 
     def now(self) -> float:
         return time.monotonic() - self.clock
@@ -116,7 +124,13 @@ class Fleet:
             return
         status, body = life.proc.get("/metrics")
         if status != 200:
+            at = self.now()
+            if life.unanswered_since is None:
+                life.unanswered_since = at
+            elif at - life.unanswered_since > FROZEN_S and life.stacks is None and not life.paused:
+                self.take_stacks(life, f"/metrics unanswered since {life.unanswered_since:.1f} s")
             return
+        life.unanswered_since = None
         outcomes, at = parse_outcomes(body), self.now()
         with self.lock:
             if life.ended is not None:
@@ -148,19 +162,29 @@ class Fleet:
         else:
             try:
                 rc = life.proc.terminate(timeout)
-            except Exception:  # did not exit in time: a failure the checker reports (rc None)
+            except subprocess.TimeoutExpired:  # did not exit in time: a failure the checker reports (rc None)
+                if life.stacks is None:
+                    self.take_stacks(life, f"no exit {timeout:g} s after SIGTERM")
                 life.proc.kill()
                 rc = None
         with self.lock:
             life.ended, life.how, life.rc = self.now(), sig.name, rc
         return life
 
+    def take_stacks(self, life: Life, why: str) -> Path:
+        """Record a life that froze, with its stacks (`capture_stacks`)."""
+        out = capture_stacks(life.proc, f"{life.instance}#{life.number}: {why} (at {self.now():.1f} s)")
+        life.stacks = out
+        with self.lock:
+            self.frozen.append(f"{life.instance}#{life.number} froze ({why}); stacks: {out}")
+        return out
+
     def pause(self, name: str) -> Life | None:
         life = self.running(name)
         if life is not None and not life.paused:
             self.scrape(life)
             os.kill(life.proc.proc.pid, signal.SIGSTOP)
-            life.paused = True
+            life.paused, life.unanswered_since = True, None
         return life
 
     def resume(self, name: str) -> None:
@@ -168,7 +192,7 @@ class Fleet:
         if life is not None and life.paused:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(life.proc.proc.pid, signal.SIGCONT)
-            life.paused = False
+            life.paused, life.unanswered_since = False, None
 
     def exited_by_itself(self) -> list[Life]:
         """Lives whose process ended without a signal from the soak (a crash): recorded as ended."""
@@ -188,6 +212,30 @@ class Fleet:
                     os.kill(life.proc.proc.pid, signal.SIGCONT)
             life.proc.kill()
 
+
+
+def capture_stacks(proc: RunningProcessor, why: str) -> Path:
+    """Every thread's stack of a processor that froze, for the diagnosis: Python's (SIGUSR1: the
+    processor's faulthandler writes them to its log, from C, even while a thread holds the GIL) and,
+    when gdb is installed, the native ones (which C call blocks), into `<log>.stacks.txt`."""
+    pid = proc.proc.pid
+    out = proc.log_path.with_suffix(".stacks.txt")
+    lines = [f"pid {pid}: {why}"]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGUSR1)
+        lines.append(f"SIGUSR1 sent: Python stacks at the end of {proc.log_path.name}")
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        lines.append("gdb not installed: no native stacks")
+    else:
+        try:
+            done = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-ex", "thread apply all bt"],
+                                  capture_output=True, text=True, timeout=120)
+            lines += [done.stdout, done.stderr]
+        except subprocess.TimeoutExpired:
+            lines.append("gdb did not finish within 120 s")
+    out.write_text("\n".join(lines) + "\n")
+    return out
 
 
 def heal_cluster(info: ClusterInfo) -> None:
