@@ -270,6 +270,7 @@ class Processor:
             self.metrics,
             self.context,
             exactly_once=self.eos,
+            owned=self.membership.owned,
         )
         self.membership.txn = self.txn
         cfg = self.cfg

@@ -22,8 +22,9 @@ log = logging.getLogger("access_eval.pipeline")
 
 
 class Membership:
-    """This member's partitions, kept from the callbacks: consumer.assignment() raises while close()
-    destroys the handle, and close() serves the last revoke (the 60-minute soak's exit 1)."""
+    """This member's partitions and group metadata, kept from the callbacks: consumer.assignment()
+    raises while close() destroys the handle, and close() serves the last revoke (the 60-minute soak's
+    exit 1); both calls also hold the GIL while they wait (`Transaction.group_metadata`)."""
 
     def __init__(self, history: SettingsHistory, health: Health) -> None:
         self.history = history
@@ -38,6 +39,7 @@ class Membership:
         """Start the new partitions at the offsets the transaction reads, assigned explicitly; without
         them (stopping) the client reads the committed offsets itself."""
         self._hold(partitions)
+        self._group(consumer)
         starts = self.txn.start_offsets(partitions) if self.txn is not None and partitions else None
         if starts is not None:
             consumer.incremental_assign(starts)
@@ -47,6 +49,7 @@ class Membership:
     def on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Commit what was done before the partitions move, so the next owner starts after it."""
         self.moves += 1
+        self._group(consumer)
         txn = self.txn
         if txn is not None:
             if txn.open:
@@ -58,6 +61,7 @@ class Membership:
     def on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Lost partitions may already be owned by someone else: our open work must not commit."""
         self.moves += 1
+        self._group(consumer)
         txn = self.txn
         if txn is not None and txn.open:
             txn.abort()
@@ -66,6 +70,15 @@ class Membership:
             txn.forget(partitions)
         self._release(partitions)
         log.warning("partitions lost", extra=kv(partitions=[p.partition for p in partitions]))
+
+    def _group(self, consumer: Any) -> None:
+        """The group metadata the transaction's offsets go with, read where the generation changes:
+        here, at a rebalance, not per commit (`Transaction.group_metadata` says why)."""
+        if self.txn is not None:
+            try:
+                self.txn.group_metadata = consumer.consumer_group_metadata()
+            except RuntimeError:  # "not available": the next commit reads it itself
+                self.txn.group_metadata = None
 
     def _hold(self, partitions: list[TopicPartition]) -> None:
         # Versions are pruned below the minimum stream time over the partitions held (SPEC §5).

@@ -47,13 +47,23 @@ class Transaction:
     `store_offsets`, `tally`), the loop reads (`offsets`, `open`), and only the transaction changes them."""
 
     def __init__(
-        self, producer: TxnProducer, consumer: Any, metrics: Metrics, context: RunContext, *, exactly_once: bool
+        self, producer: TxnProducer, consumer: Any, metrics: Metrics, context: RunContext, *, exactly_once: bool,
+        owned: set[tuple[str, int]] | None = None,
     ) -> None:
         self.producer = producer
         self.consumer = consumer
         self.metrics = metrics
         self.context = context
         self.exactly_once = exactly_once
+        #: the partitions this member owns, kept by the rebalance callbacks (`Membership`): what a rewind seeks
+        self.owned: set[tuple[str, int]] = set() if owned is None else owned
+        #: the member's group metadata (generation, member id) as of the last rebalance callback, which
+        #: sets it: the offsets are sent with it. Not read per commit: confluent-kafka's
+        #: consumer_group_metadata() and assignment() wait for librdkafka's main thread while holding the
+        #: GIL, which stops every thread (HTTP, signals) while they wait; a soak life froze that way
+        #: (docs/guarantees.md, Soak). A generation older than the group's is refused by the broker
+        #: (the commit aborts and its work is redone), never accepted.
+        self.group_metadata: Any = None
         #: next offset to consume per (topic, partition), for the batches since the last commit
         self._offsets: dict[tuple[str, int], int] = {}
         #: what those batches decided, counted into Prometheus only when they commit
@@ -161,7 +171,10 @@ class Transaction:
                 # if the group's offsets carry it (another owner may commit the same offsets meanwhile).
                 self._token = f"access-eval:{uuid.uuid4().hex}"
                 offsets = [TopicPartition(t, p, o, metadata=self._token) for (t, p), o in self._offsets.items()]
-                self.producer.send_offsets(offsets, self.consumer.consumer_group_metadata())
+                group = self.group_metadata
+                if group is None:  # no rebalance callback ran yet (offsets without one: a test's consumer)
+                    group = self.consumer.consumer_group_metadata()
+                self.producer.send_offsets(offsets, group)
             self._offsets_sent = True  # a retriable commit failure retries commit_transaction only
             self._committing = True
             self.producer.commit()
@@ -277,15 +290,11 @@ class Transaction:
         Continuing from the current position instead would skip the aborted work: a failed seek is
         retried; if the instance stops before it succeeds, nothing more commits (`rewind_incomplete`)."""
         self.rewinds += 1
-        try:
-            assignment = self.consumer.assignment()
-        except KafkaException:  # close() is destroying the handle (a lost callback it serves): nothing is read
-            self.rewind_incomplete = True  # after this, and nothing more may commit
-            return
-        if not assignment:
+        if not self.owned:
             self.rewind_incomplete = False
             return
-        committed = self.start_offsets(assignment)  # the committed offsets, or the beginning if never any
+        # the committed offsets, or the beginning if never any
+        committed = self.start_offsets([TopicPartition(t, p) for t, p in sorted(self.owned)])
         if committed is None:
             self.rewind_incomplete = True
             return
@@ -296,8 +305,7 @@ class Transaction:
                     self.consumer.seek(tp)
                     break
                 except KafkaException as exc:
-                    owned = {(a.topic, a.partition) for a in self.consumer.assignment()}
-                    if (tp.topic, tp.partition) not in owned:
+                    if (tp.topic, tp.partition) not in self.owned:
                         break  # no longer ours: its next owner starts from the committed offset
                     if time.monotonic() > self.context.stop_deadline:
                         self.rewind_incomplete = True

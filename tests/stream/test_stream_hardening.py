@@ -267,9 +267,6 @@ def test_a_committed_read_with_a_partition_error_is_retried_not_taken_as_the_beg
     seeks: list[tuple[int, int]] = []
 
     class Consumer:
-        def assignment(self) -> list[_Committed]:
-            return [_Committed(0, -1001), _Committed(1, -1001)]
-
         def committed(self, partitions: list[object], timeout: float = -1) -> list[_Committed]:
             return answers.pop(0)
 
@@ -282,7 +279,7 @@ def test_a_committed_read_with_a_partition_error_is_retried_not_taken_as_the_beg
 
     txn = Transaction.__new__(Transaction)
     txn.consumer, txn.context, txn.rewinds = Consumer(), RunContext(Health()), 0  # type: ignore[arg-type]
-    txn._has_committed = set()
+    txn._has_committed, txn.owned = set(), {("attempts", 0), ("attempts", 1)}
     txn.rewind()
     assert seeks == [(0, 42), (1, 7)]
     assert not answers and txn.rewind_incomplete is False

@@ -24,6 +24,8 @@ class FakeConsumer:
         self.closed = False
         self.live = True
         self.explicit: dict[int, int] | None = None  # offsets the assign callback gave (`incremental_assign`)
+        self.generation = 0  # the group generation this member is in: each rebalance callback starts a new one
+        self.in_callback = False
         cluster.consumers.append(self)
 
     def _fault(self, name: str) -> None:
@@ -34,28 +36,44 @@ class FakeConsumer:
     def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None) -> None:
         self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
 
+    def _blocking_call(self, name: str) -> None:
+        """confluent-kafka's assignment() and consumer_group_metadata() wait for librdkafka's main thread
+        while holding the GIL (every thread stops meanwhile; a 60-minute soak life froze so): the
+        processor makes them only inside a rebalance callback, where the group is being served."""
+        if not self.in_callback:
+            self.cluster.violations.append(f"{name}() outside a rebalance callback (holds the GIL while it waits)")
+
     def assignment(self) -> list[TopicPartition]:
+        self._blocking_call("assignment")
         return [TopicPartition(ATTEMPTS, p) for p in sorted(self.assigned)]
 
     def fire_events(self) -> None:
         while self.events:
             kind, parts = self.events.pop(0)
             tps = [TopicPartition(ATTEMPTS, p) for p in parts]
-            if kind == "assign":
-                self.explicit = None
-                self.callbacks["assign"](self, tps)
-                for p in parts:
-                    self.assigned[p] = self._start(p)
-            elif kind == "revoke":
-                self.callbacks["revoke"](self, tps)
-                for p in parts:
-                    self.assigned.pop(p, None)
-                    if self.cluster.owner.get(p) is self:
-                        self.cluster.owner[p] = None
-            else:  # lost: the group already gave the partitions away
-                self.callbacks["lost"](self, tps)
-                for p in parts:
-                    self.assigned.pop(p, None)
+            self.generation += 1
+            self.in_callback = True
+            try:
+                self._fire(kind, parts, tps)
+            finally:
+                self.in_callback = False
+
+    def _fire(self, kind: str, parts: list[int], tps: list[TopicPartition]) -> None:
+        if kind == "assign":
+            self.explicit = None
+            self.callbacks["assign"](self, tps)
+            for p in parts:
+                self.assigned[p] = self._start(p)
+        elif kind == "revoke":
+            self.callbacks["revoke"](self, tps)
+            for p in parts:
+                self.assigned.pop(p, None)
+                if self.cluster.owner.get(p) is self:
+                    self.cluster.owner[p] = None
+        else:  # lost: the group already gave the partitions away
+            self.callbacks["lost"](self, tps)
+            for p in parts:
+                self.assigned.pop(p, None)
 
     def incremental_assign(self, tps: list[TopicPartition]) -> None:
         """Called by the assign callback: the partitions start at these offsets (no read of its own)."""
@@ -120,8 +138,9 @@ class FakeConsumer:
             raise kerr("state", "seek")
         self.assigned[tp.partition] = 0 if tp.offset == OFFSET_BEGINNING else tp.offset
 
-    def consumer_group_metadata(self) -> FakeConsumer:
-        return self
+    def consumer_group_metadata(self) -> FakeGroupMetadata:
+        self._blocking_call("consumer_group_metadata")
+        return FakeGroupMetadata(self, self.generation)
 
     def check_owned(self, parts: list[int], what: str) -> None:
         """Offsets for a partition the application was told it no longer owns are a violation; for one the
@@ -146,11 +165,31 @@ class FakeConsumer:
             return
         self.closed = True
         mine = sorted(self.assigned)
-        if mine and self.callbacks.get("revoke"):
-            self.callbacks["revoke"](self, [TopicPartition(ATTEMPTS, p) for p in mine])
+        if mine and self.callbacks.get("revoke"):  # close() serves the last revoke: a callback too
+            self.in_callback = True
+            try:
+                self.callbacks["revoke"](self, [TopicPartition(ATTEMPTS, p) for p in mine])
+            finally:
+                self.in_callback = False
         for p in mine:
             if self.cluster.owner.get(p) is self:
                 self.cluster.owner[p] = None
         self.assigned.clear()
         self.events.clear()
         self.live = False
+
+
+class FakeGroupMetadata:
+    """What consumer_group_metadata() returns: the member and its generation at the call. Offsets sent
+    with an older generation than the member's are refused, as the broker refuses them (KIP-447)."""
+
+    def __init__(self, consumer: FakeConsumer, generation: int) -> None:
+        self.consumer = consumer
+        self.generation = generation
+
+    def check_owned(self, parts: list[int], what: str) -> None:
+        if self.generation != self.consumer.generation:
+            raise KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION,
+                                            f"{what}: generation {self.generation} is not the group's",
+                                            txn_requires_abort=True))
+        self.consumer.check_owned(parts, what)
