@@ -134,7 +134,7 @@ def test_parse_duration() -> None:
     assert set(KINDS) >= {"proc-kill", "broker-kill", "quorum-loss", "partition-all", "proc-pause", "rolling-restart"}
 
 
-def test_sigterm_exit_1_only_when_kafka_was_unreachable_for_the_whole_shutdown_timeout() -> None:
+def test_sigterm_exit_1_only_when_kafka_was_unreachable_during_the_shutdown_timeout() -> None:
     from tests.support.soak_check import sigterm_exits
     from tests.support.soak_world import SHUTDOWN_TIMEOUT_S, Life
 
@@ -143,8 +143,11 @@ def test_sigterm_exit_1_only_when_kafka_was_unreachable_for_the_whole_shutdown_t
                     signalled=signalled)
 
     windows = Windows([Fault(3, "partition-all", "p0<->broker-1,broker-2,broker-3", 40.0, 70.0)], 0, 100.0)
+    # p0#6: the fault began during the stop (the 60-minute soak of 7b6118b: the transaction
+    # coordinator's broker was killed 3.7 s after the SIGTERM, and the commit could not finish).
     lives = [life(1, 0, 10.0, 1.0), life(2, 1, 45.0, SHUTDOWN_TIMEOUT_S + 0.5), life(3, 1, 45.0, 2.0),
-             life(4, 1, 80.0, SHUTDOWN_TIMEOUT_S + 0.5), life(5, -9, 50.0, 1.0)]
+             life(4, 1, 80.0, SHUTDOWN_TIMEOUT_S + 0.5), life(5, -9, 50.0, 1.0),
+             life(6, 1, 35.0, SHUTDOWN_TIMEOUT_S + 0.5)]
     bad, allowed = sigterm_exits(lives, windows)
-    assert [a.split(" ")[0] for a in allowed] == ["p0#2"]
+    assert [a.split(" ")[0] for a in allowed] == ["p0#2", "p0#6"]
     assert [b.split(" ")[0] for b in bad] == ["p0#3", "p0#4", "p0#5"]
