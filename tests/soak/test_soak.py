@@ -89,11 +89,15 @@ def test_checker_names_lost_duplicated_and_differing_events_with_their_fault_win
            (Msg(1, 2, b""), projection("stranger"))]
     windows = Windows([Fault(7, "broker-kill", "broker-2", 10.5, 12.0)], epoch, 30.0)
     v = Verdict()
-    check_events(v, expected, inputs, got, windows)
+    # the lost one was written once, in a transaction that was aborted (the 60-minute run of 7b6118b)
+    aborted = {"lost": [Msg(5, 440, b"", ts=epoch + 11_000)]}
+    check_events(v, expected, inputs, got, windows, aborted=aborted)
     assert (v.lost, v.duplicated, v.mismatched, v.unexpected, v.events_checked) == (1, 1, 1, 1, 5)
     by_kind = {d["kind"]: d for d in v.diffs}
     assert by_kind["lost"]["attempt"] == "lost" and by_kind["lost"]["input"] == [2, 1]
     assert by_kind["lost"]["published_in"] == ["#7 broker-kill broker-2 [10.5-12.0 s]"]
+    assert by_kind["lost"]["aborted_output"] == [[5, 440]]
+    assert by_kind["lost"]["aborted_output_in"] == [["#7 broker-kill broker-2 [10.5-12.0 s]"]]
     assert by_kind["duplicated"]["output"] == [[0, 1], [1, 0]]
     assert by_kind["duplicated"]["output_in"] == [["#7 broker-kill broker-2 [10.5-12.0 s]"], ["none (t=16.0 s)"]]
     assert "responseData.decision 'Permit' (model: 'Deny')" in by_kind["content"]["fields"]

@@ -144,9 +144,12 @@ def decode(evals: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
 
 def check_events(v: Verdict, expected: dict[str, dict[str, Any]], inputs: dict[str, Any],
                  evals: list[tuple[Any, dict[str, Any]]], windows: Windows,
-                 churn: dict[str, list[str]] | None = None) -> None:
+                 churn: dict[str, list[str]] | None = None,
+                 aborted: dict[str, list[Any]] | None = None) -> None:
     """Each expected attempt id exactly once, equal to the model's projection; nothing else. `churn`:
-    the settings changes of each account, named in each difference."""
+    the settings changes of each account, named in each difference. `aborted`: the records of aborted
+    transactions per attempt id; a lost event names its aborted copies (written, then aborted, while
+    its input offset was committed: a transaction whose outcome was split) or says there were none."""
     got: dict[str, list[tuple[Any, dict[str, Any]]]] = defaultdict(list)
     for m, projection in evals:
         got[projection["attemptId"]].append((m, projection))
@@ -168,7 +171,9 @@ def check_events(v: Verdict, expected: dict[str, dict[str, Any]], inputs: dict[s
             continue
         if not copies:
             v.lost += 1
-            v.add("lost", **where)
+            gone = (aborted or {}).get(aid, [])
+            v.add("lost", **where, aborted_output=[list(_coords(m)) for m in gone],
+                  aborted_output_in=[windows.at_ms(m.timestamp()[1]) for m in gone])
             continue
         if len(copies) > 1:
             v.duplicated += len(copies) - 1
@@ -205,12 +210,23 @@ def check_dead(v: Verdict, invalid: set[tuple[int, int]], dead: list[Any], sourc
             v.add("dead letter duplicated", **where, copies=n)
 
 
-def check_isolation(v: Verdict, bootstrap: str, topic: str, committed: list[Any]) -> None:
+def check_isolation(v: Verdict, bootstrap: str, topic: str, committed: list[Any]) -> list[Any]:
+    """Counts what read_committed shows that the topic does not hold, and the aborted records; returns those."""
     everything = read_all(bootstrap, topic, "read_uncommitted")
     all_coords = {_coords(m) for m in everything}
     seen = {_coords(m) for m in committed}
     v.uncommitted_visible += len(seen - all_coords)
     v.aborted_records += len(all_coords - seen)
+    return [m for m in everything if _coords(m) not in seen]
+
+
+def aborted_by_attempt(aborted: list[Any]) -> dict[str, list[Any]]:
+    """The aborted eval event records per attempt id."""
+    out: dict[str, list[Any]] = defaultdict(list)
+    codec = EvalCodec()
+    for m in aborted:
+        out[str(codec.decode(m.value()).get("attemptId"))].append(m)
+    return out
 
 
 def check_counters(v: Verdict, lives: list[dict[str, Any]], outcomes: list[str]) -> None:
@@ -272,10 +288,10 @@ def check(topics: Topics, settings: list[SettingsRecord], lives: list[dict[str, 
     except AssertionError as exc:
         v.problems.append(str(exc))
         return v
-    check_events(v, spec.events, inputs, decode(evals), windows, churn)
-    check_dead(v, invalid, dead, topics.attempts, windows, {_coords(m): m.timestamp()[1] for m in attempts})
-    check_isolation(v, bootstrap, topics.evals, evals)
+    aborted = check_isolation(v, bootstrap, topics.evals, evals)
     check_isolation(v, bootstrap, topics.dlq, dead)
+    check_events(v, spec.events, inputs, decode(evals), windows, churn, aborted_by_attempt(aborted))
+    check_dead(v, invalid, dead, topics.attempts, windows, {_coords(m): m.timestamp()[1] for m in attempts})
     v.bad_exits, v.exits_unreachable = sigterm_exits(term_exits, windows)
     check_counters(v, lives, spec.outcomes)
     return v
