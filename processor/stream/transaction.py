@@ -245,8 +245,11 @@ class Transaction:
         self._discard()
 
     def _read_committed(self, partitions: list[TopicPartition]) -> list[TopicPartition] | None:
-        """The group's committed offsets, retried until read (None past the shutdown deadline)."""
+        """The group's committed offsets, retried until read (None past the shutdown deadline). A failed
+        read makes the instance unready until a read succeeds: the problem is its own, so the success
+        clears it (nothing else may come to commit and clear it: an idle instance stayed unready)."""
         backoff = 0.5
+        failed = False
         while True:
             self.context.health.mark_progress()  # each read may take its 10 s: a chain of them is progress
             try:
@@ -254,17 +257,20 @@ class Transaction:
                 # A partition's own error comes with offset -1001, which must not read as "nothing
                 # committed yet": rewinding to the beginning would redo every input of the partition.
                 # Nor may -1001 for a partition known to have a committed offset.
-                failed = next((tp for tp in committed if tp.error is not None or (
+                bad = next((tp for tp in committed if tp.error is not None or (
                     tp.offset < 0 and (tp.topic, tp.partition) in self._has_committed)), None)
-                if failed is None:
+                if bad is None:
                     self._has_committed.update((tp.topic, tp.partition) for tp in committed if tp.offset >= 0)
+                    if failed:
+                        self.context.health.set_problem(None)
                     return committed
-                why = failed.error.str() if failed.error is not None else "no committed offset, but one was seen"
-                error = f"partition {failed.partition}: {why}"
+                why = bad.error.str() if bad.error is not None else "no committed offset, but one was seen"
+                error = f"partition {bad.partition}: {why}"
             except KafkaException as exc:
                 error = exc.args[0].str()
             if time.monotonic() > self.context.stop_deadline:  # stopping, and out of time
                 return None
+            failed = True
             self.context.health.set_problem("cannot read committed offsets: " + error)
             self.context.health.mark_progress()
             log.warning("cannot read committed offsets; retrying", extra=kv(error=error))
