@@ -157,6 +157,7 @@ def run(opts: Options) -> Result:
         churn.initial(traffic.initial)
         fleet = Fleet(topics, info, opts.out, opts.processors, clock)
         nemesis = Nemesis(fleet, info, opts.seed, timeline, opts.kinds, opts.mean_gap_s)
+        sampler: Sampler | None = None
         try:
             for name in fleet.names:
                 fleet.start(name)
@@ -191,6 +192,13 @@ def run(opts: Options) -> Result:
             verdict = check(topics, ledger.history(), [x.summary() for x in fleet.lives], exits, nemesis.faults,
                             epoch_ms, until, dict(ledger.churn))
         finally:
+            # On a failure too, nothing may start a processor after the kill: the sampler restarts a
+            # life that exited and the nemesis one it stopped (a failed settle left three orphans).
+            if sampler is not None:
+                sampler.stop.set()
+                sampler.join(30)
+            if nemesis.is_alive():
+                nemesis.finish(timeout=60)
             fleet.kill_all()
         verdict.problems += traffic.failures + churn.failures + sampler.crashes + fleet.frozen
         rows = _recoveries(nemesis, fleet, until, verdict)
