@@ -117,6 +117,17 @@ def _settle(fleet: Fleet, nemesis: Nemesis, info: Any, topics: Any, timeline: Ti
     timeline.write("all committed")
 
 
+def _stop_all(sampler: Sampler | None, nemesis: Nemesis, fleet: Fleet) -> None:
+    """Every processor killed, on a failure too. Nothing may start one after the kill: the sampler
+    restarts a life that exited and the nemesis one it stopped (a failed settle left three orphans)."""
+    if sampler is not None:
+        sampler.stop.set()
+        sampler.join(30)
+    if nemesis.is_alive():
+        nemesis.finish(timeout=60)
+    fleet.kill_all()
+
+
 def _recoveries(nemesis: Nemesis, fleet: Fleet, until: float, verdict: Verdict) -> list[dict[str, Any]]:
     """Each fault's row with its recovery time; a fault not recovered from within the limit fails the soak."""
     rows = []
@@ -192,14 +203,7 @@ def run(opts: Options) -> Result:
             verdict = check(topics, ledger.history(), [x.summary() for x in fleet.lives], exits, nemesis.faults,
                             epoch_ms, until, dict(ledger.churn))
         finally:
-            # On a failure too, nothing may start a processor after the kill: the sampler restarts a
-            # life that exited and the nemesis one it stopped (a failed settle left three orphans).
-            if sampler is not None:
-                sampler.stop.set()
-                sampler.join(30)
-            if nemesis.is_alive():
-                nemesis.finish(timeout=60)
-            fleet.kill_all()
+            _stop_all(sampler, nemesis, fleet)
         verdict.problems += traffic.failures + churn.failures + sampler.crashes + fleet.frozen
         rows = _recoveries(nemesis, fleet, until, verdict)
         figures = _figures(opts, ledger, tail, nemesis, rows, until)
