@@ -224,9 +224,8 @@ def check_isolation(v: Verdict, bootstrap: str, topic: str, committed: list[Any]
 def aborted_by_attempt(aborted: list[Any]) -> dict[str, list[Any]]:
     """The aborted eval event records per attempt id."""
     out: dict[str, list[Any]] = defaultdict(list)
-    codec = EvalCodec()
-    for m in aborted:
-        out[str(codec.decode(m.value()).get("attemptId"))].append(m)
+    for m, projection in decode(aborted):
+        out[str(projection["attemptId"])].append(m)
     return out
 
 
