@@ -152,9 +152,38 @@ def test_sigterm_exit_1_only_when_kafka_was_unreachable_during_the_shutdown_time
     lives = [life(1, 0, 10.0, 1.0), life(2, 1, 45.0, SHUTDOWN_TIMEOUT_S + 0.5), life(3, 1, 45.0, 2.0),
              life(4, 1, 80.0, SHUTDOWN_TIMEOUT_S + 0.5), life(5, -9, 50.0, 1.0),
              life(6, 1, 35.0, SHUTDOWN_TIMEOUT_S + 0.5)]
-    bad, allowed = sigterm_exits(lives, windows)
+    bad, allowed = sigterm_exits(lives, windows, {"p0": [(74.0, 74.5)]})  # p0 committed again after the fault
     assert [a.split(" ")[0] for a in allowed] == ["p0#2", "p0#6"]
     assert [b.split(" ")[0] for b in bad] == ["p0#3", "p0#4", "p0#5"]
+
+
+def test_only_a_fault_that_cuts_that_instance_off_explains_its_sigterm_exit_1() -> None:
+    """The 60-minute run of 1318996 allowed `p2#53`'s exit 1 by naming a partition of p0 from a broker:
+    p2 does not go through the proxy. What did cut p2 off was broker 3, killed 20 s before the signal
+    and restarted 5 s before it; p2 had not committed since (its committed offsets could not be read).
+    A fault counts for the instances it hits, while under way or until the instance commits again."""
+    from tests.support.soak_check import sigterm_exits
+    from tests.support.soak_world import SHUTDOWN_TIMEOUT_S, Life
+
+    def life(instance: str, n: int, signalled: float) -> Life:
+        return Life(instance, n, proc=None, started=0.0, ended=signalled + SHUTDOWN_TIMEOUT_S + 0.5,  # type: ignore[arg-type]
+                    how="SIGTERM", rc=1, signalled=signalled)
+
+    proxy = Fault(353, "partition-one", "p0<->broker-1", 2804.8, 2815.1, affected=["p0"])
+    broker = Fault(352, "broker-kill", "broker-3", 2793.9, 2809.8, affected=["p0", "p1", "p2"])
+    old = Fault(300, "broker-kill", "broker-1", 2000.0, 2030.0, affected=["p0", "p1", "p2"])
+    signalled = 2814.8
+    # p2 committed after the old fault, not after broker 3's restart; p1 committed after it too
+    rises = {"p2": [(2100.0, 2100.5)], "p1": [(2811.0, 2811.5)]}
+    bad, allowed = sigterm_exits([life("p2", 53, signalled)], Windows([proxy], 0, 3600.0), rises)
+    assert [b.split(" ")[0] for b in bad] == ["p2#53"] and allowed == []  # the old rule allowed it
+    bad, allowed = sigterm_exits([life("p0", 1, signalled)], Windows([proxy], 0, 3600.0), rises)
+    assert bad == [] and "#353 partition-one" in allowed[0]
+    windows = Windows([proxy, broker, old], 0, 3600.0)
+    bad, allowed = sigterm_exits([life("p2", 53, signalled), life("p1", 7, signalled)], windows, rises)
+    assert [a.split(" ")[0] for a in allowed] == ["p2#53"] and "#352 broker-kill broker-3" in allowed[0]
+    assert "not recovered from" in allowed[0] and "#300" not in allowed[0] and "#353" not in allowed[0]
+    assert [b.split(" ")[0] for b in bad] == ["p1#7"]  # it had committed since the restart
 
 
 def test_a_sigterm_before_the_interpreter_ran_any_code_may_end_it_by_the_signal(tmp_path: Path) -> None:

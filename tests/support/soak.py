@@ -28,13 +28,11 @@ from typing import Any
 
 from tests.cluster.test_cluster import running_cluster
 from tests.support.processor_harness import wait_all_committed
-from tests.support.soak_check import FINAL, Verdict, check
+from tests.support.soak_check import FINAL, RECOVERY_LIMIT_S, Verdict, check
 from tests.support.soak_nemesis import KINDS, Nemesis
 from tests.support.soak_report import Timeline, fault_counts, plot, recovery, summary
 from tests.support.soak_traffic import Churn, Ledger, Tail, Traffic, now_ms
 from tests.support.soak_world import SCRAPE_S, Fleet, heal_cluster, soak_topics, wait_fleet_ready
-
-RECOVERY_LIMIT_S = 180.0
 
 
 @dataclass
@@ -201,7 +199,7 @@ def run(opts: Options) -> Result:
                     life.how = FINAL
                     exits.append(life)
             verdict = check(topics, ledger.history(), [x.summary() for x in fleet.lives], exits, nemesis.faults,
-                            epoch_ms, until, dict(ledger.churn))
+                            epoch_ms, until, dict(ledger.churn), fleet.rises)
         finally:
             _stop_all(sampler, nemesis, fleet)
         verdict.problems += traffic.failures + churn.failures + sampler.crashes + fleet.frozen
