@@ -193,10 +193,14 @@ def test_the_bootstrap_step_has_the_effect_of_apply_record() -> None:
         types = {"user": {"state": state, "external_allowed_accounts": [f"{i:032x}", B]}}
         if i % 4 == 3:
             types["service"] = {"state": "monitor", "external_allowed_accounts": [f"{j:032x}" for j in range(12)]}
+        elif i % 4 == 1:  # the usual record: three alike types (packed inline by `packed_record`)
+            types = dict.fromkeys(("user", "service_id", "service"), types["user"])
         body = {"account_id": acct, "external_account_identity_interaction": {"identity_types": types}}
         if i % 2:
             body["updated_at"] = f"2026-01-01T00:{i % 60:02d}:00Z"
         key = acct.upper().encode() if i % 13 == 12 else acct.encode()
+        if i % 17 == 16:  # 32 characters that `int(_, 16)` reads as the same number: not the normal form
+            key = ("0x" + acct[2:]).encode() if i % 2 else (" " + acct[1:]).encode()
         return key, json.dumps(body).encode()
 
     plain, fast = SettingsHistory(), SettingsHistory()
