@@ -8,7 +8,7 @@ validation, the rules) is `settings_doc`; its names are re-exported here, so cal
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 
 from processor.core.compact import (
     HEAD_BYTES,
@@ -66,6 +66,8 @@ DEFAULT_RETENTION_MS = 24 * 3600 * 1000
 #: Unpacked versions kept for the hot path (~0.5 µs saved per lookup of a recently read account).
 UNPACKED_MAX = 65_536
 _UNBOUND = object()
+#: A settings record as `apply_canonical_run` reads it: key, value, timestamp (ms), partition, offset.
+CanonicalRecord = tuple[bytes | None, bytes | None, int, int, int]
 #: What a record key in the normal form of a hex account id holds: 32 of these (`apply_canonical`
 #: deletes them and finds nothing left; a C call, cheaper than a regular expression per record).
 _HEX_DIGITS = b"0123456789abcdef"
@@ -178,24 +180,38 @@ class SettingsHistory:
         """`apply_record` for the bootstrap's common case in one step (same effect and counters): a canonical
         record (`settings_fast`) under a normal 32-hex key, of an account not held yet, whose version packs.
         False: nothing changed, use `apply_record`."""
-        if not value or not key or len(key) != 32 or key.translate(None, _HEX_DIGITS) or self._topic_last[0] != topic:
-            return False
-        kb = int(key, 16)  # exact: 32 lower-case hex digits, nothing else (checked above)
-        if kb in self._accounts:
-            return False
-        account = key.decode("ascii")
-        packed = packed_record(value, account, timestamp_ms, self._topic_last[1], partition, offset)
-        if packed is None:
-            return False
-        self._accounts[kb] = packed
-        if not packed[HEAD_BYTES - 1] & 0x3F:  # `compact.packed_resets`, inlined (once per record)
-            self._resets.append(kb)
-        if self._invalid_latest:
-            self._invalid_latest.pop(account, None)
-        self.versions += 1
-        self.applied += 1
-        self.last_downgrade = None
-        return True
+        return self.apply_canonical_run([(key, value, timestamp_ms, partition, offset)], 0, topic) == 1
+
+    def apply_canonical_run(self, records: Sequence[CanonicalRecord], start: int, topic: str | None) -> int:
+        """`apply_canonical` of records[start:] up to the first it does not take; returns that one's index
+        (len(records): all taken). One call per run of a fetched batch (bench/README.md, series Q)."""
+        if self._topic_last[0] != topic:
+            return start
+        index = self._topic_last[1]
+        accounts, resets, invalid = self._accounts, self._resets, self._invalid_latest
+        i, end = start, len(records)
+        while i < end:
+            key, value, timestamp_ms, partition, offset = records[i]
+            if not value or not key or len(key) != 32 or key.translate(None, _HEX_DIGITS):
+                break
+            kb = int(key, 16)  # exact: 32 lower-case hex digits, nothing else (checked above)
+            if kb in accounts:
+                break
+            account = key.decode("ascii")
+            packed = packed_record(value, account, timestamp_ms, index, partition, offset)
+            if packed is None:
+                break
+            accounts[kb] = packed
+            if not packed[HEAD_BYTES - 1] & 0x3F:  # `compact.packed_resets`, inlined (once per record)
+                resets.append(kb)
+            if invalid:
+                invalid.pop(account, None)
+            i += 1
+        if i > start:
+            self.versions += i - start
+            self.applied += i - start
+            self.last_downgrade = None
+        return i
 
     def bind_topic(self, topic: str | None) -> None:
         """Records of this topic may take `apply_canonical` (the topic's index in packed versions)."""

@@ -10,6 +10,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Mapping
+from operator import itemgetter
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -21,6 +22,7 @@ from processor.kafka.errors import STALE_LEADER_ERRORS
 from processor.logs import kv
 
 log = logging.getLogger("access_eval.settings")
+_PARTITION, _OFFSET = itemgetter(3), itemgetter(4)
 
 
 def log_downgrade(metrics: Any, account: str, types: list[str], topic: str, partition: int, offset: int) -> None:
@@ -138,33 +140,44 @@ class SettingsTable:
         return applied
 
     def _apply_batch(self, msgs: list[Message]) -> int:
-        applied = one_step = 0
-        canonical, position, topic, on_record = self.history.apply_canonical, self.position, self.topic, self.on_record
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    # The end offset reported at EOF also covers trailing transaction markers.
-                    p, off = m.partition(), m.offset()
-                    if p is not None and off is not None:
-                        position[p] = max(position[p], off)
-                else:
-                    log.warning("settings consumer error", extra=kv(error=err.str()))
+        """Runs of one-step records (`SettingsHistory.apply_canonical_run`, one call per run), each other
+        message in its place in between: errors, end-of-partition events and records for `apply_record`."""
+        records = [(m.key(), m.value(), m.timestamp()[1], m.partition(), m.offset()) for m in msgs]
+        run, topic, position = self.history.apply_canonical_run, self.topic, self.position
+        applied = one_step = i = 0
+        while i < len(msgs):
+            taken = run(records, i, topic)  # type: ignore[arg-type]  # partition, offset: ints for records
+            if taken > i:
+                self._took(records, i, taken)
+                one_step += taken - i
+                applied += taken - i
+                i = taken
                 continue
-            p, off = m.partition(), m.offset()
-            assert p is not None and off is not None
-            key, value, ts = m.key(), m.value(), m.timestamp()[1]
-            if canonical(key, value, ts, topic, p, off):
-                position[p] = off + 1  # the bootstrap's common case: nothing to log, counted once per batch
-                one_step += 1
-                if on_record is not None:
-                    on_record(key, value, ts, topic, p, off, None)
-            else:
+            m = msgs[i]
+            i += 1
+            err = m.error()
+            if err is None:
                 self._apply(m)
-            applied += 1
+                applied += 1
+            elif err.code() == KafkaError._PARTITION_EOF:
+                # The end offset reported at EOF also covers trailing transaction markers.
+                p, off = m.partition(), m.offset()
+                if p is not None and off is not None:
+                    position[p] = max(position[p], off)
+            else:
+                log.warning("settings consumer error", extra=kv(error=err.str()))
         if one_step and self.metrics is not None:
             self.metrics.settings_applied(one_step)
         return applied
+
+    def _took(self, records: list[tuple[Any, ...]], start: int, end: int) -> None:
+        """Records start..end were applied in one step: positions (each partition's last, in C), `on_record`."""
+        taken = records[start:end]
+        for p, off in dict(zip(map(_PARTITION, taken), map(_OFFSET, taken), strict=True)).items():
+            self.position[p] = off + 1
+        if self.on_record is not None:
+            for key, value, ts, p, off in taken:
+                self.on_record(key, value, ts, self.topic, p, off, None)
 
     def _apply(self, m: Message) -> None:
         p, off = m.partition(), m.offset()
