@@ -39,7 +39,7 @@ from processor.codec.avro import EvalCodec
 from tests.support.kafka_harness import Topics
 from tests.support.processor_harness import end_offsets
 from tests.support.soak_nemesis import Fault
-from tests.support.soak_world import SHUTDOWN_TIMEOUT_S, Life
+from tests.support.soak_world import SHUTDOWN_TIMEOUT_S, Life, first_commit_after
 from tests.support.spec_model import SettingsRecord, differences, expect, project
 
 MAX_DIFFS = 20
@@ -155,9 +155,10 @@ class Windows:
             end = self.end(f)
             if f.kind not in UNREACHABLE_KINDS or (f.affected and instance not in f.affected) or f.start > t1:
                 continue
-            if end < t0 and (t0 - end > RECOVERY_LIMIT_S
-                             or any(prev >= end and seen <= t0 for prev, seen in rises.get(instance, []))):
-                continue  # recovered from (it committed since), or too long ago
+            if end < t0:
+                seen = first_commit_after(rises, instance, end)
+                if t0 - end > RECOVERY_LIMIT_S or (seen is not None and seen <= t0):
+                    continue  # recovered from (it committed since), or too long ago
             out.append(self.name(f) + ("" if end >= t0 else f", not recovered from by {t0:.1f} s"))
         return out
 

@@ -14,6 +14,7 @@ from xml.sax.saxutils import escape
 
 from processor.core.display import printable
 from tests.support.soak_nemesis import KINDS, Fault
+from tests.support.soak_world import first_commit_after
 
 
 class Timeline:
@@ -40,10 +41,10 @@ def recovery(fault: Fault, rises: dict[str, list[tuple[float, float]]], until: f
         return None
     worst = 0.0
     for name in fault.affected:
-        after = [seen for prev, seen in rises.get(name, []) if prev >= fault.end]
-        if not after or after[0] - fault.end > limit_s:
+        seen = first_commit_after(rises, name, fault.end)
+        if seen is None or seen - fault.end > limit_s:
             return None
-        worst = max(worst, after[0] - fault.end)
+        worst = max(worst, seen - fault.end)
     return round(worst, 2)
 
 

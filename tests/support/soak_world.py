@@ -264,6 +264,16 @@ def wait_fleet_ready(fleet: Fleet, timeout: float = 180) -> None:
         life.proc.wait_ready(timeout)
 
 
+Rises = dict[str, list[tuple[float, float]]]
+
+
+def first_commit_after(rises: Rises, name: str, t: float) -> float | None:
+    """When `name` was first seen to commit after `t`: the scrape that saw its committed counter rise,
+    with the scrape before it at or after `t` (so the commit itself is after `t`); None: not yet. The one
+    reading of `Fleet.rises` (recovery times, the wait for a commit, the checker's exit rule)."""
+    return next((seen for prev, seen in rises.get(name, []) if prev >= t), None)
+
+
 def wait_rise(fleet: Fleet, name: str, after: float, timeout: float) -> None:
-    wait_until(lambda: any(prev >= after for prev, _ in fleet.rises[name]), timeout,
+    wait_until(lambda: first_commit_after(fleet.rises, name, after) is not None, timeout,
                f"{name} to commit", interval=SCRAPE_S)
