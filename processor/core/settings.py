@@ -68,7 +68,7 @@ UNPACKED_MAX = 65_536
 _UNBOUND = object()
 #: A settings record as `apply_canonical_run` reads it: key, value, timestamp (ms), partition, offset.
 CanonicalRecord = tuple[bytes | None, bytes | None, int, int, int]
-#: What a record key in the normal form of a hex account id holds: 32 of these (`apply_canonical`
+#: What a record key in the normal form of a hex account id holds: 32 of these (`apply_canonical_run`
 #: deletes them and finds nothing left; a C call, cheaper than a regular expression per record).
 _HEX_DIGITS = b"0123456789abcdef"
 class SettingsHistory:
@@ -86,7 +86,7 @@ class SettingsHistory:
         self._topics: list[str | None] = []
         #: Packed versions recently read, unpacked (bounded): the hot path reads the same accounts again.
         self._unpacked: dict[int | str, SettingsVersion] = {}
-        #: The topic `apply_canonical` takes records of, and its index (see `bind_topic`).
+        #: The topic `apply_canonical_run` takes records of, and its index (see `bind_topic`).
         self._topic_last: tuple[object, int] = (_UNBOUND, -1)
         self._multi: set[int | str] = set()
         #: Accounts whose latest version had every type `enabled` (a reset) when it was applied: forgotten
@@ -175,16 +175,11 @@ class SettingsHistory:
         if latest.rules == DEFAULT_RULES:
             self._resets.append(key)
 
-    def apply_canonical(self, key: bytes | None, value: bytes | None, timestamp_ms: int, topic: str | None,
-                        partition: int, offset: int) -> bool:
-        """`apply_record` for the bootstrap's common case in one step (same effect and counters): a canonical
-        record (`settings_fast`) under a normal 32-hex key, of an account not held yet, whose version packs.
-        False: nothing changed, use `apply_record`."""
-        return self.apply_canonical_run([(key, value, timestamp_ms, partition, offset)], 0, topic) == 1
-
     def apply_canonical_run(self, records: Sequence[CanonicalRecord], start: int, topic: str | None) -> int:
-        """`apply_canonical` of records[start:] up to the first it does not take; returns that one's index
-        (len(records): all taken). One call per run of a fetched batch (bench/README.md, series Q)."""
+        """`apply_record` for the bootstrap's common case, records[start], records[start + 1], ... in one
+        step each (same effect and counters): a canonical record (`settings_fast`) under a normal 32-hex
+        key, of an account not held yet, whose version packs. Stops at the first that is not; returns its
+        index (len(records): all taken), for `apply_record`. One call per run of a fetched batch."""
         if self._topic_last[0] != topic:
             return start
         index = self._topic_last[1]
@@ -214,7 +209,7 @@ class SettingsHistory:
         return i
 
     def bind_topic(self, topic: str | None) -> None:
-        """Records of this topic may take `apply_canonical` (the topic's index in packed versions)."""
+        """Records of this topic may take `apply_canonical_run` (the topic's index in packed versions)."""
         if topic not in self._topics:
             self._topics.append(topic)
         index = self._topics.index(topic)

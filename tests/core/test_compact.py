@@ -181,7 +181,7 @@ def test_a_table_mixing_id_forms_decides_exactly() -> None:
 
 
 def test_the_bootstrap_step_has_the_effect_of_apply_record() -> None:
-    """`apply_canonical` (the table's first try for every record) against `apply_record` alone: the same
+    """`apply_canonical_run` (the table's first try for every record) against `apply_record` alone: the same
     versions, counters, resets and answers, for canonical, other, repeated and rejected records."""
     def record(i: int) -> tuple[bytes | None, bytes | None]:
         acct = f"{i % 7:032x}"
@@ -210,24 +210,36 @@ def test_the_bootstrap_step_has_the_effect_of_apply_record() -> None:
         key, value = record(i)
         ts = 1_767_225_600_000 + i
         want = plain.apply_record(key, value, ts, "s", i % 3, i)
-        if fast.apply_canonical(key, value, ts, "s", i % 3, i):
+        if fast.apply_canonical_run([(key, value, ts, i % 3, i)], 0, "s") == 1:
             took += 1
             assert want is None
         else:
             got = fast.apply_record(key, value, ts, "s", i % 3, i)
             assert (got and got.reason) == (want and want.reason)
     assert took >= 5
-    assert (fast.versions, fast.applied, fast.rejected, len(fast)) == (
-        plain.versions, plain.applied, plain.rejected, len(plain))
-    assert sorted(fast.accounts()) == sorted(plain.accounts())
-    assert fast.reset_accounts() == plain.reset_accounts()  # what pruning may forget
-    for acct in plain.accounts():
-        for t in (0, 1_767_225_600_000 + 100, 1_767_225_600_000 + 3_600_000):
-            (a, exact_a), (b, exact_b) = plain.lookup(acct, t), fast.lookup(acct, t)
-            assert exact_a == exact_b and (a is None) == (b is None)
-            if a is not None and b is not None:
-                assert (a.effective_ms, a.rules, a.topic, a.partition, a.offset) == (
-                    b.effective_ms, b.rules, b.topic, b.partition, b.offset)
+    # The same records as the table reads them: runs of one-step records, each other one in its place.
+    runs = SettingsHistory()
+    runs.bind_topic("s")
+    batch = [(*record(i), 1_767_225_600_000 + i, i % 3, i) for i in range(200)]
+    i = 0
+    while i < len(batch):
+        i = runs.apply_canonical_run(batch, i, "s")
+        if i < len(batch):
+            key, value, ts, p, off = batch[i]
+            runs.apply_record(key, value, ts, "s", p, off)
+            i += 1
+    for h in (fast, runs):
+        assert (h.versions, h.applied, h.rejected, len(h)) == (
+            plain.versions, plain.applied, plain.rejected, len(plain))
+        assert sorted(h.accounts()) == sorted(plain.accounts())
+        assert h.reset_accounts() == plain.reset_accounts()  # what pruning may forget
+        for acct in plain.accounts():
+            for t in (0, 1_767_225_600_000 + 100, 1_767_225_600_000 + 3_600_000):
+                (a, exact_a), (b, exact_b) = plain.lookup(acct, t), h.lookup(acct, t)
+                assert exact_a == exact_b and (a is None) == (b is None)
+                if a is not None and b is not None:
+                    assert (a.effective_ms, a.rules, a.topic, a.partition, a.offset) == (
+                        b.effective_ms, b.rules, b.topic, b.partition, b.offset)
 
 
 class _Msg:

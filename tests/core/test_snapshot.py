@@ -64,7 +64,7 @@ def built(recs: list[tuple[bytes | None, bytes | None, int]] | None = None) -> S
     h = SettingsHistory()
     h.bind_topic(TOPIC)
     for offset, (k, v, ts) in enumerate(recs if recs is not None else records()):
-        if not h.apply_canonical(k, v, ts, TOPIC, offset % 2, offset):
+        if h.apply_canonical_run([(k, v, ts, offset % 2, offset)], 0, TOPIC) == 0:
             h.apply_record(k, v, ts, TOPIC, offset % 2, offset)
     return h
 
@@ -136,7 +136,7 @@ def test_a_restored_table_goes_on_like_the_one_saved() -> None:
             (b"acct-never", b"[]", T0 + 5), (HEX[38].encode(), doc(HEX[38], {"user": rule("limited", [])}), T0)]
     for h in (original, restored):
         for offset, (k, v, ts) in enumerate(tail, 100):
-            if not h.apply_canonical(k, v, ts, TOPIC, 0, offset):
+            if h.apply_canonical_run([(k, v, ts, 0, offset)], 0, TOPIC) == 0:
                 h.apply_record(k, v, ts, TOPIC, 0, offset)
     assert state(restored) == state(original)
     for h in (original, restored):
