@@ -9,6 +9,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import msgspec
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
@@ -347,3 +348,49 @@ def document_from_json(obj: Any) -> SettingsDocument:
         return SettingsDocument.model_validate(obj)
     except ValidationError as exc:
         raise _invalid(exc) from None
+
+
+# The settings document as `settings_fast` reads it, with msgspec (shapes only; interpreted, as the
+# pydantic model above, while `settings_fast` may be compiled: `processor/native.py`).
+class PlainType(msgspec.Struct, gc=False):
+    state: Literal["enabled", "monitor", "limited"]
+    external_allowed_accounts: list[str] = msgspec.field(default_factory=list)
+
+
+class PlainOuter(msgspec.Struct, gc=False):
+    identity_types: dict[str, PlainType]
+
+
+class PlainDoc(msgspec.Struct, gc=False):
+    account_id: str
+    external_account_identity_interaction: PlainOuter
+    updated_at: str | msgspec.UnsetType = msgspec.UNSET
+
+
+#: Typed decoding checks the shape in C; unknown fields are skipped, like the model's `extra="ignore"`.
+decode_plain = msgspec.json.Decoder(PlainDoc).decode
+
+#: The length of a hex account id, checked by the decoder (its digits are checked once per allowlist:
+#: a `pattern` here costs a regex call per id).
+_Hex32 = Annotated[str, msgspec.Meta(min_length=32, max_length=32)]
+
+
+class CanonicalType(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    state: Literal["enabled", "monitor", "limited"]
+    external_allowed_accounts: Annotated[list[_Hex32], msgspec.Meta(max_length=MAX_ALLOWLIST_IDS)] = \
+        msgspec.field(default_factory=list)
+
+
+class CanonicalOuter(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    identity_types: dict[str, CanonicalType]
+
+
+class CanonicalDoc(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    account_id: str
+    external_account_identity_interaction: CanonicalOuter
+    updated_at: str | msgspec.UnsetType = msgspec.UNSET
+
+
+#: The exact canonical form, nothing else: no unknown field anywhere (so nothing is skipped unread, and
+#: no depth, NaN or number a skipped field could hide needs a scan), every id 32 characters.
+decode_canonical = msgspec.json.Decoder(CanonicalDoc).decode

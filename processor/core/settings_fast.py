@@ -12,58 +12,25 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
 
 import msgspec
 
 from processor.core.compact import HEAD_BYTES, MAX_TOPICS, STATE_CODE, pack_hex_ids, packed_ids
 from processor.core.ids import IDENTITY_TYPES
-from processor.core.settings_doc import MAX_ALLOWLIST_IDS, MAX_RECORD_BYTES, SMALL_ALLOWLIST, Rule, Rules, allowed_ids
+from processor.core.settings_doc import (
+    MAX_ALLOWLIST_IDS,
+    MAX_RECORD_BYTES,
+    SMALL_ALLOWLIST,
+    CanonicalType,
+    PlainType,
+    Rule,
+    Rules,
+    allowed_ids,
+    decode_canonical,
+    decode_plain,
+)
 from processor.core.times import MAX_TIME_MS, to_millis
 
-
-class _Type(msgspec.Struct, gc=False):
-    state: Literal["enabled", "monitor", "limited"]
-    external_allowed_accounts: list[str] = msgspec.field(default_factory=list)
-
-
-class _Outer(msgspec.Struct, gc=False):
-    identity_types: dict[str, _Type]
-
-
-class _Doc(msgspec.Struct, gc=False):
-    account_id: str
-    external_account_identity_interaction: _Outer
-    updated_at: str | msgspec.UnsetType = msgspec.UNSET
-
-
-#: Typed decoding checks the shape in C; unknown fields are skipped, like the model's `extra="ignore"`.
-_decode = msgspec.json.Decoder(_Doc).decode
-
-#: The length of a hex account id, checked by the decoder (its digits are checked once per allowlist:
-#: a `pattern` here costs a regex call per id).
-_Hex32 = Annotated[str, msgspec.Meta(min_length=32, max_length=32)]
-
-
-class _ExactType(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    state: Literal["enabled", "monitor", "limited"]
-    external_allowed_accounts: Annotated[list[_Hex32], msgspec.Meta(max_length=MAX_ALLOWLIST_IDS)] = \
-        msgspec.field(default_factory=list)
-
-
-class _ExactOuter(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    identity_types: dict[str, _ExactType]
-
-
-class _ExactDoc(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    account_id: str
-    external_account_identity_interaction: _ExactOuter
-    updated_at: str | msgspec.UnsetType = msgspec.UNSET
-
-
-#: The exact canonical form, nothing else: no unknown field anywhere (so nothing is skipped unread, and
-#: no depth, NaN or number a skipped field could hide needs a scan), every id 32 characters.
-_decode_exact = msgspec.json.Decoder(_ExactDoc).decode
 _UPDATED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z").fullmatch
 _KNOWN = frozenset(IDENTITY_TYPES)
 #: Far below any parser's nesting limit: deeper documents are left to the model.
@@ -85,14 +52,14 @@ def fast_settings(raw: bytes, account: str) -> tuple[int | None, FastTypes] | No
             or raw.count(b"{") + raw.count(b"[") > _MAX_BRACKETS):
         return None
     try:
-        doc = _decode(raw)
+        doc = decode_plain(raw)
     except msgspec.DecodeError:
         return None
     types = doc.external_account_identity_interaction.identity_types
     if doc.account_id != account or not _KNOWN.issuperset(types):
         return None  # unknown or near-miss identity type keys: counted or rejected by the model
     configs: list[tuple[str, bytes] | None] = [None, None, None]
-    last: _Type | None = None
+    last: PlainType | None = None
     packed: tuple[str, bytes] | None = None
     for i, name in enumerate(IDENTITY_TYPES):
         cfg = types.get(name)
@@ -122,7 +89,7 @@ def packed_record(raw: bytes, account: str, timestamp_ms: int, topic_index: int,
     if len(raw) > MAX_RECORD_BYTES:
         return None
     try:
-        doc = _decode_exact(raw)
+        doc = decode_canonical(raw)
     except msgspec.DecodeError:
         return None
     if doc.account_id != account:
@@ -163,7 +130,7 @@ def packed_record(raw: bytes, account: str, timestamp_ms: int, topic_index: int,
     return (effective | place << 48 | (flags | topic_index << 6) << 96).to_bytes(HEAD_BYTES, "little") + body
 
 
-def _packed_rules(types: dict[str, _ExactType]) -> tuple[int, bytes] | None:
+def _packed_rules(types: dict[str, CanonicalType]) -> tuple[int, bytes] | None:
     """(flag bits, body) of a packed version's rules (`compact.pack_version`), or None: does not pack.
     Three alike types are `packed_record`'s, before this."""
     flags = 0

@@ -52,6 +52,7 @@ from processor.core.settings import REJECT_REASONS
 from processor.metrics.cgroup import memory_limit_bytes
 from processor.metrics.lag import assigned_lags, consumer_stats
 from processor.metrics.tally import Tally
+from processor.native import core_build
 
 log = logging.getLogger(__name__)
 
@@ -293,9 +294,12 @@ class Metrics:
             "access_eval_assigned_partitions", "Attempt partitions assigned to this instance.", registry=r
         )
         self.build_info = Gauge(
-            "access_eval_build_info", "Build information; the value is always 1.", ["version"], registry=r
+            "access_eval_build_info",
+            "Build information; the value is always 1. core: compiled, interpreted or mixed (processor/native.py).",
+            ["version", "core"],
+            registry=r,
         )
-        self.build_info.labels(version=__version__).set(1)
+        self.build_info.labels(version=__version__, core=core_build()).set(1)
         self.memory_limit = Gauge(
             "access_eval_memory_limit_bytes", "The container's memory limit (cgroup), 0 when there is none.",
             registry=r,

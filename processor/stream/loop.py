@@ -35,6 +35,7 @@ from processor.kafka.local_state import LocalState
 from processor.kafka.table import SettingsTable
 from processor.logs import kv, redact
 from processor.metrics import Metrics
+from processor.native import core_build
 from processor.stream.attempt_stage import DEFAULT_MAX_RECORD_BYTES, AttemptStage
 from processor.stream.context import RunContext
 from processor.stream.producer import BLOCKED_UNREADY_S, ProducerFactory, StopRequested, TxnProducer
@@ -284,7 +285,8 @@ class Processor:
 
     def run(self) -> int:
         """Serve until stopped; 0 on a clean stop, 3 on unrecoverable misconfiguration."""
-        log.info("starting", extra=kv(config=redact(self.props), delivery=self.cfg.delivery, group=self.cfg.group_id))
+        log.info("starting", extra=kv(config=redact(self.props), delivery=self.cfg.delivery, group=self.cfg.group_id,
+                                      core=core_build()))
         self.bootstrap()
         if self.stopping:
             self.table.close()

@@ -267,6 +267,23 @@ class _Msg:
         return (1, 1_767_225_600_000)
 
 
+class RunSpy:
+    """A SettingsHistory that tells `note` of each `apply_canonical_run` call. By delegation: the class
+    may be compiled (processor/native.py), and a compiled class takes no interpreted subclass."""
+
+    def __init__(self, note: Any) -> None:
+        self._history = SettingsHistory()
+        self._note = note
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._history, name)
+
+    def apply_canonical_run(self, records: Any, start: int, topic: Any) -> int:
+        end = self._history.apply_canonical_run(records, start, topic)
+        self._note(records, start, end)
+        return end
+
+
 @pytest.mark.parametrize("enabled", [True, False])
 def test_table_poll_applies_a_batch_with_gc_off_and_restores_it(enabled: bool) -> None:
     """No collection runs while a fetched batch is applied (its objects are acyclic); the collector is
@@ -282,14 +299,12 @@ def test_table_poll_applies_a_batch_with_gc_off_and_restores_it(enabled: bool) -
             return [_Msg(acct.encode(), doc({}).replace(A.encode(), acct.encode()), i)
                     for i, acct in enumerate((A, B, C))]
 
-    class History(SettingsHistory):
-        def apply_canonical_run(self, *args: Any) -> int:
-            seen.append(gc.isenabled())
-            return super().apply_canonical_run(*args)
+    def note(records: Any, start: int, end: int) -> None:
+        seen.append(gc.isenabled())
 
     table = SettingsTable.__new__(SettingsTable)
     table.topic, table.metrics, table.consumer, table.on_record = "s", None, Consumer(), None
-    table.history = History()
+    table.history = RunSpy(note)  # type: ignore[assignment]
     table.history.bind_topic("s")
     table.position = {0: 0}
     was = gc.isenabled()
@@ -326,13 +341,10 @@ def test_the_tools_view_is_told_of_every_record_the_fast_path_included() -> None
         def consume(self, n: int, timeout: float) -> list[_Msg]:
             return [_Msg(k, v, i) for i, (k, v) in enumerate(records)]  # type: ignore[arg-type]
 
-    class History(SettingsHistory):
-        def apply_canonical_run(self, records: Any, start: int, topic: Any) -> int:
-            end = super().apply_canonical_run(records, start, topic)
-            fast.extend(r[4] for r in records[start:end])
-            return end
+    def note(records: Any, start: int, end: int) -> None:
+        fast.extend(r[4] for r in records[start:end])
 
-    view = DocumentView(History())
+    view = DocumentView(RunSpy(note))  # type: ignore[arg-type]
     table = SettingsTable.__new__(SettingsTable)
     table.topic, table.metrics, table.consumer, table.on_record = "s", None, Consumer(), view.note
     table.history = view.history

@@ -21,6 +21,7 @@ from processor.metrics import (
     Metrics,
     Tally,
 )
+from processor.native import core_build
 
 A1 = "a3f1c0d2e4b5968778695a4b3c2d1e0f"
 A2 = "0b1c2d3e4f5a69788796a5b4c3d2e1f0"
@@ -87,7 +88,7 @@ def test_all_series_preinitialised() -> None:
         assert value(m, "access_eval_settings_rejected_total", reason=reason) == 0
     for result in ("committed", "aborted"):
         assert value(m, "access_eval_transactions_total", result=result) == 0
-    assert value(m, "access_eval_build_info", version=__version__) == 1
+    assert value(m, "access_eval_build_info", version=__version__, core=core_build()) == 1
     assert series(m, "access_eval_account_decisions_total") == []
 
 

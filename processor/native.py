@@ -1,0 +1,72 @@
+"""The modules the build may compile with mypyc, and whether this process runs them compiled.
+
+The hot path (validate, evaluate, encode) and the settings bootstrap are Python executed by the
+interpreter; mypyc compiles these modules, unchanged, to C extensions that skip most of the
+interpreter's per-operation work (bench/README.md, "Compiled core": 23% less CPU per attempt, 16% less
+per settings record). The source stays the one definition: a build without a compiler, or with
+ACCESS_EVAL_COMPILE unset, installs the same modules interpreted, and CI runs the core tests both ways
+(tests/test_native.py). Only modules of plain functions and slotted classes are listed; the classes
+pydantic and msgspec read at run time live in `attempt_doc` and `settings_doc`, which stay interpreted.
+setup.py reads MODULES from this file's text (it does not import the package).
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+#: Paths relative to the project root, in the form mypyc's build takes them.
+MODULES: tuple[str, ...] = (
+    "processor/core/attempts.py",
+    "processor/core/conflicts.py",
+    "processor/core/evaluator.py",
+    "processor/core/events.py",
+    "processor/core/ids.py",
+    "processor/core/policy.py",
+    "processor/core/settings.py",
+    "processor/core/settings_fast.py",
+    "processor/core/times.py",
+)
+
+
+def module_names() -> list[str]:
+    """MODULES as importable names (`processor.core.policy`)."""
+    return [path.removesuffix(".py").replace("/", ".") for path in MODULES]
+
+
+def compiled_modules() -> list[str]:
+    """The MODULES this process loaded as extensions (imports them)."""
+    out = []
+    for name in module_names():
+        origin = getattr(importlib.import_module(name), "__file__", None) or ""
+        if origin.endswith(tuple(EXTENSION_SUFFIXES)):
+            out.append(name)
+    return out
+
+
+def core_build() -> str:
+    """`compiled` (every module in MODULES), `interpreted` (none) or `mixed` (a stale or partial build):
+    the `core` label of access_eval_build_info and the startup log line."""
+    n = len(compiled_modules())
+    return "compiled" if n == len(MODULES) else "interpreted" if n == 0 else "mixed"
+
+
+def stale_in_tree(root: Path) -> list[str]:
+    """MODULES of a source tree whose in-place extension (`setup.py build_ext --inplace`) is missing or
+    older than its source, setup.py or this file: what `scripts/bootstrap` rebuilds, and what
+    tests/test_native.py refuses to test (a stale extension runs old code)."""
+    inputs = max((root / "setup.py").stat().st_mtime, (root / "processor" / "native.py").stat().st_mtime)
+    stale = []
+    for path in MODULES:
+        source = root / path
+        built = [source.with_suffix(s) for s in EXTENSION_SUFFIXES if source.with_suffix(s).exists()]
+        if not built or min(b.stat().st_mtime for b in built) < max(source.stat().st_mtime, inputs):
+            stale.append(path)
+    return stale
+
+
+if __name__ == "__main__":  # `python -m processor.native --stale`: exit 0 when a rebuild is needed
+    import sys
+
+    sys.exit(0 if stale_in_tree(Path(__file__).resolve().parent.parent) else 1)
