@@ -27,6 +27,7 @@ MODULES: tuple[str, ...] = (
     "processor/core/settings.py",
     "processor/core/settings_fast.py",
     "processor/core/times.py",
+    "processor/stream/attempt_stage.py",
 )
 
 
@@ -53,9 +54,10 @@ def core_build() -> str:
 
 
 def stale_in_tree(root: Path) -> list[str]:
-    """MODULES of a source tree whose in-place extension (`setup.py build_ext --inplace`) is missing or
-    older than its source, setup.py or this file: what `scripts/bootstrap` rebuilds, and what
-    tests/test_native.py refuses to test (a stale extension runs old code)."""
+    """What `scripts/bootstrap` rebuilds and tests/test_native.py refuses to test in a source tree: the
+    MODULES whose in-place extension (`setup.py build_ext --inplace`) is missing or older than its
+    source, setup.py or this file (a stale extension runs old code), and any extension of a module no
+    longer listed (it would still shadow its source, and fail to load once the shared library is rebuilt)."""
     inputs = max((root / "setup.py").stat().st_mtime, (root / "processor" / "native.py").stat().st_mtime)
     stale = []
     for path in MODULES:
@@ -63,6 +65,11 @@ def stale_in_tree(root: Path) -> list[str]:
         built = [source.with_suffix(s) for s in EXTENSION_SUFFIXES if source.with_suffix(s).exists()]
         if not built or min(b.stat().st_mtime for b in built) < max(source.stat().st_mtime, inputs):
             stale.append(path)
+    listed = {root / path for path in MODULES}
+    for ext in sorted((root / "processor").rglob("*.so")):
+        source = ext.parent / (ext.name.split(".")[0] + ".py")
+        if source.exists() and source not in listed:
+            stale.append(str(source.relative_to(root)))
     return stale
 
 

@@ -48,7 +48,8 @@ def test_the_loaded_core_is_what_the_tree_holds() -> None:
 
 
 def test_a_source_newer_than_its_extension_is_stale(tmp_path: Path) -> None:
-    (tmp_path / "processor" / "core").mkdir(parents=True)
+    for path in native.MODULES:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
     for name in ("setup.py", "processor/native.py", *native.MODULES):
         (tmp_path / name).write_text("")
     assert native.stale_in_tree(tmp_path) == list(native.MODULES), "no extension at all: all stale"
@@ -61,6 +62,14 @@ def test_a_source_newer_than_its_extension_is_stale(tmp_path: Path) -> None:
     assert native.stale_in_tree(tmp_path) == [native.MODULES[0]]
     os.utime(tmp_path / "setup.py", (touched.stat().st_mtime + 20, touched.stat().st_mtime + 20))
     assert native.stale_in_tree(tmp_path) == list(native.MODULES), "a newer setup.py: everything"
+    later = touched.stat().st_mtime + 30
+    for path in native.MODULES:
+        os.utime((tmp_path / path).with_suffix(suffix), (later, later))
+    assert native.stale_in_tree(tmp_path) == []
+    (tmp_path / "processor" / "kafka").mkdir()
+    (tmp_path / "processor" / "kafka" / "table.py").write_text("")
+    (tmp_path / "processor" / "kafka" / "table.py").with_suffix(suffix).write_text("")
+    assert native.stale_in_tree(tmp_path) == ["processor/kafka/table.py"], "an unlisted module's extension"
 
 
 def test_the_interpreted_fallback_passes_the_core_tests(tmp_path: Path) -> None:

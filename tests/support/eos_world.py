@@ -5,7 +5,7 @@ callbacks fire inside whichever consume call the schedule picks), crashes (the p
 one starts with the same transactional id), clean stops, a second live process sharing the transactional
 id, and faults at every transactional step (retriable / abortable / fatal / hung, commits that landed
 although the caller saw an error), failed seeks and committed-offset reads, failed deliveries
-(at-least-once), an unexpected exception in the middle of a batch, and poison records (evaluation raises).
+(at-least-once), an unexpected exception in the middle of a batch, and poison records (an attempt whose processing raises).
 After every action it checks:
 
 * the read_committed output holds exactly one eval event or dead letter per committed input offset
@@ -60,23 +60,18 @@ ALL_KINDS = frozenset(
 
 
 class Poison(Exception):
-    """What evaluating a poison record raises."""
+    """What a poison record raises: its eval event's encoding fails, inside the stage's per-attempt
+    `try` as a failing evaluation would be. Raised by the codec, which the stage is handed, not by a
+    patched module function: a compiled stage (processor/native.py) calls those directly."""
 
 
 class FakeCodec:
     headers: list[tuple[str, bytes]] = []
 
     def encode_evaluation(self, attempt: Any, verdict: Any, version: Any, exact: Any, now_ms: int) -> bytes:
+        if attempt.data["action"] == "poison":
+            raise Poison("poison record")
         return str(attempt.data["id"]).encode()
-
-
-_real_assess = stage_mod.assess_at
-
-
-def _assess(history: Any, attempt: Any) -> Any:
-    if attempt.data["action"] == "poison":
-        raise Poison("poison record")
-    return _real_assess(history, attempt)
 
 
 @contextlib.contextmanager
@@ -84,10 +79,9 @@ def patched(clock: Clock) -> Iterator[None]:
     """The stream modules see the fake clock and a synchronous transactional-call runner."""
     saved = [(loop_mod, "time", loop_mod.time), (transaction_mod, "time", transaction_mod.time),
              (producer_mod, "time", producer_mod.time), (stage_mod, "time", stage_mod.time),
-             (producer_mod, "_Caller", producer_mod._Caller), (stage_mod, "assess_at", stage_mod.assess_at)]
+             (producer_mod, "_Caller", producer_mod._Caller)]
     for mod, name, value in [(loop_mod, "time", clock), (transaction_mod, "time", clock), (producer_mod, "time", clock),
-                             (stage_mod, "time", clock), (producer_mod, "_Caller", FakeCaller),
-                             (stage_mod, "assess_at", _assess)]:
+                             (stage_mod, "time", clock), (producer_mod, "_Caller", FakeCaller)]:
         setattr(mod, name, value)
     try:
         yield
