@@ -5,7 +5,7 @@ callbacks fire inside whichever consume call the schedule picks), crashes (the p
 one starts with the same transactional id), clean stops, a second live process sharing the transactional
 id, and faults at every transactional step (retriable / abortable / fatal / hung, commits that landed
 although the caller saw an error), failed seeks and committed-offset reads, failed deliveries
-(at-least-once), an unexpected exception in the middle of a batch, and poison records (an attempt whose processing raises).
+(at-least-once), an unexpected exception in the middle of a batch, and poison records (processing raises).
 After every action it checks:
 
 * the read_committed output holds exactly one eval event or dead letter per committed input offset
