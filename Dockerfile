@@ -7,7 +7,8 @@
 #     -e ACCESS_EVAL_BOOTSTRAP_SERVERS=kafka:9092 access-eval:0.1.0
 #
 # Two stages: the builder installs the package and its dependencies into a virtualenv
-# (confluent-kafka, fastavro, msgspec and pydantic-core ship manylinux wheels, so no compiler is needed);
+# (confluent-kafka, fastavro, msgspec and pydantic-core ship manylinux wheels; Debian's gcc compiles
+# our own core with mypyc, ACCESS_EVAL_COMPILE=1, the default);
 # the final stage copies only that virtualenv (the wheel carries the Avro schemas as package data). Both stages use the same base
 # image so the venv's interpreter symlinks resolve in the final stage.
 # The image runs as a numeric non-root user and writes nothing outside /tmp, so it works with
@@ -38,8 +39,20 @@
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
+# 1: the core is compiled with mypyc (processor/native.py; bench/README.md, "Compiled core"). 0: the
+# same modules interpreted, for a platform without Debian's gcc.
+ARG ACCESS_EVAL_COMPILE=1
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+# The C compiler, in this stage only: the final stage copies the virtualenv, never the compiler. The
+# C headers of the base's Python come with python:3.11-slim; a Debian python3 needs python3-dev.
+RUN if [ "$ACCESS_EVAL_COMPILE" = 1 ]; then \
+      apt-get update -q \
+      && apt-get install -y -q --no-install-recommends gcc libc6-dev \
+      && { python3 -c "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
+           || apt-get install -y -q --no-install-recommends python3-dev; } \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
@@ -54,9 +67,10 @@ COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY schemas/ schemas/
 COPY processor/ processor/
 # Non-editable install: the package lands in the venv's site-packages, byte-compiled by pip, so the
-# final stage needs neither the source tree nor write access to compile anything at run time.
+# final stage needs neither the source tree nor write access to compile anything at run time. setup.py
+# reads ACCESS_EVAL_COMPILE; mypy and its helpers are build tools, removed with pip afterwards.
 RUN pip install --no-deps --no-build-isolation . \
-    && pip uninstall -y pip setuptools wheel
+    && pip uninstall -y pip setuptools wheel mypy mypy-extensions librt ast-serialize pathspec
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0

@@ -237,7 +237,7 @@ def test_final_stage_has_no_compilers() -> None:
 def test_dockerignore_excludes_local_artefacts() -> None:
     patterns = dockerignore_patterns()
     for path in (".venv", ".cache", "var", "tests", ".git", ".pytest_cache", "processor/__pycache__",
-                 "processor/x.pyc", "access_eval.egg-info"):
+                 "processor/x.pyc", "access_eval.egg-info", "processor/core/policy.cpython-311-x86_64-linux-gnu.so"):
         assert ignored(path, patterns), f".dockerignore lets {path} into the build context"
     for path in ("pyproject.toml", "processor/cli.py", "schemas/eval_event.avsc"):
         assert not ignored(path, patterns), path

@@ -124,6 +124,8 @@ def test_image_evaluates_attempts_on_the_broker_and_stops_cleanly(image: str, to
         wait_all_committed(topics.bootstrap, topics.group, topics.attempts)
         metrics = http_get(port, "/metrics")[1]
         assert f'access_eval_attempts_total{{outcome="would_be_deny"}} {float(ATTEMPTS)}' in metrics
+        # The Dockerfile's default build compiles the core (processor/native.py) and the image runs it so.
+        assert 'core="compiled"' in next(x for x in metrics.splitlines() if x.startswith("access_eval_build_info{"))
         run(["podman", "kill", "--signal", "TERM", name])
         exit_code = run(["podman", "wait", name], timeout=60).stdout.strip()
         assert exit_code == "0", f"exit code {exit_code} after SIGTERM:\n{logs(name)}"
