@@ -11,7 +11,9 @@ ever accept what the model accepts, with the same meaning.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 
@@ -21,7 +23,9 @@ from processor.core.settings_doc import (
     MAX_ALLOWLIST_IDS,
     MAX_RECORD_BYTES,
     SMALL_ALLOWLIST,
+    CanonicalDoc,
     CanonicalType,
+    PlainDoc,
     PlainType,
     Rule,
     Rules,
@@ -39,6 +43,8 @@ _MAX_BRACKETS = 64
 _TIMES: dict[str, int] = {}
 _TIMES_MAX = 4096
 
+_Doc = TypeVar("_Doc", PlainDoc, CanonicalDoc)
+
 #: Each identity type's two bits in a packed version's flags (`compact`).
 _SHIFTS = tuple((2 * i, name) for i, name in enumerate(IDENTITY_TYPES))
 #: (state, packed 16-byte ids) per identity type; None = absent (enabled by default).
@@ -48,15 +54,13 @@ FastTypes = tuple[tuple[str, bytes] | None, tuple[str, bytes] | None, tuple[str,
 def fast_settings(raw: bytes, account: str) -> tuple[int | None, FastTypes] | None:
     """(updated_at in ms or None, per-type config) of a canonical record whose `account_id` is exactly
     `account`, or None: not canonical, let the model decide."""
-    if (len(raw) > MAX_RECORD_BYTES or b"NaN" in raw or b"Infinity" in raw
-            or raw.count(b"{") + raw.count(b"[") > _MAX_BRACKETS):
+    if b"NaN" in raw or b"Infinity" in raw or raw.count(b"{") + raw.count(b"[") > _MAX_BRACKETS:
         return None
-    try:
-        doc = decode_plain(raw)
-    except msgspec.DecodeError:
+    doc = _read(raw, account, decode_plain)
+    if doc is None:
         return None
     types = doc.external_account_identity_interaction.identity_types
-    if doc.account_id != account or not _KNOWN.issuperset(types):
+    if not _KNOWN.issuperset(types):
         return None  # unknown or near-miss identity type keys: counted or rejected by the model
     configs: list[tuple[str, bytes] | None] = [None, None, None]
     last: PlainType | None = None
@@ -86,21 +90,11 @@ def packed_record(raw: bytes, account: str, timestamp_ms: int, topic_index: int,
     fields, other id forms, more than SMALL_ALLOWLIST ids, a time or place the head cannot hold): the
     caller gives it to `apply_record`, which decides it as before. Fewer objects and calls per record
     than `fast_settings` (bench/README.md, "Fleet scale")."""
-    if len(raw) > MAX_RECORD_BYTES:
-        return None
-    try:
-        doc = decode_canonical(raw)
-    except msgspec.DecodeError:
-        return None
-    if doc.account_id != account:
+    doc = _read(raw, account, decode_canonical)
+    if doc is None:
         return None
     updated = doc.updated_at
-    if updated is msgspec.UNSET:
-        effective: int | None = timestamp_ms
-    else:  # the cache inline: one call fewer per record (most records share a few stamps)
-        effective = _TIMES.get(updated)
-        if effective is None:
-            effective = _updated_ms(updated)
+    effective = timestamp_ms if updated is msgspec.UNSET else _updated_ms(updated)
     if (effective is None or not 0 <= effective <= MAX_TIME_MS or not 0 <= partition < 2**10 - 1
             or not 0 <= offset < 2**38 - 1 or not 0 <= topic_index < MAX_TOPICS):
         return None
@@ -128,6 +122,18 @@ def packed_record(raw: bytes, account: str, timestamp_ms: int, topic_index: int,
         return None
     place = (partition + 1) << 38 | (offset + 1)
     return (effective | place << 48 | (flags | topic_index << 6) << 96).to_bytes(HEAD_BYTES, "little") + body
+
+
+def _read(raw: bytes, account: str, decode: Callable[[bytes], _Doc]) -> _Doc | None:
+    """The prologue both readings share: `decode(raw)` of a record within the size cap that decodes and
+    whose `account_id` is exactly `account`, else None (the model decides)."""
+    if len(raw) > MAX_RECORD_BYTES:
+        return None
+    try:
+        doc = decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return doc if doc.account_id == account else None
 
 
 def _packed_rules(types: dict[str, CanonicalType]) -> tuple[int, bytes] | None:
