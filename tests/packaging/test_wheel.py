@@ -78,6 +78,18 @@ def test_the_wheel_carries_the_schemas_and_one_version(installed: Installed) -> 
     assert version.returncode == 0 and version.stdout.split()[-1] == processor.__version__
 
 
+def test_the_default_wheel_is_pure_python_and_runs_interpreted(installed: Installed) -> None:
+    """Without ACCESS_EVAL_COMPILE=1 the wheel is for any platform: no extension, not even the checkout's
+    in-place ones (scripts/bootstrap builds them next to the sources), and the core runs interpreted."""
+    (wheel,) = installed.dist.glob("*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    assert not [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith((".so", ".pyd"))]
+    code = "from processor import native; print(native.core_build())"
+    probe = subprocess.run([str(installed.bin / "python"), "-c", code],
+                           cwd=installed.home, env=installed.env(), capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0 and probe.stdout.strip() == "interpreted", probe.stdout + probe.stderr
+
+
 def test_installed_simulate_evaluates_the_contract_example(installed: Installed) -> None:
     """The example attempt (a `user` from account 0b1c...) against its account's example settings:
     user is `monitor` with 0b1c... on the allowlist -> one event, Permit, not enforced."""
