@@ -98,3 +98,14 @@ def test_the_interpreted_fallback_passes_the_core_tests(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=300)
     assert bench.returncode == 0, bench.stdout[-2000:] + bench.stderr[-2000:]
     assert "correctness: ok" in bench.stdout
+
+
+def test_asking_which_build_runs_imports_none_of_the_modules() -> None:
+    """`core_build()` is asked by the metrics (layer 4) at start: it must not import the stream (layer 7),
+    so it reads where a module not imported yet would load from instead of importing it."""
+    code = ("import sys; from processor.native import core_build; core_build(); "
+            "print(sorted(m for m in sys.modules if m.startswith('processor.')))")
+    probe = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "['processor.core', 'processor.native', 'processor.stream']", probe.stdout
