@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "core": 1,  # pure: imports nothing of the rest (its core/errors.py holds the root exception)
     "errors": 2,  # exit codes and the command-level exception types; re-exports the core's root exception
     "signals": 2,  # stop signals held until `run` can act on them (stdlib only)
+    "stacks": 2,  # every thread's stack on SIGUSR1/SIGUSR2 (stdlib only)
     "native": 2,  # which core modules the build compiles, and whether they run compiled (stdlib only)
     "logs": 3,
     "config": 3,

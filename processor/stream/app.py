@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import signal
 import sys
@@ -10,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from processor import logs, signals
+from processor import logs, signals, stacks
 from processor.codec.avro import EvalCodec, load_schema_json
 from processor.config import ConfigError, RunConfig, load
 from processor.errors import EXIT_OK, EXIT_USAGE
@@ -66,7 +65,9 @@ def run(flags: dict[str, Any]) -> int:
     """`access-eval run`; the process's SIGTERM/SIGINT handlers are restored when it returns."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _run(flags, _catch_early_signals())  # first: a SIGTERM from here on is a clean stop, not a kill
+        early = _catch_early_signals()  # first: a SIGTERM from here on is a clean stop, not a kill
+        with stacks.on_request():  # before any thread starts: they leave SIGUSR1 to its answerer
+            return _run(flags, early)
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
@@ -87,9 +88,6 @@ def _run(flags: dict[str, Any], early_stop: threading.Event) -> int:
         return EXIT_USAGE
     # The liveness bound: how long no loop, wait or retry may turn before /livez fails (tests shorten it).
     health = Health(cfg.liveness_bound_s)
-    # SIGUSR1 writes every thread's stack to stderr, from C: it works even when a thread blocked in C
-    # holds the GIL (a soak life froze that way, docs/guarantees.md, Soak); nothing else changes.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     server = serve(cfg.metrics_host, cfg.metrics_port, metrics, health)
     log.info("http listening", extra=kv(port=server.port, paths=["/metrics", "/livez", "/readyz"]))
     processor: Processor | None = None

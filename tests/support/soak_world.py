@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from processor import stacks
 from processor.errors import LocalKafkaError
 from processor.local import cluster as local_cluster
 from processor.local.cluster import ClusterInfo
@@ -214,16 +215,30 @@ class Fleet:
 
 
 
-def capture_stacks(proc: RunningProcessor, why: str) -> Path:
-    """Every thread's stack of a processor that froze, for the diagnosis: Python's (SIGUSR1: the
-    processor's faulthandler writes them to its log, from C, even while a thread holds the GIL) and,
-    when gdb is installed, the native ones (which C call blocks), into `<log>.stacks.txt`."""
+def capture_stacks(proc: RunningProcessor, why: str, answer_s: float = 10.0) -> Path:
+    """Every thread's stack of a processor that froze, for the diagnosis: Python's, into its log, and,
+    when gdb is installed, the native ones (which C call blocks), into `<log>.stacks.txt`. SIGUSR1
+    first (safe: dumped with the GIL held); when no dump ends within `answer_s` a thread holds the
+    GIL, no thread runs Python, and SIGUSR2's dump from C is safe (processor/stacks.py)."""
     pid = proc.proc.pid
     out = proc.log_path.with_suffix(".stacks.txt")
     lines = [f"pid {pid}: {why}"]
+
+    def dumps() -> int:
+        return proc.log_path.read_text(errors="replace").count(stacks.FOOTER)
+
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGUSR1)
-        lines.append(f"SIGUSR1 sent: Python stacks at the end of {proc.log_path.name}")
+        before = dumps()
+        os.kill(pid, stacks.DUMP)
+        answered = False
+        with contextlib.suppress(AssertionError):
+            answered = wait_until(lambda: dumps() > before, answer_s, "the answer to SIGUSR1")
+        if answered:
+            lines.append(f"SIGUSR1 answered: Python stacks at the end of {proc.log_path.name}")
+        else:
+            os.kill(pid, stacks.FROZEN_DUMP)
+            lines.append(f"SIGUSR1 unanswered in {answer_s:g} s (the GIL is held); SIGUSR2 sent: Python "
+                         f"stacks, from C, at the end of {proc.log_path.name}")
     gdb = shutil.which("gdb")
     if gdb is None:
         lines.append("gdb not installed: no native stacks")
