@@ -13,17 +13,20 @@ ACCESS_EVAL_FAULT_KILLS (default 12), ACCESS_EVAL_FAULT_SEED (random kill timing
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import random
 import re
+import signal
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from processor.stacks import FOOTER
 from tests.support.fault_harness import (
     OwnBroker,
     aborted_records,
@@ -164,7 +167,13 @@ def test_broker_restart_mid_stream_recovers_by_itself(own: tuple[OwnBroker, Topi
         reasons = json.loads(body)["reasons"]
         assert p.proc.poll() is None, f"the processor must survive the outage:\n{p.log()}"
         broker.start()
-        wait_until(p.ready, 120, "/readyz to turn 200 again after the broker came back", interval=0.2)
+        try:
+            wait_until(p.ready, 120, "/readyz to turn 200 again after the broker came back", interval=0.2)
+        except AssertionError as exc:  # what it waits on, for the next occurrence (a CI run saw one)
+            p.proc.send_signal(signal.SIGUSR1)  # every thread's stack, into its log
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: FOOTER in p.log(), 10, "the stacks")
+            raise AssertionError(f"{exc}\n/readyz: {p.get('/readyz')}\n{p.log()}") from None
         recovered_s = time.monotonic() - outage
         coords += produce_tracked(topics.bootstrap, topics.attempts, [(k, v) for k, v, _ in second])
         try:
