@@ -66,8 +66,7 @@ class CeilingClient:
             msgs = self.consumer.consume(self.batch_size, 0.1)
             if msgs:
                 self.take(msgs)
-            # the processor's policy (Transaction.due): the interval, or half of it once drained
-            if self.in_txn and time.monotonic() - self.started >= (self.commit_s / 2 if not msgs else self.commit_s):
+            if self.in_txn and time.monotonic() - self.started >= self.commit_s:
                 self.commit()
         if self.in_txn:
             self.commit()

@@ -342,8 +342,8 @@ class Processor:
         # or the timeout, so a partly filled batch used to sit for the whole 100 ms.
         moves, rewinds = self.membership.moves, txn.rewinds
         msgs = consumer.consume(size, 0)
-        if not msgs:  # drained: wait for the next message (not a full batch), at most until an early commit
-            wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + commit_s / 2 - time.monotonic()))
+        if not msgs:  # idle: wait for the next message (not a full batch), at most until commit time
+            wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + commit_s - time.monotonic()))
             msgs = consumer.consume(1, wait)
             if msgs:
                 msgs += consumer.consume(size - 1, 0)
@@ -354,7 +354,7 @@ class Processor:
             if not self._ensure_fresh(staleness_s):
                 return False  # stopping: this batch is not committed, so its partitions' next owner re-reads it
             self._process(msgs)
-        if txn.due(commit_s, 10 * size, drained=not msgs):
+        if txn.due(commit_s, 10 * size):
             txn.guarded(txn.commit, "commit")
         if self._unreachable and time.monotonic() >= self._next_probe:
             self._probe_kafka()

@@ -97,14 +97,8 @@ class Transaction:
         self.open = True
         self.started = time.monotonic()
 
-    def due(self, interval_s: float, max_tally: int, *, drained: bool = False) -> bool:
-        """Commit at `interval_s` of age while attempts keep coming, and from half of it once the input is
-        drained (`drained`: a fetch came back empty): what the transaction holds then waits for nothing
-        but the commit. A saturated loop never drains, so its commits stay `interval_s` apart."""
-        if not self.open:
-            return False
-        age = time.monotonic() - self.started
-        return age >= interval_s or (drained and age >= interval_s / 2) or len(self._tally) >= max_tally
+    def due(self, interval_s: float, max_tally: int) -> bool:
+        return self.open and (time.monotonic() - self.started >= interval_s or len(self._tally) >= max_tally)
 
     # -- what the open transaction holds: asked for, never written from outside ------------------
 
