@@ -8,7 +8,9 @@ One command: starts its own single-node broker on free ports in a temporary dire
    topic, exactly-once and at-least-once, with 1 and 2 processes in the group, timed from the
    first committed offset to all offsets committed, and checked: eval events == the mix's count;
 2. the ceiling in the same run: a plain consumer (same client settings, no processing) and a
-   transactional consume->produce pass-through, drained and timed the same way;
+   transactional consume->produce pass-through, drained and timed the same way; and the peer, a
+   Kafka Streams application doing the same job (bench/peers/KStreamsPeer.java), drained and checked
+   the same way;
 3. latency attempt produced -> eval event visible to a read_committed consumer at half the
    measured exactly-once throughput;
 4. settings: bootstrap of a large settings topic (time to ready, peak RSS) and the propagation
@@ -38,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.kafka import peers  # noqa: E402
 from bench.kafka.common import FULL, QUICK, free_port, machine_facts, say  # noqa: E402
 from bench.kafka.latency import latency, median_latency_run  # noqa: E402
 from bench.kafka.procs import Bench, Proc  # noqa: E402
@@ -75,9 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stage-attempts", type=int, help="attempts for the in-process stage costs (200,000)")
     p.add_argument("--throughput-configs", default="exactly_once_1,exactly_once_2,at_least_once_1,at_least_once_2",
                    help="which throughput configurations to run")
-    p.add_argument("--only", default="throughput,ceiling,latency,settings,stages",
-                   help="comma list of sections: throughput, ceiling, latency, settings (= propagation + "
-                   "bootstrap), stages")
+    p.add_argument("--only", default="throughput,ceiling,peers,latency,settings,stages",
+                   help="comma list of sections: throughput, ceiling, peers (Kafka Streams; needs a JDK and mvn), "
+                   "latency, settings (= propagation + bootstrap), stages")
     p.add_argument("--processor-arg", action="append", default=[],
                    help="extra flag for every `access-eval run` (repeatable, e.g. --processor-arg=--batch-size=10000)")
     p.add_argument("--load-linger-ms", type=float, default=5,
@@ -213,6 +216,14 @@ def run_throughput(bench: Bench, mixed: Mixed, sections: set[str], tp: dict[str,
         for mode in ("consume", "passthrough"):
             say(f"ceiling: {mode}")
             tp[f"ceiling_{mode}"] = summarise([ceiling_run(bench, mixed, mode, r) for r in range(args.runs)])
+    if "peers" in sections:
+        why = peers.unavailable()
+        if why is not None:
+            say(f"peers: skipped ({why})")
+        else:
+            say("peers: Kafka Streams (bench/peers/KStreamsPeer.java)")
+            classpath = peers.build(bench.tmp)
+            tp["peer_kstreams"] = summarise([peers.peer_run(bench, mixed, classpath, r) for r in range(args.runs)])
 
 
 def _ratios(tp: dict[str, Any]) -> dict[str, float | None]:
@@ -225,6 +236,7 @@ def _ratios(tp: dict[str, Any]) -> dict[str, float | None]:
     return {
         "eos_vs_consume": ratio("ceiling_consume"),
         "eos_vs_passthrough": ratio("ceiling_passthrough"),
+        "eos_vs_best_peer": ratio("peer_kstreams") if "peer_kstreams" in tp else None,
     }
 
 

@@ -48,7 +48,8 @@ def _throughput_lines(results: dict[str, Any]) -> list[str]:
                        ("at_least_once_1", "at-least-once, 1 process"),
                        ("at_least_once_2", "at-least-once, 2 processes"),
                        ("ceiling_consume", "ceiling: plain consumer"),
-                       ("ceiling_passthrough", "ceiling: transactional pass-through")):
+                       ("ceiling_passthrough", "ceiling: transactional pass-through"),
+                       ("peer_kstreams", "peer: Kafka Streams, exactly-once")):
         if key in tp:
             r = tp[key]
             runs = ", ".join(num(x["attempts_per_s"]) for x in r["runs"])
@@ -56,7 +57,8 @@ def _throughput_lines(results: dict[str, Any]) -> list[str]:
     ratios = results.get("ratios", {})
     if ratios:
         lines.append(f"exactly-once x1 / plain consumer: {ratios.get('eos_vs_consume')}; "
-                     f"/ pass-through: {ratios.get('eos_vs_passthrough')}")
+                     f"/ pass-through: {ratios.get('eos_vs_passthrough')}; "
+                     f"/ best peer: {ratios.get('eos_vs_best_peer')}")
     return lines
 
 

@@ -16,7 +16,9 @@ from pydantic.json_schema import SkipJsonSchema
 from processor.core.ids import AccountId
 from processor.core.times import Rfc3339
 
-_ID = Field(min_length=1, max_length=1024)
+#: Required text fields (id, identity.iam_id, action): 1 to this many characters.
+ID_MAX = 1024
+_ID = Field(min_length=1, max_length=ID_MAX)
 
 #: Optional display fields (SPEC §4) and their maxima in characters: a longer value is truncated, one of
 #: the wrong type dropped, never a reason to reject the attempt (the external identity controls some).
@@ -88,7 +90,7 @@ class AccessAttempt(BaseModel):
     event_time: Rfc3339
     account_id: AccountId
     identity: Identity
-    action: str = Field(min_length=1, max_length=1024)
+    action: str = Field(min_length=1, max_length=ID_MAX)
     resource: Resource | None = None
     source_ip: str | None = Field(default=None, max_length=SOURCE_IP_MAX)
     user_agent: str | None = Field(default=None, max_length=USER_AGENT_MAX)
@@ -108,28 +110,29 @@ class AccessAttempt(BaseModel):
 # account ids, more than 6 fractional digits, ...) is re-read by `AccessAttempt`, which decides and
 # names the problem. So the fast path may only accept a subset of what the model accepts, with the same
 # values: tests/core/test_hot_path.py checks exactly that.
-_MsStr1024 = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+# The same maxima as the model's, by name.
+_MsId = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX)]
 
 class IdentityData(TypedDict):
-    iam_id: _MsStr1024
+    iam_id: _MsId
     type: Literal["user", "service_id", "service"]
     account_id: str  # normalised after decoding (AccountId)
-    name: NotRequired[Annotated[str, msgspec.Meta(max_length=1024)] | None]
+    name: NotRequired[Annotated[str, msgspec.Meta(max_length=NAME_MAX)] | None]
 
 
 class ResourceData(TypedDict, total=False):
-    crn: Annotated[str, msgspec.Meta(max_length=4096)] | None
-    service_name: Annotated[str, msgspec.Meta(max_length=1024)] | None
+    crn: Annotated[str, msgspec.Meta(max_length=CRN_MAX)] | None
+    service_name: Annotated[str, msgspec.Meta(max_length=SERVICE_NAME_MAX)] | None
 
 
 class AttemptData(TypedDict):
     """An AccessAttempt as a plain dict; optional fields may be absent (read them with .get)."""
 
-    id: _MsStr1024
+    id: _MsId
     event_time: str  # RFC 3339, as received; read the instant from Attempt.event_ms
     account_id: str  # normalised after decoding (AccountId)
     identity: IdentityData
-    action: _MsStr1024
+    action: _MsId
     resource: NotRequired[ResourceData | None]
-    source_ip: NotRequired[Annotated[str, msgspec.Meta(max_length=256)] | None]
-    user_agent: NotRequired[Annotated[str, msgspec.Meta(max_length=4096)] | None]
+    source_ip: NotRequired[Annotated[str, msgspec.Meta(max_length=SOURCE_IP_MAX)] | None]
+    user_agent: NotRequired[Annotated[str, msgspec.Meta(max_length=USER_AGENT_MAX)] | None]

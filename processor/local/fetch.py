@@ -1,7 +1,8 @@
 """The Kafka broker jars from Maven Central, through the machine's `mvn`, cached once complete.
 
 The cache is ``<cache>/<version>/libs`` (see `processor.local.paths.default_cache_dir`), reused once a
-marker file records a complete download.
+marker file records a complete download. `fetch_closure` does the same for other jars (the bench's
+Kafka Streams peer, bench/kafka/peers.py) in ``<cache>/<name>/libs``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -64,8 +66,8 @@ def _pom(coordinates: list[tuple[str, str, str]]) -> str:
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>access-eval.local</groupId>
-  <artifactId>kafka-broker-jars</artifactId>
-  <version>{KAFKA_VERSION}</version>
+  <artifactId>access-eval-jars</artifactId>
+  <version>1</version>
   <packaging>pom</packaging>
   <dependencies>
 {deps}
@@ -77,7 +79,8 @@ def _pom(coordinates: list[tuple[str, str, str]]) -> str:
 _DOWNLOADED = re.compile(r"Downloaded from [^:]+: \S+/([^/\s]+\.jar) \(([^)]*?)(?: at [^)]*)?\)")
 
 
-def _run_mvn(mvn: str, pom_dir: Path, out_dir: Path, repo_local: Path, progress: Progress) -> None:
+def _run_mvn(mvn: str, pom_dir: Path, out_dir: Path, repo_local: Path, progress: Progress,
+             what: str = f"the Kafka {KAFKA_VERSION} jars") -> None:
     """Run `copy-dependencies`, relaying one line per downloaded jar and a heartbeat when mvn is quiet.
 
     mvn's own output is thousands of lines (every POM); the user only needs to see that it moves.
@@ -116,7 +119,7 @@ def _run_mvn(mvn: str, pom_dir: Path, out_dir: Path, repo_local: Path, progress:
     if rc != 0:
         detail = "\n".join(errors[:15] or recent[-20:])
         raise LocalKafkaError(
-            f"downloading the Kafka {KAFKA_VERSION} jars with mvn failed (exit {rc}). Check that this "
+            f"downloading {what} with mvn failed (exit {rc}). Check that this "
             "machine reaches Maven Central (or the mirror in your ~/.m2/settings.xml) and re-run "
             f"`access-eval local fetch`. mvn said:\n{detail}"
         )
@@ -175,56 +178,71 @@ def _check_slf4j_binding(libs: Path) -> None:
             )
 
 
-def _libs_dir(cache_dir: Path) -> Path:
-    return cache_dir / KAFKA_VERSION / "libs"
+def _check_broker(libs: Path) -> None:
+    if not any(j.name.startswith(f"kafka_{SCALA_BINARY_VERSION}-") for j in libs.glob("*.jar")):
+        raise LocalKafkaError(f"mvn finished but no kafka_{SCALA_BINARY_VERSION} jar is in {libs}")
+    _check_slf4j_binding(libs)
 
 
-def _marker_text() -> str:
-    return json.dumps({"coordinates": [":".join(c) for c in _coordinates()]}, sort_keys=True) + "\n"
-
-
-def _jars_ready(cache_dir: Path) -> bool:
-    marker = cache_dir / KAFKA_VERSION / MARKER_FILE
-    try:
-        return marker.read_text() == _marker_text() and _libs_dir(cache_dir).is_dir()
-    except OSError:
-        return False
+def _marker_text(coordinates: list[tuple[str, str, str]]) -> str:
+    return json.dumps({"coordinates": [":".join(c) for c in coordinates]}, sort_keys=True) + "\n"
 
 
 def fetch_jars(cache_dir: Path | None = None, *, progress: Progress | None = None) -> Path:
-    """Make sure the Kafka broker jars (plus a logging binding) are in the cache; return their folder.
+    """Make sure the Kafka broker jars (plus a logging binding) are in the cache; return their folder."""
+    return fetch_closure(KAFKA_VERSION, _coordinates(), cache_dir=cache_dir, progress=progress,
+                         check=_check_broker)
+
+
+def fetch_closure(
+    name: str,
+    coordinates: list[tuple[str, str, str]],
+    *,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+    check: Callable[[Path], None] = lambda _libs: None,
+) -> Path:
+    """`coordinates` and their runtime closure in `<cache>/<name>/libs`, downloaded once; return that folder.
 
     The download goes to a temporary folder that is renamed into place, and the marker file is
     written only after that, so an interrupted download is never mistaken for a complete one.
-    `mvn` is only needed when the cache is empty.
+    `mvn` is only needed when the cache is empty. `check(libs)` vets a fresh download.
     """
     say = progress or say_stderr
     cache = (cache_dir or default_cache_dir()).resolve()
-    libs = _libs_dir(cache)
-    if _jars_ready(cache):
+    version_dir = cache / name
+    libs = version_dir / "libs"
+    marker = version_dir / MARKER_FILE
+    wanted = _marker_text(coordinates)
+
+    def ready() -> bool:
+        try:
+            return marker.read_text() == wanted and libs.is_dir()
+        except OSError:
+            return False
+
+    if ready():
         return libs
-    version_dir = cache / KAFKA_VERSION
-    with locked(cache / f".{KAFKA_VERSION}.lock"):
-        if _jars_ready(cache):  # another process finished the download while we waited
+    with locked(cache / f".{name}.lock"):
+        if ready():  # another process finished the download while we waited
             return libs
         mvn = _check_mvn()
         check_java()  # mvn needs it too, and the message for a missing java is the clearer one
         version_dir.mkdir(parents=True, exist_ok=True)
-        (version_dir / MARKER_FILE).unlink(missing_ok=True)
-        say(f"Fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} (once; cached)")
+        marker.unlink(missing_ok=True)
+        what = ", ".join(f"{artifact} {version}" for _, artifact, version in coordinates)
+        say(f"Fetching {what} and what they need from Maven Central into {libs} (once; cached)")
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="libs.tmp-", dir=version_dir) as tmp:
             tmp_dir = Path(tmp)
             out_dir = tmp_dir / "libs"
-            (tmp_dir / "pom.xml").write_text(_pom(_coordinates()))
-            _run_mvn(mvn, tmp_dir, out_dir, cache / "m2", say)
+            (tmp_dir / "pom.xml").write_text(_pom(coordinates))
+            _run_mvn(mvn, tmp_dir, out_dir, cache / "m2", say, what)
+            check(out_dir)
             jars = sorted(out_dir.glob("*.jar"))
-            if not any(j.name.startswith(f"kafka_{SCALA_BINARY_VERSION}-") for j in jars):
-                raise LocalKafkaError(f"mvn finished but no kafka_{SCALA_BINARY_VERSION} jar is in {out_dir}")
-            _check_slf4j_binding(out_dir)
             if libs.exists():
                 shutil.rmtree(libs)
             out_dir.rename(libs)
-        (version_dir / MARKER_FILE).write_text(_marker_text())
+        marker.write_text(wanted)
         say(f"Fetched {len(jars)} jars in {time.monotonic() - started:.0f} s")
     return libs

@@ -19,13 +19,14 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 
 THROUGHPUT = ["exactly_once_1", "exactly_once_2", "at_least_once_1", "at_least_once_2"]
 CEILINGS = ["ceiling_consume", "ceiling_passthrough"]
+PEERS = ["peer_kstreams"]  # needs a JDK and mvn (installed on the CI machine)
 
 
 def test_quick_benchmark_counts_match_the_mix(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "bench_kafka.py"), "--quick", "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=400, check=False,
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     r = json.loads(out.read_text())
@@ -42,7 +43,7 @@ def test_quick_benchmark_counts_match_the_mix(tmp_path: Path) -> None:
     assert r["expected"]["events"] <= outcomes["would_be_deny"] + outcomes["enforced_deny"] + outcomes["permit"]
 
     tp = r["throughput"]
-    assert set(tp) == set(THROUGHPUT + CEILINGS)
+    assert set(tp) == set(THROUGHPUT + CEILINGS + PEERS)
     for key in THROUGHPUT:
         for run in tp[key]["runs"]:
             assert run["expected_events"] == r["expected"]["events"]
@@ -55,7 +56,10 @@ def test_quick_benchmark_counts_match_the_mix(tmp_path: Path) -> None:
         assert tp[key]["correct"] is True
     passthrough = tp["ceiling_passthrough"]["runs"][0]
     assert passthrough["records"] == 20_000 and passthrough["correct"] is True
-    assert set(r["ratios"]) == {"eos_vs_consume", "eos_vs_passthrough"}
+    assert set(r["ratios"]) == {"eos_vs_consume", "eos_vs_passthrough", "eos_vs_best_peer"}
+    # the peer does the same job, exactly once: exactly the mix's events (its source says what it skips)
+    for run in tp["peer_kstreams"]["runs"]:
+        assert run["events"] == r["expected"]["events"] and run["correct"] is True, run
 
     lat = r["latency"]
     assert lat["events"] > 0 and lat["attempts"] > 0
