@@ -107,17 +107,9 @@ def test_the_block_restores_the_handler_and_the_mask() -> None:
 def test_sigusr2_dumps_from_c_a_process_whose_gil_is_held(tmp_path: Path) -> None:
     """The frozen case: a thread holds the GIL inside a C call; SIGUSR1's answerer cannot run, the C
     dump can, and is safe there because no thread runs Python."""
-    frozen = """
-import ctypes, sys
-from processor import stacks
-with stacks.on_request():
-    print("busy", flush=True)
-    def blocked_in_c():
-        while True:
-            ctypes.PyDLL(None).sleep(60)
-    blocked_in_c()
-"""
-    proc, log = start(tmp_path, frozen)
+    from tests.soak.test_frozen_stacks import FROZEN  # the soak's frozen child: the same `on_request`
+
+    proc, log = start(tmp_path, FROZEN.replace('print("frozen"', 'print("busy"'))
     try:
         os.kill(proc.pid, signal.SIGUSR1)
         os.kill(proc.pid, stacks.FROZEN_DUMP)
