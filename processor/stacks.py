@@ -31,12 +31,14 @@ FOOTER = "access-eval: end of the stacks"
 
 
 def dump(out: TextIO) -> None:
-    """Write every thread's stack; the caller holds the GIL (any Python code does)."""
-    out.write(HEADER + "\n")
-    out.flush()
-    faulthandler.dump_traceback(out, all_threads=True)
-    out.write(FOOTER + "\n")
-    out.flush()
+    """Write every thread's stack; the caller holds the GIL (any Python code does). A closed or broken
+    output is no reason to disturb the process: nothing is written then."""
+    with contextlib.suppress(OSError, ValueError):
+        out.write(HEADER + "\n")
+        out.flush()
+        faulthandler.dump_traceback(out, all_threads=True)
+        out.write(FOOTER + "\n")
+        out.flush()
 
 
 class _Answerer:
@@ -52,8 +54,7 @@ class _Answerer:
             signal.sigwait({DUMP})
             if self.closing:
                 return
-            with contextlib.suppress(OSError, ValueError):  # stderr closed: nothing to write to
-                dump(self.out)
+            dump(self.out)
 
     def close(self) -> None:
         self.closing = True
