@@ -17,7 +17,7 @@ from typing import Any
 from bench.kafka.common import REPO, num, say
 from bench.kafka.procs import Bench, Proc
 from bench.kafka.throughput import drain
-from bench.kafka.topics import count_committed_records, delete_topics
+from bench.kafka.topics import count_committed_records
 from bench.kafka.workload import Mixed
 from processor.local.fetch import KAFKA_VERSION, SLF4J_BINDING, fetch_closure
 
@@ -59,8 +59,7 @@ def peer_run(bench: Bench, mixed: Mixed, classpath: str, rep: int) -> dict[str, 
     events = count_committed_records(bench.bootstrap, out)
     result.update(events=events, expected_events=mixed.expected_events,
                   correct=events == mixed.expected_events, exit_codes=[code])
-    delete_topics(bench.bootstrap, [out])
-    bench.created.remove(out)
+    bench.drop(out)
     shutil.rmtree(state, ignore_errors=True)
     say(f"  peer kafka-streams run {rep + 1}: {num(result['attempts_per_s'])} attempts/s, "
         f"events {events}/{mixed.expected_events}, cpu {result['cpu_per_process']}, broker {result.get('broker_cpu')}")

@@ -20,6 +20,7 @@ from bench.kafka.common import (
 )
 from bench.kafka.topics import (
     create_topics,
+    delete_topics,
 )
 
 
@@ -109,6 +110,12 @@ class Bench:
         create_topics(self.bootstrap, [(name, partitions, config or {})])
         self.created.append(name)
         return name
+
+    def drop(self, *names: str) -> None:
+        """Delete topics made by `topic` once a section is done with them (the rest go at the end)."""
+        delete_topics(self.bootstrap, list(names))
+        for name in names:
+            self.created.remove(name)
 
     def fresh(self, what: str) -> str:
         self.serial += 1

@@ -20,7 +20,6 @@ from bench.kafka.common import (
 from bench.kafka.latency import Reader, wait_ready
 from bench.kafka.procs import Bench, Proc
 from bench.kafka.topics import (
-    delete_topics,
     end_offsets,
     preload,
 )
@@ -163,7 +162,5 @@ def bootstrap_run(bench: Bench, records: int) -> dict[str, Any]:
     }
     say(f"  bootstrap of {n:,} records: ready in {ready_s:.1f} s (bootstrap {boot_s} s), "
         f"peak RSS {out['peak_rss_mb']} MB")
-    delete_topics(bench.bootstrap, [topic, attempts, evals])
-    for t in (topic, attempts, evals):
-        bench.created.remove(t)
+    bench.drop(topic, attempts, evals)
     return out

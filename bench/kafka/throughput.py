@@ -17,7 +17,6 @@ from bench.kafka.procs import Bench, Proc
 from bench.kafka.topics import (
     CommitWatch,
     count_committed_records,
-    delete_topics,
 )
 from bench.kafka.workload import Mixed
 
@@ -112,8 +111,7 @@ def throughput_run(bench: Bench, mixed: Mixed, delivery: str, nprocs: int, rep: 
         correct=exact if delivery == "exactly-once" else events >= mixed.expected_events,
         exit_codes=codes,
     )
-    delete_topics(bench.bootstrap, [evals])
-    bench.created.remove(evals)
+    bench.drop(evals)
     say(f"  {delivery} x{nprocs} run {rep + 1}: {num(result['attempts_per_s'])} attempts/s, "
         f"events {events}/{mixed.expected_events}, cpu {result['cpu_per_process']}, broker {result.get('broker_cpu')}, "
         f"machine {result.get('machine_cpu')}")
@@ -132,8 +130,7 @@ def ceiling_run(bench: Bench, mixed: Mixed, mode: str, rep: int) -> dict[str, An
     if out_topic:
         n = count_committed_records(bench.bootstrap, out_topic)
         result.update(records=n, correct=n == mixed.attempts_total)
-        delete_topics(bench.bootstrap, [out_topic])
-        bench.created.remove(out_topic)
+        bench.drop(out_topic)
     else:
         result["correct"] = True
     say(f"  ceiling {mode} run {rep + 1}: {num(result['attempts_per_s'])} attempts/s, cpu {result['cpu_per_process']}")

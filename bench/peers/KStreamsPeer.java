@@ -11,7 +11,7 @@
 // Avro, no metrics beyond Kafka Streams' own. Kafka Streams' default commit interval under
 // exactly-once (100 ms; access-eval's is 50 ms) is kept.
 //
-// Usage: java -cp <kafka-streams jars>:<classes> KStreamsPeer BOOTSTRAP APP_ID SETTINGS ATTEMPTS OUT
+// Usage: java -cp <kafka-streams jars>:<classes> KStreamsPeer BOOTSTRAP APP_ID SETTINGS ATTEMPTS OUT [STATE_DIR]
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
