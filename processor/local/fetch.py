@@ -79,8 +79,7 @@ def _pom(coordinates: list[tuple[str, str, str]]) -> str:
 _DOWNLOADED = re.compile(r"Downloaded from [^:]+: \S+/([^/\s]+\.jar) \(([^)]*?)(?: at [^)]*)?\)")
 
 
-def _run_mvn(mvn: str, pom_dir: Path, out_dir: Path, repo_local: Path, progress: Progress,
-             what: str = f"the Kafka {KAFKA_VERSION} jars") -> None:
+def _run_mvn(mvn: str, pom_dir: Path, out_dir: Path, repo_local: Path, progress: Progress, what: str) -> None:
     """Run `copy-dependencies`, relaying one line per downloaded jar and a heartbeat when mvn is quiet.
 
     mvn's own output is thousands of lines (every POM); the user only needs to see that it moves.
@@ -120,8 +119,8 @@ def _run_mvn(mvn: str, pom_dir: Path, out_dir: Path, repo_local: Path, progress:
         detail = "\n".join(errors[:15] or recent[-20:])
         raise LocalKafkaError(
             f"downloading {what} with mvn failed (exit {rc}). Check that this "
-            "machine reaches Maven Central (or the mirror in your ~/.m2/settings.xml) and re-run "
-            f"`access-eval local fetch`. mvn said:\n{detail}"
+            "machine reaches Maven Central (or the mirror in your ~/.m2/settings.xml) and try again "
+            f"(the broker's jars: `access-eval local fetch`). mvn said:\n{detail}"
         )
 
 
