@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from processor.core.attempt_doc import AccessAttempt, AttemptData
 from processor.core.errors import AccessEvalError
 from processor.core.ids import ACCOUNT_ID_MAX, IDENTITY_TYPES, is_valid_account, normalize_account
-from processor.core.times import to_millis
+from processor.core.times import known_minute_millis, remember_minute, to_millis
 
 __all__ = ["AccessAttempt", "Attempt", "AttemptData", "InvalidAttempt", "parse_attempt"]
 
@@ -107,8 +107,12 @@ def parse_attempt(
     try:
         data = _decode_fast(raw)
         ts = data["event_time"]
-        event_time = _to_datetime(ts, datetime)
+        event_ms = known_minute_millis(ts)
+        if event_ms is None:
+            event_ms = _parsed_millis(ts)
     except _FAST_ERRORS:
+        return _parse_with_model(raw, now_ms, max_future_ms)
+    if event_ms is None:
         return _parse_with_model(raw, now_ms, max_future_ms)
     ident = data["identity"]
     raw_account, raw_ident_account = data["account_id"], ident["account_id"]
@@ -123,17 +127,26 @@ def parse_attempt(
         and (ident_account.isalnum() or is_valid_account(ident_account))
         and len(account) <= ACCOUNT_ID_MAX
         and len(ident_account) <= ACCOUNT_ID_MAX
-        and event_time.tzinfo is not None
-        and (len(ts) < 27 or not _LONG_FRACTION(ts))
     ):
         return _parse_with_model(raw, now_ms, max_future_ms)
     data["account_id"] = account
     ident["account_id"] = ident_account
-    return Attempt(data, _checked_millis(event_time, now_ms, max_future_ms), raw)
+    return Attempt(data, _checked_millis(event_ms, now_ms, max_future_ms), raw)
 
 
-def _checked_millis(event_time: datetime, now_ms: int, max_future_ms: int) -> int:
+def _parsed_millis(ts: str) -> int | None:
+    """An event time of a minute not read yet: parsed in full (msgspec raises for what it rejects),
+    then its minute remembered; None for what the model must decide (no offset, or more than six
+    fraction digits: pydantic truncates them, msgspec rounds)."""
+    event_time = _to_datetime(ts, datetime)
+    if event_time.tzinfo is None or (len(ts) >= 27 and _LONG_FRACTION(ts)):
+        return None
     event_ms = to_millis(event_time)
+    remember_minute(ts, event_ms)
+    return event_ms
+
+
+def _checked_millis(event_ms: int, now_ms: int, max_future_ms: int) -> int:
     if event_ms < MIN_EVENT_TIME_MS:
         raise InvalidAttempt("bad_timestamp", "event_time: before 2000-01-01T00:00:00Z")
     if event_ms > now_ms + max_future_ms:
@@ -152,7 +165,7 @@ def _parse_with_model(raw: bytes | str, now_ms: int, max_future_ms: int) -> Atte
     if (b"NaN" in raw or b"Infinity" in raw) if isinstance(raw, bytes) else ("NaN" in raw or "Infinity" in raw):
         _reject_non_json_numbers(raw)
     data: AttemptData = model.model_dump(mode="json", exclude_unset=True)  # type: ignore[assignment]
-    attempt = Attempt(data, _checked_millis(model.event_time, now_ms, max_future_ms), raw, model.truncated)
+    attempt = Attempt(data, _checked_millis(to_millis(model.event_time), now_ms, max_future_ms), raw, model.truncated)
     attempt._model = model
     return attempt
 

@@ -11,7 +11,6 @@ stays a pure function over plain data.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterator
 
 from processor.core.settings_doc import DEFAULT_RULES, SMALL_ALLOWLIST, Rule, Rules, SetLike, SmallSet
@@ -37,21 +36,6 @@ def hex_key(account: str) -> bytes | None:
     except ValueError:
         return None
     return raw if len(raw) == 16 and raw.hex() == account else None
-
-
-#: A 32-character lower-case hex id, exactly (`int(_, 16)` alone would also take `0x`, `_`, spaces).
-HEX32 = re.compile("[0-9a-f]{32}").fullmatch
-
-
-def account_key(account: str) -> int | str:
-    """The table's key for a normalised account id: the 128-bit number of a hex id (an int takes 48
-    bytes, the 32-character text 81), the text otherwise."""
-    return int(account, 16) if len(account) == 32 and HEX32(account) else account
-
-
-def key_text(key: int | str) -> str:
-    """The account id a table key stands for."""
-    return f"{key:032x}" if isinstance(key, int) else key
 
 
 def pack_hex_ids(ids: list[str]) -> bytes | None:

@@ -12,14 +12,11 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 
 from processor.core.compact import (
     HEAD_BYTES,
-    HEX32,
     MAX_TOPICS,
-    account_key,
-    key_text,
     pack_version,
     unpack_version,
 )
-from processor.core.ids import IDENTITY_TYPES, account_problem, normalize_account
+from processor.core.ids import IDENTITY_TYPES, account_key, account_problem, key_text, normalize_account
 from processor.core.resets import is_reset, prune_resets
 from processor.core.settings_doc import (  # re-exported: callers import one module
     DEFAULT_RULES,
@@ -362,8 +359,7 @@ class SettingsHistory:
 
     def lookup(self, account_id: str, t_ms: int) -> tuple[SettingsVersion | None, bool]:
         """The version in force at t and whether it is exact (False: t precedes every kept version)."""
-        # account_key, inlined: this is the hot path's one lookup per cross-account attempt
-        key = int(account_id, 16) if len(account_id) == 32 and HEX32(account_id) else account_id
+        key = account_key(account_id)  # the hot path's one table lookup per cross-account attempt
         current = self._accounts.get(key)
         if current is None:
             return None, True

@@ -13,13 +13,12 @@ import pytest
 
 from processor.core.compact import (
     PackedIds,
-    account_key,
     hex_key,
-    key_text,
     pack_hex_ids,
     pack_version,
     unpack_version,
 )
+from processor.core.ids import account_key, key_text
 from processor.core.settings import DEFAULT_RULES, Rule, SettingsHistory, SmallSet, parse_settings, rules_of
 from processor.core.settings_fast import fast_rules, fast_settings
 from processor.core.times import to_millis
@@ -36,6 +35,27 @@ C = "00000000000000000000000000000001"
 def test_only_normal_32_hex_ids_get_a_byte_key(text: str) -> None:
     assert hex_key(text) is None
     assert account_key(text) == text
+
+
+def test_the_key_is_a_number_exactly_for_32_lower_case_hex_digits() -> None:
+    """`account_key` reads hex without a regular expression (the hot path's lookup): checked against one
+    on random texts over hex digits of both cases and what `fromhex` or `int(_, 16)` skip or take."""
+    import random
+    import re
+
+    rule = re.compile("[0-9a-f]{32}").fullmatch
+    rng = random.Random(25)
+    alphabet = "0123456789abcdefABCDEF x_+\t\u0663"
+    texts = [C, "0" * 32, "9" * 32, "f" * 32]
+    for _ in range(20_000):
+        text = list(rng.choice([A, B, C]))
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            text[rng.randrange(32)] = rng.choice(alphabet)
+        texts.append("".join(text))
+    for text in texts:
+        key = account_key(text)
+        assert isinstance(key, int) == bool(rule(text)), text
+        assert key_text(key) == text
 
 
 def test_hex_ids_round_trip_through_their_key() -> None:

@@ -271,3 +271,49 @@ TIMESTAMPS = st.one_of(
 @given(TIMESTAMPS)
 def test_event_time_fast_check_agrees_with_rfc3339(value: Any) -> None:
     check_same(patched("event_time", value))
+
+
+MINUTE = "2026-11-27T12:00"
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet="0123456789:.Zz+- T\u0663", max_size=12))
+def test_event_times_of_a_known_minute_agree_with_the_full_parse(suffix: str) -> None:
+    """Once a minute was parsed in full, `known_minute_millis` reads its other texts without a datetime:
+    every text of that minute must get the model's verdict and value (the whole parse_attempt), and the
+    cache gives a value only where the full parse gives the same one."""
+    import datetime as dt
+
+    import msgspec
+
+    from processor.core import times
+
+    check_same(patched("event_time", MINUTE + ":00.000Z"))  # remembers the minute
+    assert times.known_minute_millis(MINUTE + ":00.000Z") is not None
+    check_same(patched("event_time", MINUTE + suffix))
+    cached = times.known_minute_millis(MINUTE + suffix)
+    if cached is not None:
+        assert cached == to_millis(msgspec.convert(MINUTE + suffix, dt.datetime))
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-27T12:00:60.000Z", "2026-11-27T12:00:5.1234Z", "2026-11-27T12:00:05.12 Z", "2026-11-27T12:00:05.123z",
+    "2026-11-27T12:00:+5.123Z", "2026-11-27T12:00:05.+12Z", "2026-11-27T12:00:0\u0663.123Z", "2026-11-27T12:00 05.123Z",
+    "2026-11-27T12:00:05.123+00:00", "2026-11-27T12:00:05.1Z",
+])
+def test_texts_of_a_known_minute_outside_the_two_forms_take_the_full_parse(text: str) -> None:
+    from processor.core import times
+
+    times.remember_minute(MINUTE + ":00.000Z", 1_795_780_800_000)
+    assert times.known_minute_millis(MINUTE + ":07.250Z") == 1_795_780_807_250
+    assert times.known_minute_millis(MINUTE + ":07Z") == 1_795_780_807_000
+    assert times.known_minute_millis(text) is None
+
+
+def test_the_minutes_remembered_are_bounded() -> None:
+    from processor.core import times
+
+    for i in range(times.MINUTES_MAX + 10):
+        times.remember_minute(f"2026-11-{1 + i // 1440:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00Z", i * 60_000)
+        assert len(times._MINUTES) <= times.MINUTES_MAX
+    assert times.known_minute_millis("2026-11-01T00:00:00Z") is None  # cleared once full
