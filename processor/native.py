@@ -29,6 +29,7 @@ MODULES: tuple[str, ...] = (
     "processor/core/settings.py",
     "processor/core/settings_fast.py",
     "processor/core/times.py",
+    "processor/core/versions.py",
     "processor/stream/attempt_stage.py",
 )
 
