@@ -38,27 +38,34 @@ _MINUTES: dict[str, int] = {}
 MINUTES_MAX = 4096
 
 
+#: What `_digit` gives for anything but an ASCII digit: enough to make any sum of the six digits negative.
+_NOT_A_DIGIT = -1_000_000
+
+
+def _digit(ts: str, i: int) -> int:
+    d = ord(ts[i]) - 48
+    return d if 0 <= d <= 9 else _NOT_A_DIGIT
+
+
 def _minute_offset(ts: str) -> int:
-    """Milliseconds past its minute of a `YYYY-MM-DDTHH:MM:SS.fffZ` or `…:SSZ` text (UTC, ASCII, seconds
-    00-59), or -1 for any other text. Decides the form only; the minute's text is not checked here."""
+    """Milliseconds past its minute of a `YYYY-MM-DDTHH:MM:SS.fffZ` or `…:SSZ` text (UTC, seconds 00-59),
+    or -1 for any other text. Decides the form only; the minute's text is not checked here. Digit by
+    digit (`ord`), not by slices, `isdigit` and `int`: a quarter of the time compiled."""
     n = len(ts)
     if n == 24:
         if ts[19] != "." or ts[23] != "Z":
             return -1
-        frac = ts[20:23]
-        if not frac.isdigit():
-            return -1
-        ms = int(frac)
+        ms = _digit(ts, 20) * 100 + _digit(ts, 21) * 10 + _digit(ts, 22)
     elif n == 20:
         if ts[19] != "Z":
             return -1
         ms = 0
     else:
         return -1
-    sec = ts[17:19]
-    if ts[16] != ":" or not ts.isascii() or not sec.isdigit() or sec >= "60":
+    if ts[16] != ":":
         return -1
-    return int(sec) * 1000 + ms
+    ms += (_digit(ts, 17) * 10 + _digit(ts, 18)) * 1000
+    return ms if 0 <= ms < 60_000 else -1
 
 
 def known_minute_millis(ts: str) -> int | None:
