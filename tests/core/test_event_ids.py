@@ -133,7 +133,7 @@ class _Producer:
         self.produced: list[tuple[str, bytes | None]] = []
         self.failed_deliveries = 0
 
-    def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Any = None) -> None:
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, *_: Any, **__: Any) -> None:
         self.produced.append((topic, value))
 
     def poll(self, timeout: float = 0) -> int:

@@ -66,11 +66,11 @@ def test_a_produce_error_repeating_for_one_record_is_bounded(monkeypatch: pytest
     refused: list[int] = []
 
     def produce(self: FakeProducer, topic: str, value: bytes | None = None, key: bytes | None = None,
-                headers: Any = None, **kw: Any) -> None:
+                *rest: Any, **kw: Any) -> None:
         if topic == EVALS and value == b"0:1":
             refused.append(1)
             raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "produce: invalid argument"))
-        real(self, topic, value, key, headers, **kw)
+        real(self, topic, value, key, *rest, **kw)
 
     monkeypatch.setattr(FakeProducer, "produce", produce)
     w = World(0, frozenset())
@@ -96,10 +96,10 @@ def test_transient_produce_errors_are_not_dead_lettered(monkeypatch: pytest.Monk
     failures = iter([True] * (MAX_PRODUCE_FAILURES - 1))
 
     def produce(self: FakeProducer, topic: str, value: bytes | None = None, key: bytes | None = None,
-                headers: Any = None, **kw: Any) -> None:
+                *rest: Any, **kw: Any) -> None:
         if topic == EVALS and value == b"0:0" and next(failures, False):
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "produce: too large"))
-        real(self, topic, value, key, headers, **kw)
+        real(self, topic, value, key, *rest, **kw)
 
     monkeypatch.setattr(FakeProducer, "produce", produce)
     w = World(0, frozenset())
@@ -116,10 +116,11 @@ def test_a_dead_letter_refused_repeatedly_is_sent_minimal(monkeypatch: pytest.Mo
     real = FakeProducer.produce
 
     def produce(self: FakeProducer, topic: str, value: bytes | None = None, key: bytes | None = None,
-                headers: Any = None, **kw: Any) -> None:
+                *rest: Any, **kw: Any) -> None:
+        headers = rest[4] if len(rest) > 4 else kw.get("headers")  # the client's eighth argument
         if topic == DLQ and any(n == "bad" for n, _ in headers or []):
             raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "produce: invalid header"))
-        real(self, topic, value, key, headers, **kw)
+        real(self, topic, value, key, *rest, **kw)
 
     monkeypatch.setattr(FakeProducer, "produce", produce)
     w = World(0, frozenset())

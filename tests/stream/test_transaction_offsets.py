@@ -31,7 +31,7 @@ class _Producer:
     def __init__(self) -> None:
         self.produced: list[tuple[str, bytes | None, bytes | None]] = []
 
-    def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Any = None) -> None:
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, *_: Any, **__: Any) -> None:
         self.produced.append((topic, value, key))
 
     def poll(self, timeout: float = 0) -> int:

@@ -277,8 +277,10 @@ class FakeProducer:
         assert self.txn_id is not None
         self.cluster.pending[self.txn_id] = self.txn
 
-    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                headers: Any = None, **_kw: Any) -> None:
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
+                callback: Any = None, on_delivery: Any = None, timestamp: int = 0, headers: Any = None,
+                **_kw: Any) -> None:
+        """The real client's signature, in its order (the transaction passes all eight by position)."""
         if self._fault("produce") == "bug":
             raise RuntimeError("injected bug in produce")
         # librdkafka refuses in produce() a record larger than message.max.bytes (key + value + headers
