@@ -31,8 +31,8 @@ def account_key(account: str) -> int | str:
 
     Exact, so distinct ids never share a key: `hex()` of the 16 bytes gives the id back only for 32
     lower-case hex digits. Not `int(_, 16)` alone, which also takes `0x`, `_` and spaces; not a regular
-    expression, whose matcher allocates: in the processor, the settings lookup spent a third of its
-    time in it (bench/README.md, "Hot path, fourth pass")."""
+    expression, whose matcher allocates: in the processor, the settings lookup spent more than a
+    quarter of its time in it (bench/README.md, "Hot path, fourth pass")."""
     if len(account) == 32:
         try:
             raw = bytes.fromhex(account)
