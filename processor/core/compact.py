@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 
+from processor.core.ids import hex_key
 from processor.core.settings_doc import DEFAULT_RULES, SMALL_ALLOWLIST, Rule, Rules, SetLike, SmallSet
 
 #: A packed version: 13 bytes (effective ms: 48 bits; partition + 1: 10 bits and offset + 1: 38 bits,
@@ -24,18 +25,6 @@ _STATES = ("", "monitor", "limited")
 STATE_CODE = {"monitor": 1, "limited": 2}
 #: Topic indexes fit two bits; a version of a fifth distinct topic is simply not packed.
 MAX_TOPICS = 4
-
-
-def hex_key(account: str) -> bytes | None:
-    """The 16 bytes of a 32-character lower-case hex id, or None for any other id (exact: `hex()` of
-    the result gives the id back, so distinct ids never share a key)."""
-    if len(account) != 32:
-        return None
-    try:
-        raw = bytes.fromhex(account)
-    except ValueError:
-        return None
-    return raw if len(raw) == 16 and raw.hex() == account else None
 
 
 def pack_hex_ids(ids: list[str]) -> bytes | None:

@@ -25,22 +25,27 @@ def normalize_account(raw: str) -> str:
     return raw.strip(WHITE_SPACE).lower()
 
 
+def hex_key(account: str) -> bytes | None:
+    """The 16 bytes of a 32-character lower-case hex id, or None for any other id (exact: `hex()` of
+    the result gives the id back, so distinct ids never share a key)."""
+    if len(account) != 32:
+        return None
+    try:
+        raw = bytes.fromhex(account)
+    except ValueError:
+        return None
+    return raw if len(raw) == 16 and raw.hex() == account else None
+
+
 def account_key(account: str) -> int | str:
     """The settings table's key for a normalised account id: the 128-bit number of a 32-character
     lower-case hex id (an int takes 48 bytes, the 32-character text 81; `compact`), the text otherwise.
 
-    Exact, so distinct ids never share a key: `hex()` of the 16 bytes gives the id back only for 32
-    lower-case hex digits. Not `int(_, 16)` alone, which also takes `0x`, `_` and spaces; not a regular
+    Exact, by `hex_key`. Not `int(_, 16)` alone, which also takes `0x`, `_` and spaces; not a regular
     expression, whose matcher allocates: in the processor, the settings lookup spent more than a
     quarter of its time in it (bench/README.md, "Hot path, fourth pass")."""
-    if len(account) == 32:
-        try:
-            raw = bytes.fromhex(account)
-        except ValueError:
-            return account
-        if raw.hex() == account:
-            return int.from_bytes(raw)
-    return account
+    raw = hex_key(account)
+    return account if raw is None else int.from_bytes(raw)
 
 
 def key_text(key: int | str) -> str:

@@ -6,8 +6,7 @@ see `compact`).
 
 from __future__ import annotations
 
-from processor.core.compact import hex_key
-from processor.core.ids import account_problem, normalize_account
+from processor.core.ids import account_problem, hex_key, normalize_account
 from processor.core.settings_doc import GUARD_REASONS, Rules
 
 #: Effective time of a version that is in force "from the beginning of time" (simulate lines without updated_at).
