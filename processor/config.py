@@ -56,11 +56,7 @@ class RunConfig(BaseSettings):
         default=24 * 3600 * 1000, ge=1000, description="stream-time retention of old settings versions, ms"
     )
     batch_size: int = Field(default=5000, ge=1, le=100_000, description="max attempts consumed per batch")
-    commit_interval_ms: int = Field(default=50, ge=1, description="transaction commit interval under load, ms")
-    commit_interval_caught_up_ms: int = Field(
-        default=25, ge=1, description="commit interval once a fetch drained the input (less than a full batch), "
-        "ms; at most --commit-interval-ms"
-    )
+    commit_interval_ms: int = Field(default=50, ge=1, description="transaction commit interval, ms")
     max_future_ms: int = Field(default=3_600_000, ge=0, description="max event_time ahead of the clock, ms")
     max_attempt_bytes: int = Field(
         default=256 * 1024, ge=1024, description="larger attempts go to the DLQ, bytes"

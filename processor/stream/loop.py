@@ -336,7 +336,6 @@ class Processor:
         consumer = self.consumer
         staleness_s = self.cfg.staleness_ms / 1000
         commit_s = self.cfg.commit_interval_ms / 1000
-        caught_up_s = min(self.cfg.commit_interval_caught_up_ms, self.cfg.commit_interval_ms) / 1000
         size = self.cfg.batch_size
         self.health.mark_progress()
         # What is already fetched, without waiting: consume(n, timeout) waits until n messages
@@ -344,13 +343,10 @@ class Processor:
         moves, rewinds = self.membership.moves, txn.rewinds
         msgs = consumer.consume(size, 0)
         if not msgs:  # idle: wait for the next message (not a full batch), at most until commit time
-            wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + caught_up_s - time.monotonic()))
+            wait = 0.1 if not txn.open else min(0.1, max(0.0, txn.started + commit_s - time.monotonic()))
             msgs = consumer.consume(1, wait)
             if msgs:
                 msgs += consumer.consume(size - 1, 0)
-        # Less than a full batch: the fetch drained what had arrived, so the loop keeps up and has time to
-        # commit sooner (latency). Under load every fetch is full and the longer interval spares commits.
-        commit_after_s = caught_up_s if len(msgs) < size else commit_s
         if self.membership.moves != moves or txn.rewinds != rewinds:
             msgs = self._rebalanced_during_fetch(msgs)
         self.table.poll(0)
@@ -358,7 +354,7 @@ class Processor:
             if not self._ensure_fresh(staleness_s):
                 return False  # stopping: this batch is not committed, so its partitions' next owner re-reads it
             self._process(msgs)
-        if txn.due(commit_after_s, 10 * size):
+        if txn.due(commit_s, 10 * size):
             txn.guarded(txn.commit, "commit")
         if self._unreachable and time.monotonic() >= self._next_probe:
             self._probe_kafka()

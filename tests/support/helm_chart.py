@@ -45,7 +45,6 @@ ENV_OF_VALUE = {
     "processor.evalRetentionMs": "ACCESS_EVAL_EVAL_RETENTION_MS",
     "processor.batchSize": "ACCESS_EVAL_BATCH_SIZE",
     "processor.commitIntervalMs": "ACCESS_EVAL_COMMIT_INTERVAL_MS",
-    "processor.commitIntervalCaughtUpMs": "ACCESS_EVAL_COMMIT_INTERVAL_CAUGHT_UP_MS",
     "processor.maxFutureMs": "ACCESS_EVAL_MAX_FUTURE_MS",
     "processor.maxAttemptBytes": "ACCESS_EVAL_MAX_ATTEMPT_BYTES",
     "processor.schemaRegistryUrl": "ACCESS_EVAL_SCHEMA_REGISTRY_URL",
