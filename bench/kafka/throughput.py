@@ -99,6 +99,9 @@ def throughput_run(bench: Bench, mixed: Mixed, delivery: str, nprocs: int, rep: 
     procs = [bench.processor(group, evals, delivery=delivery, instance=i) for i in range(nprocs)]
     try:
         result = drain(bench, group, procs, mixed.attempts_total, bench.args.run_timeout)
+        # Transactions committed (each process's commit histogram): under load the processor commits every
+        # --commit-interval-ms; a count near twice the drain's seconds / interval would mean it did not.
+        result["commits"] = sum(p.histogram("access_eval_commit_seconds")["count"] for p in procs)
     finally:
         codes = [p.stop() for p in procs]
     events = count_committed_records(bench.bootstrap, evals)
@@ -114,7 +117,7 @@ def throughput_run(bench: Bench, mixed: Mixed, delivery: str, nprocs: int, rep: 
     bench.drop(evals)
     say(f"  {delivery} x{nprocs} run {rep + 1}: {num(result['attempts_per_s'])} attempts/s, "
         f"events {events}/{mixed.expected_events}, cpu {result['cpu_per_process']}, broker {result.get('broker_cpu')}, "
-        f"machine {result.get('machine_cpu')}")
+        f"machine {result.get('machine_cpu')}, commits {result.get('commits')} in {result.get('seconds')} s")
     return result
 
 

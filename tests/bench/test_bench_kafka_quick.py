@@ -53,6 +53,7 @@ def test_quick_benchmark_counts_match_the_mix(tmp_path: Path) -> None:
             else:
                 assert run["events"] >= run["expected_events"], key  # at least once
             assert {"attempts_per_s", "seconds", "cpu_per_process", "peak_rss_mb", "from_start_s"} <= set(run)
+            assert run["commits"] >= 1, key  # read off the processes' commit histograms: they committed the mix
         assert tp[key]["correct"] is True
     passthrough = tp["ceiling_passthrough"]["runs"][0]
     assert passthrough["records"] == 20_000 and passthrough["correct"] is True
