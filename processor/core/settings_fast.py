@@ -19,7 +19,6 @@ import msgspec
 
 from processor.core.compact import HEAD_BYTES, MAX_TOPICS, STATE_CODE, pack_hex_ids, packed_ids
 from processor.core.ids import IDENTITY_TYPES
-from processor.core.rules import Rule, Rules
 from processor.core.settings_doc import (
     MAX_ALLOWLIST_IDS,
     MAX_RECORD_BYTES,
@@ -28,6 +27,8 @@ from processor.core.settings_doc import (
     CanonicalType,
     PlainDoc,
     PlainType,
+    Rule,
+    Rules,
     allowed_ids,
     decode_canonical,
     decode_plain,
