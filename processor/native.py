@@ -21,11 +21,13 @@ from pathlib import Path
 #: Paths relative to the project root, in the form mypyc's build takes them.
 MODULES: tuple[str, ...] = (
     "processor/core/attempts.py",
+    "processor/core/compact.py",
     "processor/core/conflicts.py",
     "processor/core/evaluator.py",
     "processor/core/events.py",
     "processor/core/ids.py",
     "processor/core/policy.py",
+    "processor/core/rules.py",
     "processor/core/settings.py",
     "processor/core/settings_fast.py",
     "processor/core/times.py",

@@ -11,10 +11,11 @@ stays a pure function over plain data.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
+from typing import Final
 
-from processor.core.ids import hex_key
-from processor.core.settings_doc import DEFAULT_RULES, SMALL_ALLOWLIST, Rule, Rules, SetLike, SmallSet
+from processor.core.rules import DEFAULT_RULES, PackedIds, Rule, Rules
+from processor.core.settings_doc import SMALL_ALLOWLIST
 
 #: A packed version: 13 bytes (effective ms: 48 bits; partition + 1: 10 bits and offset + 1: 38 bits,
 #: 0 = none; 2 bits per identity type naming its rule, 0 = enabled; 2 bits of topic index), then per
@@ -25,6 +26,7 @@ _STATES = ("", "monitor", "limited")
 STATE_CODE = {"monitor": 1, "limited": 2}
 #: Topic indexes fit two bits; a version of a fifth distinct topic is simply not packed.
 MAX_TOPICS = 4
+_OFFSET_MASK: Final = (1 << 38) - 1
 
 
 def pack_hex_ids(ids: list[str]) -> bytes | None:
@@ -50,41 +52,9 @@ def pack_hex_ids(ids: list[str]) -> bytes | None:
     return raw
 
 
-class PackedIds(SetLike, bytes):
-    """A few unique hex ids, 16 bytes each: behaves like a set of their text (`in`, iteration, `len`,
-    equality with sets and SmallSets), which is all the decision and the tools ask of an allowlist."""
-
-    __slots__ = ()
-
-    def __contains__(self, item: object) -> bool:
-        key = hex_key(item) if isinstance(item, str) else None
-        if key is None:
-            return False
-        i = self.find(key)
-        while i >= 0:
-            if i % 16 == 0:
-                return True
-            i = self.find(key, i + 1)
-        return False
-
-    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
-        raw = bytes(self)
-        return (raw[i : i + 16].hex() for i in range(0, len(raw), 16))
-
-    def __len__(self) -> int:
-        return bytes.__len__(self) // 16
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, PackedIds | SmallSet | set | frozenset):
-            return set(self) == set(other)
-        return NotImplemented
-
-    __hash__ = SetLike.__hash__  # defining __eq__ would otherwise make the class unhashable
-
-
 def packed_ids(raw: bytes) -> Collection[str]:
-    """`PackedIds` typed as what it behaves like (a bytes subclass iterating over text)."""
-    return PackedIds(raw)  # type: ignore[return-value]
+    """`PackedIds` typed as what it behaves like (a collection of the ids' text)."""
+    return PackedIds(raw)
 
 
 def _head(effective_ms: int, topic_index: int, partition: int | None, offset: int | None,
@@ -116,7 +86,7 @@ def pack_version(effective_ms: int, rules: Rules, topic_index: int, partition: i
             ids = rule.allowed
             if rule.state not in STATE_CODE or len(ids) > SMALL_ALLOWLIST:
                 return None
-            raw = bytes(ids) if isinstance(ids, PackedIds) else pack_hex_ids(list(ids))
+            raw = ids.raw if isinstance(ids, PackedIds) else pack_hex_ids(list(ids))
             if raw is None:
                 return None
             distinct.append(rule)
@@ -127,25 +97,29 @@ def pack_version(effective_ms: int, rules: Rules, topic_index: int, partition: i
 
 
 def unpack_version(packed: bytes) -> tuple[int, Rules, int, int | None, int | None]:
-    """(effective_ms, rules, topic index, partition, offset) of a packed version."""
-    head = int.from_bytes(packed[:HEAD_BYTES], "little")
-    place = head >> 48 & (2**48 - 1)
-    flags = head >> 96
+    """(effective_ms, rules, topic index, partition, offset) of a packed version.
+
+    The hot path's cost of a lookup not cached (`SettingsHistory.lookup`): the head is read byte by
+    byte, each part below 2**48, so the compiled module never builds the 104-bit integer of `_head`."""
+    b = packed
+    effective_ms = b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24 | b[4] << 32 | b[5] << 40
+    place = b[6] | b[7] << 8 | b[8] << 16 | b[9] << 24 | b[10] << 32 | b[11] << 40
+    flags = b[12]
     s0, s1, s2 = flags & 3, flags >> 2 & 3, flags >> 4 & 3
     if not (s0 or s1 or s2):
         rules = DEFAULT_RULES
     else:
         made: list[Rule] = []
         pos = HEAD_BYTES
-        end = len(packed)
+        end = len(b)
         while pos < end:
-            code = packed[pos]
+            code = b[pos]
             stop = pos + 1 + 16 * (code & 15)
-            made.append(Rule(_STATES[code >> 4], packed_ids(packed[pos + 1 : stop])))
+            made.append(Rule(_STATES[code >> 4], PackedIds(b[pos + 1 : stop])))
             pos = stop
         rules = (made[s0 - 1] if s0 else None, made[s1 - 1] if s1 else None, made[s2 - 1] if s2 else None)
-    p, o = place >> 38, place & (2**38 - 1)
-    return head & (2**48 - 1), rules, flags >> 6, None if p == 0 else p - 1, None if o == 0 else o - 1
+    p, o = place >> 38, place & _OFFSET_MASK
+    return effective_ms, rules, flags >> 6, None if p == 0 else p - 1, None if o == 0 else o - 1
 
 
 def packed_effective(packed: bytes) -> int:

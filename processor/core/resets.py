@@ -9,7 +9,7 @@ reset; pruning checks each one against the table.
 from __future__ import annotations
 
 from processor.core.compact import packed_effective, packed_resets
-from processor.core.settings_doc import DEFAULT_RULES
+from processor.core.rules import DEFAULT_RULES
 from processor.core.versions import SettingsVersion
 
 Held = bytes | SettingsVersion | list[SettingsVersion]

@@ -18,8 +18,8 @@ from processor.core.compact import (
 )
 from processor.core.ids import IDENTITY_TYPES, account_key, account_problem, key_text, normalize_account
 from processor.core.resets import is_reset, prune_resets
+from processor.core.rules import DEFAULT_RULES, Rule, Rules
 from processor.core.settings_doc import (  # re-exported: callers import one module
-    DEFAULT_RULES,
     MAX_ALLOWLIST_IDS,
     MAX_RECORD_BYTES,
     RECENT_IDS_MAX,
@@ -29,8 +29,6 @@ from processor.core.settings_doc import (  # re-exported: callers import one mod
     IdentityTypes,
     IdentityTypeSettings,
     InvalidSettings,
-    Rule,
-    Rules,
     SettingsDocument,
     SmallSet,
     TombstoneLine,

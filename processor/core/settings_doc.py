@@ -5,7 +5,6 @@ evaluation reads. Pure: what a record says, not how records combine (that is `se
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from processor.core.errors import EXIT_USAGE, AccessEvalError
 from processor.core.ids import IDENTITY_TYPES, AccountId
+from processor.core.rules import PackedIds, Rule, Rules
 from processor.core.times import MAX_TIME_MS, Rfc3339, rfc3339_millis, to_millis
 
 #: Caps (contract §3), so that no record can exhaust a replica: every replica reads the whole topic.
@@ -175,7 +175,7 @@ SMALL_ALLOWLIST = 8
 
 class SetLike:
     """`!=`, hashing and repr of an id collection that compares equal to a set with the same ids
-    (`SmallSet`, `compact.PackedIds`); each defines `__eq__` for its own storage."""
+    (`SmallSet`; `rules.PackedIds`, compiled, has its own); each defines `__eq__` for its own storage."""
 
     __slots__ = ()
 
@@ -196,39 +196,13 @@ class SmallSet(SetLike, tuple[str, ...]):
     __slots__ = ()
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, SmallSet | set | frozenset):
+        if isinstance(other, SmallSet | PackedIds | set | frozenset):
             return len(self) == len(other) and all(x in other for x in self)
         return NotImplemented
 
     __hash__ = SetLike.__hash__  # defining __eq__ would otherwise make the class unhashable
 
 
-class Rule:
-    """The restriction for one identity type of one account (`enabled` types have no Rule).
-
-    `allowed` is a frozenset, or a SmallSet (a tuple comparing like a set) for a few ids, or (as the
-    compact table stores them) a `compact.PackedIds`: each answers `in` for an id's text.
-    """
-
-    __slots__ = ("allowed", "state")
-
-    def __init__(self, state: str, allowed: Collection[str]) -> None:
-        self.state = state
-        self.allowed = allowed
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Rule) and self.state == other.state and self.allowed == other.allowed
-
-    def __hash__(self) -> int:
-        return hash((self.state, self.allowed))
-
-    def __repr__(self) -> str:
-        return f"Rule({self.state!r}, {len(self.allowed)} allowed)"
-
-
-#: Rules indexed like IDENTITY_TYPES; None means `enabled`.
-Rules = tuple[Rule | None, Rule | None, Rule | None]
-DEFAULT_RULES: Rules = (None, None, None)
 TYPE_INDEX: dict[str, int] = {t: i for i, t in enumerate(IDENTITY_TYPES)}
 
 

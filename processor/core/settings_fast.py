@@ -19,6 +19,7 @@ import msgspec
 
 from processor.core.compact import HEAD_BYTES, MAX_TOPICS, STATE_CODE, pack_hex_ids, packed_ids
 from processor.core.ids import IDENTITY_TYPES
+from processor.core.rules import Rule, Rules
 from processor.core.settings_doc import (
     MAX_ALLOWLIST_IDS,
     MAX_RECORD_BYTES,
@@ -27,8 +28,6 @@ from processor.core.settings_doc import (
     CanonicalType,
     PlainDoc,
     PlainType,
-    Rule,
-    Rules,
     allowed_ids,
     decode_canonical,
     decode_plain,

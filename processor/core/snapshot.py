@@ -29,9 +29,10 @@ from itertools import compress, repeat
 from operator import and_, is_not, itemgetter, not_
 from typing import Any
 
-from processor.core.compact import HEAD_BYTES, PackedIds, packed_ids
+from processor.core.compact import HEAD_BYTES, packed_ids
 from processor.core.errors import AccessEvalError
 from processor.core.resets import is_reset
+from processor.core.rules import PackedIds
 from processor.core.settings import (
     BEGINNING_OF_TIME,
     RejectedRecord,
@@ -274,7 +275,7 @@ def _version(v: SettingsVersion) -> tuple[Any, ...]:
 def _ids(allowed: Collection[str]) -> tuple[str, Any]:
     """An allowlist as (kind, data), each kind given back as the same type."""
     if isinstance(allowed, PackedIds):
-        return "packed", bytes(allowed)
+        return "packed", allowed.raw
     if isinstance(allowed, SmallSet):
         return "small", tuple(allowed)
     return "set", sorted(allowed)

@@ -7,7 +7,8 @@ see `compact`).
 from __future__ import annotations
 
 from processor.core.ids import account_problem, hex_key, normalize_account
-from processor.core.settings_doc import GUARD_REASONS, Rules
+from processor.core.rules import Rules
+from processor.core.settings_doc import GUARD_REASONS
 
 #: Effective time of a version that is in force "from the beginning of time" (simulate lines without updated_at).
 BEGINNING_OF_TIME = -(2**62)

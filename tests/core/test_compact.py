@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from processor.core.compact import (
-    PackedIds,
     pack_hex_ids,
     pack_version,
     unpack_version,
 )
 from processor.core.ids import account_key, hex_key, key_text
+from processor.core.rules import PackedIds
 from processor.core.settings import DEFAULT_RULES, Rule, SettingsHistory, SmallSet, parse_settings, rules_of
 from processor.core.settings_fast import fast_rules, fast_settings
 from processor.core.times import to_millis
