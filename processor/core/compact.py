@@ -11,7 +11,6 @@ stays a pure function over plain data.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Final
 
 from processor.core.rules import DEFAULT_RULES, PackedIds, Rule, Rules
@@ -50,11 +49,6 @@ def pack_hex_ids(ids: list[str]) -> bytes | None:
             seen[raw[i : i + 16]] = None
         raw = b"".join(seen)
     return raw
-
-
-def packed_ids(raw: bytes) -> Collection[str]:
-    """`PackedIds` typed as what it behaves like (a collection of the ids' text)."""
-    return PackedIds(raw)
 
 
 def _head(effective_ms: int, topic_index: int, partition: int | None, offset: int | None,

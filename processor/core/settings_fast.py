@@ -17,9 +17,9 @@ from typing import TypeVar
 
 import msgspec
 
-from processor.core.compact import HEAD_BYTES, MAX_TOPICS, STATE_CODE, pack_hex_ids, packed_ids
+from processor.core.compact import HEAD_BYTES, MAX_TOPICS, STATE_CODE, pack_hex_ids
 from processor.core.ids import IDENTITY_TYPES
-from processor.core.rules import Rule, Rules
+from processor.core.rules import PackedIds, Rule, Rules
 from processor.core.settings_doc import (
     MAX_ALLOWLIST_IDS,
     MAX_RECORD_BYTES,
@@ -214,7 +214,7 @@ def fast_rules(types: FastTypes) -> Rules:
         if rule is None:
             state, raw = cfg
             if len(raw) <= 16 * SMALL_ALLOWLIST:
-                rule = Rule(state, packed_ids(raw))
+                rule = Rule(state, PackedIds(raw))
             else:
                 rule = Rule(state, allowed_ids([raw[i : i + 16].hex() for i in range(0, len(raw), 16)]))
             made[cfg] = rule

@@ -29,7 +29,7 @@ from itertools import compress, repeat
 from operator import and_, is_not, itemgetter, not_
 from typing import Any
 
-from processor.core.compact import HEAD_BYTES, packed_ids
+from processor.core.compact import HEAD_BYTES
 from processor.core.errors import AccessEvalError
 from processor.core.resets import is_reset
 from processor.core.rules import PackedIds
@@ -283,7 +283,7 @@ def _ids(allowed: Collection[str]) -> tuple[str, Any]:
 
 def _unversion(data: tuple[Any, ...]) -> SettingsVersion:
     effective_ms, topic, partition, offset, distinct, slots = data
-    made = [Rule(state, packed_ids(ids) if kind == "packed" else SmallSet(ids) if kind == "small" else frozenset(ids))
+    made = [Rule(state, PackedIds(ids) if kind == "packed" else SmallSet(ids) if kind == "small" else frozenset(ids))
             for state, kind, ids in distinct]
     rules: Rules = tuple(made[s - 1] if s else None for s in slots)  # type: ignore[assignment]
     return SettingsVersion(effective_ms, rules, topic, partition, offset)
